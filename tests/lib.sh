@@ -1,0 +1,68 @@
+# tests/lib.sh: helpers for integration test scripts. Source it: . "$VDI_SRC/tests/lib.sh"
+# Exit codes: 0 pass, 77 skip (with a "SKIP: reason" line), anything else fail.
+set -u
+VDI_SRC=${VDI_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+VDI_BIN=${VDI_BIN:-$VDI_SRC/build/bin}
+VDI_BUILD=${VDI_BUILD:-$VDI_SRC/build/default}
+VDI_TEST_TIMEOUT_MULT=${VDI_TEST_TIMEOUT_MULT:-1}
+_t_checks=0
+
+t_fail() { echo "FAIL: $*"; exit 1; }
+t_skip() { echo "SKIP: $*"; exit 77; }
+t_log() { echo "# $*"; }
+
+# Skip when /dev/kvm is unusable, or fail when VDI_REQUIRE_KVM=1 (CI sets it).
+t_require_kvm() {
+    if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+        if [ "${VDI_REQUIRE_KVM:-0}" = 1 ]; then t_fail "/dev/kvm is missing or not accessible and VDI_REQUIRE_KVM=1"; fi
+        t_skip "/dev/kvm is missing or not accessible"
+    fi
+}
+t_require_root() {
+    if [ "$(id -u)" != 0 ]; then
+        if [ "${VDI_REQUIRE_KVM:-0}" = 1 ]; then t_fail "needs root and VDI_REQUIRE_KVM=1"; fi
+        t_skip "needs root"
+    fi
+}
+# Hardware virtualisation (vmx/svm) is needed for full guest-kernel boots.
+t_have_hw_virt() { grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; }
+
+# t_tmpdir: a fresh directory removed at exit.
+t_tmpdir() {
+    T=$(mktemp -d "${TMPDIR:-/tmp}/vdi-test.XXXXXX")
+    trap 't_cleanup' EXIT
+}
+_t_pids=()
+t_cleanup() {
+    local p
+    for p in "${_t_pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${_t_pids[@]}"; do wait "$p" 2>/dev/null; done
+    [ -n "${T:-}" ] && rm -rf "$T"
+}
+# t_bg CMD...: start a background process that is stopped (by PID) at exit; its PID in $!.
+t_bg() { "$@" & _t_pids+=($!); }
+
+# t_check DESCRIPTION CMD...: run CMD, fail the suite with DESCRIPTION if it fails.
+t_check() {
+    local what=$1; shift
+    _t_checks=$((_t_checks + 1))
+    if "$@"; then echo "ok $_t_checks - $what"; else t_fail "$what"; fi
+}
+# t_expect_exit CODE DESCRIPTION CMD...: CMD must exit with CODE.
+t_expect_exit() {
+    local want=$1 what=$2; shift 2
+    _t_checks=$((_t_checks + 1))
+    "$@"; local rc=$?
+    [ "$rc" = "$want" ] || t_fail "$what: exit status $rc, expected $want"
+    echo "ok $_t_checks - $what"
+}
+# t_wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fail after SECONDS (scaled).
+t_wait_for() {
+    local secs=$1; shift
+    local deadline=$(( $(date +%s) + secs * VDI_TEST_TIMEOUT_MULT ))
+    until "$@"; do
+        [ "$(date +%s)" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+t_done() { echo "all $_t_checks checks passed"; exit 0; }
