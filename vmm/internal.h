@@ -63,8 +63,8 @@ typedef struct vmm_io_region vmm_io_region_t;
 
 /* Claim [@base, @base+@size) in @space. Fails with -EEXIST if it overlaps another region.
  * The region belongs to the VM until vmm__io_del(). Thread: any (serialised with dispatch). */
-int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t size,
-                vmm_io_fn fn, void *opaque, vmm_io_region_t **out);
+int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t size, vmm_io_fn fn,
+                void *opaque, vmm_io_region_t **out);
 /* Move a region (a guest reprogrammed a BAR); -EEXIST on overlap, region unchanged then.
  * Thread: vCPU or main. */
 int vmm__io_move(vmm_io_region_t *r, uint64_t new_base);
@@ -80,8 +80,8 @@ uint64_t vmm__ram_size(const vmm_vm_t *vm);
  * is created unmapped; vmm__memslot_map() places it in the guest's physical address space when
  * the guest enables the BAR. Thread: main or vCPU. */
 int vmm__memslot_add(vmm_vm_t *vm, void *hva, uint64_t size, bool dirty_log, int *slot_out);
-int vmm__memslot_map(vmm_vm_t *vm, int slot, uint64_t gpa);   /* (re)map at @gpa */
-int vmm__memslot_unmap(vmm_vm_t *vm, int slot);               /* guest disabled the BAR */
+int vmm__memslot_map(vmm_vm_t *vm, int slot, uint64_t gpa); /* (re)map at @gpa */
+int vmm__memslot_unmap(vmm_vm_t *vm, int slot);             /* guest disabled the BAR */
 /* Copy the slot's dirty bitmap (one bit per 4 KiB page, KVM_GET_DIRTY_LOG semantics: the bits
  * are cleared by the call) into @bitmap, which holds at least ceil(pages/64) words. Returns 0,
  * -ENODEV if the slot is not mapped, or -errno. Thread: any (the display thread calls it). */
