@@ -1,4 +1,10 @@
-# vmm/: vdi-vmm, the per-desktop KVM virtual machine monitor.
+# vmm/: vdi-vmm, the per-desktop KVM virtual machine monitor. Every vmm/*.c but main.c goes into
+# libvmm.a (so unit tests can link it); main.c is the program. Other modules (display/,
+# golden-images/) append to vdi-vmm_LIBS / vdi-vmm_LDLIBS with +=, so keep += here too.
+LIBS += vmm
+vmm_SRCS := $(filter-out vmm/main.c,$(wildcard vmm/*.c))
 PROGS += vdi-vmm
 vdi-vmm_SRCS := vmm/main.c
-vdi-vmm_LIBS := common
+vdi-vmm_LIBS += vmm common
+vdi-vmm_LDLIBS +=
+UNIT_vmm_LIBS := vmm common
