@@ -201,9 +201,10 @@ int img__open_chain(const char *path, unsigned flags, const char *fmt, struct im
     }
 
     if (is_qcow2) {
-        err = VDI_EBADIMAGE; /* QCOW2-PENDING */
-        VDI_LOG_ERR("image=%s is qcow2, which this build cannot open yet", path);
-        goto err_close;
+        d->ops = &img__qcow2_ops;
+        err = img__qcow2_open(d, flags, chain);
+        if (err < 0)
+            goto err_close;
     } else {
         d->ops = &img__raw_ops;
         if (S_ISBLK(st.st_mode)) {
@@ -305,4 +306,19 @@ void img_close(img_disk_t *d)
     close(d->fd);
     free(d->path);
     free(d);
+}
+
+int img_check(const char *path, bool repair, struct img_check_result *res)
+{
+    img_disk_t *d;
+    memset(res, 0, sizeof(*res));
+    /* A writable open of a dirty image repairs it already; open without that for a plain
+     * check so the report shows what was wrong. */
+    int err = img_open(path, repair ? 0 : IMG_OPEN_RDONLY, &d);
+    if (err < 0)
+        return err;
+    if (d->q)
+        err = img__qcow2_check(d, repair, res);
+    img_close(d);
+    return err;
 }

@@ -65,4 +65,36 @@ int img_discard(img_disk_t *d, uint64_t off, uint64_t len);
 /* Flush, clear the dirty flag, unlock and free. NULL does nothing. */
 void img_close(img_disk_t *d);
 
+/* ---- Creating ----------------------------------------------------------------------------- */
+
+struct img_create_opts {
+    const char *format;      /* "qcow2" (default) or "raw" */
+    uint64_t size;           /* bytes; 0 = the backing file's size */
+    uint32_t cluster_size;   /* qcow2: a power of two from 4 KiB to 2 MiB; 0 = 64 KiB */
+    const char *backing;     /* qcow2: backing file as stored in the header (absolute, or relative
+                              * to the new image's directory), or NULL */
+    const char *backing_fmt; /* "raw" or "qcow2"; NULL = found from the backing file */
+    bool overwrite;          /* replace an existing file (default: -EEXIST) */
+};
+
+/* Create an empty image at @path (an overlay when @o->backing is set). O(1) in the virtual size:
+ * a few clusters of metadata are written, the L1 table is a hole. The backing chain is opened
+ * read-only to validate it and take its size and format. Returns 0, -errno or VDI_EBADIMAGE.
+ * Thread: any (blocks on I/O; keep it off an event loop). */
+int img_create(const char *path, const struct img_create_opts *o);
+
+/* ---- Checking ----------------------------------------------------------------------------- */
+
+/* What img_check() found. Counts are clusters. */
+struct img_check_result {
+    uint64_t errors, errors_fixed, errors_left; /* refcount too low, bad flags, bad pointers */
+    uint64_t leaks, leaks_fixed, leaks_left;    /* refcount too high (no harm but wasted space) */
+    uint64_t allocated, compressed;             /* guest clusters in the top image */
+};
+
+/* Check the qcow2 image at @path (refcounts against references, flags, pointers); with @repair
+ * open it writable and fix what can be fixed. A raw image has nothing to check (all zeros).
+ * Returns 0 (see @res for what was found), -errno or VDI_EBADIMAGE. */
+int img_check(const char *path, bool repair, struct img_check_result *res);
+
 #endif /* VDI_GOLDEN_IMAGES_IMG_H */
