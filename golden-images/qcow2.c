@@ -1741,3 +1741,89 @@ int img__qcow2_create(const char *path, uint64_t size, uint32_t cluster_bits, co
     }
     return err;
 }
+
+/* ---- inspection and header rewriting ------------------------------------------------------ */
+
+int img__qcow2_allocated(img_disk_t *d, uint64_t off, bool *alloc)
+{
+    struct cinfo ci;
+    int err = lookup(d, off, &ci);
+    if (err == 0)
+        *alloc = ci.type != C_UNALLOC;
+    return err;
+}
+
+int img__qcow2_set_backing(img_disk_t *d, const char *name, const char *fmt)
+{
+    struct img__qcow2 *q = d->q;
+    size_t cs = (size_t)q->cluster_size;
+    uint8_t *h = vdi_trycalloc(1, cs), *old = vdi_trymalloc(cs);
+    int err;
+    if (!h || !old) {
+        err = -ENOMEM;
+        goto out;
+    }
+    if (d->rdonly) {
+        err = -EROFS;
+        goto out;
+    }
+    err = img__pread_full(d->fd, old, (size_t)VDI_MIN((uint64_t)cs, q->file_size), 0);
+    if (err < 0)
+        goto out;
+    memcpy(h, old, q->header_length);
+    size_t off = q->header_length;
+    /* Keep every extension but the backing format, then add the new one. */
+    size_t in = q->header_length;
+    while (in + 8 <= cs) {
+        uint32_t type = img__be32(old + in), len = img__be32(old + in + 4);
+        if (type == 0 || len > cs - in - 8)
+            break;
+        size_t padded = 8 + ((len + 7) & ~7u);
+        if (type != IMG__QCOW2_EXT_BACKING_FMT) {
+            if (off + padded > cs) {
+                err = -ENAMETOOLONG;
+                goto out;
+            }
+            memcpy(h + off, old + in, VDI_MIN(padded, cs - in));
+            off += padded;
+        }
+        in += padded;
+    }
+    if (name && fmt) {
+        size_t fl = strlen(fmt);
+        if (off + 8 + ((fl + 7) & ~7u) > cs) {
+            err = -ENAMETOOLONG;
+            goto out;
+        }
+        img__put_be32(h + off, IMG__QCOW2_EXT_BACKING_FMT);
+        img__put_be32(h + off + 4, (uint32_t)fl);
+        memcpy(h + off + 8, fmt, fl);
+        off += 8 + ((fl + 7) & ~7u);
+    }
+    off += 8; /* end marker (zeros) */
+    size_t nl = name ? strlen(name) : 0;
+    if (off + nl > cs || nl > 1023) {
+        err = -ENAMETOOLONG;
+        goto out;
+    }
+    img__put_be64(h + 8, name ? off : 0);
+    img__put_be32(h + 16, (uint32_t)nl);
+    if (name)
+        memcpy(h + off, name, nl);
+    size_t used = VDI_MAX(VDI_MAX(off + nl, in), (size_t)(q->backing_off + q->backing_len));
+    err = img__pwrite_full(d->fd, h, VDI_MIN(used + 8, cs), 0);
+    if (err == 0 && fdatasync(d->fd) < 0)
+        err = -errno;
+    if (err < 0) {
+        VDI_LOG_ERR("image=%s rewriting the header failed: %s", d->path, vdi_strerror(err));
+        goto out;
+    }
+    free(q->backing_name);
+    free(q->backing_fmt);
+    q->backing_name = name ? vdi_xstrdup(name) : NULL;
+    q->backing_fmt = name && fmt ? vdi_xstrdup(fmt) : NULL;
+out:
+    free(h);
+    free(old);
+    return err;
+}

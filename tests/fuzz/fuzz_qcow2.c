@@ -3,7 +3,7 @@
  * tables), checked (every L2 table and refcount block), read where its L1 table maps clusters,
  * then opened writable (dirty-flag repair) and written once. Nothing may crash or leak. */
 // fuzz-srcs: golden-images/*.c common/*.c
-// fuzz-libs: -lz -lzstd
+// fuzz-libs: -lz -lzstd -ljansson -lcrypto
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
