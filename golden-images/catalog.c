@@ -499,9 +499,9 @@ static int finish_version(img_catalog_t *cat, const char *name, const char *tmp,
         if (access(p, F_OK) == 0) {
             err = sha256_file(p, hex, &size);
             if (err == 0)
-                json_object_set_new(files, names[i],
-                                    json_pack("{s:s, s:I}", "sha256", hex, "size",
-                                              (json_int_t)size));
+                json_object_set_new(
+                    files, names[i],
+                    json_pack("{s:s, s:I}", "sha256", hex, "size", (json_int_t)size));
             if (i == 3 && err == 0) {
                 char *text = NULL;
                 if (read_file(p, &text) == 0)
@@ -560,10 +560,8 @@ int img_catalog_import(img_catalog_t *cat, const char *name, const struct img_im
         err = -errno;
         goto out;
     }
-    struct img_convert_opts co = {.format = "qcow2",
-                                  .cluster_size = o->cluster_size,
-                                  .progress = o->progress,
-                                  .ctx = o->ctx};
+    struct img_convert_opts co = {
+        .format = "qcow2", .cluster_size = o->cluster_size, .progress = o->progress, .ctx = o->ctx};
     err = img_convert(o->disk, disk, &co);
     if (err < 0) {
         VDI_LOG_ERR("image %s: %s cannot be imported: %s", name, o->disk, vdi_strerror(err));

@@ -14,8 +14,7 @@
 
 struct cli {
     bool json, quiet, repair, unsafe, current;
-    const char *state, *format, *backing, *backing_fmt, *kernel, *initrd, *cmdline, *notes,
-        *holder;
+    const char *state, *format, *backing, *backing_fmt, *kernel, *initrd, *cmdline, *notes, *holder;
     uint32_t cluster_size;
     bool backing_set;
     char **args;
@@ -144,8 +143,8 @@ static int parse_ref(const char *s, char **name, uint32_t *v)
 static int need(const struct cli *c, int n, const char *cmd)
 {
     if (c->nargs != n) {
-        fprintf(stderr, "vdictl image %s: expected %d argument%s (see vdictl image --help)\n",
-                cmd, n, n == 1 ? "" : "s");
+        fprintf(stderr, "vdictl image %s: expected %d argument%s (see vdictl image --help)\n", cmd,
+                n, n == 1 ? "" : "s");
         return 2;
     }
     return 0;
@@ -240,13 +239,12 @@ static int cmd_check(struct cli *c)
     if (err < 0)
         return fail(c->args[0], err);
     if (c->json) {
-        print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "file", c->args[0],
-                             "errors", (json_int_t)r.errors, "errors_fixed",
-                             (json_int_t)r.errors_fixed, "errors_left", (json_int_t)r.errors_left,
-                             "leaks", (json_int_t)r.leaks, "leaks_fixed",
-                             (json_int_t)r.leaks_fixed, "leaks_left", (json_int_t)r.leaks_left,
-                             "allocated_clusters", (json_int_t)r.allocated,
-                             "compressed_clusters", (json_int_t)r.compressed));
+        print_json(json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "file", c->args[0], "errors",
+            (json_int_t)r.errors, "errors_fixed", (json_int_t)r.errors_fixed, "errors_left",
+            (json_int_t)r.errors_left, "leaks", (json_int_t)r.leaks, "leaks_fixed",
+            (json_int_t)r.leaks_fixed, "leaks_left", (json_int_t)r.leaks_left, "allocated_clusters",
+            (json_int_t)r.allocated, "compressed_clusters", (json_int_t)r.compressed));
     } else {
         if (!r.errors && !r.leaks)
             printf("%s: no errors, no leaks (%" PRIu64 " clusters allocated, %" PRIu64
@@ -510,8 +508,8 @@ static int cmd_clone(struct cli *c)
         return fail(c->args[1], err);
     }
     if (c->json)
-        print_json(json_pack("{s:s, s:s, s:i}", "clone", c->args[1], "image", name, "version",
-                             (int)used));
+        print_json(
+            json_pack("{s:s, s:s, s:i}", "clone", c->args[1], "image", name, "version", (int)used));
     else if (!c->quiet)
         printf("%s: overlay on %s version %u\n", c->args[1], name, used);
     free(name);
@@ -549,7 +547,8 @@ static int cmd_verify(struct cli *c)
         }
         bad += e < 0;
         if (c->json)
-            json_array_append_new(arr, json_pack("{s:i, s:b}", "version", (int)vs[i], "ok", e == 0));
+            json_array_append_new(arr,
+                                  json_pack("{s:i, s:b}", "version", (int)vs[i], "ok", e == 0));
         else
             printf("%s version %u: %s\n", name, vs[i], e == 0 ? "ok" : "CORRUPT");
     }
@@ -571,7 +570,16 @@ static int cmd_verify(struct cli *c)
 
 int img_cli_main(int argc, char **argv)
 {
-    enum { O_JSON = 256, O_STATE, O_KERNEL, O_INITRD, O_CMDLINE, O_NOTES, O_CURRENT, O_HOLDER };
+    enum {
+        O_JSON = 256,
+        O_STATE,
+        O_KERNEL,
+        O_INITRD,
+        O_CMDLINE,
+        O_NOTES,
+        O_CURRENT,
+        O_HOLDER
+    };
     static const struct option opts[] = {
         {"json", no_argument, NULL, O_JSON},
         {"state", required_argument, NULL, O_STATE},

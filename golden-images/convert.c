@@ -142,8 +142,8 @@ int img_commit(const char *path, img_progress_fn progress, void *ctx)
         img_close(top);
         return -EAGAIN;
     }
-    err = img__open_chain(img_path(top->backing), 0, top->q->backing_fmt,
-                          &(struct img__chain){0}, &base);
+    err = img__open_chain(img_path(top->backing), 0, top->q->backing_fmt, &(struct img__chain){0},
+                          &base);
     if (err < 0) {
         img_close(top);
         return err;
