@@ -33,3 +33,10 @@ $(IMG_MKTESTDISK): $(IMG_MKTESTDISK_OBJ) $(O)/lib/libimg.a $(O)/lib/libcommon.a
 	$(call link_cmd,$@,$(IMG_MKTESTDISK_OBJ),img common,$(IMG_LDLIBS),)
 -include $(IMG_MKTESTDISK_OBJ:.o=.d)
 EXTRA_TEST_DEPS += $(IMG_TESTDISK)
+
+# bench/images: the timing tool run.sh drives.
+IMG_BENCH := $(O)/bench/images/imgbench
+$(IMG_BENCH): $(O)/obj/bench/images/imgbench.o $(O)/lib/libimg.a $(O)/lib/libcommon.a
+	$(call link_cmd,$@,$(O)/obj/bench/images/imgbench.o,img common,$(IMG_LDLIBS),)
+-include $(O)/obj/bench/images/imgbench.d
+BENCH_TARGETS += $(IMG_BENCH) $(IMG_MKTESTDISK)
