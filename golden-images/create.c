@@ -21,8 +21,8 @@ int img_create(const char *path, const struct img_create_opts *o)
             VDI_LOG_ERR("image=%s: a raw image cannot have a backing file", path);
             return -EINVAL;
         }
-        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (o->overwrite ? O_TRUNC : O_EXCL),
-                      0644);
+        int fd =
+            open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (o->overwrite ? O_TRUNC : O_EXCL), 0644);
         if (fd < 0) {
             err = -errno;
             VDI_LOG_ERR("image=%s cannot be created: %s", path, vdi_strerror(err));
@@ -61,8 +61,8 @@ int img_create(const char *path, const struct img_create_opts *o)
             bfmt = bfmt_owned = vdi_xstrdup(img_format(b));
         img_close(b);
     }
-    err = img__qcow2_create(path, size, (uint32_t)__builtin_ctz(cs), o->backing, bfmt,
-                            !o->overwrite);
+    err =
+        img__qcow2_create(path, size, (uint32_t)__builtin_ctz(cs), o->backing, bfmt, !o->overwrite);
     free(bfmt_owned);
     return err;
 }

@@ -36,14 +36,14 @@
 #include "common/vdi.h"
 #include "golden-images/internal.h"
 
-#define L1E_OFFSET_MASK  0x00fffffffffffe00ULL
-#define L2E_OFFSET_MASK  0x00fffffffffffe00ULL
-#define RTE_OFFSET_MASK  0xfffffffffffffe00ULL
+#define L1E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define RTE_OFFSET_MASK       0xfffffffffffffe00ULL
 #define QCOW_OFLAG_COPIED     (1ULL << 63)
 #define QCOW_OFLAG_COMPRESSED (1ULL << 62)
 #define QCOW_OFLAG_ZERO       1ULL
-#define L1E_RESERVED     0x7f000000000001ffULL
-#define L2E_RESERVED     0x3f000000000001feULL
+#define L1E_RESERVED          0x7f000000000001ffULL
+#define L2E_RESERVED          0x3f000000000001feULL
 
 /* Trim the table cache past this many bytes (between requests). */
 #define CACHE_CAP (32u << 20)
@@ -412,8 +412,7 @@ static int apply_pending_frees(img_disk_t *d)
 {
     struct img__qcow2 *q = d->q;
     for (size_t i = 0; i < q->n_pending; i++) {
-        for (uint64_t c = q->pending[i].cluster; c < q->pending[i].cluster + q->pending[i].n;
-             c++) {
+        for (uint64_t c = q->pending[i].cluster; c < q->pending[i].cluster + q->pending[i].n; c++) {
             uint64_t rc;
             int err = img__qcow2_get_refcount(d, c, &rc);
             if (err < 0)
@@ -500,12 +499,17 @@ static int l2_get_alloc(img_disk_t *d, uint64_t l1i, uint64_t **out)
 
 /* ---- decoding entries --------------------------------------------------------------------- */
 
-enum ctype { C_UNALLOC, C_ZERO, C_NORMAL, C_COMPRESSED };
+enum ctype {
+    C_UNALLOC,
+    C_ZERO,
+    C_NORMAL,
+    C_COMPRESSED
+};
 
 struct cinfo {
     enum ctype type;
-    uint64_t host;   /* C_NORMAL: cluster offset; C_COMPRESSED: byte offset */
-    uint64_t csize;  /* C_COMPRESSED: bytes of compressed data (upper bound) */
+    uint64_t host;  /* C_NORMAL: cluster offset; C_COMPRESSED: byte offset */
+    uint64_t csize; /* C_COMPRESSED: bytes of compressed data (upper bound) */
     bool copied;
 };
 
@@ -895,8 +899,7 @@ static int write_dirty_refblocks(img_disk_t *d)
             continue;
         int err = img__pwrite_full(d->fd, q->rb[i], q->cluster_size, q->rt[i] & RTE_OFFSET_MASK);
         if (err < 0) {
-            VDI_LOG_ERR("image=%s writing a refcount block failed: %s", d->path,
-                        vdi_strerror(err));
+            VDI_LOG_ERR("image=%s writing a refcount block failed: %s", d->path, vdi_strerror(err));
             return err;
         }
         q->rb_dirty[i] = 0;
@@ -940,8 +943,8 @@ static int flush_meta(img_disk_t *d)
         uint8_t *buf = vdi_xcalloc(q->rt_clusters, q->cluster_size);
         for (uint64_t i = 0; i < q->rt_entries; i++)
             img__put_be64(buf + 8 * i, q->rt[i]);
-        err = img__pwrite_full(d->fd, buf, (uint64_t)q->rt_clusters * q->cluster_size,
-                               q->rt_offset);
+        err =
+            img__pwrite_full(d->fd, buf, (uint64_t)q->rt_clusters * q->cluster_size, q->rt_offset);
         free(buf);
         if (err == 0)
             err = sync_fd(d);
@@ -1276,8 +1279,8 @@ int img__qcow2_parse_header(img_disk_t *d, const uint8_t *h, size_t hlen)
     int err = parse_extensions(d, h, VDI_MIN(hlen, q->cluster_size));
     if (err < 0)
         return err;
-    uint64_t known = IMG__QCOW2_INCOMPAT_DIRTY | IMG__QCOW2_INCOMPAT_CORRUPT |
-                     IMG__QCOW2_INCOMPAT_COMPRESSION;
+    uint64_t known =
+        IMG__QCOW2_INCOMPAT_DIRTY | IMG__QCOW2_INCOMPAT_CORRUPT | IMG__QCOW2_INCOMPAT_COMPRESSION;
     if (q->incompat & ~known) {
         for (int bit = 0; bit < 64; bit++)
             if ((q->incompat & ~known) & (1ULL << bit)) {
@@ -1351,8 +1354,8 @@ int img__qcow2_open(img_disk_t *d, unsigned flags, struct img__chain *chain)
         err = -ENOMEM;
         goto err_free;
     }
-    uint8_t *raw = vdi_trymalloc(VDI_MAX((uint64_t)q->l1_size * 8,
-                                         (uint64_t)q->rt_clusters * q->cluster_size));
+    uint8_t *raw = vdi_trymalloc(
+        VDI_MAX((uint64_t)q->l1_size * 8, (uint64_t)q->rt_clusters * q->cluster_size));
     if (!raw) {
         err = -ENOMEM;
         goto err_free;
@@ -1484,8 +1487,7 @@ int img__qcow2_check(img_disk_t *d, bool repair, struct img_check_result *res)
 
     ref_add(d, &r, 0, q->cluster_size, res, "header");
     ref_add(d, &r, q->l1_offset, (uint64_t)q->l1_size * 8, res, "L1 table");
-    ref_add(d, &r, q->rt_offset, (uint64_t)q->rt_clusters * q->cluster_size, res,
-            "refcount table");
+    ref_add(d, &r, q->rt_offset, (uint64_t)q->rt_clusters * q->cluster_size, res, "refcount table");
     for (uint64_t i = 0; i < q->rt_entries; i++)
         if (q->rt[i] & RTE_OFFSET_MASK)
             ref_add(d, &r, q->rt[i] & RTE_OFFSET_MASK, q->cluster_size, res, "refcount block");
@@ -1543,7 +1545,7 @@ int img__qcow2_check(img_disk_t *d, bool repair, struct img_check_result *res)
                 }
                 continue;
             }
-            bool low = rc < r.n[c], high = rc > r.n[c];
+            bool low = rc<r.n[c], high = rc> r.n[c];
             if ((pass == 0 && !low) || (pass == 1 && !high))
                 continue;
             if (low)
@@ -1684,10 +1686,9 @@ int img__qcow2_create(const char *path, uint64_t size, uint32_t cluster_bits, co
         uint8_t type, bit;
         const char *name;
     } feats[] = {
-        {0, 0, "dirty bit"},          {0, 1, "corrupt bit"},
-        {0, 2, "external data file"}, {0, 3, "compression type"},
-        {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
-        {2, 0, "bitmaps"},            {2, 1, "raw external data"},
+        {0, 0, "dirty bit"},        {0, 1, "corrupt bit"},         {0, 2, "external data file"},
+        {0, 3, "compression type"}, {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+        {2, 0, "bitmaps"},          {2, 1, "raw external data"},
     };
     uint8_t ft[VDI_ARRAY_SIZE(feats) * 48];
     memset(ft, 0, sizeof(ft));

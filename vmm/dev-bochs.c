@@ -18,33 +18,33 @@
 #include "display/dpy.h"
 #include "vmm/pci-internal.h"
 
-#define DISPI_INDEX_ID          0x0
-#define DISPI_INDEX_XRES        0x1
-#define DISPI_INDEX_YRES        0x2
-#define DISPI_INDEX_BPP         0x3
-#define DISPI_INDEX_ENABLE      0x4
-#define DISPI_INDEX_BANK        0x5
-#define DISPI_INDEX_VIRT_WIDTH  0x6
-#define DISPI_INDEX_VIRT_HEIGHT 0x7
-#define DISPI_INDEX_X_OFFSET    0x8
-#define DISPI_INDEX_Y_OFFSET    0x9
+#define DISPI_INDEX_ID               0x0
+#define DISPI_INDEX_XRES             0x1
+#define DISPI_INDEX_YRES             0x2
+#define DISPI_INDEX_BPP              0x3
+#define DISPI_INDEX_ENABLE           0x4
+#define DISPI_INDEX_BANK             0x5
+#define DISPI_INDEX_VIRT_WIDTH       0x6
+#define DISPI_INDEX_VIRT_HEIGHT      0x7
+#define DISPI_INDEX_X_OFFSET         0x8
+#define DISPI_INDEX_Y_OFFSET         0x9
 #define DISPI_INDEX_VIDEO_MEMORY_64K 0xa
-#define DISPI_NREGS             0xb
-#define DISPI_ID0               0xb0c0
-#define DISPI_ID5               0xb0c5
-#define DISPI_ENABLED           0x01
+#define DISPI_NREGS                  0xb
+#define DISPI_ID0                    0xb0c0
+#define DISPI_ID5                    0xb0c5
+#define DISPI_ENABLED                0x01
 
-#define MMIO_SIZE   0x1000
-#define EDID_SIZE   0x400
-#define DISPI_BASE  0x500
-#define QEXT_BASE   0x600
-#define QEXT_SIZE   8
-#define QEXT_LITTLE 0x1e1e1e1e
+#define MMIO_SIZE                    0x1000
+#define EDID_SIZE                    0x400
+#define DISPI_BASE                   0x500
+#define QEXT_BASE                    0x600
+#define QEXT_SIZE                    8
+#define QEXT_LITTLE                  0x1e1e1e1e
 
-#define FB_MAX_W 3840
-#define FB_MAX_H 2160
-#define FB_MIN_W 320
-#define FB_MIN_H 200
+#define FB_MAX_W                     3840
+#define FB_MAX_H                     2160
+#define FB_MIN_W                     320
+#define FB_MIN_H                     200
 
 struct vmm_bochs {
     struct vmm_pci_dev pci; /* first */
@@ -70,7 +70,7 @@ static void detailed_timing(uint8_t *d, uint32_t w, uint32_t h)
     if (vblank < 15)
         vblank = 15;
     uint64_t clock = ((uint64_t)(w + hblank) * (h + vblank) * 60 + 9999) / 10000; /* 10 kHz */
-    uint32_t wmm = w * 254 / 960, hmm = h * 254 / 960; /* as if 96 dpi */
+    uint32_t wmm = w * 254 / 960, hmm = h * 254 / 960;                            /* as if 96 dpi */
 
     d[0] = clock & 0xff;
     d[1] = clock >> 8;
@@ -83,8 +83,8 @@ static void detailed_timing(uint8_t *d, uint32_t w, uint32_t h)
     d[8] = hfront & 0xff;
     d[9] = hsync & 0xff;
     d[10] = (uint8_t)((vfront & 0xf) << 4 | (vsync & 0xf));
-    d[11] = (uint8_t)(((hfront >> 8) & 3) << 6 | ((hsync >> 8) & 3) << 4 | ((vfront >> 4) & 3) << 2 |
-                      ((vsync >> 4) & 3));
+    d[11] = (uint8_t)(((hfront >> 8) & 3) << 6 | ((hsync >> 8) & 3) << 4 |
+                      ((vfront >> 4) & 3) << 2 | ((vsync >> 4) & 3));
     d[12] = wmm & 0xff;
     d[13] = hmm & 0xff;
     d[14] = (uint8_t)(((wmm >> 8) & 0xf) << 4 | ((hmm >> 8) & 0xf));
@@ -122,7 +122,7 @@ void vmm__edid_build(uint8_t e[128], uint32_t width, uint32_t height)
     e[18] = 1;    /* EDID 1.4 */
     e[19] = 4;
     e[20] = 0xa0; /* digital, 8 bits per colour */
-    e[21] = (uint8_t)VDI_MAX(1u, VDI_MIN(255u, width * 254 / 9600));  /* cm at 96 dpi */
+    e[21] = (uint8_t)VDI_MAX(1u, VDI_MIN(255u, width * 254 / 9600)); /* cm at 96 dpi */
     e[22] = (uint8_t)VDI_MAX(1u, VDI_MIN(255u, height * 254 / 9600));
     e[23] = 120;  /* gamma 2.2 */
     e[24] = 0x06; /* sRGB default, preferred timing is native */
@@ -346,8 +346,8 @@ int vmm__bochs_create(vmm_vm_t *vm, uint32_t width, uint32_t height, struct vmm_
     slotted = true;
     /* QEMU's ids: vendor 1234 device 1111, class "other display", revision 2. */
     vmm__pci_dev_init(&b->pci, &bochs_ops, vm, 0x1234, 0x1111, 0x038000, 2, 0x1af4, 0x1100);
-    if ((err = vmm__pci_bar_init(&b->pci, 0, VMM_PCI_BAR_MEM32, true, size, NULL, NULL,
-                                 b->slot)) < 0 ||
+    if ((err = vmm__pci_bar_init(&b->pci, 0, VMM_PCI_BAR_MEM32, true, size, NULL, NULL, b->slot)) <
+            0 ||
         (err = vmm__pci_bar_init(&b->pci, 2, VMM_PCI_BAR_MEM32, false, MMIO_SIZE, bochs_mmio, b,
                                  -1)) < 0)
         goto err_free;

@@ -7,4 +7,5 @@ PROGS += vdi-vmm
 vdi-vmm_SRCS := vmm/main.c
 vdi-vmm_LIBS += vmm common
 vdi-vmm_LDLIBS +=
-UNIT_vmm_LIBS := vmm common
+UNIT_vmm_LIBS := vmm img common
+UNIT_vmm_LDLIBS := -lz -lzstd

@@ -79,10 +79,10 @@ struct vmm_msix {
     unsigned nvec;
     bool enabled, fmask; /* Message Control bits 15 and 14 */
     struct vmm_msix_entry table[VMM_MSIX_MAX_VECTORS];
-    uint64_t pba;                          /* one pending bit per vector */
-    int efd[VMM_MSIX_MAX_VECTORS];         /* eventfd feeding the vector's irqfd, or -1 */
-    uint32_t gsi[VMM_MSIX_MAX_VECTORS];    /* KVM route of the vector */
-    bool routed[VMM_MSIX_MAX_VECTORS];     /* gsi valid, irqfd assigned */
+    uint64_t pba;                       /* one pending bit per vector */
+    int efd[VMM_MSIX_MAX_VECTORS];      /* eventfd feeding the vector's irqfd, or -1 */
+    uint32_t gsi[VMM_MSIX_MAX_VECTORS]; /* KVM route of the vector */
+    bool routed[VMM_MSIX_MAX_VECTORS];  /* gsi valid, irqfd assigned */
     struct vmm_msix_entry live[VMM_MSIX_MAX_VECTORS]; /* what the route currently says */
 };
 
@@ -116,13 +116,13 @@ enum vmm_pci_bar_type {
 struct vmm_pci_bar {
     enum vmm_pci_bar_type type;
     bool prefetch;
-    uint64_t size;    /* power of two, >= 4 KiB */
-    vmm_io_fn fn;     /* MMIO handler, or NULL for a RAM-backed BAR */
-    void *opaque;     /* for fn */
-    int memslot;      /* RAM-backed BAR: KVM slot from vmm__memslot_add(); else -1 */
+    uint64_t size; /* power of two, >= 4 KiB */
+    vmm_io_fn fn;  /* MMIO handler, or NULL for a RAM-backed BAR */
+    void *opaque;  /* for fn */
+    int memslot;   /* RAM-backed BAR: KVM slot from vmm__memslot_add(); else -1 */
     /* Decoding state, owned by pci.c. */
-    uint64_t addr;    /* guest-programmed base */
-    bool mapped;      /* region/slot is live at addr */
+    uint64_t addr; /* guest-programmed base */
+    bool mapped;   /* region/slot is live at addr */
     uint64_t mapped_at;
     vmm_io_region_t *region;
 };
@@ -188,15 +188,15 @@ int vmm__pci_bus_create(vmm_vm_t *vm);
 #define VMM_VIRTIO_MAX_QUEUES 8
 
 /* Status bits, virtio 1.2 §2.1 */
-#define VIRTIO_STATUS_ACKNOWLEDGE  0x01
-#define VIRTIO_STATUS_DRIVER       0x02
-#define VIRTIO_STATUS_DRIVER_OK    0x04
-#define VIRTIO_STATUS_FEATURES_OK  0x08
-#define VIRTIO_STATUS_NEEDS_RESET  0x40
-#define VIRTIO_STATUS_FAILED       0x80
-#define VIRTIO_F_INDIRECT_DESC     28
-#define VIRTIO_F_VERSION_1         32
-#define VIRTIO_F_RING_RESET        40
+#define VIRTIO_STATUS_ACKNOWLEDGE 0x01
+#define VIRTIO_STATUS_DRIVER      0x02
+#define VIRTIO_STATUS_DRIVER_OK   0x04
+#define VIRTIO_STATUS_FEATURES_OK 0x08
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED      0x80
+#define VIRTIO_F_INDIRECT_DESC    28
+#define VIRTIO_F_VERSION_1        32
+#define VIRTIO_F_RING_RESET       40
 
 struct vmm_virtio_dev;
 struct vmm_virtio_ops {
@@ -252,8 +252,7 @@ struct vmm_virtio_dev {
 
 /* Initialise the transport in @vd (embedded in the device's own struct) and register it on the
  * bus. Returns 0 or -errno. Thread: main. */
-int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops,
-                         vmm_vm_t *vm);
+int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops, vmm_vm_t *vm);
 /* Undo vmm__virtio_pci_init (the I/O-thread fds, MSI-X, eventfds). */
 void vmm__virtio_pci_fini(struct vmm_virtio_dev *vd);
 /* Interrupt the guest for used buffers on queue @q (honours VIRTQ_AVAIL_F_NO_INTERRUPT).
@@ -278,9 +277,9 @@ struct vmm_blk_ops {
     const char *name;
     int (*pread)(struct vmm_blk *b, void *buf, size_t len, uint64_t off);        /* required */
     int (*pwrite)(struct vmm_blk *b, const void *buf, size_t len, uint64_t off); /* required */
-    int (*flush)(struct vmm_blk *b);                                              /* required */
-    int (*discard)(struct vmm_blk *b, uint64_t off, uint64_t len);                /* optional */
-    void (*close)(struct vmm_blk *b);                                             /* required */
+    int (*flush)(struct vmm_blk *b);                                             /* required */
+    int (*discard)(struct vmm_blk *b, uint64_t off, uint64_t len);               /* optional */
+    void (*close)(struct vmm_blk *b);                                            /* required */
 };
 struct vmm_blk {
     const struct vmm_blk_ops *ops;

@@ -19,16 +19,16 @@
 #include "display/dpy.h"
 #include "vmm/pci-internal.h"
 
-#define PCI_COMMAND        0x04
-#define PCI_COMMAND_MEMORY 0x2
+#define PCI_COMMAND              0x04
+#define PCI_COMMAND_MEMORY       0x2
 #define PCI_COMMAND_INTX_DISABLE 0x400
-#define PCI_STATUS         0x06
-#define PCI_STATUS_CAP_LIST 0x10
-#define PCI_BAR0           0x10
-#define PCI_CAP_PTR        0x34
-#define PCI_INT_LINE       0x3c
-#define PCI_INT_PIN        0x3d
-#define PCI_CAP_ID_MSIX    0x11
+#define PCI_STATUS               0x06
+#define PCI_STATUS_CAP_LIST      0x10
+#define PCI_BAR0                 0x10
+#define PCI_CAP_PTR              0x34
+#define PCI_INT_LINE             0x3c
+#define PCI_INT_PIN              0x3d
+#define PCI_CAP_ID_MSIX          0x11
 
 struct pci_bus {
     vmm_vm_t *vm;
@@ -127,7 +127,7 @@ int vmm__pci_bar_init(struct vmm_pci_dev *dev, unsigned idx, enum vmm_pci_bar_ty
     uint32_t flags = (type == VMM_PCI_BAR_MEM64 ? 0x4 : 0) | (prefetch ? 0x8 : 0);
     uint8_t *c = dev->cfg + PCI_BAR0 + 4 * idx;
     put32(c, flags);
-    put32(dev->wmask + PCI_BAR0 + 4 * idx, (uint32_t)~(size - 1) & ~0xfu);
+    put32(dev->wmask + PCI_BAR0 + 4 * idx, (uint32_t) ~(size - 1) & ~0xfu);
     if (type == VMM_PCI_BAR_MEM64)
         put32(dev->wmask + PCI_BAR0 + 4 * (idx + 1), (uint32_t)(~(size - 1) >> 32));
     return 0;
@@ -159,9 +159,9 @@ int vmm__pci_msix_cap_add(struct vmm_pci_dev *dev, struct vmm_msix *m, unsigned 
 {
     uint8_t body[10], wm[10] = {0};
     put16(body, (uint16_t)(m->nvec - 1));
-    put32(body + 2, 0 | bar);                       /* table at offset 0 of @bar */
-    put32(body + 6, VMM_MSIX_PBA_OFFSET | bar);     /* PBA after it */
-    wm[1] = 0xc0;                                   /* Message Control: enable, function mask */
+    put32(body + 2, 0 | bar);                   /* table at offset 0 of @bar */
+    put32(body + 6, VMM_MSIX_PBA_OFFSET | bar); /* PBA after it */
+    wm[1] = 0xc0;                               /* Message Control: enable, function mask */
     uint8_t off = vmm__pci_cap_add(dev, PCI_CAP_ID_MSIX, body, sizeof(body) + 2, wm);
     if (!off)
         return -ENOSPC;

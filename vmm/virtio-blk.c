@@ -12,12 +12,12 @@
 
 #include "vmm/pci-internal.h"
 
-#define VIRTIO_ID_BLOCK         2
-#define VIRTIO_BLK_F_SEG_MAX    2
-#define VIRTIO_BLK_F_RO         5
-#define VIRTIO_BLK_F_BLK_SIZE   6
-#define VIRTIO_BLK_F_FLUSH      9
-#define VIRTIO_BLK_F_DISCARD    13
+#define VIRTIO_ID_BLOCK           2
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_DISCARD      13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
 #define VIRTIO_BLK_T_IN           0
@@ -30,10 +30,10 @@
 #define VIRTIO_BLK_S_IOERR        1
 #define VIRTIO_BLK_S_UNSUPP       2
 
-#define SECTOR         512
-#define SEG_MAX        (VMM_VIRTQ_MAX_SEGS - 2)
-#define MAX_DISCARD_SECTORS (1u << 22) /* 2 GiB per segment */
-#define MAX_DISCARD_SEG 16
+#define SECTOR                    512
+#define SEG_MAX                   (VMM_VIRTQ_MAX_SEGS - 2)
+#define MAX_DISCARD_SECTORS       (1u << 22) /* 2 GiB per segment */
+#define MAX_DISCARD_SEG           16
 
 struct vblk {
     struct vmm_virtio_dev vd;
@@ -207,8 +207,8 @@ static const struct vmm_virtio_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .class_code = 0x018000,
     .nqueues = 1,
-    .features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                1ull << VIRTIO_BLK_F_FLUSH,
+    .features =
+        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH,
     .cfg_size = 60,
     .cfg_read = blk_cfg_read,
     .queue_notify = blk_queue_notify,
@@ -251,7 +251,7 @@ int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio
 {
     static unsigned counter;
     struct vblk *b = vdi_xcalloc(1, sizeof(*b));
-    const struct vmm_virtio_ops *ops = disk->read_only       ? &blk_ro_ops
+    const struct vmm_virtio_ops *ops = disk->read_only      ? &blk_ro_ops
                                        : disk->ops->discard ? &blk_discard_ops
                                                             : &blk_ops;
     uint64_t sectors = disk->size / SECTOR;

@@ -14,7 +14,7 @@
 #include "display/dpy.h"
 #include "vmm/pci-internal.h"
 
-#define VIRTIO_ID_INPUT 18
+#define VIRTIO_ID_INPUT            18
 
 #define VIRTIO_INPUT_CFG_UNSET     0x00
 #define VIRTIO_INPUT_CFG_ID_NAME   0x01
@@ -25,23 +25,23 @@
 #define VIRTIO_INPUT_CFG_ABS_INFO  0x12
 
 /* linux/input-event-codes.h */
-#define EV_SYN     0x00
-#define EV_KEY     0x01
-#define EV_REL     0x02
-#define EV_ABS     0x03
-#define EV_LED     0x11
-#define EV_REP     0x14
-#define SYN_REPORT 0
-#define REL_HWHEEL 0x06
-#define REL_WHEEL  0x08
-#define ABS_X      0x00
-#define ABS_Y      0x01
-#define BTN_LEFT   0x110
-#define BTN_RIGHT  0x111
-#define BTN_MIDDLE 0x112
+#define EV_SYN       0x00
+#define EV_KEY       0x01
+#define EV_REL       0x02
+#define EV_ABS       0x03
+#define EV_LED       0x11
+#define EV_REP       0x14
+#define SYN_REPORT   0
+#define REL_HWHEEL   0x06
+#define REL_WHEEL    0x08
+#define ABS_X        0x00
+#define ABS_Y        0x01
+#define BTN_LEFT     0x110
+#define BTN_RIGHT    0x111
+#define BTN_MIDDLE   0x112
 #define KEY_MAX_SENT 0x2ff
 
-#define RING 512
+#define RING         512
 
 struct input_event_le {
     uint16_t type, code;
@@ -138,8 +138,7 @@ static void input_cfg_read(struct vmm_virtio_dev *vd, uint32_t off, void *data, 
     memcpy(data, c + off, len);
 }
 
-static void input_cfg_write(struct vmm_virtio_dev *vd, uint32_t off, const void *data,
-                            uint32_t len)
+static void input_cfg_write(struct vmm_virtio_dev *vd, uint32_t off, const void *data, uint32_t len)
 {
     struct vinput *in = vin_of(vd);
     const uint8_t *p = data;

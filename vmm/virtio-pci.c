@@ -20,15 +20,15 @@
 
 #include "vmm/pci-internal.h"
 
-#define BAR_MSIX       1
-#define BAR_VIRTIO     4
-#define BAR_VIRTIO_SIZE 0x4000
-#define OFF_COMMON     0x0000
-#define OFF_ISR        0x1000
-#define OFF_DEVICE     0x2000
-#define OFF_NOTIFY     0x3000
-#define NOTIFY_MULT    4
-#define COMMON_SIZE    0x40
+#define BAR_MSIX                  1
+#define BAR_VIRTIO                4
+#define BAR_VIRTIO_SIZE           0x4000
+#define OFF_COMMON                0x0000
+#define OFF_ISR                   0x1000
+#define OFF_DEVICE                0x2000
+#define OFF_NOTIFY                0x3000
+#define NOTIFY_MULT               4
+#define COMMON_SIZE               0x40
 
 #define VIRTIO_PCI_CAP_COMMON_CFG 1
 #define VIRTIO_PCI_CAP_NOTIFY_CFG 2
@@ -158,13 +158,11 @@ static void set_status(struct vmm_virtio_dev *vd, uint8_t val)
     uint8_t old = vd->status;
     if ((val & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
         /* §3.1.1: accept the features only if they are a subset of ours and modern. */
-        bool ok = !(vd->driver_features & ~vd->features) &&
-                  vmm__virtio_has(vd, VIRTIO_F_VERSION_1);
+        bool ok = !(vd->driver_features & ~vd->features) && vmm__virtio_has(vd, VIRTIO_F_VERSION_1);
         if (!ok) {
-            VDI_LOG_WARN_RL("vm=%s %s: driver features 0x%" PRIx64 " refused (offered 0x%" PRIx64
-                            ")",
-                            vmm__vm_name(vd->pci.vm), vd->ops->name, vd->driver_features,
-                            vd->features);
+            VDI_LOG_WARN_RL(
+                "vm=%s %s: driver features 0x%" PRIx64 " refused (offered 0x%" PRIx64 ")",
+                vmm__vm_name(vd->pci.vm), vd->ops->name, vd->driver_features, vd->features);
             val &= ~VIRTIO_STATUS_FEATURES_OK;
         }
     }
@@ -260,7 +258,7 @@ static void common_write(struct vmm_virtio_dev *vd, uint64_t off, const void *da
     if (off >= 0x20 && off < 0x38 && q && (len == 4 || len == 8) && !(off & (len - 1))) {
         if (q->enabled)
             return; /* §4.1.4.3.2: addresses are fixed while the queue is enabled */
-        uint64_t *a = off < 0x28 ? &q->vq.desc_gpa
+        uint64_t *a = off < 0x28   ? &q->vq.desc_gpa
                       : off < 0x30 ? &q->vq.avail_gpa
                                    : &q->vq.used_gpa;
         if (len == 8)
@@ -473,7 +471,7 @@ int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops 
                                  virtio_bar_io, vd, -1)) < 0)
         goto err_msix;
     uint8_t pcicfg_wmask[18] = {0};
-    pcicfg_wmask[2] = 0xff; /* bar */
+    pcicfg_wmask[2] = 0xff;             /* bar */
     memset(pcicfg_wmask + 6, 0xff, 12); /* offset, length, data */
     if (vmm__pci_msix_cap_add(&vd->pci, &vd->msix, BAR_MSIX) < 0 ||
         !add_vcap(&vd->pci, VIRTIO_PCI_CAP_COMMON_CFG, OFF_COMMON, COMMON_SIZE, 16, 0, NULL) ||
@@ -482,8 +480,7 @@ int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops 
                   ops->cfg_size ? ops->cfg_size : 4, 16, 0, NULL) ||
         !add_vcap(&vd->pci, VIRTIO_PCI_CAP_NOTIFY_CFG, OFF_NOTIFY, NOTIFY_MULT * nq, 20,
                   NOTIFY_MULT, NULL) ||
-        !(vd->pcicfg_cap =
-              add_vcap(&vd->pci, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 20, 0, pcicfg_wmask))) {
+        !(vd->pcicfg_cap = add_vcap(&vd->pci, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 20, 0, pcicfg_wmask))) {
         err = -ENOSPC;
         goto err_msix;
     }

@@ -16,9 +16,9 @@
 #error "virtq.c reads the rings as little-endian host values"
 #endif
 
-#define VIRTQ_DESC_F_NEXT        1
-#define VIRTQ_DESC_F_WRITE       2
-#define VIRTQ_DESC_F_INDIRECT    4
+#define VIRTQ_DESC_F_NEXT          1
+#define VIRTQ_DESC_F_WRITE         2
+#define VIRTQ_DESC_F_INDIRECT      4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 
 struct virtq_desc {

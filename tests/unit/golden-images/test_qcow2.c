@@ -116,7 +116,7 @@ static void test_parse_rejects(void **state)
     img__put_be32(h + 96, 4);
     img__put_be32(h + 100, 104);
 #define PARSE()                                                                                    \
-    (memset(&q, 0, sizeof(q)), q.file_size = 4 * 65536, d.q = &q,                                 \
+    (memset(&q, 0, sizeof(q)), q.file_size = 4 * 65536, d.q = &q,                                  \
      img__qcow2_parse_header(&d, h, sizeof(h)))
 #define FREEQ() (free(q.backing_name), free(q.backing_fmt))
     assert_int_equal(PARSE(), 0);
@@ -214,9 +214,15 @@ static void run_ops(img_disk_t *d, uint8_t *snap /* [NOPS+1][DISK] or NULL */)
         char op; /* w write, d discard, f flush */
         uint32_t off, len;
     } ops[NOPS] = {
-        {'w', 1000, 5000},       {'w', 200 * 1024, 64 * 1024}, {'f', 0, 0},
-        {'d', 200 * 1024, 32 * 1024}, {'w', 900 * 1024, 100},  {'f', 0, 0},
-        {'w', 204 * 1024, 40000}, {'w', 0, 8192},              {'d', 0, 4096},
+        {'w', 1000, 5000},
+        {'w', 200 * 1024, 64 * 1024},
+        {'f', 0, 0},
+        {'d', 200 * 1024, 32 * 1024},
+        {'w', 900 * 1024, 100},
+        {'f', 0, 0},
+        {'w', 204 * 1024, 40000},
+        {'w', 0, 8192},
+        {'d', 0, 4096},
     };
     uint8_t *buf = malloc(DISK);
     for (int i = 0; i < NOPS; i++) {

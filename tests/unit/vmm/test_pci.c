@@ -59,15 +59,15 @@ static int setup(void **state)
     assert_int_equal(vmm__pci_bus_create(c->vm), 0);
     vmm__pci_dev_init(&c->d.pci, &dummy_ops, c->vm, 0xabcd, 0x1234, 0x020000, 7, 0x1af4, 0x42);
     assert_int_equal(vmm__msix_init(&c->d.msix, c->vm, 4), 0);
-    assert_int_equal(vmm__pci_bar_init(&c->d.pci, 0, VMM_PCI_BAR_MEM32, false, 0x1000, dummy_mmio,
-                                       &c->d, -1),
-                     0);
+    assert_int_equal(
+        vmm__pci_bar_init(&c->d.pci, 0, VMM_PCI_BAR_MEM32, false, 0x1000, dummy_mmio, &c->d, -1),
+        0);
     assert_int_equal(vmm__pci_bar_init(&c->d.pci, 1, VMM_PCI_BAR_MEM32, false, VMM_MSIX_BAR_SIZE,
                                        vmm__msix_mmio, &c->d.msix, -1),
                      0);
-    assert_int_equal(vmm__pci_bar_init(&c->d.pci, 2, VMM_PCI_BAR_MEM64, true, 0x10000, dummy_mmio,
-                                       &c->d, -1),
-                     0);
+    assert_int_equal(
+        vmm__pci_bar_init(&c->d.pci, 2, VMM_PCI_BAR_MEM64, true, 0x10000, dummy_mmio, &c->d, -1),
+        0);
     uint8_t body[6] = {1, 2, 3, 4, 5, 6};
     assert_int_not_equal(vmm__pci_cap_add(&c->d.pci, 0x09, body, 8, NULL), 0);
     assert_int_equal(vmm__pci_msix_cap_add(&c->d.pci, &c->d.msix, 1), 0);
@@ -146,7 +146,7 @@ static void test_capability_list(void **state)
         saw_vendor |= id == 0x09;
         if (id == 0x11) {
             assert_int_equal(cfg_read(c->vm, 1, p + 2, 2) & 0x7ff, 3); /* 4 vectors */
-            assert_int_equal(cfg_read(c->vm, 1, p + 4, 4), 1);          /* BAR1, offset 0 */
+            assert_int_equal(cfg_read(c->vm, 1, p + 4, 4), 1);         /* BAR1, offset 0 */
             assert_int_equal(cfg_read(c->vm, 1, p + 8, 4), 0x801);
         }
         if (id == 0x09)

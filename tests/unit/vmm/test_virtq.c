@@ -6,14 +6,14 @@
 
 #include "tests/unit/vmm/fake_vm.h"
 
-#define RAM      (1u << 20)
-#define QSIZE    16
-#define DESC_GPA 0x1000
-#define AVAIL_GPA 0x2000
-#define USED_GPA 0x3000
-#define DATA_GPA 0x10000
-#define F_NEXT   1
-#define F_WRITE  2
+#define RAM        (1u << 20)
+#define QSIZE      16
+#define DESC_GPA   0x1000
+#define AVAIL_GPA  0x2000
+#define USED_GPA   0x3000
+#define DATA_GPA   0x10000
+#define F_NEXT     1
+#define F_WRITE    2
 #define F_INDIRECT 4
 
 struct ctx {
