@@ -510,6 +510,8 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         err = vmm__bochs_create(vm, cfg->fb_width, cfg->fb_height, &bus->bochs);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s display device: %s", vmm__vm_name(vm), vdi_strerror(err));
+            if (err == -EINVAL)
+                err = VDI_ECONFIG;
             goto err;
         }
     }
@@ -528,6 +530,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
                         vdi_strerror(err));
+            err = VDI_ECONFIG; /* the user named a disk we cannot use: bad input */
             goto err;
         }
         err = vmm__virtio_blk_create(vm, disk, &vd);
@@ -550,6 +553,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         if (err < 0) {
             VDI_LOG_ERR("vm=%s network on tap %s: %s", vmm__vm_name(vm), cfg->net_tap,
                         vdi_strerror(err));
+            err = VDI_ECONFIG;
             goto err;
         }
     }
