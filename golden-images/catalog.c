@@ -146,7 +146,8 @@ static int list_versions(img_catalog_t *cat, const char *name, uint32_t **out, s
         (*out)[(*n)++] = (uint32_t)v;
     }
     closedir(dp);
-    qsort(*out, *n, sizeof(**out), cmp_u32);
+    if (*n > 1)
+        qsort(*out, *n, sizeof(**out), cmp_u32);
     return 0;
 }
 
@@ -438,6 +439,38 @@ static void now_iso(char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Version numbers are never reused, even after the highest version was removed: NAME/.last
+ * records the highest number ever given. */
+static uint32_t next_version(img_catalog_t *cat, const char *name)
+{
+    uint32_t *v, next = 1;
+    size_t n;
+    if (list_versions(cat, name, &v, &n) == 0 && n)
+        next = v[n - 1] + 1;
+    free(v);
+    char *p = vdi_xasprintf("%s/%s/.last", cat->root, name);
+    FILE *f = fopen(p, "re");
+    unsigned last = 0;
+    if (f) {
+        if (fscanf(f, "%u", &last) == 1 && last >= next)
+            next = last + 1;
+        fclose(f);
+    }
+    free(p);
+    return next;
+}
+
+static void record_last(img_catalog_t *cat, const char *name, uint32_t v)
+{
+    char *p = vdi_xasprintf("%s/%s/.last", cat->root, name);
+    FILE *f = fopen(p, "we");
+    if (f) {
+        fprintf(f, "%u\n", v);
+        fclose(f);
+    }
+    free(p);
+}
+
 /* Fill tmp/ with the boot files, hash everything, write the manifest, make it read-only and
  * rename it to vN. */
 static int finish_version(img_catalog_t *cat, const char *name, const char *tmp, uint32_t v,
@@ -528,17 +561,9 @@ static int finish_version(img_catalog_t *cat, const char *name, const char *tmp,
     if (rename(tmp, final) < 0)
         err = -errno;
     free(final);
+    if (err == 0)
+        record_last(cat, name, v);
     return err;
-}
-
-static uint32_t next_version(img_catalog_t *cat, const char *name)
-{
-    uint32_t *v, next = 1;
-    size_t n;
-    if (list_versions(cat, name, &v, &n) == 0 && n)
-        next = v[n - 1] + 1;
-    free(v);
-    return next;
 }
 
 int img_catalog_import(img_catalog_t *cat, const char *name, const struct img_import_opts *o,
