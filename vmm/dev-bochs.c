@@ -300,8 +300,10 @@ const struct dpy_fb_source vmm__bochs_fb_source = {
 static void bochs_destroy(struct vmm_pci_dev *dev)
 {
     struct vmm_bochs *b = vdi_container_of(dev, struct vmm_bochs, pci);
-    /* The memory slot stays registered with KVM (unmapped) until the VM goes: internal.h has
-     * no way to delete a slot, so the mapping outlives the device. */
+    /* The bus unmapped BAR0 already; only once KVM surely has no mapping of the vram may it go
+     * (internal.h cannot delete the slot itself: it stays registered, unmapped). */
+    if (vmm__memslot_unmap(dev->vm, b->slot) == 0)
+        munmap(b->vram, b->vram_size);
     pthread_mutex_destroy(&b->lock);
     free(b->dirty);
     free(b);
@@ -357,8 +359,7 @@ int vmm__bochs_create(vmm_vm_t *vm, uint32_t width, uint32_t height, struct vmm_
     *out = b;
     return 0;
 err_free:
-    /* Once KVM has a slot on it the vram stays mapped (see bochs_destroy). */
-    if (!slotted)
+    if (!slotted || vmm__memslot_unmap(vm, b->slot) == 0)
         munmap(b->vram, size);
     pthread_mutex_destroy(&b->lock);
     free(b->dirty);

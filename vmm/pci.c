@@ -294,9 +294,12 @@ static void cfg_write_locked(struct pci_bus *bus, uint32_t addr, unsigned off, u
     }
     if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2) || overlaps(reg, len, PCI_BAR0, 0x28))
         update_decoding(dev);
-    if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2) &&
-        (get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE))
-        vmm__pci_intx(dev, false);
+    if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2)) {
+        bool dis = get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE;
+        __atomic_store_n(&dev->intx_disabled, dis, __ATOMIC_RELEASE);
+        if (dis)
+            vmm__pci_intx(dev, false);
+    }
     if (dev->msix_cap && overlaps(reg, len, dev->msix_cap + 2, dev->msix_cap + 4)) {
         uint16_t ctl = get16(dev->cfg + dev->msix_cap + 2);
         vmm__msix_control(dev->msix, ctl & 0x8000, ctl & 0x4000);
@@ -372,7 +375,7 @@ void vmm__pci_intx(struct vmm_pci_dev *dev, bool level)
     unsigned line = dev->intx_gsi - 16;
     pthread_mutex_lock(&bus->intx_lock);
     bool before = bus->intx_mask[line] != 0;
-    if (level && !(get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE))
+    if (level && !__atomic_load_n(&dev->intx_disabled, __ATOMIC_ACQUIRE))
         bus->intx_mask[line] |= 1u << dev->slot;
     else
         bus->intx_mask[line] &= ~(1u << dev->slot);
