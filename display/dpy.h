@@ -23,10 +23,10 @@ struct dpy_fb_source {
     const char *name;
     /* Fill @mode; returns false while the guest has no mode enabled. */
     bool (*get_mode)(void *ctx, struct dpy_mode *mode);
-    /* Set bit i of @bitmap for each 4 KiB page i of the framebuffer (page 0 is the one that
-     * holds mode.pixels[0]; pixels need not be page-aligned) written since the last call
-     * (and clear the record). @bitmap holds ceil(npages/64) words, zeroed by the caller.
-     * Returns 0 or -errno (then the caller treats every page as dirty). */
+    /* Set bit i of @bitmap if any of the framebuffer's bytes [4096 i, 4096 (i + 1)), counted
+     * from mode.pixels, was written since the last call (and clear the record). @bitmap holds
+     * ceil(npages/64) words, zeroed by the caller. Returns 0 or -errno (then the caller treats
+     * every page as dirty). */
     int (*get_dirty)(void *ctx, uint64_t *bitmap, size_t npages);
 };
 

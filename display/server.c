@@ -463,7 +463,7 @@ static void tick(dpy_display_t *d)
         full = true;
     }
 
-    uint32_t page_off = (uint32_t)((uintptr_t)m.pixels & 4095);
+    uint32_t page_off = 0; /* the source counts pages from mode.pixels (dpy.h) */
     size_t npages = dpy__fb_pages(page_off, m.stride, m.height);
     size_t words = (npages + 63) / 64;
     if (words > d->pages_words) {
