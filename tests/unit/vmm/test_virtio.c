@@ -539,7 +539,7 @@ static void test_input(void **state)
     assert_int_equal(info[0], 0);
     assert_int_equal(info[1], DPY_ABS_MAX);
     input_cfg(&tab, 0x11, 2, &size, u); /* EV_REL: wheels */
-    assert_true(u[1] & 1);             /* REL_WHEEL = 8 */
+    assert_true(u[1] & 1);              /* REL_WHEEL = 8 */
 
     assert_int_equal(drv_init(&kbd, 0, 2, true), 0x0f);
     assert_int_equal(drv_init(&tab, 0, 2, true), 0x0f);
