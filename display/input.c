@@ -8,8 +8,9 @@ uint32_t dpy__scale_abs(uint32_t pos, uint32_t size)
         return 0;
     if (pos >= size - 1)
         return DPY_ABS_MAX;
-    /* round to nearest, so both ends map exactly and the middle is unbiased */
-    return (uint32_t)(((uint64_t)pos * DPY_ABS_MAX + (size - 1) / 2) / (size - 1));
+    /* Round up: a guest that scales back with a floor (Linux input consumers, QEMU, testdesk:
+     * v * (size - 1) / max) then lands on exactly @pos, and so does one that rounds. */
+    return (uint32_t)(((uint64_t)pos * DPY_ABS_MAX + (size - 2)) / (size - 1));
 }
 
 struct dpy__pointer_event dpy__pointer_decode(uint32_t prev_mask, uint32_t mask)

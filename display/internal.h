@@ -67,7 +67,8 @@ uint16_t dpy__xtkbd_to_linux(uint32_t keycode);
 
 /* ---- Pointer (input.c) -------------------------------------------------------------------- */
 /* Scale a pixel coordinate @pos on an axis of @size pixels to [0, DPY_ABS_MAX]: 0 -> 0,
- * size-1 -> DPY_ABS_MAX, positions beyond the screen are clamped. */
+ * size-1 -> DPY_ABS_MAX, positions beyond the screen are clamped; rounded up, so
+ * that v * (size - 1) / DPY_ABS_MAX gives @pos back with a floor or rounding. */
 uint32_t dpy__scale_abs(uint32_t pos, uint32_t size);
 
 /* RFB button mask bits: 0 left, 1 middle, 2 right, 3 wheel up, 4 wheel down, 5 wheel left,

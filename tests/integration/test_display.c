@@ -378,7 +378,7 @@ static void test_input(void)
                             "300", "0", "ptr", "400", "300", "16", "ptr", "400", "300", "0", "xkey",
                             "0x9d", "0xffe4", "xkey", "0x1e", "0x61", "sleep", "300"));
     check(rc == 0, "input: the client sent its events");
-    uint32_t ax = (400 * DPY_ABS_MAX + 399) / 799, ay = (300 * DPY_ABS_MAX + 299) / 599;
+    uint32_t ax = (400 * DPY_ABS_MAX + 798) / 799, ay = (300 * DPY_ABS_MAX + 598) / 599;
     snprintf(l1, sizeof(l1), "ptr %u %u 4\n", ax, ay);
     snprintf(l2, sizeof(l2), "ptr %u %u 0\n", ax, ay);
     const char *keys[] = {
@@ -405,7 +405,7 @@ static void test_input(void)
     rc = probe_run(
         ARGS("-s", sock_path, "key", "0xffe3", "down", "ptr", "10", "10", "1", "sleep", "200"));
     sleep_ms(300);
-    uint32_t hx = (10 * DPY_ABS_MAX + 399) / 799, hy = (10 * DPY_ABS_MAX + 299) / 599;
+    uint32_t hx = (10 * DPY_ABS_MAX + 798) / 799, hy = (10 * DPY_ABS_MAX + 598) / 599;
     snprintf(l1, sizeof(l1), "ptr %u %u 1\n", hx, hy);
     snprintf(l2, sizeof(l2), "ptr %u %u 0\n", hx, hy);
     const char *held[] = {"key 29 1\n", l1, "key 29 0\n", l2};

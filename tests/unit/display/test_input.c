@@ -31,9 +31,10 @@ static void test_scale_is_monotonic_and_invertible(void **state)
             if (p)
                 assert_true(a > prev);
             prev = a;
-            /* a guest scaling back (a * (n-1) / MAX, rounded) finds the same pixel */
+            /* a guest scaling back (a * (n-1) / MAX, rounded or floored) finds the same pixel */
             uint32_t back = (uint32_t)(((uint64_t)a * (n - 1) + DPY_ABS_MAX / 2) / DPY_ABS_MAX);
             assert_int_equal(back, p);
+            assert_int_equal((uint32_t)((uint64_t)a * (n - 1) / DPY_ABS_MAX), p);
         }
     }
 }
