@@ -561,6 +561,11 @@ static void test_rng(void **state)
     for (unsigned i = 0; i < 4096; i++)
         zero += vm->ram[0x40000 + i] == 0;
     assert_true(zero < 100);
+    /* A huge request gets at most 64 KiB. */
+    set_desc(&d, 0, 1, 0x100000, 0x200000, F_WRITE, 0);
+    submit(&d, 0, 1);
+    assert_int_equal(used_idx(&d, 0), 2);
+    assert_int_equal(used_len(&d, 0, 1), 65536);
     vmm__pci_teardown(vm);
     fake_vm_free(vm);
 }
