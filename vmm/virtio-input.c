@@ -39,7 +39,7 @@
 #define BTN_LEFT     0x110
 #define BTN_RIGHT    0x111
 #define BTN_MIDDLE   0x112
-#define KEY_MAX_SENT 0x2ff
+#define KEY_MAX_SENT 0xff /* the keyboard advertises KEY_ESC..255 (0x100.. are BTN_*) */
 
 #define RING         512
 
