@@ -289,6 +289,12 @@ void vmm__control_event(vmm_control_t *ctl, const char *event, const char *reaso
 void vmm__control_handle(vmm_control_t *ctl, vmm_vm_t *vm, const char *line, char **reply);
 
 /* ---- PCI (implemented by pci.c and the devices) ------------------------------------------- */
+/* The guest-physical window pci.c assigns memory BARs from, below the IOAPIC (0xfec00000). The
+ * core keeps RAM out of it (RAM that would reach it continues above 4 GiB) and the e820 map marks
+ * it reserved. pci.c calls vmm__io_add/_move/_del and vmm__memslot_map/_unmap from inside its
+ * 0xcfc port handler (a guest enabling decoding or moving a BAR). */
+#define VMM_PCI_MMIO_BASE 0xC0000000ull
+#define VMM_PCI_MMIO_END  0xFEC00000ull /* exclusive */
 /* Create the PCI host bridge (config mechanism #1 at 0xcf8/0xcfc) and every PCI device @cfg asks
  * for, in a fixed order. Thread: main, before the vCPUs start. */
 int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg);
