@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "display/dpy.h"
 #include "vmm/internal.h"
 
 #define MIN_MEM_MIB 16ULL
@@ -37,7 +38,12 @@ static void usage(FILE *f)
         "      --disk PATH[,ro]      a raw virtio-blk disk (repeatable, up to %d)\n"
         "      --net tap=NAME        a virtio-net device on tap interface NAME\n"
         "      --no-rng              no virtio-rng device\n"
-        "      --display WxH|none    the display's preferred mode (default 1024x768)\n"
+        "      --fb WxH|none         the display's preferred mode, up to 3840x2160 (default\n"
+        "                            1280x800); none: no display or input devices\n"
+        "      --display PATH        serve the screen as RFB on the unix socket PATH (mode 0600)\n"
+        "      --display-tcp [HOST:]PORT  also serve RFB on TCP (HOST defaults to 127.0.0.1;\n"
+        "                            no authentication: anything but loopback is logged)\n"
+        "      --display-hz N        screen update ticks per second (default 60, 1 to 240)\n"
         "      --log-level LEVEL     err, warn, info (default) or debug\n"
         "  -h, --help                show this help and exit\n"
         "  -V, --version             show the version and exit\n"
@@ -125,6 +131,36 @@ static void on_vm_event(void *ctx, const char *event, const char *reason)
     vmm__control_event(ctx, event, reason);
 }
 
+/* The RFB display (display/), if --display or --display-tcp asked for one. */
+static struct dpy_config display_cfg;
+
+static void on_display_ready(void *ctx)
+{
+    vmm__vm_event(ctx, "ready", "first frame");
+}
+
+static int display_start(const struct vmm_config *cfg, vmm_vm_t *vm, dpy_display_t **out)
+{
+    void *src_ctx = NULL, *sink_ctx = NULL;
+    const struct dpy_fb_source *src = vmm__pci_fb_source(vm, &src_ctx);
+    const struct dpy_input_sink *sink = vmm__pci_input_sink(vm, &sink_ctx);
+    struct dpy_config dc = display_cfg;
+
+    *out = NULL;
+    if (!dc.unix_path && !dc.tcp)
+        return 0;
+    if (!src) {
+        VDI_LOG_WARN("vm=%s no display device (--fb none): not serving RFB", vmm__vm_name(vm));
+        return 0;
+    }
+    dc.initial_width = cfg->fb_width;
+    dc.initial_height = cfg->fb_height;
+    dc.desktop_name = vmm__vm_name(vm);
+    dc.ready = on_display_ready;
+    dc.ready_ctx = vm;
+    return dpy_display_create(&dc, src, src_ctx, sink, sink_ctx, out);
+}
+
 /* Build, run and tear down VMs until one ends for good. */
 static int run(const struct vmm_config *cfg)
 {
@@ -155,6 +191,13 @@ static int run(const struct vmm_config *cfg)
             break;
         }
         vmm__vm_set_event_fn(vm, on_vm_event, ctl);
+        dpy_display_t *display = NULL;
+        err = display_start(cfg, vm, &display);
+        if (err < 0) {
+            status = bad("display: %s", vdi_strerror(err));
+            vmm__vm_destroy(vm);
+            break;
+        }
         err = vmm__vm_start(vm);
         if (err < 0)
             VDI_LOG_ERR("vm=%s cannot start: %s", vmm__vm_name(vm), vdi_strerror(err));
@@ -176,6 +219,7 @@ static int run(const struct vmm_config *cfg)
             break;
         }
         VDI_LOG_INFO("vm=%s stopped: %s (exit status %d)", vmm__vm_name(vm), why, status);
+        dpy_display_destroy(display);
         vmm__vm_destroy(vm);
         vmm__control_flush(ctl, 1000);
         if (reason == VMM_STOP_REBOOT && cfg->restart_on_reboot) {
@@ -198,7 +242,10 @@ int main(int argc, char **argv)
         OPT_DISK,
         OPT_NET,
         OPT_NO_RNG,
+        OPT_FB,
         OPT_DISPLAY,
+        OPT_DISPLAY_TCP,
+        OPT_DISPLAY_HZ,
         OPT_LOG_LEVEL,
     };
     static const struct option opts[] = {
@@ -214,7 +261,10 @@ int main(int argc, char **argv)
         {"disk", required_argument, NULL, OPT_DISK},
         {"net", required_argument, NULL, OPT_NET},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
+        {"fb", required_argument, NULL, OPT_FB},
         {"display", required_argument, NULL, OPT_DISPLAY},
+        {"display-tcp", required_argument, NULL, OPT_DISPLAY_TCP},
+        {"display-hz", required_argument, NULL, OPT_DISPLAY_HZ},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -224,8 +274,8 @@ int main(int argc, char **argv)
         .mem_bytes = 512ULL << 20,
         .vcpus = 1,
         .rng = true,
-        .fb_width = 1024,
-        .fb_height = 768,
+        .fb_width = 1280,
+        .fb_height = 800,
         .input = true,
     };
     uint64_t v;
@@ -285,21 +335,33 @@ int main(int argc, char **argv)
         case OPT_NO_RNG:
             cfg.rng = false;
             break;
-        case OPT_DISPLAY: {
+        case OPT_FB: {
             unsigned w, h;
             char tail;
             if (!strcmp(optarg, "none")) {
                 cfg.fb_width = cfg.fb_height = 0;
                 cfg.input = false;
             } else if (sscanf(optarg, "%ux%u%c", &w, &h, &tail) == 2 && w >= 320 && h >= 200 &&
-                       w <= 4096 && h <= 4096) {
+                       w <= DPY_MAX_WIDTH && h <= DPY_MAX_HEIGHT) {
                 cfg.fb_width = w;
                 cfg.fb_height = h;
             } else {
-                return bad("--display %s: expected WxH (320x200 to 4096x4096) or none", optarg);
+                return bad("--fb %s: expected WxH (320x200 to %ux%u) or none", optarg,
+                           DPY_MAX_WIDTH, DPY_MAX_HEIGHT);
             }
             break;
         }
+        case OPT_DISPLAY:
+            display_cfg.unix_path = optarg;
+            break;
+        case OPT_DISPLAY_TCP:
+            display_cfg.tcp = optarg;
+            break;
+        case OPT_DISPLAY_HZ:
+            if (vdi_parse_u64(optarg, 1, DPY_MAX_HZ, &v) < 0)
+                return bad("--display-hz %s: not a number from 1 to %d", optarg, DPY_MAX_HZ);
+            display_cfg.hz = (unsigned)v;
+            break;
         case OPT_LOG_LEVEL: {
             int level = vdi_log_parse_level(optarg);
             if (level < 0)

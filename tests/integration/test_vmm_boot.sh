@@ -60,8 +60,8 @@ t_check "4000 bad accesses log at most 20 lines (got $n)" test "$n" -le 20 -a "$
 
 # --on-reboot=restart: the payload resets every time; the VMM rebuilds the VM each time until
 # we quit through the control socket (exit 5).
-"$VMM" --kernel "$P" --mem 64 --cmdline reboot --on-reboot restart --control "$T/ctl" \
-    --serial-log "$T/restart.serial" 2>"$T/restart.err" &
+t_bg "$VMM" --kernel "$P" --mem 64 --cmdline reboot --on-reboot restart --control "$T/ctl" \
+    --serial-log "$T/restart.serial" 2>"$T/restart.err"
 pid=$!
 t_wait_for 20 test -S "$T/ctl" || t_fail "no control socket"
 t_wait_for 20 bash -c "[ \$(grep -c 'PAYLOAD cmdline=reboot' '$T/restart.serial') -ge 3 ]" ||

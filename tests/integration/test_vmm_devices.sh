@@ -40,7 +40,7 @@ for cpus in 1 2; do
     qemu-img create -q -f qcow2 "$T/q$cpus.qcow2" 8M
     t_expect_exit 0 "testdesk runs its checks and powers off ($cpus vCPU)" \
         timeout $((60 * VDI_TEST_TIMEOUT_MULT)) "$VDI_BIN/vdi-vmm" --kernel "$ELF" --mem 128 \
-        --vcpus "$cpus" --display 1280x800 \
+        --vcpus "$cpus" --fb 1280x800 \
         --disk "$T/rw$cpus.img" --disk "$T/ro$cpus.img,ro" --disk "$T/q$cpus.qcow2" \
         --cmdline "testdesk.require=fb,kbd,tablet,blk,rng testdesk.run=$run" \
         --serial-log "$T/serial$cpus.log" 2>"$T/vmm$cpus.err"

@@ -6,7 +6,10 @@
  *  - "disk": write a known pattern to sectors 8..15 of every virtio disk, flush, read it back,
  *    print the status of each step ("DISK n ro=.. write=.. flush=.. readback=.."), then power
  *    off, or with "hold" spin so the test can kill the VMM without a clean shutdown; "noflush"
- *    leaves the flush out (tests/integration/test_vmm_devices_disk.sh).
+ *    leaves the flush out (tests/integration/test_vmm_devices_disk.sh);
+ *  - "net": send Ethernet frames (type 0x88b5, "VDI-NET-GUEST") through virtio-net until a frame
+ *    carrying "VDI-NET-HOST" arrives, print "NET tx=.. rx=..", power off
+ *    (tests/integration/test_vmm_devices_net.sh answers from the tap's side).
  *
  * It stays in ring 0 for its whole (short) life: on machines without hardware virtualisation
  * that code is emulated, which is fine for a few hundred thousand instructions. Output goes to
@@ -361,6 +364,72 @@ static void disk_test(struct vdev *d, unsigned n, bool flush)
     puts_(same ? " readback=same\n" : " readback=different\n");
 }
 
+/* ---- virtio-net --------------------------------------------------------------------------- */
+#define NRX    (RAM_RINGS + 0x20000) /* RX rings: desc, avail +0x1000, used +0x2000 */
+#define NTX    (RAM_RINGS + 0x30000)
+#define NRXBUF (RAM_RINGS + 0x40000) /* 8 x 2 KiB */
+#define NTXBUF (RAM_RINGS + 0x50000)
+
+static void net_test(struct vdev *d)
+{
+    static const char payload[] = "VDI-NET-GUEST";
+    bool tx_ok = false, rx_ok = false;
+    uint16_t tx_idx = 0, rx_seen = 0;
+
+    memset_((void *)(uintptr_t)NRX, 0, 0x40000);
+    negotiate(d);
+    queue(d, 0, NRX, NRX + 0x1000, NRX + 0x2000);
+    queue(d, 1, NTX, NTX + 0x1000, NTX + 0x2000);
+    w8(COMMON(d, STATUS), 0x0f);
+    for (unsigned i = 0; i < 8; i++) {
+        set_desc(NRX, i, NRXBUF + 2048 * i, 2048, 2, 0);
+        w16(NRX + 0x1000 + 4 + 2 * i, (uint16_t)i);
+    }
+    w16(NRX + 0x1000 + 2, 8);
+    w16(d->bar4 + NOTIFY, 0);
+
+    /* The frame: virtio-net header (12 bytes, all zero), broadcast, our MAC, type 0x88b5. */
+    uint32_t f = NTXBUF;
+    memset_((void *)(uintptr_t)f, 0, 12 + 60);
+    for (unsigned i = 0; i < 6; i++) {
+        w8(f + 12 + i, 0xff);
+        w8(f + 12 + 6 + i, r8(d->bar4 + 0x2000 + i));
+    }
+    w8(f + 12 + 12, 0x88);
+    w8(f + 12 + 13, 0xb5);
+    for (unsigned i = 0; i < sizeof(payload) - 1; i++)
+        w8(f + 12 + 14 + i, (uint8_t)payload[i]);
+    set_desc(NTX, 0, f, 12 + 60, 0, 0);
+
+    for (int round = 0; round < 400 && !rx_ok; round++) {
+        tx_idx++;
+        w16(NTX + 0x1000 + 4 + 2 * ((tx_idx - 1) % 16), 0);
+        w16(NTX + 0x1000 + 2, tx_idx);
+        w16(d->bar4 + NOTIFY + 4, 1);
+        for (int i = 0; i < 200000 && r16(NTX + 0x2000 + 2) != tx_idx; i++)
+            ;
+        tx_ok |= r16(NTX + 0x2000 + 2) == tx_idx;
+        for (int i = 0; i < 20000 && !rx_ok; i++) {
+            uint16_t used = r16(NRX + 0x2000 + 2);
+            while (rx_seen != used && !rx_ok) {
+                uint32_t id = r32(NRX + 0x2000 + 4 + 8 * (rx_seen % 16));
+                uint32_t len = r32(NRX + 0x2000 + 8 + 8 * (rx_seen % 16));
+                uint32_t b = NRXBUF + 2048 * (id % 8);
+                static const char want[] = "VDI-NET-HOST";
+                bool match = len >= 12 + 14 + sizeof(want) - 1 && r16(b + 10) == 1;
+                for (unsigned k = 0; match && k < sizeof(want) - 1; k++)
+                    match = r8(b + 12 + 14 + k) == (uint8_t)want[k];
+                rx_ok |= match;
+                rx_seen++;
+            }
+        }
+    }
+    puts_("NET tx=");
+    puts_(tx_ok ? "ok" : "fail");
+    puts_(" rx=");
+    puts_(rx_ok ? "ok\n" : "fail\n");
+}
+
 static void abuse_virtio(struct vdev *d)
 {
     /* 1. A ring outside guest RAM. */
@@ -504,6 +573,15 @@ void gmain(const uint32_t *start_info)
         }
     }
     check(nv >= 1, "virtio devices found", nv);
+    if (has_word(cmdline, "net")) {
+        for (unsigned i = 0; i < nv; i++)
+            if (v[i].id == 0x1041)
+                net_test(&v[i]);
+        puts_("NET DONE\n");
+        outw(0x604, 5 << 10 | 0x2000);
+        for (;;)
+            __asm__ volatile("hlt");
+    }
     if (has_word(cmdline, "disk")) {
         unsigned n = 0;
         for (unsigned i = 0; i < nv; i++)
