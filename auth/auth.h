@@ -31,12 +31,12 @@
 /* ==== Limits and configuration ============================================================== */
 
 /* RFB security type and VeNCrypt subtypes (RFB 6143 §7.1.2; the VeNCrypt extension). */
-#define AUTH_RFB_SECTYPE_VENCRYPT     19
-#define AUTH_VENCRYPT_TLSPLAIN        259
-#define AUTH_VENCRYPT_X509PLAIN       262
+#define AUTH_RFB_SECTYPE_VENCRYPT 19
+#define AUTH_VENCRYPT_TLSPLAIN    259
+#define AUTH_VENCRYPT_X509PLAIN   262
 /* Hard upper bounds for the Plain credentials; the configured limits may only be lower. */
-#define AUTH_USERNAME_MAX             256
-#define AUTH_PASSWORD_MAX             1024
+#define AUTH_USERNAME_MAX 256
+#define AUTH_PASSWORD_MAX 1024
 
 /* Brute-force limits for one kind of key (a username, or a source address). Consecutive failures
  * are counted per key; a success resets the count. After @free_failures failures each further
@@ -55,19 +55,19 @@ typedef struct {
 } auth_limit_config_t;
 
 typedef struct {
-    const char *pam_service;  /* default "vdi" (deploy/pam.d/vdi) */
-    const char *tls_cert;     /* PEM certificate (chain) file; NULL: generated, see state_dir */
-    const char *tls_key;      /* PEM private key; set both or neither */
-    const char *state_dir;    /* with no cert configured: <state_dir>/tls/{cert,key}.pem are made
+    const char *pam_service; /* default "vdi" (deploy/pam.d/vdi) */
+    const char *tls_cert;    /* PEM certificate (chain) file; NULL: generated, see state_dir */
+    const char *tls_key;     /* PEM private key; set both or neither */
+    const char *state_dir;   /* with no cert configured: <state_dir>/tls/{cert,key}.pem are made
                                  at first start (EC P-256, self-signed) and reused afterwards */
-    const char *admin_group;  /* members get is_admin; default "vdi-admin" */
-    bool allow_tlsplain;      /* offer VeNCrypt TLSPlain (anonymous TLS): off by default, see
+    const char *admin_group; /* members get is_admin; default "vdi-admin" */
+    bool allow_tlsplain;     /* offer VeNCrypt TLSPlain (anonymous TLS): off by default, see
                                  docs/auth.md (no server authentication: a MITM reads passwords) */
-    uint32_t handshake_timeout_ms; /* accept until credentials (RFB + TLS); default 10000 */
-    uint32_t pam_max_concurrent;   /* PAM checks running at once; default 2 */
-    uint32_t pam_max_queued;       /* checks waiting for a slot; beyond: -EBUSY; default 64 */
-    uint32_t max_username_len;     /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
-    uint32_t max_password_len;     /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
+    uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
+    uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
+    uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
+    uint32_t max_username_len;      /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
+    uint32_t max_password_len;      /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
     auth_limit_config_t limit_user; /* default 3 free, 1 s..30 s, lock at 10 for 15 min */
     auth_limit_config_t limit_addr; /* default 5 free, 1 s..30 s, lock at 30 for 15 min */
 } auth_config_t;
@@ -140,10 +140,10 @@ const char *auth_rfbsec_error(const auth_rfbsec_t *s);
 typedef struct auth auth_t;
 
 enum auth_audit_kind {
-    AUTH_AUDIT_LOGIN_OK,      /* credentials accepted by PAM (auth + account) */
-    AUTH_AUDIT_LOGIN_FAILED,  /* refused by PAM, or bad input; reason says which */
-    AUTH_AUDIT_LOCKOUT,       /* this failure locked the username or address out */
-    AUTH_AUDIT_LOCKED,        /* an attempt refused, unchecked, because of a lockout */
+    AUTH_AUDIT_LOGIN_OK,     /* credentials accepted by PAM (auth + account) */
+    AUTH_AUDIT_LOGIN_FAILED, /* refused by PAM, or bad input; reason says which */
+    AUTH_AUDIT_LOCKOUT,      /* this failure locked the username or address out */
+    AUTH_AUDIT_LOCKED,       /* an attempt refused, unchecked, because of a lockout */
 };
 /* One audit event. Strings are borrowed for the callback. Never holds a password. */
 typedef struct {
@@ -209,9 +209,9 @@ const char *auth_tls_peer(const auth_tls_t *t);
 /* Who logged in. Strings are owned by the identity; free with auth_identity_free(). */
 typedef struct {
     char *username;
-    char **groups;   /* names of the user's groups (getgrouplist), primary group first */
+    char **groups; /* names of the user's groups (getgrouplist), primary group first */
     size_t ngroups;
-    bool is_admin;   /* member of the configured admin group */
+    bool is_admin; /* member of the configured admin group */
 } auth_identity_t;
 void auth_identity_free(auth_identity_t *id);
 
@@ -225,8 +225,8 @@ typedef void (*auth_check_cb)(int status, auth_identity_t *id, const char *reaso
  * pool, then groups. The password is copied and the copy wiped after PAM; the caller wipes its
  * own. Returns 0 (@cb runs exactly once, later, on the loop) or an error (-EINVAL for an empty
  * or oversized username/password; @cb never runs). */
-int auth_check_password(auth_t *a, const char *service, const char *username,
-                        const char *password, const char *peer, auth_check_cb cb, void *ctx);
+int auth_check_password(auth_t *a, const char *service, const char *username, const char *password,
+                        const char *peer, auth_check_cb cb, void *ctx);
 
 /* ==== The RFB login =========================================================================== */
 typedef struct auth_rfb_login auth_rfb_login_t;
@@ -236,9 +236,9 @@ typedef struct auth_rfb_login auth_rfb_login_t;
 typedef struct {
     auth_identity_t *id;
     auth_tls_t *tls;
-    int rfb_minor;         /* 7 or 8 */
+    int rfb_minor; /* 7 or 8 */
     uint32_t vencrypt_subtype;
-    const char *peer;      /* borrowed for the callback */
+    const char *peer; /* borrowed for the callback */
 } auth_rfb_login_result_t;
 
 /* @status 0 with @res, or the failure (@res NULL; the client was told why if the protocol
@@ -262,7 +262,7 @@ size_t auth_rfb_login_count(const auth_t *a);
  * desktop id, default TTL 30 s; only their SHA-256 is stored. Session tokens: the web cookie,
  * same format, with an idle and an absolute lifetime, revocable. Lookups compare digests in
  * constant time. Not thread-safe: use from one thread (the loop). */
-#define AUTH_TOKEN_LEN          43 /* characters, without the NUL */
+#define AUTH_TOKEN_LEN            43 /* characters, without the NUL */
 #define AUTH_CONSOLE_TOKEN_TTL_MS 30000u
 
 typedef struct auth_tokens auth_tokens_t;

@@ -19,13 +19,13 @@
 #include "common/vdi.h"
 
 enum state {
-    ST_VERSION,     /* 12 bytes: "RFB xxx.yyy\n" */
-    ST_SECTYPE,     /* 1 byte: the chosen security type */
-    ST_VC_VERSION,  /* 2 bytes: the client's VeNCrypt version */
-    ST_VC_SUBTYPE,  /* 4 bytes: the chosen subtype */
-    ST_PLAIN_HDR,   /* 8 bytes inside TLS: username and password lengths */
-    ST_PLAIN_BODY,  /* ulen + plen bytes */
-    ST_CHECKING,    /* waiting for auth_rfbsec_finish() */
+    ST_VERSION,    /* 12 bytes: "RFB xxx.yyy\n" */
+    ST_SECTYPE,    /* 1 byte: the chosen security type */
+    ST_VC_VERSION, /* 2 bytes: the client's VeNCrypt version */
+    ST_VC_SUBTYPE, /* 4 bytes: the chosen subtype */
+    ST_PLAIN_HDR,  /* 8 bytes inside TLS: username and password lengths */
+    ST_PLAIN_BODY, /* ulen + plen bytes */
+    ST_CHECKING,   /* waiting for auth_rfbsec_finish() */
     ST_DONE,
     ST_FAILED,
 };
@@ -39,14 +39,14 @@ struct auth_rfbsec {
     uint8_t field[12]; /* the fixed-size field being collected */
     size_t have;       /* bytes of the current field (or body) collected */
     uint32_t ulen, plen;
-    char *body;        /* username NUL password NUL, ulen + plen + 2 bytes */
+    char *body; /* username NUL password NUL, ulen + plen + 2 bytes */
     vdi_buf_t out;
     bool oom; /* a refusal or result could not be queued: the caller just closes */
     const char *error;
 };
 
-static const char server_version[12] = {'R', 'F', 'B', ' ', '0', '0', '3',
-                                        '.', '0', '0', '8', '\n'};
+static const char server_version[12] = {'R', 'F', 'B', ' ', '0', '0',
+                                        '3', '.', '0', '0', '8', '\n'};
 
 static void put_u8(auth_rfbsec_t *s, uint8_t v)
 {

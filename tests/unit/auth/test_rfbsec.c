@@ -58,8 +58,8 @@ static const uint8_t hello37[] = "RFB 003.007\n";
 
 static auth_rfbsec_t *mk(bool tlsplain)
 {
-    auth_rfbsec_config_t cfg = {.allow_tlsplain = tlsplain, .max_username_len = 32,
-                                .max_password_len = 64};
+    auth_rfbsec_config_t cfg = {
+        .allow_tlsplain = tlsplain, .max_username_len = 32, .max_password_len = 64};
     auth_rfbsec_t *s;
     assert_int_equal(auth_rfbsec_create(&cfg, &s), 0);
     return s;
@@ -181,8 +181,8 @@ static void test_version_above_38_is_38(void **state)
 }
 
 /* Runs a hostile exchange to its failure; returns the refusal bytes after @skip of output. */
-static void expect_refusal(bool tlsplain, const void *in, size_t len, size_t skip,
-                           const void *want, size_t want_len)
+static void expect_refusal(bool tlsplain, const void *in, size_t len, size_t skip, const void *want,
+                           size_t want_len)
 {
     for (size_t chunk = 1; chunk <= 64; chunk += 63) {
         auth_rfbsec_t *s = mk(tlsplain);
@@ -325,8 +325,9 @@ static void test_failed_result_reason(void **state)
         take_output(s, &r);
         if (minor == 8) {
             assert_int_equal(r.out.len, 8 + 15);
-            assert_memory_equal(r.out.data, "\0\0\0\1\0\0\0\x0f"
-                                            "account expired",
+            assert_memory_equal(r.out.data,
+                                "\0\0\0\1\0\0\0\x0f"
+                                "account expired",
                                 23);
         } else {
             assert_int_equal(r.out.len, 4);
