@@ -16,7 +16,10 @@
 #include "auth/auth.h"
 #include "common/vdi.h"
 
-enum kind { KIND_CONSOLE, KIND_SESSION };
+enum kind {
+    KIND_CONSOLE,
+    KIND_SESSION
+};
 
 struct tok {
     vdi_list_t link;
@@ -70,8 +73,7 @@ static void purge(auth_tokens_t *t)
     }
 }
 
-int auth_tokens_create(size_t max_tokens, auth_clock_fn clock, void *clock_ctx,
-                       auth_tokens_t **out)
+int auth_tokens_create(size_t max_tokens, auth_clock_fn clock, void *clock_ctx, auth_tokens_t **out)
 {
     auth_tokens_t *t = vdi_xcalloc(1, sizeof(*t));
     vdi_list_init(&t->toks);
@@ -186,8 +188,7 @@ int auth_console_token_issue(auth_tokens_t *t, const char *user, const char *des
                  token);
 }
 
-int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *desktop,
-                              char **user)
+int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *desktop, char **user)
 {
     purge(t);
     struct tok *k = find(t, token);
