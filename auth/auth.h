@@ -19,6 +19,9 @@
  * (wrong credentials), VDI_ELOCKOUT (too many failures), VDI_ETLS, VDI_EPROTOCOL, VDI_ETIMEOUT,
  * VDI_ETOKEN, VDI_EDENIED, VDI_ECONFIG, -EBUSY (PAM queue full). vdi_strerror() names them all.
  * Passwords are never logged and are wiped from memory once PAM is done with them.
+ *
+ * The program must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): a client that disconnects while
+ * a refusal or close_notify is being written would otherwise kill it.
  */
 #ifndef VDI_AUTH_AUTH_H
 #define VDI_AUTH_AUTH_H
@@ -61,8 +64,12 @@ typedef struct {
     const char *state_dir;   /* with no cert configured: <state_dir>/tls/{cert,key}.pem are made
                                  at first start (EC P-256, self-signed) and reused afterwards */
     const char *admin_group; /* members get is_admin; default "vdi-admin" */
-    bool allow_tlsplain;     /* offer VeNCrypt TLSPlain (anonymous TLS): off by default, see
-                                 docs/auth.md (no server authentication: a MITM reads passwords) */
+    /* Offer VeNCrypt TLSPlain (anonymous TLS) after X509Plain. Off by default, see docs/auth.md:
+     * the server is not authenticated, so a man in the middle reads the passwords. */
+    bool allow_tlsplain;
+    /* Offer TLSPlain alone (implies allow_tlsplain), for viewers that cannot check a certificate
+     * at all and take the first subtype offered. */
+    bool tlsplain_only;
     uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
     uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
     uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
@@ -105,7 +112,8 @@ enum auth_rfbsec_event {
 };
 
 typedef struct {
-    bool allow_tlsplain;
+    bool allow_tlsplain;       /* offer [X509Plain, TLSPlain] instead of [X509Plain] */
+    bool tlsplain_only;        /* offer [TLSPlain] alone */
     uint32_t max_username_len; /* 0 means AUTH_USERNAME_MAX; capped at it */
     uint32_t max_password_len; /* 0 means AUTH_PASSWORD_MAX; capped at it */
 } auth_rfbsec_config_t;
