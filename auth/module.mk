@@ -11,6 +11,5 @@ UNIT_auth_LDLIBS := $(AUTH_LDLIBS)
 TOOL_auth_testserver_LIBS := auth common
 TOOL_auth_testserver_LDLIBS := $(AUTH_LDLIBS)
 
-
 TOOL_auth_vncclient_LDLIBS := -lvncclient
 TOOL_auth_rawclient_LDLIBS := $(call pc_libs,openssl)

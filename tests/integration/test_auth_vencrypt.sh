@@ -57,7 +57,9 @@ printf 'auth required %s\naccount required %s\n' "$SEC/pam_deny.so" "$SEC/pam_de
 start_server() {
     local name=$1
     shift
+    # (The DEEPBIND switch and the ASan option matter only in sanitizer builds; see test_pam.c.)
     t_bg env LD_PRELOAD="$libdir/libpam_wrapper.so" PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$T/pam" \
+        UID_WRAPPER_DISABLE_DEEPBIND=1 PAM_WRAPPER_DISABLE_DEEPBIND=1 \
         ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
         "$TOOLS/auth_testserver" --state "$T/state-$name" --port 0 --https-port 0 "$@" \
         >"$T/$name.out" 2>"$T/$name.err"

@@ -202,9 +202,8 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
     printf("login ok user=%s admin=%d groups=", res->id->username, res->id->is_admin);
     for (size_t i = 0; i < res->id->ngroups; i++)
         printf("%s%s", i ? "," : "", res->id->groups[i]);
-    printf(" rfb=3.%d subtype=%u tls=%s cipher=%s peer=%s\n", res->rfb_minor,
-           res->vencrypt_subtype, auth_tls_version(res->tls), auth_tls_cipher(res->tls),
-           res->peer);
+    printf(" rfb=3.%d subtype=%u tls=%s cipher=%s peer=%s\n", res->rfb_minor, res->vencrypt_subtype,
+           auth_tls_version(res->tls), auth_tls_cipher(res->tls), res->peer);
     fflush(stdout);
     auth_identity_free(res->id);
     g_sessions++;
@@ -325,13 +324,13 @@ int main(int argc, char **argv)
     auth_config_defaults(&cfg);
     int port = 0, https_port = -1;
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'},     {"port", required_argument, NULL, 'p'},
+        {"state", required_argument, NULL, 's'},      {"port", required_argument, NULL, 'p'},
         {"https-port", required_argument, NULL, 'H'}, {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},       {"pam-service", required_argument, NULL, 'P'},
-        {"tlsplain", no_argument, NULL, 't'},        {"tlsplain-only", no_argument, NULL, 'T'},
+        {"key", required_argument, NULL, 'k'},        {"pam-service", required_argument, NULL, 'P'},
+        {"tlsplain", no_argument, NULL, 't'},         {"tlsplain-only", no_argument, NULL, 'T'},
         {"timeout-ms", required_argument, NULL, 'o'}, {"free", required_argument, NULL, 'f'},
         {"backoff-ms", required_argument, NULL, 'b'}, {"lock-after", required_argument, NULL, 'l'},
-        {"lock-ms", required_argument, NULL, 'L'},   {NULL, 0, NULL, 0},
+        {"lock-ms", required_argument, NULL, 'L'},    {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

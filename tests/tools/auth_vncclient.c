@@ -77,8 +77,7 @@ int main(int argc, char **argv)
         printf("vncclient: connection or login failed\n");
         return 1;
     }
-    printf("vncclient: connected desktop=\"%s\" %dx%d\n", cl->desktopName, cl->width,
-           cl->height);
+    printf("vncclient: connected desktop=\"%s\" %dx%d\n", cl->desktopName, cl->width, cl->height);
     int rc = 1;
     for (int i = 0; i < 100 && g_frames == 0; i++) {
         int n = WaitForMessage(cl, 100000);
@@ -92,8 +91,8 @@ int main(int argc, char **argv)
             printf("vncclient: frame ok\n");
             rc = 0;
         } else {
-            printf("vncclient: wrong picture %dx%d pixel(10,7)=%u,%u,%u\n", cl->width,
-                   cl->height, r, g, b);
+            printf("vncclient: wrong picture %dx%d pixel(10,7)=%u,%u,%u\n", cl->width, cl->height,
+                   r, g, b);
             rc = 3;
         }
     } else {

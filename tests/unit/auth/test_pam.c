@@ -106,7 +106,12 @@ static void reexec(char **argv)
         setenv("NSS_WRAPPER_GROUP", g, 1);
     }
     setenv("VDI_TEST_PAM_DIR", dir, 1);
-    /* ASan wants to be first in the library list; the preloaded wrappers come first instead. */
+    /* Under ASan: the wrappers dlopen with RTLD_DEEPBIND, which ASan cannot work with, unless
+     * told not to (pam_wrapper 1.1.4 reads its switch under uid_wrapper's name); and ASan wants
+     * to be first in the library list, where the preloaded wrappers are instead. */
+    setenv("UID_WRAPPER_DISABLE_DEEPBIND", "1", 1);
+    setenv("PAM_WRAPPER_DISABLE_DEEPBIND", "1", 1);
+    setenv("NSS_WRAPPER_DISABLE_DEEPBIND", "1", 1);
     const char *asan = getenv("ASAN_OPTIONS");
     char *asan2 = vdi_xasprintf("%s%sverify_asan_link_order=0", asan ? asan : "", asan ? ":" : "");
     setenv("ASAN_OPTIONS", asan2, 1);

@@ -316,7 +316,7 @@ static void test_plain_lengths(void **state)
 static void test_plain_bad_bytes(void **state)
 {
     (void)state;
-    const char *users[] = {"ali\nce", "a\0b"};
+    static const char users[][7] = {"ali\nce", {'a', '\0', 'b', 'c', 'd', 'e'}};
     for (size_t i = 0; i < 2; i++) {
         auth_rfbsec_t *s = mk(false);
         struct run r = {0};
