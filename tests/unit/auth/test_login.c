@@ -82,7 +82,12 @@ static void reexec(char **argv)
 }
 
 /* ---- The client thread ------------------------------------------------------------------------ */
-enum misbehave { GOOD, STALL_BEFORE_TLS, GARBAGE_TLS, HANG_UP_IN_TLS };
+enum misbehave {
+    GOOD,
+    STALL_BEFORE_TLS,
+    GARBAGE_TLS,
+    HANG_UP_IN_TLS
+};
 
 struct client {
     int port;
@@ -379,10 +384,8 @@ int main(int argc, char **argv)
         reexec(argv);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_login),
-        cmocka_unit_test(test_wrong_password),
-        cmocka_unit_test(test_stall_times_out),
-        cmocka_unit_test(test_garbage_instead_of_tls),
+        cmocka_unit_test(test_good_login),      cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_stall_times_out), cmocka_unit_test(test_garbage_instead_of_tls),
         cmocka_unit_test(test_hang_up_in_tls),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
