@@ -135,6 +135,12 @@ t_expect_exit 1 "HTTPS listener: openssl s_client -tls1 refused" \
 t_check "  logged" server_says a "https handshake failed"
 echo ping | timeout 10 openssl s_client -connect "127.0.0.1:$HPORT" -quiet >"$T/sclient.log" 2>&1
 t_check "HTTPS listener: TLS 1.3 by default" grep -q "hello TLSv1.3" "$T/sclient.log"
+(echo R; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$HPORT" -tls1_2 >"$T/sclient.log" 2>&1
+t_check "HTTPS listener: a TLS 1.2 client asking to renegotiate is refused" \
+    grep -q "no renegotiation" "$T/sclient.log"
+stall_https() { timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$HPORT; cat <&3 >/dev/null"; }
+t_check "HTTPS listener: a client that never starts TLS is dropped at the handshake timeout" stall_https
+t_check "  logged" server_says a "tls peer=127.0.0.1 handshake timed out"
 t_check "credentials and ClientInit pipelined: ClientInit reaches the session" raw pipelined alice secret
 t_check "  ServerInit came back" client_says "ServerInit 64x48"
 t_check "the server is still up" kill -0 "$A_PID"
