@@ -21,6 +21,7 @@ void auth_config_defaults(auth_config_t *cfg)
     cfg->handshake_timeout_ms = 10000;
     cfg->pam_max_concurrent = 2;
     cfg->pam_max_queued = 64;
+    cfg->max_checks_per_addr = 4;
     cfg->max_username_len = AUTH_USERNAME_MAX;
     cfg->max_password_len = AUTH_PASSWORD_MAX;
     cfg->limit_user = (auth_limit_config_t){
@@ -70,6 +71,7 @@ int auth_create(uv_loop_t *loop, const auth_config_t *cfg, auth_t **out)
                               cfg->pam_max_queued);
     a->lim_user = auth__limiter_create(&cfg->limit_user);
     a->lim_addr = auth__limiter_create(&cfg->limit_addr);
+    vdi_list_init(&a->check_list);
     *out = a;
     return 0;
 }
@@ -127,6 +129,7 @@ void auth__audit(auth_t *a, enum auth_audit_kind kind, const char *service, cons
 /* ---- Password checks --------------------------------------------------------------------------- */
 
 struct check {
+    vdi_list_t link; /* in auth->check_list */
     auth_t *a;
     uv_timer_t timer;
     char *service, *user, *password, *peer;
@@ -158,6 +161,7 @@ static void check_finish(struct check *c, int status, auth_identity_t *id, const
         c->password = NULL;
     }
     a->checks--;
+    vdi_list_remove(&c->link);
     c->cb(status, id, reason, c->ctx);
     uv_close((uv_handle_t *)&c->timer, check_closed);
 }
@@ -244,7 +248,13 @@ int auth_check_password(auth_t *a, const char *service, const char *username, co
     if (!ul || ul > a->cfg.max_username_len || !pl || pl > a->cfg.max_password_len ||
         !printable(username))
         return -EINVAL;
+    /* Parallel guesses from one address would all pass the limits before the first failure is
+     * counted; cap how many may be in progress at once. */
+    size_t same = 0;
+    for (vdi_list_t *it = a->check_list.next; it != &a->check_list; it = it->next)
+        same += strcmp(vdi_list_entry(it, struct check, link)->peer, peer ? peer : "?") == 0;
     struct check *c = vdi_xcalloc(1, sizeof(*c));
+    vdi_list_push_tail(&a->check_list, &c->link);
     c->a = a;
     c->service = vdi_xstrdup(service ? service : "?");
     c->user = vdi_xstrdup(username);
@@ -256,6 +266,12 @@ int auth_check_password(auth_t *a, const char *service, const char *username, co
     uv_timer_init(a->loop, &c->timer);
     c->timer.data = c;
     a->checks++;
+    if (a->cfg.max_checks_per_addr && same >= a->cfg.max_checks_per_addr) {
+        VDI_LOG_WARN_RL("peer=%s has %zu password checks in progress: refusing user=%s", c->peer,
+                        same, c->user);
+        refuse_later(c, -EBUSY, "too many logins in progress from your address");
+        return 0;
+    }
     /* Start from the loop: limits may refuse, and callbacks never run inside this call. */
     uv_timer_start(&c->timer, run_check, 0, 0);
     return 0;

@@ -73,6 +73,8 @@ typedef struct {
     uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
     uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
     uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
+    uint32_t max_checks_per_addr;   /* checks in progress (held, queued or in PAM) from one
+                                       address; beyond: -EBUSY; default 4; 0: no cap */
     uint32_t max_username_len;      /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
     uint32_t max_password_len;      /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
     auth_limit_config_t limit_user; /* default 3 free, 1 s..30 s, lock at 10 for 15 min */

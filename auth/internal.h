@@ -72,6 +72,7 @@ struct auth {
     void *audit_ctx;
     size_t logins;
     size_t checks;
+    vdi_list_t check_list; /* checks in progress, for the per-address cap */
 };
 void auth__audit(auth_t *a, enum auth_audit_kind kind, const char *service, const char *user,
                  const char *peer, const char *reason);

@@ -165,8 +165,9 @@ int auth__pam_check_blocking(const char *service, const char *admin_group, const
             *reason = "password expired: change it before logging in";
         else if (strcmp(stage, "account") == 0)
             *reason = "account not permitted to log in";
-        VDI_LOG_INFO("pam service=%s user=%s rhost=%s %s refused: %s", service, user,
-                     rhost ? rhost : "-", stage, pam_strerror(h, rc));
+        /* Clients trigger this: rate-limited (the audit sink sees every failure). */
+        VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "pam service=%s user=%s rhost=%s %s refused: %s", service,
+                   user, rhost ? rhost : "-", stage, pam_strerror(h, rc));
         ret = VDI_EAUTH;
     }
     pam_end(h, rc);
