@@ -29,6 +29,7 @@
 
 static int g_fd = -1;
 static SSL *g_ssl;
+static SSL_CTX *g_ctx;
 
 static void die(const char *msg)
 {
@@ -164,7 +165,7 @@ static void pre_tls(int minor)
 
 static int start_tls(int max_version)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx = g_ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cipher_list(ctx, "ALL:aNULL:@SECLEVEL=0");
     if (max_version) {
@@ -179,7 +180,9 @@ static int start_tls(int max_version)
         ERR_error_string_n(e, msg, sizeof(msg));
         printf("rawclient: TLS handshake failed: %s\n", msg);
         SSL_free(g_ssl);
+        SSL_CTX_free(g_ctx);
         g_ssl = NULL;
+        g_ctx = NULL;
         return -1;
     }
     return 0;
