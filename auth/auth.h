@@ -261,8 +261,9 @@ typedef void (*auth_rfb_login_cb)(auth_rfb_login_t *l, int status, auth_rfb_logi
  * Returns 0 (@cb runs later) or an error from uv_accept (@cb never runs). */
 int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, void *ctx,
                           auth_rfb_login_t **out);
-/* Give up on a login in progress (e.g. at shutdown): closes the connection; @cb runs with
- * -ECANCELED before this returns. Only valid before @cb has run. */
+/* Give up on a login in progress (e.g. at shutdown): closes the connection at once; @cb runs
+ * later, from the loop, with -ECANCELED (never inside this call). Only valid before @cb has run;
+ * a second abort does nothing. */
 void auth_rfb_login_abort(auth_rfb_login_t *l);
 /* Logins currently in progress on @a. */
 size_t auth_rfb_login_count(const auth_t *a);

@@ -212,6 +212,10 @@ out:
 /* ---- The server side ------------------------------------------------------------------------- */
 struct server {
     auth_t *a;
+    auth_rfb_login_t *login;
+    uv_timer_t abort_timer;
+    bool abort_after_ms; /* abort the login 100 ms after accepting it */
+    bool in_abort;
     uv_tcp_t listener;
     int status;
     bool done;
@@ -247,6 +251,7 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
 {
     struct server *s = ctx;
     (void)l;
+    assert_false(s->in_abort); /* never from inside auth_rfb_login_abort() */
     s->status = status;
     uv_close((uv_handle_t *)&s->listener, NULL);
     if (status < 0) {
@@ -258,11 +263,24 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
     assert_int_equal(auth_tls_read_start(res->tls, on_session_read, s), 0);
 }
 
+static void on_abort_timer(uv_timer_t *tm)
+{
+    struct server *s = vdi_container_of(tm, struct server, abort_timer);
+    s->in_abort = true;
+    auth_rfb_login_abort(s->login);
+    auth_rfb_login_abort(s->login); /* a second abort does nothing */
+    s->in_abort = false;
+    assert_int_equal(s->status, 1); /* not reported yet */
+    uv_close((uv_handle_t *)tm, NULL);
+}
+
 static void on_conn(uv_stream_t *srv, int status)
 {
     struct server *s = vdi_container_of((uv_tcp_t *)srv, struct server, listener);
     assert_int_equal(status, 0);
-    assert_int_equal(auth_rfb_login_accept(s->a, srv, on_login, s, NULL), 0);
+    assert_int_equal(auth_rfb_login_accept(s->a, srv, on_login, s, &s->login), 0);
+    if (s->abort_after_ms)
+        uv_timer_start(&s->abort_timer, on_abort_timer, 100, 0);
 }
 
 static void on_audit(const auth_audit_event_t *ev, void *ctx)
@@ -272,7 +290,7 @@ static void on_audit(const auth_audit_event_t *ev, void *ctx)
     s->audits++;
 }
 
-static void run(struct client *c, struct server *s, uint32_t timeout_ms)
+static void run(struct client *c, struct server *s, uint32_t timeout_ms, bool abort)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -283,6 +301,8 @@ static void run(struct client *c, struct server *s, uint32_t timeout_ms)
     cfg.handshake_timeout_ms = timeout_ms;
     memset(s, 0, sizeof(*s));
     s->status = 1;
+    s->abort_after_ms = abort;
+    uv_timer_init(&loop, &s->abort_timer);
     assert_int_equal(auth_create(&loop, &cfg, &s->a), 0);
     auth_set_audit(s->a, on_audit, s);
     struct sockaddr_in sa;
@@ -298,6 +318,10 @@ static void run(struct client *c, struct server *s, uint32_t timeout_ms)
     pthread_create(&th, NULL, client_main, c);
     uv_run(&loop, UV_RUN_DEFAULT);
     pthread_join(th, NULL);
+    if (!abort) { /* the unused abort timer */
+        uv_close((uv_handle_t *)&s->abort_timer, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
     assert_true(s->done);
     assert_int_equal(auth_rfb_login_count(s->a), 0);
     auth_destroy(s->a);
@@ -310,7 +334,7 @@ static void test_good_login(void **state)
     for (int bytewise = 0; bytewise <= 1; bytewise++) {
         struct client c = {.user = "alice", .pass = "secret", .bytewise = bytewise};
         struct server s;
-        run(&c, &s, 10000);
+        run(&c, &s, 10000, false);
         assert_int_equal(s.status, 0);
         assert_string_equal(s.user, "alice");
         assert_int_equal(c.result, 0);
@@ -328,7 +352,7 @@ static void test_wrong_password(void **state)
     (void)state;
     struct client c = {.user = "alice", .pass = "wrong", .bytewise = true};
     struct server s;
-    run(&c, &s, 10000);
+    run(&c, &s, 10000, false);
     assert_int_equal(s.status, VDI_EAUTH);
     assert_int_equal(c.result, 1);
     assert_string_equal(c.reason, "authentication failed");
@@ -340,7 +364,7 @@ static void test_stall_times_out(void **state)
     (void)state;
     struct client c = {.user = "alice", .pass = "secret", .how = STALL_BEFORE_TLS};
     struct server s;
-    run(&c, &s, 300);
+    run(&c, &s, 300, false);
     assert_int_equal(s.status, VDI_ETIMEOUT);
 }
 
@@ -349,7 +373,7 @@ static void test_garbage_instead_of_tls(void **state)
     (void)state;
     struct client c = {.user = "alice", .pass = "secret", .how = GARBAGE_TLS, .bytewise = true};
     struct server s;
-    run(&c, &s, 5000);
+    run(&c, &s, 5000, false);
     assert_int_equal(s.status, VDI_ETLS);
 }
 
@@ -358,8 +382,17 @@ static void test_hang_up_in_tls(void **state)
     (void)state;
     struct client c = {.user = "alice", .pass = "secret", .how = HANG_UP_IN_TLS};
     struct server s;
-    run(&c, &s, 5000);
+    run(&c, &s, 5000, false);
     assert_int_equal(s.status, VDI_EPROTOCOL);
+}
+
+static void test_abort(void **state)
+{
+    (void)state;
+    struct client c = {.user = "alice", .pass = "secret", .how = STALL_BEFORE_TLS};
+    struct server s;
+    run(&c, &s, 10000, true);
+    assert_int_equal(s.status, -ECANCELED);
 }
 
 static void cleanup(void)
@@ -386,7 +419,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_login),      cmocka_unit_test(test_wrong_password),
         cmocka_unit_test(test_stall_times_out), cmocka_unit_test(test_garbage_instead_of_tls),
-        cmocka_unit_test(test_hang_up_in_tls),
+        cmocka_unit_test(test_hang_up_in_tls),  cmocka_unit_test(test_abort),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cleanup();
