@@ -57,6 +57,7 @@ printf 'auth required %s\naccount required %s\n' "$SEC/pam_deny.so" "$SEC/pam_de
 start_server() {
     local name=$1
     shift
+    mkdir -p "$T/state-$name"
     # (The DEEPBIND switch and the ASan option matter only in sanitizer builds; see test_pam.c.)
     t_bg env LD_PRELOAD="$libdir/libpam_wrapper.so" PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$T/pam" \
         UID_WRAPPER_DISABLE_DEEPBIND=1 PAM_WRAPPER_DISABLE_DEEPBIND=1 \
@@ -64,7 +65,6 @@ start_server() {
         "$TOOLS/auth_testserver" --state "$T/state-$name" --port 0 --https-port 0 "$@" \
         >"$T/$name.out" 2>"$T/$name.err"
     SERVER_PID=$!
-    mkdir -p "$T/state-$name"
     t_wait_for 10 grep -q '^listening' "$T/$name.out" || {
         cat "$T/$name.err"
         t_fail "server $name did not start"
