@@ -13,3 +13,5 @@ TOOL_auth_testserver_LDLIBS := $(AUTH_LDLIBS)
 
 TOOL_auth_vncclient_LDLIBS := -lvncclient
 TOOL_auth_rawclient_LDLIBS := $(call pc_libs,openssl)
+# bench/auth/run.sh runs the test server's HTTPS listener.
+BENCH_TARGETS += $(O)/tests/tools/auth_testserver
