@@ -17,7 +17,8 @@
  *
  * Errors: 0 or a negative code (-errno, UV_* where libuv reported it, or VDI_E*): VDI_EAUTH
  * (wrong credentials), VDI_ELOCKOUT (too many failures), VDI_ETLS, VDI_EPROTOCOL, VDI_ETIMEOUT,
- * VDI_ETOKEN, VDI_EDENIED, VDI_ECONFIG, -EBUSY (PAM queue full). vdi_strerror() names them all.
+ * VDI_ETOKEN, VDI_EDENIED, VDI_ECONFIG, -EBUSY (PAM queue full, or too many checks from one
+ * address), -ECANCELED (aborted). vdi_strerror() names them all.
  * Passwords are never logged and are wiped from memory once PAM is done with them.
  *
  * The program must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): a client that disconnects while
