@@ -154,7 +154,8 @@ enum auth_audit_kind {
     AUTH_AUDIT_LOGIN_OK,     /* credentials accepted by PAM (auth + account) */
     AUTH_AUDIT_LOGIN_FAILED, /* refused by PAM, or bad input; reason says which */
     AUTH_AUDIT_LOCKOUT,      /* this failure locked the username or address out */
-    AUTH_AUDIT_LOCKED,       /* an attempt refused, unchecked, because of a lockout */
+    AUTH_AUDIT_LOCKED,       /* an attempt refused, unchecked, because of a lockout (or a
+                                backoff longer than a minute) */
 };
 /* One audit event. Strings are borrowed for the callback. Never holds a password. */
 typedef struct {
@@ -228,14 +229,14 @@ void auth_identity_free(auth_identity_t *id);
 
 /* @status: 0 (then @id is the caller's to keep: free it), VDI_EAUTH, VDI_ELOCKOUT, -EBUSY or
  * another error; @reason is a short text for the client ("authentication failed", "account
- * expired", "too many failed attempts, try again later", ...), borrowed for the call. */
+ * expired", "too many failed attempts: try again later", ...), borrowed for the call. */
 typedef void (*auth_check_cb)(int status, auth_identity_t *id, const char *reason, void *ctx);
 
 /* Check @username/@password for @service ("web", "rfb", for the audit) from @peer: brute-force
  * limits (an attempt may be held for its backoff), then PAM authenticate + account in the thread
  * pool, then groups. The password is copied and the copy wiped after PAM; the caller wipes its
  * own. Returns 0 (@cb runs exactly once, later, on the loop) or an error (-EINVAL for an empty
- * or oversized username/password; @cb never runs). */
+ * or oversized username/password or a username with control characters; @cb never runs). */
 int auth_check_password(auth_t *a, const char *service, const char *username, const char *password,
                         const char *peer, auth_check_cb cb, void *ctx);
 
@@ -298,7 +299,8 @@ int auth_console_token_issue(auth_tokens_t *t, const char *user, const char *des
 int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *desktop,
                               char **user);
 
-/* Create a web session for @user: idle lifetime @idle_ms, absolute @max_ms. */
+/* Create a web session for @user: idle lifetime @idle_ms, absolute @max_ms (both > 0). Returns
+ * 0, -EINVAL, -ENOSPC or VDI_ETLS. */
 int auth_session_create(auth_tokens_t *t, const char *user, uint32_t idle_ms, uint32_t max_ms,
                         char token[AUTH_TOKEN_LEN + 1]);
 /* Check a session token and refresh its idle timer. *user (may be NULL) gets a pointer owned by
