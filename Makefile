@@ -179,7 +179,7 @@ format-check:
 
 # A module's internal.h belongs to that module alone.
 check-includes:
-	$(Q)bad=0; for h in $$(git ls-files '*/internal.h'); do \
+	$(Q)bad=0; for h in $$(git ls-files '*/internal.h' '*/*-internal.h'); do \
 	    mod=$${h%%/*}; \
 	    users=$$(git grep -l "\"$$h\"" -- '*.c' '*.h' | grep -v "^$$mod/" | grep -v "^tests/unit/$$mod/" | grep -v "^tests/fuzz/" || true); \
 	    if [ -n "$$users" ]; then echo "check-includes: $$h included outside $$mod/: $$users"; bad=1; fi; \
