@@ -90,6 +90,20 @@ struct dpy_display {
     struct dpy_stats stats;
 };
 
+/* ---- libvncserver's WebSocket sniffing ---------------------------------------------------- */
+/* libvncserver 0.9.14 calls webSocketsCheck() (through its PLT) for every new client: it waits up
+ * to 100 ms for the client to speak first, and if the bytes look like TLS or an HTTP GET it runs
+ * a TLS or WebSocket handshake. Our sockets speak plain RFB only (vdid terminates TLS and
+ * WebSockets), and RFB clients wait for the server's version, so the check only ever stalled this
+ * thread for 100 ms per connection and exposed two more parsers. This definition takes its place
+ * in the process (the library's own is interposed); the name is libvncserver's, not ours. */
+rfbBool webSocketsCheck(rfbClientPtr cl);
+rfbBool webSocketsCheck(rfbClientPtr cl)
+{
+    VDI_UNUSED(cl);
+    return TRUE; /* a plain RFB connection */
+}
+
 /* ---- libvncserver's log ------------------------------------------------------------------- */
 static void VDI_PRINTF(2, 0) rfb_vlog(int level, const char *fmt, va_list ap)
 {
