@@ -182,7 +182,7 @@ int vmm__acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus)
 
     t = buf + fadt;
     sdt_header(t, "FACP", 244, 3);
-    put32(t + 36, (uint32_t)(gpa + facs));
+    /* FIRMWARE_CTRL stays 0: X_FIRMWARE_CTRL below names the FACS (ACPI 6.5 §5.2.9). */
     put32(t + 40, (uint32_t)(gpa + dsdt));
     t[45] = 1; /* preferred PM profile: desktop */
     put16(t + 46, VMM_ACPI_SCI_IRQ);
