@@ -69,20 +69,20 @@ static void test_e820_high(void **state)
 static uint8_t *fake_bzimage(size_t len, const uint8_t *payload, size_t plen)
 {
     uint8_t *k = calloc(1, len);
-    k[0x1f1] = 1;                 /* setup_sects: protected-mode code at 1024 */
+    k[0x1f1] = 1; /* setup_sects: protected-mode code at 1024 */
     k[0x1fe] = 0x55, k[0x1ff] = 0xaa;
     k[0x200] = 0xeb, k[0x201] = 0x6a; /* header ends at 0x26c */
     memcpy(k + 0x202, "HdrS", 4);
     k[0x206] = 0x0f, k[0x207] = 0x02; /* 2.15 */
     k[0x211] = 0x01;
-    wr32(k + 0x22c, 0x7fffffff);     /* initrd_addr_max */
-    k[0x234] = 1;                    /* relocatable */
-    k[0x236] = 1;                    /* XLF_KERNEL_64 */
-    wr32(k + 0x238, 2047);           /* cmdline_size */
-    wr32(k + 0x248, 0x100);          /* payload_offset (from 1024) */
+    wr32(k + 0x22c, 0x7fffffff); /* initrd_addr_max */
+    k[0x234] = 1;                /* relocatable */
+    k[0x236] = 1;                /* XLF_KERNEL_64 */
+    wr32(k + 0x238, 2047);       /* cmdline_size */
+    wr32(k + 0x248, 0x100);      /* payload_offset (from 1024) */
     wr32(k + 0x24c, (uint32_t)plen);
     k[0x25a] = 0x00, k[0x25b] = 0x01; /* pref_address 0x1000000 */
-    wr32(k + 0x260, 0x2000000);      /* init_size */
+    wr32(k + 0x260, 0x2000000);       /* init_size */
     if (payload)
         memcpy(k + 1024 + 0x100, payload, plen);
     return k;
@@ -98,10 +98,10 @@ static void test_zero_page(void **state)
     memset(bp, 0xaa, sizeof(bp));
     assert_int_equal(vmm__zero_page_build(bp, k, 8192, 0x20000, 0x7000000, 0x123456, e, n, 0xe0000),
                      0);
-    assert_memory_equal(bp + 0x202, "HdrS", 4); /* header copied */
-    assert_int_equal(bp[0x210], 0xff);          /* type_of_loader */
-    assert_true(bp[0x211] & 0x01);              /* LOADED_HIGH */
-    assert_int_equal(rd32(bp + 0x228), 0x20000);  /* cmd_line_ptr */
+    assert_memory_equal(bp + 0x202, "HdrS", 4);    /* header copied */
+    assert_int_equal(bp[0x210], 0xff);             /* type_of_loader */
+    assert_true(bp[0x211] & 0x01);                 /* LOADED_HIGH */
+    assert_int_equal(rd32(bp + 0x228), 0x20000);   /* cmd_line_ptr */
     assert_int_equal(rd32(bp + 0x218), 0x7000000); /* ramdisk_image */
     assert_int_equal(rd32(bp + 0x21c), 0x123456);  /* ramdisk_size */
     assert_int_equal(rd64(bp + VMM_BP_ACPI_RSDP), 0xe0000);
@@ -131,9 +131,8 @@ static void test_pvh_start_info(void **state)
     (void)state;
     uint8_t *ram = calloc(1, 1 << 20);
     unsigned n = vmm__e820_build(128ULL << 20, e);
-    assert_int_equal(vmm__pvh_start_info_build(ram, 1 << 20, 0x20000, 0x6000000, 4096, e, n,
-                                               0xe0000),
-                     0);
+    assert_int_equal(
+        vmm__pvh_start_info_build(ram, 1 << 20, 0x20000, 0x6000000, 4096, e, n, 0xe0000), 0);
     memcpy(&si, ram + VMM_BOOT_INFO, sizeof(si));
     assert_int_equal(si.magic, VMM_HVM_START_MAGIC);
     assert_int_equal(si.version, 1);
@@ -286,7 +285,8 @@ static void test_pvh_note(void **state)
     uint64_t entry = 0;
     size_t len;
     (void)state;
-    uint8_t good[] = {4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0, 'X', 'e', 'n', 0, 0x50, 0x08, 0x00, 0x01};
+    uint8_t good[] = {4, 0, 0,   0,   4,   0, 0,    0,    18,   0,
+                      0, 0, 'X', 'e', 'n', 0, 0x50, 0x08, 0x00, 0x01};
     uint8_t *f = fake_elf(good, sizeof(good), &len);
     assert_int_equal(vmm__elf_pvh_entry(f, len, &entry), 0);
     assert_int_equal(entry, 0x1000850);
@@ -299,7 +299,8 @@ static void test_pvh_note(void **state)
     free(f);
 
     /* A name size that runs off the end of the note segment. */
-    uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 4, 0, 0, 0, 18, 0, 0, 0, 'X', 'e', 'n', 0, 0, 0, 0, 0};
+    uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 4,   0, 0, 0, 18, 0,
+                      0,    0,    'X',  'e',  'n', 0, 0, 0, 0,  0};
     f = fake_elf(huge, sizeof(huge), &len);
     assert_int_equal(vmm__elf_pvh_entry(f, len, &entry), VDI_EBADKERNEL);
     free(f);
@@ -438,12 +439,12 @@ static void test_decompress_refuses(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_e820_small),      cmocka_unit_test(test_e820_high),
-        cmocka_unit_test(test_zero_page),       cmocka_unit_test(test_pvh_start_info),
-        cmocka_unit_test(test_mptable),         cmocka_unit_test(test_acpi),
-        cmocka_unit_test(test_pvh_note),        cmocka_unit_test(test_decompress_gzip),
-        cmocka_unit_test(test_decompress_xz),   cmocka_unit_test(test_decompress_zstd),
-        cmocka_unit_test(test_decompress_lz4),  cmocka_unit_test(test_decompress_refuses),
+        cmocka_unit_test(test_e820_small),     cmocka_unit_test(test_e820_high),
+        cmocka_unit_test(test_zero_page),      cmocka_unit_test(test_pvh_start_info),
+        cmocka_unit_test(test_mptable),        cmocka_unit_test(test_acpi),
+        cmocka_unit_test(test_pvh_note),       cmocka_unit_test(test_decompress_gzip),
+        cmocka_unit_test(test_decompress_xz),  cmocka_unit_test(test_decompress_zstd),
+        cmocka_unit_test(test_decompress_lz4), cmocka_unit_test(test_decompress_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
