@@ -4,7 +4,10 @@
 
 struct td_pci_dev td_pci_devs[TD_PCI_MAX];
 unsigned td_pci_ndevs;
-static uint64_t next_mmio = 0xe0000000; /* BARs nobody assigned go here (below the IOAPIC) */
+/* BARs nobody assigned (firmware such as qboot leaves that to the OS) go in the PCI hole: from
+ * the end of low RAM (at least 0xc0000000, on a 256 MiB boundary) up to 0xfec00000 (IOAPIC). */
+#define MMIO_WINDOW_END 0xfec00000ULL
+static uint64_t next_mmio;
 
 static uint32_t addr_of(uint8_t bus, uint8_t dev, uint8_t fn, unsigned off)
 {
@@ -98,10 +101,17 @@ static void probe_bars(struct td_pci_dev *d)
         d->bar_size[i] = mask ? ~mask + 1 : 0;
         if (d->bar_size[i] && !base) {
             base = TD_ALIGN_UP(next_mmio, d->bar_size[i]);
-            next_mmio = base + d->bar_size[i];
-            td_pci_wr32(d, off, (uint32_t)base | (lo & 0xf));
-            if (is64)
-                td_pci_wr32(d, off + 4, (uint32_t)(base >> 32));
+            if (base + d->bar_size[i] > MMIO_WINDOW_END) {
+                td_printf("TESTDESK FAIL pci %02x:%02x.%x BAR%u (%lu bytes) does not fit the "
+                          "PCI hole\n",
+                          d->bus, d->dev, d->fn, i, d->bar_size[i]);
+                base = 0;
+            } else {
+                next_mmio = base + d->bar_size[i];
+                td_pci_wr32(d, off, (uint32_t)base | (lo & 0xf));
+                if (is64)
+                    td_pci_wr32(d, off + 4, (uint32_t)(base >> 32));
+            }
         }
         d->bar[i] = base;
         if (is64)
@@ -148,5 +158,7 @@ static void scan_bus(uint8_t bus, int depth)
 
 void td_pci_scan(void)
 {
+    next_mmio = td_mem_low_end() > 0xc0000000 ? td_mem_low_end() : 0xc0000000;
+    next_mmio = TD_ALIGN_UP(next_mmio, 0x10000000);
     scan_bus(0, 0);
 }

@@ -167,6 +167,7 @@ void td_reboot(void) __attribute__((noreturn));
 
 /* ---- mem.c: physical memory for queues and buffers ---------------------------------------- */
 void td_mem_init(uint64_t start_info);
+uint64_t td_mem_low_end(void); /* end of the highest RAM range below 4 GiB */
 /* Zeroed, @align-aligned memory below 4 GiB that is never freed; NULL when out of memory. */
 void *td_alloc(uint64_t size, uint64_t align);
 /* Make [pa, pa+len) reachable (identity, user); false when it cannot be mapped. */
