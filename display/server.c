@@ -5,7 +5,9 @@
  * and the shadow copy of the screen. It never uses libvncserver's own threads. Its loop:
  *   - at each damage tick (DPY_DEFAULT_HZ), read the guest's mode and the framebuffer's dirty
  *     pages, narrow them to changed rectangles against the shadow (damage.c) and mark those
- *     modified; a mode change swaps in a new shadow (clients get DesktopSize);
+ *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After a second
+ *     without a change the tick slows to 8 Hz, until the next change or client input: each
+ *     wake-up costs more than the idle tick's work;
  *   - rfbProcessEvents(screen, 0): read what clients sent, send what they asked for;
  *   - ppoll() on the listeners, the clients and a stop eventfd until the next tick.
  * We accept connections ourselves (libvncserver's accept path counts every possible fd) and hand
@@ -46,7 +48,10 @@
 #define QEMU_CLIENT_MSG         255
 #define QEMU_EXT_KEY_SUBTYPE    0
 #define CLIENT_WRITE_TIMEOUT_MS 10000
-#define LISTEN_BACKLOG          16
+/* After a second without a change, tick at this period until the next change or client input:
+ * an idle desktop then wakes us 8 times a second instead of 60. */
+#define IDLE_PERIOD_NS 125000000ull
+#define LISTEN_BACKLOG 16
 
 struct client_state {
     dpy_display_t *d;
@@ -75,6 +80,7 @@ struct dpy_display {
     uint64_t *pages;
     size_t pages_words;
     bool ready;
+    bool active; /* client input or a new client since the last loop: tick at full rate */
 
     int listen_fd[2];
     int stop_fd;
@@ -125,6 +131,7 @@ static dpy_display_t *display_of(rfbClientPtr cl)
 
 static void send_key(dpy_display_t *d, struct client_state *cs, uint16_t code, bool down)
 {
+    d->active = true;
     if (code >= KEY_CNT)
         return;
     if (down)
@@ -158,6 +165,7 @@ static void on_pointer(int mask, int x, int y, rfbClientPtr cl)
 
     if (!cs)
         return;
+    d->active = true;
     x = x < 0 ? 0 : VDI_MIN((uint32_t)x, d->width - 1);
     y = y < 0 ? 0 : VDI_MIN((uint32_t)y, d->height - 1);
     ev = dpy__pointer_decode(cs->last_mask, (uint32_t)mask);
@@ -350,6 +358,7 @@ static enum rfbNewClientAction on_new_client(rfbClientPtr cl)
     cs->d = d;
     cl->clientData = cs;
     cl->clientGoneHook = on_client_gone;
+    d->active = true;
     stats_add_clients(d, +1);
     VDI_LOG_DEBUG("client=%s connected", cl->host);
     return RFB_CLIENT_ACCEPT;
@@ -443,10 +452,11 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     return 0;
 }
 
-static void tick(dpy_display_t *d)
+/* One damage pass. Returns true if the guest wrote to the framebuffer or changed mode. */
+static bool tick(dpy_display_t *d)
 {
     struct dpy_mode m = {0};
-    bool full = false;
+    bool full = false, changed = false;
     uint64_t ndirty = 0;
 
     if (!d->src->get_mode(d->src_ctx, &m) || !mode_valid(&m)) {
@@ -461,6 +471,7 @@ static void tick(dpy_display_t *d)
         if (take_mode(d, &m) < 0)
             goto out;
         full = true;
+        changed = true;
     }
 
     uint32_t page_off = 0; /* the source counts pages from mode.pixels (dpy.h) */
@@ -490,6 +501,7 @@ static void tick(dpy_display_t *d)
         if (ndirty == 0)
             goto out; /* idle: nothing read, nothing compared */
     }
+    changed = true;
 
     struct rect_acc acc = {.region = sraRgnCreate()};
     struct dpy__damage_stats st;
@@ -520,6 +532,7 @@ out:
     pthread_mutex_lock(&d->stats_lock);
     d->stats.ticks++;
     pthread_mutex_unlock(&d->stats_lock);
+    return changed;
 }
 
 /* ---- The thread --------------------------------------------------------------------------- */
@@ -534,7 +547,9 @@ static void *display_thread(void *arg)
 {
     dpy_display_t *d = arg;
     uint64_t period = 1000000000ull / d->hz;
+    uint64_t idle_period = VDI_MAX(period, IDLE_PERIOD_NS);
     uint64_t next_tick = now_ns();
+    unsigned quiet = 0; /* ticks in a row without a change */
     struct pollfd pfd[3 + DPY_MAX_CLIENTS];
     sigset_t pipe_set;
 
@@ -547,12 +562,19 @@ static void *display_thread(void *arg)
     for (;;) {
         uint64_t now = now_ns();
         if (now >= next_tick) {
-            tick(d);
-            next_tick += period;
+            quiet = tick(d) ? 0 : quiet + (quiet < d->hz);
+            uint64_t p = quiet >= d->hz ? idle_period : period;
+            next_tick += p;
             if (next_tick <= now)
-                next_tick = now + period; /* we fell behind: do not try to catch up */
+                next_tick = now + p; /* we fell behind: do not try to catch up */
         }
         rfbProcessEvents(d->screen, 0);
+        if (d->active) {
+            /* input (or a new client) usually makes the guest draw: look again soon */
+            d->active = false;
+            quiet = 0;
+            next_tick = VDI_MIN(next_tick, now_ns() + period);
+        }
 
         nfds_t n = 0;
         pfd[n++] = (struct pollfd){.fd = d->stop_fd, .events = POLLIN};

@@ -532,7 +532,9 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         err = vmm__blk_open(cfg->disks[i].path, cfg->disks[i].read_only, &disk);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
-                        vdi_strerror(err));
+                        err == -EAGAIN
+                            ? "in use: locked by another user of the image (or named twice)"
+                            : vdi_strerror(err));
             err = VDI_ECONFIG; /* the user named a disk we cannot use: bad input */
             goto err;
         }

@@ -421,9 +421,9 @@ static void test_damage_narrowing(dpy_display_t *d, struct fake_fb *f)
     dpy_display_stats(d, &s0);
     sleep_ms(500);
     dpy_display_stats(d, &s1);
-    check(s1.ticks - s0.ticks >= 10 && s1.lines_compared == s0.lines_compared &&
+    check(s1.ticks - s0.ticks >= 3 && s1.lines_compared == s0.lines_compared &&
               s1.dirty_pages == s0.dirty_pages,
-          "idle: ticks run but no line is read while nothing is written");
+          "idle: ticks run (slowed down) but no line is read while nothing is written");
     fill(f, 700, 200, 10, 10, 0xabcdef);
     sleep_ms(200);
     dpy_display_stats(d, &s0);
@@ -454,7 +454,8 @@ static void test_shared_flag(void)
 
 static void test_mode_change(struct fake_fb *f)
 {
-    pid_t p = probe_start(ARGS("-s", sock_path, "-e", "tight", "pixel", "50", "100", "ffffff",
+    /* ZRLE: a libvncclient 0.9.14 Tight client can stall right after a resize (docs/display.md) */
+    pid_t p = probe_start(ARGS("-s", sock_path, "-e", "zrle", "pixel", "50", "100", "ffffff",
                                "size", "1024", "768", "pixel", "64", "100", "ffffff", "pixel",
                                "832", "100", "0000ff", "pixel", "1000", "100", "000000"));
     sleep_ms(500);

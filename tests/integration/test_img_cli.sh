@@ -33,6 +33,13 @@ t_check "check (ours): clean, exit 0" "$V" image check d.qcow2
 qemu-io -c "write -P 0x42 100k 300k" ov.qcow2 >/dev/null
 t_check "convert a chain -> raw" "$V" image convert -q -O raw ov.qcow2 flat.raw
 t_check "flattened chain equals qemu's view" qemu-img compare -q ov.qcow2 flat.raw
+# the progress bar: on a terminal only
+if command -v script >/dev/null; then
+    out=$(script -qc "'$V' image convert disk.raw pb.qcow2" /dev/null | tr '\r' '\n')
+    t_check "convert draws a progress bar on a terminal" grep -q "convert \[#*\] 100%" <<<"$out"
+fi
+"$V" image convert disk.raw pb2.qcow2 2>pb.err
+t_check "no progress bar when stderr is not a terminal" test ! -s pb.err
 # commit: the overlay's data lands in the backing file
 cp d.qcow2 d0.qcow2
 t_check "commit" "$V" image commit -q ov.qcow2

@@ -23,6 +23,10 @@
  *   closed                       wait until the server closes the connection
  *   drop                         ask for a full non-incremental update, read a little, exit 0
  *   bench SECONDS                count updates and bytes; prints "frames=N bytes=N secs=S"
+ *   cells X Y CW CH N RRGGBB K   text cells: wait until the first K of N cells (CW x CH each,
+ *                                left to right from X,Y) hold a pixel of colour RRGGBB, then print
+ *                                "cells S1 ... SN", Si a hash of the cell's RRGGBB pixels ("-" if
+ *                                none): equal glyphs give equal hashes
  *   dump FILE                    write the framebuffer as a PPM
  *   print                        print "size WxH" and flush (a sync point for scripts)
  * Exit status: 0 all commands succeeded, 1 a check failed or timed out, 2 usage or connection.
@@ -58,6 +62,13 @@ static void __attribute__((format(printf, 1, 2))) quiet_log(const char *fmt, ...
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
+}
+
+static void on_rect(rfbClient *c, int x, int y, int w, int h)
+{
+    (void)c;
+    if (verbose)
+        fprintf(stderr, "vncprobe: rect %d,%d %dx%d\n", x, y, w, h);
 }
 
 static void on_finished(rfbClient *c)
@@ -126,6 +137,22 @@ static int gradient_err(rfbClient *c, int x0, int y0, int w, int h, long *exact_
                 worst = e;
         }
     return worst;
+}
+
+/* FNV-1a over the positions of the pixels of colour @rgb in a cell; 0 if there are none. */
+static uint32_t cell_hash(rfbClient *c, int x0, int y0, int cw, int ch, uint32_t rgb)
+{
+    uint32_t h = 2166136261u;
+    int n = 0;
+    for (int y = y0; y < y0 + ch && y < c->height; y++)
+        for (int x = x0; x < x0 + cw && x < c->width; x++)
+            if (rgb_diff(px(c, x, y), rgb) == 0) {
+                uint32_t pos = (uint32_t)((y - y0) * cw + (x - x0));
+                for (int k = 0; k < 4; k++)
+                    h = (h ^ ((pos >> (8 * k)) & 0xff)) * 16777619u;
+                n++;
+            }
+    return n ? h : 0;
 }
 
 static unsigned long long rchar(void)
@@ -336,6 +363,30 @@ static int run(rfbClient *c, int argc, char **argv, int i)
                 return fail("bench: connection lost");
             double t = now_s() - t0;
             printf("frames=%lu bytes=%llu secs=%.3f\n", frames_seen - f0, rchar() - b0, t);
+        } else if (!strcmp(cmd, "cells")) {
+            NEED(7);
+            int x0 = atoi(argv[i + 1]), y0 = atoi(argv[i + 2]), cw = atoi(argv[i + 3]),
+                ch = atoi(argv[i + 4]), n = atoi(argv[i + 5]), k = atoi(argv[i + 7]);
+            uint32_t rgb = (uint32_t)strtoul(argv[i + 6], NULL, 16);
+            i += 7;
+            for (;;) {
+                int filled = 0;
+                while (filled < k && cell_hash(c, x0 + filled * cw, y0, cw, ch, rgb))
+                    filled++;
+                if (filled >= k)
+                    break;
+                if (now_s() > deadline || pump(c, 50) < 0)
+                    return fail("cells: the text did not appear");
+            }
+            printf("cells");
+            for (int k2 = 0; k2 < n; k2++) {
+                uint32_t hsh = cell_hash(c, x0 + k2 * cw, y0, cw, ch, rgb);
+                if (hsh)
+                    printf(" %08x", hsh);
+                else
+                    printf(" -");
+            }
+            printf("\n");
         } else if (!strcmp(cmd, "dump")) {
             NEED(1);
             if (write_ppm(c, argv[++i]) < 0)
@@ -403,6 +454,7 @@ int main(int argc, char **argv)
     if (compress >= 0)
         c->appData.compressLevel = compress;
     c->FinishedFrameBufferUpdate = on_finished;
+    c->GotFrameBufferUpdate = on_rect;
     c->canHandleNewFBSize = TRUE;
     free(c->serverHost);
     if (sock) {

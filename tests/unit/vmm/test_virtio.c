@@ -605,7 +605,9 @@ static void test_input(void **state)
     assert_memory_equal(u, "vdi virtio keyboard", size);
     input_cfg(&kbd, 0x11, 1, &size, u); /* EV_KEY bits */
     assert_true(size > 0 && (u[30 / 8] & (1 << (30 % 8))));
-    input_cfg(&tab, 0x11, 3, &size, u); /* EV_ABS bits: X and Y */
+    assert_true(u[0x161 / 8] & (1 << (0x161 % 8)));  /* KEY_SELECT */
+    assert_false(u[0x110 / 8] & (1 << (0x110 % 8))); /* not BTN_LEFT */
+    input_cfg(&tab, 0x11, 3, &size, u);              /* EV_ABS bits: X and Y */
     assert_int_equal(size, 1);
     assert_int_equal(u[0], 3);
     input_cfg(&tab, 0x12, 0, &size, u); /* ABS_X info */
