@@ -165,6 +165,11 @@ uint64_t img__qcow2_rc_max(const struct img__qcow2 *q);
 int img__qcow2_get_refcount(img_disk_t *d, uint64_t cluster, uint64_t *rc);
 int img__qcow2_set_refcount(img_disk_t *d, uint64_t cluster, uint64_t rc);
 int img__qcow2_check(img_disk_t *d, bool repair, struct img_check_result *res);
+/* Is the guest cluster holding @off allocated in this layer (data, zero or compressed)? */
+int img__qcow2_allocated(img_disk_t *d, uint64_t off, bool *alloc);
+/* Rewrite the header's backing file name and format (NULL name: no backing). The disk must be
+ * writable; the backing disk already open is not changed. */
+int img__qcow2_set_backing(img_disk_t *d, const char *name, const char *fmt);
 /* Write a new, empty qcow2 v3 image (O(1) in @size: the L1 table is a hole). @backing as
  * stored in the header (relative to the new file's directory, or absolute) or NULL. */
 int img__qcow2_create(const char *path, uint64_t size, uint32_t cluster_bits, const char *backing,

@@ -572,7 +572,10 @@ static int lookup(img_disk_t *d, uint64_t off, struct cinfo *ci)
         memset(ci, 0, sizeof(*ci));
         return 0;
     }
-    return decode_l2e(d, t[l2i], ci);
+    err = decode_l2e(d, t[l2i], ci);
+    if (err == 0 && ci->type == C_NORMAL && ci->host == (q->l1[l1i] & L1E_OFFSET_MASK))
+        return corrupt(d, "L2 entry points at its own L2 table");
+    return err;
 }
 
 /* Decompress the cluster at @ci into q->dcache (one-cluster cache). */
@@ -806,6 +809,62 @@ static void release_old(struct img__qcow2 *q, const struct cinfo *ci)
     }
 }
 
+#define RUN_MAX 256 /* clusters per allocating write */
+
+/* Whole clusters from @off on that all need a new cluster: allocate them contiguously (as far
+ * as the allocator gives contiguous clusters), write them with one pwrite, then point their L2
+ * entries at them. @first describes the first one. *done gets the bytes written. */
+static int write_alloc_run(img_disk_t *d, const uint8_t *p, size_t len, uint64_t l1i, uint64_t l2i,
+                           const struct cinfo *first, size_t *done)
+{
+    struct img__qcow2 *q = d->q;
+    struct cinfo old[RUN_MAX];
+    uint64_t *t, host, next;
+    size_t k = 1;
+    int err = l2_get_alloc(d, l1i, &t);
+    if (err < 0)
+        return err;
+    err = alloc_cluster(d, &host);
+    if (err < 0)
+        return err;
+    old[0] = *first;
+    while (k < RUN_MAX && (k + 1) * q->cluster_size <= len && l2i + k < q->l2_entries) {
+        struct cinfo ci;
+        err = decode_l2e(d, t[l2i + k], &ci);
+        if (err < 0 || (ci.type == C_NORMAL && ci.copied))
+            break; /* an error shows up on its own when that cluster is written next */
+        err = alloc_cluster(d, &next);
+        if (err < 0)
+            return err;
+        if (next != host + k * q->cluster_size) {
+            /* Not contiguous: give it back (it was never referenced) and stop here. */
+            err = img__qcow2_set_refcount(d, next / q->cluster_size, 0);
+            if (err < 0)
+                return err;
+            q->free_hint = VDI_MIN(q->free_hint, next / q->cluster_size);
+            break;
+        }
+        old[k++] = ci;
+    }
+    err = img__pwrite_full(d->fd, p, k * q->cluster_size, host);
+    if (err < 0) {
+        VDI_LOG_ERR_RL("image=%s write at host offset %" PRIu64 " failed: %s", d->path, host,
+                       vdi_strerror(err));
+        return err; /* the clusters stay allocated but unreferenced: leaks, reclaimed by repair */
+    }
+    if (host + k * q->cluster_size > q->file_size)
+        q->file_size = host + k * q->cluster_size;
+    for (size_t i = 0; i < k; i++) {
+        t[l2i + i] = (host + i * q->cluster_size) | QCOW_OFLAG_COPIED;
+        release_old(q, &old[i]);
+        if (old[i].type == C_COMPRESSED && q->dcache_host == old[i].host)
+            q->dcache_valid = false;
+    }
+    q->l2_dirty[l1i] = 1;
+    *done = k * q->cluster_size;
+    return 0;
+}
+
 static int qcow2_pwrite(img_disk_t *d, const void *buf, size_t len, uint64_t off)
 {
     struct img__qcow2 *q = d->q;
@@ -827,6 +886,8 @@ static int qcow2_pwrite(img_disk_t *d, const void *buf, size_t len, uint64_t off
             return err;
         if (t) {
             err = decode_l2e(d, t[l2i], &ci);
+            if (err == 0 && ci.type == C_NORMAL && ci.host == (q->l1[l1i] & L1E_OFFSET_MASK))
+                err = corrupt(d, "L2 entry points at its own L2 table");
             if (err < 0)
                 return err;
         } else {
@@ -852,6 +913,10 @@ static int qcow2_pwrite(img_disk_t *d, const void *buf, size_t len, uint64_t off
             }
             if (host + n > q->file_size)
                 q->file_size = host + n;
+        } else if (intra == 0 && n == q->cluster_size) {
+            err = write_alloc_run(d, p, len, l1i, l2i, &ci, &n);
+            if (err < 0)
+                return err;
         } else {
             /* Allocate, copy up, write the whole cluster, then point the L2 entry at it. */
             const uint8_t *src = p;
@@ -1311,8 +1376,15 @@ int img__qcow2_open(img_disk_t *d, unsigned flags, struct img__chain *chain)
         goto err_free;
     }
     q->file_size = (uint64_t)st.st_size;
-    /* The header and its extensions fit in the first cluster, at most 2 MiB. */
+    /* The header and its extensions fit in the first cluster: read that much (at most 2 MiB,
+     * and never past the end of the file). */
+    uint8_t first[24] = {0};
     size_t hlen = (size_t)VDI_MIN(q->file_size, 1ULL << 21);
+    if (img__pread_full(d->fd, first, sizeof(first), 0) == 0) {
+        uint32_t bits = img__be32(first + 20);
+        if (bits >= 9 && bits <= 21)
+            hlen = (size_t)VDI_MIN(q->file_size, 1ULL << bits);
+    }
     uint8_t *h = vdi_xmalloc(hlen ? hlen : 1);
     err = img__pread_full(d->fd, h, hlen, 0);
     if (err == 0)
@@ -1723,10 +1795,11 @@ int img__qcow2_create(const char *path, uint64_t size, uint32_t cluster_bits, co
         return err;
     }
     /* The L1 table is all zeros: a hole at the end of the file. */
+    /* No fdatasync: until the first flush of whoever writes the image (which syncs these bytes
+     * too) nothing refers to it; a crash before then leaves a file that fails to open with a
+     * clear error and is simply created again. That keeps a clone at about a millisecond. */
     err = img__pwrite_full(fd, buf, meta * cs, 0);
     if (err == 0 && ftruncate(fd, (off_t)(total * cs)) < 0)
-        err = -errno;
-    if (err == 0 && fdatasync(fd) < 0)
         err = -errno;
     free(buf);
     close(fd);
@@ -1734,5 +1807,91 @@ int img__qcow2_create(const char *path, uint64_t size, uint32_t cluster_bits, co
         VDI_LOG_ERR("image=%s cannot be written: %s", path, vdi_strerror(err));
         unlink(path);
     }
+    return err;
+}
+
+/* ---- inspection and header rewriting ------------------------------------------------------ */
+
+int img__qcow2_allocated(img_disk_t *d, uint64_t off, bool *alloc)
+{
+    struct cinfo ci;
+    int err = lookup(d, off, &ci);
+    if (err == 0)
+        *alloc = ci.type != C_UNALLOC;
+    return err;
+}
+
+int img__qcow2_set_backing(img_disk_t *d, const char *name, const char *fmt)
+{
+    struct img__qcow2 *q = d->q;
+    size_t cs = (size_t)q->cluster_size;
+    uint8_t *h = vdi_trycalloc(1, cs), *old = vdi_trymalloc(cs);
+    int err;
+    if (!h || !old) {
+        err = -ENOMEM;
+        goto out;
+    }
+    if (d->rdonly) {
+        err = -EROFS;
+        goto out;
+    }
+    err = img__pread_full(d->fd, old, (size_t)VDI_MIN((uint64_t)cs, q->file_size), 0);
+    if (err < 0)
+        goto out;
+    memcpy(h, old, q->header_length);
+    size_t off = q->header_length;
+    /* Keep every extension but the backing format, then add the new one. */
+    size_t in = q->header_length;
+    while (in + 8 <= cs) {
+        uint32_t type = img__be32(old + in), len = img__be32(old + in + 4);
+        if (type == 0 || len > cs - in - 8)
+            break;
+        size_t padded = 8 + ((len + 7) & ~7u);
+        if (type != IMG__QCOW2_EXT_BACKING_FMT) {
+            if (off + padded > cs) {
+                err = -ENAMETOOLONG;
+                goto out;
+            }
+            memcpy(h + off, old + in, VDI_MIN(padded, cs - in));
+            off += padded;
+        }
+        in += padded;
+    }
+    if (name && fmt) {
+        size_t fl = strlen(fmt);
+        if (off + 8 + ((fl + 7) & ~7u) > cs) {
+            err = -ENAMETOOLONG;
+            goto out;
+        }
+        img__put_be32(h + off, IMG__QCOW2_EXT_BACKING_FMT);
+        img__put_be32(h + off + 4, (uint32_t)fl);
+        memcpy(h + off + 8, fmt, fl);
+        off += 8 + ((fl + 7) & ~7u);
+    }
+    off += 8; /* end marker (zeros) */
+    size_t nl = name ? strlen(name) : 0;
+    if (off + nl > cs || nl > 1023) {
+        err = -ENAMETOOLONG;
+        goto out;
+    }
+    img__put_be64(h + 8, name ? off : 0);
+    img__put_be32(h + 16, (uint32_t)nl);
+    if (name)
+        memcpy(h + off, name, nl);
+    size_t used = VDI_MAX(VDI_MAX(off + nl, in), (size_t)(q->backing_off + q->backing_len));
+    err = img__pwrite_full(d->fd, h, VDI_MIN(used + 8, cs), 0);
+    if (err == 0 && fdatasync(d->fd) < 0)
+        err = -errno;
+    if (err < 0) {
+        VDI_LOG_ERR("image=%s rewriting the header failed: %s", d->path, vdi_strerror(err));
+        goto out;
+    }
+    free(q->backing_name);
+    free(q->backing_fmt);
+    q->backing_name = name ? vdi_xstrdup(name) : NULL;
+    q->backing_fmt = name && fmt ? vdi_xstrdup(fmt) : NULL;
+out:
+    free(h);
+    free(old);
     return err;
 }

@@ -3,4 +3,4 @@ PROGS += vdid vdictl
 vdid_SRCS := server/vdid.c
 vdid_LIBS := common
 vdictl_SRCS := server/vdictl.c
-vdictl_LIBS := common
+vdictl_LIBS += common

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/vdi.h"
+#include "golden-images/img.h"
 
 struct vdictl_cmd {
     const char *name;
@@ -13,6 +14,7 @@ struct vdictl_cmd {
 };
 
 static const struct vdictl_cmd commands[] = {
+    {"image", "golden images (catalogue) and disk image files", img_cli_main},
     {NULL, NULL, NULL},
 };
 

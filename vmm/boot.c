@@ -212,8 +212,9 @@ static int elf_segments(const uint8_t *f, size_t len, struct elf_seg *segs, unsi
         }
         if (type != PT_LOAD && type != PT_NOTE)
             continue;
-        if (s.offset > len || s.filesz > len - s.offset || s.filesz > s.memsz ||
-            s.paddr + s.memsz < s.paddr)
+        if (s.offset > len || s.filesz > len - s.offset)
+            return VDI_EBADKERNEL;
+        if (type == PT_LOAD && (s.filesz > s.memsz || s.paddr + s.memsz < s.paddr))
             return VDI_EBADKERNEL;
         if (type == PT_NOTE) {
             s.memsz = 0; /* marks a note for the callers below */
@@ -260,10 +261,11 @@ int vmm__elf_pvh_entry(const uint8_t *elf, size_t len, uint64_t *entry)
     for (unsigned i = 0; i < n; i++) {
         if (segs[i].memsz != 0)
             continue;
-        if (notes_find_pvh(elf + segs[i].offset, segs[i].filesz, entry) == 0)
-            return 0;
+        err = notes_find_pvh(elf + segs[i].offset, segs[i].filesz, entry);
+        if (err != -ENOENT)
+            return err;
     }
-    return VDI_EBADKERNEL;
+    return -ENOENT;
 }
 
 /* Copy the PT_LOAD segments into guest RAM; *end gets the highest byte used. */
@@ -274,7 +276,8 @@ static int elf_load(vmm_vm_t *vm, const uint8_t *f, size_t len, uint64_t *entry,
     unsigned n;
     int err = elf_segments(f, len, segs, VDI_ARRAY_SIZE(segs), &n, entry);
     if (err < 0) {
-        *err_msg = vdi_xasprintf("--kernel %s: not a valid x86 ELF file", path);
+        *err_msg =
+            vdi_xasprintf("--kernel %s: not a valid x86 ELF file (truncated or corrupt)", path);
         return err;
     }
     *end = 0;
@@ -402,9 +405,14 @@ static int boot_pvh(struct boot *b)
     struct vmm_e820 e820[VMM_E820_MAX];
     int err;
 
-    if (vmm__elf_pvh_entry(b->kernel, b->kernel_len, &pvh_entry) < 0) {
+    err = vmm__elf_pvh_entry(b->kernel, b->kernel_len, &pvh_entry);
+    if (err == -ENOENT) {
         *b->err_msg = vdi_xasprintf("--kernel %s: ELF file without a PVH entry note "
                                     "(XEN_ELFNOTE_PHYS32_ENTRY)",
+                                    b->cfg->kernel);
+        return VDI_EBADKERNEL;
+    } else if (err < 0) {
+        *b->err_msg = vdi_xasprintf("--kernel %s: not a valid x86 ELF file (truncated or corrupt)",
                                     b->cfg->kernel);
         return VDI_EBADKERNEL;
     }

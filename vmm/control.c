@@ -32,7 +32,7 @@ struct client {
     vdi_list_t link;
     int fd;
     vdi_buf_t in, out;
-    bool dead;
+    bool dead, skipping; /* skipping: the rest of an over-long line */
 };
 
 struct vmm_control {
@@ -303,6 +303,15 @@ static void client_read(vmm_control_t *c, struct client *cl, vmm_vm_t *vm)
             return;
         }
         uint8_t *nl;
+        if (cl->skipping) {
+            nl = memchr(cl->in.data, '\n', cl->in.len);
+            if (!nl) {
+                vdi_buf_reset(&cl->in);
+                continue;
+            }
+            vdi_buf_consume(&cl->in, (size_t)(nl - cl->in.data) + 1);
+            cl->skipping = false;
+        }
         while (!cl->dead && (nl = memchr(cl->in.data, '\n', cl->in.len))) {
             size_t n = (size_t)(nl - cl->in.data);
             char *line = vdi_xmalloc(n + 1), *reply;
@@ -320,11 +329,11 @@ static void client_read(vmm_control_t *c, struct client *cl, vmm_vm_t *vm)
             free(line);
         }
         if (cl->in.len > MAX_LINE) {
+            /* Answer once, then drop bytes up to the next newline; the connection stays. */
             static const char e[] = "{\"ok\":false,\"error\":\"line too long\"}\n";
             client_send(cl, e, sizeof(e) - 1);
-            client_flush(cl);
-            cl->dead = true;
-            return;
+            vdi_buf_reset(&cl->in);
+            cl->skipping = true;
         }
     }
 }

@@ -134,8 +134,26 @@ void vmm__edid_build(uint8_t e[128], uint32_t width, uint32_t height)
         e[27 + i] = (uint8_t)(chroma[i] >> 2);
     e[35] = 0x21; /* 640x480@60, 800x600@60 */
     e[36] = 0x08; /* 1024x768@60 */
+    /* Standard timings (60 Hz): common modes no larger than the preferred one, so a guest can
+     * switch to them. Byte 1: width / 8 - 31; byte 2: aspect (bits 7-6) | refresh - 60. */
+    static const struct {
+        uint16_t w, h;
+        uint8_t aspect; /* 0 16:10, 1 4:3, 2 5:4, 3 16:9 */
+    } std_modes[] = {
+        {1280, 720, 3}, {1280, 800, 0},  {1280, 1024, 2}, {1440, 900, 0},
+        {1600, 900, 3}, {1680, 1050, 0}, {1920, 1080, 3}, {1920, 1200, 0},
+    };
+    unsigned nstd = 0;
     for (unsigned i = 38; i < 54; i++)
-        e[i] = 0x01; /* no standard timings */
+        e[i] = 0x01; /* unused slots */
+    for (unsigned i = 0; i < VDI_ARRAY_SIZE(std_modes) && nstd < 8; i++) {
+        if (std_modes[i].w > width || std_modes[i].h > height ||
+            (std_modes[i].w == width && std_modes[i].h == height))
+            continue;
+        e[38 + 2 * nstd] = (uint8_t)(std_modes[i].w / 8 - 31);
+        e[39 + 2 * nstd] = (uint8_t)(std_modes[i].aspect << 6);
+        nstd++;
+    }
     detailed_timing(e + 54, width, height);
     /* Display range limits: 50-75 Hz, 30-160 kHz, enough pixel clock for the preferred mode. */
     d = e + 72;
@@ -300,8 +318,10 @@ const struct dpy_fb_source vmm__bochs_fb_source = {
 static void bochs_destroy(struct vmm_pci_dev *dev)
 {
     struct vmm_bochs *b = vdi_container_of(dev, struct vmm_bochs, pci);
-    /* The memory slot stays registered with KVM (unmapped) until the VM goes: internal.h has
-     * no way to delete a slot, so the mapping outlives the device. */
+    /* The bus unmapped BAR0 already; only once KVM surely has no mapping of the vram may it go
+     * (internal.h cannot delete the slot itself: it stays registered, unmapped). */
+    if (vmm__memslot_unmap(dev->vm, b->slot) == 0)
+        munmap(b->vram, b->vram_size);
     pthread_mutex_destroy(&b->lock);
     free(b->dirty);
     free(b);
@@ -357,8 +377,7 @@ int vmm__bochs_create(vmm_vm_t *vm, uint32_t width, uint32_t height, struct vmm_
     *out = b;
     return 0;
 err_free:
-    /* Once KVM has a slot on it the vram stays mapped (see bochs_destroy). */
-    if (!slotted)
+    if (!slotted || vmm__memslot_unmap(vm, b->slot) == 0)
         munmap(b->vram, size);
     pthread_mutex_destroy(&b->lock);
     free(b->dirty);

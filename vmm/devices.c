@@ -10,10 +10,12 @@ int vmm__devices_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         return err;
     if ((err = vmm__legacy_setup(vm)) < 0) /* i8042, port 0x92, RTC, ACPI PM, port 0x80 */
         return err;
+    if ((err = vmm__pci_setup(vm, cfg)) < 0) /* host bridge, display, input, disks, rng, net */
+        return err;
     return 0;
 }
 
 void vmm__devices_teardown(vmm_vm_t *vm)
 {
-    VDI_UNUSED(vm);
+    vmm__pci_teardown(vm);
 }

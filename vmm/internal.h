@@ -134,6 +134,8 @@ const char *vmm__vm_name(const vmm_vm_t *vm);
 #define VMM_ACPI_SCI_IRQ 9
 #define VMM_UART_IRQ     4
 #define VMM_RTC_IRQ      8
+/* INTA# of PCI slot @slot (pci.c's routing, which the MP table describes). */
+#define VMM_PCI_INTX_GSI(slot) (16 + ((slot) % 8))
 
 /* Exit statuses of vdi-vmm (docs/vmm-control.md). */
 enum vmm_exit_status {
@@ -252,7 +254,7 @@ enum vmm_kernel_kind {
     VMM_KERNEL_BZIMAGE,
 };
 /* Entry point (guest-physical) of a PVH ELF: the XEN_ELFNOTE_PHYS32_ENTRY note. Returns 0,
- * VDI_EBADKERNEL (no note, not ELF64, truncated). */
+ * -ENOENT (a valid ELF without the note) or VDI_EBADKERNEL (not ELF, truncated, bad note). */
 int vmm__elf_pvh_entry(const uint8_t *elf, size_t len, uint64_t *entry);
 /* Decompress a bzImage's payload on the host (gzip, xz, zstd, lz4). On success *out is a
  * malloc'd ELF of *out_len bytes. Returns 0, VDI_EBADKERNEL or -ENOMEM. */

@@ -153,6 +153,7 @@ struct vmm_pci_dev {
     struct vmm_msix *msix; /* optional: the device's MSI-X state */
     uint8_t msix_cap;      /* offset of the MSI-X capability, 0 if none */
     uint8_t intx_gsi;      /* legacy interrupt line */
+    bool intx_disabled;    /* Command bit 10, mirrored for vmm__pci_intx (atomic access) */
 };
 
 /* Fill the standard type-0 header. Thread: main. */

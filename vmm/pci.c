@@ -294,9 +294,12 @@ static void cfg_write_locked(struct pci_bus *bus, uint32_t addr, unsigned off, u
     }
     if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2) || overlaps(reg, len, PCI_BAR0, 0x28))
         update_decoding(dev);
-    if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2) &&
-        (get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE))
-        vmm__pci_intx(dev, false);
+    if (overlaps(reg, len, PCI_COMMAND, PCI_COMMAND + 2)) {
+        bool dis = get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE;
+        __atomic_store_n(&dev->intx_disabled, dis, __ATOMIC_RELEASE);
+        if (dis)
+            vmm__pci_intx(dev, false);
+    }
     if (dev->msix_cap && overlaps(reg, len, dev->msix_cap + 2, dev->msix_cap + 4)) {
         uint16_t ctl = get16(dev->cfg + dev->msix_cap + 2);
         vmm__msix_control(dev->msix, ctl & 0x8000, ctl & 0x4000);
@@ -372,7 +375,7 @@ void vmm__pci_intx(struct vmm_pci_dev *dev, bool level)
     unsigned line = dev->intx_gsi - 16;
     pthread_mutex_lock(&bus->intx_lock);
     bool before = bus->intx_mask[line] != 0;
-    if (level && !(get16(dev->cfg + PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE))
+    if (level && !__atomic_load_n(&dev->intx_disabled, __ATOMIC_ACQUIRE))
         bus->intx_mask[line] |= 1u << dev->slot;
     else
         bus->intx_mask[line] &= ~(1u << dev->slot);
@@ -510,6 +513,8 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         err = vmm__bochs_create(vm, cfg->fb_width, cfg->fb_height, &bus->bochs);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s display device: %s", vmm__vm_name(vm), vdi_strerror(err));
+            if (err == -EINVAL)
+                err = VDI_ECONFIG;
             goto err;
         }
     }
@@ -527,7 +532,10 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         err = vmm__blk_open(cfg->disks[i].path, cfg->disks[i].read_only, &disk);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
-                        vdi_strerror(err));
+                        err == -EAGAIN
+                            ? "in use: locked by another user of the image (or named twice)"
+                            : vdi_strerror(err));
+            err = VDI_ECONFIG; /* the user named a disk we cannot use: bad input */
             goto err;
         }
         err = vmm__virtio_blk_create(vm, disk, &vd);
@@ -550,6 +558,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         if (err < 0) {
             VDI_LOG_ERR("vm=%s network on tap %s: %s", vmm__vm_name(vm), cfg->net_tap,
                         vdi_strerror(err));
+            err = VDI_ECONFIG;
             goto err;
         }
     }

@@ -25,21 +25,25 @@
 #define VIRTIO_INPUT_CFG_ABS_INFO  0x12
 
 /* linux/input-event-codes.h */
-#define EV_SYN       0x00
-#define EV_KEY       0x01
-#define EV_REL       0x02
-#define EV_ABS       0x03
-#define EV_LED       0x11
-#define EV_REP       0x14
-#define SYN_REPORT   0
-#define REL_HWHEEL   0x06
-#define REL_WHEEL    0x08
-#define ABS_X        0x00
-#define ABS_Y        0x01
-#define BTN_LEFT     0x110
-#define BTN_RIGHT    0x111
-#define BTN_MIDDLE   0x112
+#define EV_SYN     0x00
+#define EV_KEY     0x01
+#define EV_REL     0x02
+#define EV_ABS     0x03
+#define EV_LED     0x11
+#define EV_REP     0x14
+#define SYN_REPORT 0
+#define REL_HWHEEL 0x06
+#define REL_WHEEL  0x08
+#define ABS_X      0x00
+#define ABS_Y      0x01
+#define BTN_LEFT   0x110
+#define BTN_RIGHT  0x111
+#define BTN_MIDDLE 0x112
+/* The keyboard's keys: KEY_ESC..255 and 0x160..0x2ff (0x100..0x15f are BTN_* codes, which
+ * would make the guest treat the keyboard as a pointer or joystick). */
 #define KEY_MAX_SENT 0x2ff
+#define BTN_CODES_LO 0x100
+#define BTN_CODES_HI 0x15f
 
 #define RING         512
 
@@ -92,9 +96,10 @@ static uint8_t cfg_payload(const struct vinput *in, uint8_t *u)
     }
     case VIRTIO_INPUT_CFG_EV_BITS:
         if (kbd && in->subsel == EV_KEY) {
-            for (unsigned k = 1; k < 256; k++)
-                set_bit(u, k);
-            size = 32;
+            for (unsigned k = 1; k <= KEY_MAX_SENT; k++)
+                if (k < BTN_CODES_LO || k > BTN_CODES_HI)
+                    set_bit(u, k);
+            size = (KEY_MAX_SENT + 1) / 8;
         } else if (kbd && in->subsel == EV_LED) {
             u[0] = 0x07; /* NUML, CAPSL, SCROLLL */
             size = 1;
@@ -266,7 +271,8 @@ void vmm__virtio_input_send(struct vmm_virtio_dev *vd, const uint16_t *type, con
 static void sink_key(void *ctx, uint16_t code, bool down)
 {
     struct vmm_input_pair *p = ctx;
-    if (!p->kbd || code == 0 || code > KEY_MAX_SENT)
+    if (!p->kbd || code == 0 || code > KEY_MAX_SENT ||
+        (code >= BTN_CODES_LO && code <= BTN_CODES_HI))
         return;
     uint16_t t[2] = {EV_KEY, EV_SYN}, c[2] = {code, SYN_REPORT};
     int32_t v[2] = {down, 0};

@@ -1,12 +1,15 @@
-/* vmm/virtio-rng.c: virtio entropy device (virtio 1.2 §5.4): fills each writable buffer the
- * guest posts from the host's getrandom(2), on the I/O thread. */
+/* vmm/virtio-rng.c: virtio entropy device (virtio 1.2 §5.4): fills the writable buffers the
+ * guest posts from the host's getrandom(2), on the I/O thread, at most MAX_PER_REQUEST bytes a
+ * request (§5.4.6: the device may return fewer bytes than asked), so a guest posting all its RAM
+ * cannot keep the I/O thread busy for long. */
 #define VDI_LOG_TAG "vmm"
 #include <stdlib.h>
 #include <sys/random.h>
 
 #include "vmm/pci-internal.h"
 
-#define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_RNG   4
+#define MAX_PER_REQUEST 65536
 
 struct vrng {
     struct vmm_virtio_dev vd;
@@ -35,9 +38,9 @@ static void rng_queue_notify(struct vmm_virtio_dev *vd, unsigned qi)
             vmm__virtio_fail(vd, "virtio-rng: malformed descriptor chain");
             break;
         }
-        for (unsigned k = 0; k < req->nin; k++) {
+        for (unsigned k = 0; k < req->nin && done < MAX_PER_REQUEST; k++) {
             uint8_t *p = req->in[k].iov_base;
-            size_t left = req->in[k].iov_len;
+            size_t left = VDI_MIN(req->in[k].iov_len, (size_t)(MAX_PER_REQUEST - done));
             while (left > 0) {
                 ssize_t n = getrandom(p, left, 0);
                 if (n <= 0)

@@ -177,17 +177,18 @@ void vmm__virtq_push(struct vmm_virtq *q, uint16_t head, uint32_t len)
     memcpy(elem, &id, 4);
     memcpy(elem + 4, &len, 4);
     q->used_idx++;
-    /* The element must be visible before the index that publishes it. */
-    __atomic_store_n((uint16_t *)(used + 2), q->used_idx, __ATOMIC_RELEASE);
+    /* The element must be visible before the index that publishes it (release), and the index
+     * before we read the guest's interrupt-suppression flag in vmm__virtq_should_notify
+     * (store-load: sequentially consistent, a locked instruction on x86). */
+    __atomic_store_n((uint16_t *)(used + 2), q->used_idx, __ATOMIC_SEQ_CST);
 }
 
 bool vmm__virtq_should_notify(struct vmm_virtq *q)
 {
     if (!q->started)
         return false;
-    /* Order our used-index store before reading the guest's flags (store-load). */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return !(load16(q->avail) & VIRTQ_AVAIL_F_NO_INTERRUPT);
+    return !(__atomic_load_n((const uint16_t *)q->avail, __ATOMIC_SEQ_CST) &
+             VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
 size_t vmm__virtq_req_read(const struct vmm_virtq_req *req, size_t off, void *dst, size_t len)

@@ -5,8 +5,9 @@
  * ring 3 with IOPL 3. Everything else (device set-up, the desktop loop) runs in ring 3, which on
  * our nested-KVM machines runs natively while ring 0 is emulated. What stays here:
  *  - the interrupt stub (count the interrupt, EOI the xAPIC),
- *  - int $0x80: rax=0 sleep until an interrupt (rdi = the count ring 3 last saw, so an interrupt
- *    that arrived after ring 3 looked is never slept through), rax=1 halt for good,
+ *  - the sleep call (a `hlt` in ring 3, caught as #GP): rax=0 sleep until an interrupt (rdi =
+ *    the count ring 3 last saw, so an interrupt that came after ring 3 looked is never slept
+ *    through), rax=1 halt for good,
  *  - exception stubs that report on serial (td_fault) and halt,
  *  - the AP path: real-mode trampoline (copied to 0x8000 by ring 3) -> long mode -> count in.
  * The IDT itself is filled in by ring 3 (td_idt is user-writable) before it enables interrupts.
@@ -114,9 +115,22 @@ td_irq_stub:
 td_spurious_stub:
         iretq                           /* spurious vector: no EOI */
 
-        .globl td_syscall_stub
+/* The sleep call. On our nested-KVM machines ring 3 runs natively and neither `int $n` (#UD)
+ * nor `syscall` (no switch to CPL 0) reaches ring 0 from there; exceptions do. So ring 3 asks by
+ * executing `hlt` (rax = 0: sleep unless the interrupt count moved past rdi; rax = 1: halt for
+ * good), which raises #GP(0); this handler recognises that and answers, past the `hlt`. */
         .p2align 4
-td_syscall_stub:
+        .globl td_exc13
+td_exc13:
+        testb $3, 16(%rsp)              /* frame: error, rip, cs, rflags, rsp, ss */
+        jz 9f
+        pushq %rax
+        movq 16(%rsp), %rax
+        cmpb $0xf4, (%rax)              /* hlt? */
+        popq %rax
+        jne 9f
+        addq $1, 8(%rsp)                /* resume after the hlt */
+        addq $8, %rsp                   /* drop the error code */
         cmpq $1, %rax
         je 5f
         cmpq td_irq_count(%rip), %rdi
@@ -129,6 +143,8 @@ td_syscall_stub:
 5:      cli
         hlt
         jmp 5b
+9:      pushq $13
+        jmp td_exc_common
 
 /* Exceptions: push a uniform frame (vector, error code) and report. */
 .macro EXC vec, has_err
@@ -154,7 +170,6 @@ td_exc\vec:
         EXC 10,1
         EXC 11,1
         EXC 12,1
-        EXC 13,1
         EXC 14,1
         EXC 15,0
         EXC 16,0

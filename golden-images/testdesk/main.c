@@ -31,7 +31,6 @@ static void idt_init(void)
     for (unsigned v = 32; v < 255; v++)
         idt_set(v, td_irq_stub, 0);
     idt_set(0xff, td_spurious_stub, 0);
-    idt_set(0x80, td_syscall_stub, 3);
 }
 
 /* The 8259s stay masked: everything comes through the LAPIC (MSI-X) and the IOAPIC. */

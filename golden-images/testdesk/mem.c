@@ -10,7 +10,7 @@ struct pvh_memmap_entry {
     uint32_t type, reserved;
 };
 
-static uint64_t heap_next, heap_end;
+static uint64_t heap_next, heap_end, low_ram_end;
 static uint64_t pd_pool[8][512] __attribute__((aligned(4096)));
 static unsigned pd_used;
 
@@ -32,6 +32,8 @@ void td_mem_init(uint64_t start_info)
         if (e[i].type != 1)
             continue;
         total += e[i].size;
+        if (e[i].addr < (4ULL << 30) && e[i].addr + e[i].size > low_ram_end)
+            low_ram_end = e[i].addr + e[i].size;
         /* The heap: the largest RAM range below 4 GiB above our image. */
         uint64_t a = e[i].addr > lo ? e[i].addr : lo;
         uint64_t b = e[i].addr + e[i].size;
@@ -43,6 +45,11 @@ void td_mem_init(uint64_t start_info)
         }
     }
     td_printf("testdesk: ram %lu MiB, heap 0x%lx-0x%lx\n", total >> 20, heap_next, heap_end);
+}
+
+uint64_t td_mem_low_end(void)
+{
+    return low_ram_end;
 }
 
 void *td_alloc(uint64_t size, uint64_t align)

@@ -8,7 +8,7 @@ TESTDESK_OBJS := $(patsubst golden-images/testdesk/%,$(TESTDESK_OUT)/%.o,$(TESTD
 TESTDESK_CFLAGS := -std=gnu11 -O2 -g -I. $(WARN) -Werror -ffreestanding -fno-builtin \
     -nostdlib -mgeneral-regs-only -mno-red-zone -fno-pic -fno-pie -mcmodel=small \
     -fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables \
-    -fno-tree-loop-distribute-patterns -fcf-protection=none -mno-popcnt --param=min-pagesize=0 -MMD -MP
+    -fno-tree-loop-distribute-patterns -fcf-protection=none -mno-popcnt --param=min-pagesize=0 -ffile-prefix-map=$(CURDIR)=. -MMD -MP
 TESTDESK_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-z,max-page-size=4096 \
     -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments -Wl,-T,golden-images/testdesk/testdesk.ld
 

@@ -110,22 +110,21 @@ extern const uint8_t td_tramp_start[], td_tramp_end[];
 extern uint8_t td_image_end[];
 void td_irq_stub(void);
 void td_spurious_stub(void);
-void td_syscall_stub(void);
 void td_user_main(uint32_t start_info) __attribute__((noreturn));
 void td_fault(const uint64_t *frame); /* ring 0: vector, error, rip, cs, rflags, rsp, ss */
 
 /* Sleep in ring 0 until an interrupt, unless one came since ring 3 saw @seen interrupts.
- * Returns the interrupt count. */
+ * Returns the interrupt count. The call is a `hlt` in ring 3: its #GP is the way in (boot.S). */
 static inline uint64_t td_sleep(uint64_t seen)
 {
     uint64_t rax = 0;
-    __asm__ volatile("int $0x80" : "+a"(rax) : "D"(seen) : "memory");
+    __asm__ volatile("hlt" : "+a"(rax) : "D"(seen) : "memory");
     return rax;
 }
 __attribute__((noreturn)) static inline void td_halt(void)
 {
     for (;;)
-        __asm__ volatile("int $0x80" : : "a"(1UL) : "memory");
+        __asm__ volatile("hlt" : : "a"(1UL) : "memory");
 }
 
 /* ---- lib.c: strings, formatting, the serial console --------------------------------------- */
@@ -168,6 +167,7 @@ void td_reboot(void) __attribute__((noreturn));
 
 /* ---- mem.c: physical memory for queues and buffers ---------------------------------------- */
 void td_mem_init(uint64_t start_info);
+uint64_t td_mem_low_end(void); /* end of the highest RAM range below 4 GiB */
 /* Zeroed, @align-aligned memory below 4 GiB that is never freed; NULL when out of memory. */
 void *td_alloc(uint64_t size, uint64_t align);
 /* Make [pa, pa+len) reachable (identity, user); false when it cannot be mapped. */

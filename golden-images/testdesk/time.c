@@ -54,13 +54,11 @@ void td_lapic_icr(uint32_t dest, uint32_t low)
         ;
 }
 
-/* Measure the TSC and the LAPIC timer over 10 ms of PIT channel 2 (mode 0, gate on, speaker
- * off), the way Linux's pit_calibrate_tsc does. */
-void td_time_init(void)
+/* One 10 ms window of PIT channel 2 (mode 0, gate on, speaker off), the way Linux's
+ * pit_calibrate_tsc does it: TSC ticks and LAPIC timer counts seen in it. */
+static bool pit_window(uint64_t *tsc, uint32_t *lapic)
 {
-    uint32_t r[4];
     uint32_t latch = PIT_HZ / 100;
-    lapic_wr(LAPIC_TICR, 0xffffffff); /* free-running count-down while masked */
     outb(0x61, (inb(0x61) & ~0x02) | 0x01);
     outb(0x43, 0xb0);
     outb(0x42, latch & 0xff);
@@ -68,13 +66,40 @@ void td_time_init(void)
     uint64_t t0 = rdtsc();
     uint32_t c0 = lapic_rd(LAPIC_TCCR);
     uint32_t loops = 0;
-    while (!(inb(0x61) & 0x20) && ++loops < 10000000)
-        ;
-    uint64_t t1 = rdtsc();
-    uint32_t c1 = lapic_rd(LAPIC_TCCR);
+    /* Each read is a port exit (1-15 us): 200000 of them outlast any 10 ms window. */
+    while (!(inb(0x61) & 0x20))
+        if (++loops == 200000)
+            return false;
+    *tsc = rdtsc() - t0;
+    *lapic = c0 - lapic_rd(LAPIC_TCCR);
+    return true;
+}
+
+/* Calibrate the TSC and the LAPIC timer: the shortest of three PIT windows (a port read that
+ * was delayed by the host only ever lengthens a window). */
+void td_time_init(void)
+{
+    uint32_t r[4];
+    uint64_t tsc = UINT64_MAX;
+    uint32_t lapic = 0;
+    lapic_wr(LAPIC_TICR, 0xffffffff); /* free-running count-down while masked */
+    for (int i = 0; i < 3; i++) {
+        uint64_t t;
+        uint32_t l;
+        if (!pit_window(&t, &l)) {
+            td_printf("testdesk: PIT channel 2 does not count\n");
+            tsc = 0;
+            lapic = 0;
+            break;
+        }
+        if (t < tsc) {
+            tsc = t;
+            lapic = l;
+        }
+    }
     lapic_wr(LAPIC_TICR, 0);
-    td_tsc_khz = (t1 - t0) / 10;
-    lapic_khz = (uint64_t)(c0 - c1) / 10;
+    td_tsc_khz = tsc / 10;
+    lapic_khz = lapic / 10;
     /* CPUID 0x40000010 (hypervisor timing leaf) where offered: exact, unlike a 10 ms sample. */
     cpuid(1, 0, r);
     bool hypervisor = r[2] & (1u << 31);
@@ -86,10 +111,21 @@ void td_time_init(void)
             lapic_khz = r[1];
         }
     }
-    if (!td_tsc_khz)
-        td_tsc_khz = 1000000;
-    if (!lapic_khz)
-        lapic_khz = 1000000;
+    if (!td_tsc_khz) {
+        cpuid(0, 0, r);
+        uint32_t max = r[0];
+        if (max >= 0x16) {
+            cpuid(0x16, 0, r); /* processor base frequency, MHz */
+            td_tsc_khz = (uint64_t)(r[0] & 0xffff) * 1000;
+        }
+    }
+    if (!td_tsc_khz || !lapic_khz) {
+        td_printf("TESTDESK FAIL timer calibration failed: assuming 1 GHz\n");
+        if (!td_tsc_khz)
+            td_tsc_khz = 1000000;
+        if (!lapic_khz)
+            lapic_khz = 1000000; /* KVM's and QEMU's LAPIC timer run at 1 GHz */
+    }
     tsc_base = rdtsc();
     lapic_wr(LAPIC_LVTT, 0x20); /* one-shot, vector 0x20 */
     td_printf("testdesk: tsc %lu kHz, lapic timer %lu kHz\n", td_tsc_khz, lapic_khz);

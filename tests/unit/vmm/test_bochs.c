@@ -39,9 +39,33 @@ static void check_edid(uint32_t w, uint32_t h)
     assert_int_equal(e[126], 0);
 }
 
+/* Whether the standard timings of @e list @w x @h. */
+static bool has_std(const uint8_t *e, unsigned w, unsigned h)
+{
+    static const unsigned num[4] = {10, 3, 4, 9}, den[4] = {16, 4, 5, 16};
+    for (unsigned i = 0; i < 8; i++) {
+        const uint8_t *t = e + 38 + 2 * i;
+        if (t[0] == 1 && t[1] == 1)
+            continue;
+        unsigned tw = (t[0] + 31u) * 8, th = tw * num[t[1] >> 6] / den[t[1] >> 6];
+        assert_int_equal(t[1] & 0x3f, 0); /* 60 Hz */
+        if (tw == w && th == h)
+            return true;
+    }
+    return false;
+}
+
 static void test_edid(void **state)
 {
     (void)state;
+    uint8_t e[128];
+    vmm__edid_build(e, 1920, 1080);
+    assert_true(has_std(e, 1280, 720));
+    assert_true(has_std(e, 1600, 900));
+    assert_false(has_std(e, 1920, 1200)); /* larger than the preferred mode */
+    assert_false(has_std(e, 1920, 1080)); /* that one is the detailed timing */
+    vmm__edid_build(e, 1024, 768);
+    assert_false(has_std(e, 1280, 720));
     check_edid(1280, 800);
     check_edid(1920, 1080);
     check_edid(3840, 2160);

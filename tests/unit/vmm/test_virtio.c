@@ -240,7 +240,7 @@ static uint8_t blk_req(struct blkctx *c, uint32_t type, uint64_t sector, uint32_
     memcpy(hdr + 8, &sector, 8);
     memcpy(c->vm->ram + 0x20000, hdr, 16);
     c->vm->ram[0x30000] = 0xee;
-    bool write = type == 1;
+    bool write = type == 1 || type == 11 || type == 13;
     set_desc(&c->d, 0, 0, 0x20000, 16, F_NEXT, len ? 1 : 2);
     if (len)
         set_desc(&c->d, 0, 1, 0x21000, len, F_NEXT | (write ? 0 : F_WRITE), 2);
@@ -452,6 +452,76 @@ static void test_blk_queue_reset_and_bar_move(void **state)
     blk_teardown(c);
 }
 
+/* DISCARD and WRITE_ZEROES carry 16-byte segments (sector, num_sectors, flags) as data. */
+static uint8_t blk_segments(struct blkctx *c, uint32_t type, const uint64_t *sector,
+                            const uint32_t *num, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *seg = c->vm->ram + 0x21000 + 16 * i;
+        memset(seg, 0, 16);
+        memcpy(seg, &sector[i], 8);
+        memcpy(seg + 8, &num[i], 4);
+    }
+    return blk_req(c, type, 0, 16 * n);
+}
+
+static void test_blk_discard_write_zeroes(void **state)
+{
+    (void)state;
+    struct blkctx *c = blk_setup(false, false);
+    char buf[512];
+    memset(c->vm->ram + 0x21000, 'x', 4096);
+    assert_int_equal(blk_req(c, 1, 64, 4096), 0);
+    /* Write zeroes over sectors 65..66: the rest of the written range stays. */
+    assert_int_equal(blk_segments(c, 13, (uint64_t[]){65}, (uint32_t[]){2}, 1), 0);
+    assert_int_equal(pread(c->fd, buf, 512, 65 * 512), 512);
+    for (unsigned i = 0; i < 512; i++)
+        assert_int_equal(buf[i], 0);
+    assert_int_equal(pread(c->fd, buf, 512, 64 * 512), 512);
+    assert_int_equal(buf[0], 'x');
+    assert_int_equal(pread(c->fd, buf, 512, 67 * 512), 512);
+    assert_int_equal(buf[511], 'x');
+    /* Discard is accepted (advisory), past the end or with a bad layout it is an error. */
+    assert_int_equal(blk_segments(c, 11, (uint64_t[]){0, 128}, (uint32_t[]){128, 8}, 2), 0);
+    assert_int_equal(blk_segments(c, 11, (uint64_t[]){2040}, (uint32_t[]){16}, 1), 1);
+    assert_int_equal(blk_segments(c, 13, (uint64_t[]){UINT64_MAX / 512}, (uint32_t[]){1}, 1), 1);
+    assert_int_equal(blk_req(c, 11, 0, 20), 1);
+    blk_teardown(c);
+}
+
+static void test_raw_backend(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vdi-test-raw.XXXXXX";
+    int fd = mkstemp(path);
+    struct vmm_blk *b;
+    char buf[8];
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 65536), 0);
+    assert_int_equal(vmm__blk_open_raw(path, false, &b), 0);
+    assert_int_equal(b->size, 65536);
+    assert_int_equal(b->ops->pwrite(b, "rawdata!", 8, 4096), 0);
+    assert_int_equal(b->ops->flush(b), 0);
+    assert_int_equal(pread(fd, buf, 8, 4096), 8);
+    assert_memory_equal(buf, "rawdata!", 8);
+    assert_int_equal(b->ops->pread(b, buf, 8, 4096), 0);
+    assert_memory_equal(buf, "rawdata!", 8);
+    assert_int_equal(b->ops->discard(b, 0, 8192), 0);
+    assert_int_equal(b->ops->pread(b, buf, 8, 4096), 0);
+    assert_int_equal(buf[0], 0);
+    b->ops->close(b);
+    /* Read-only: opened O_RDONLY, and the ops refuse writes. */
+    assert_int_equal(vmm__blk_open_raw(path, true, &b), 0);
+    assert_int_equal(b->ops->pwrite(b, "x", 1, 0), -EROFS);
+    assert_int_equal(b->ops->discard(b, 0, 4096), -EROFS);
+    b->ops->close(b);
+    /* Not a file or block device; missing file. */
+    assert_int_equal(vmm__blk_open_raw("/dev/null", false, &b), -EINVAL);
+    assert_int_equal(vmm__blk_open("/nonexistent/disk.img", false, &b), -ENOENT);
+    close(fd);
+    unlink(path);
+}
+
 static void test_pci_cfg_window(void **state)
 {
     (void)state;
@@ -491,6 +561,11 @@ static void test_rng(void **state)
     for (unsigned i = 0; i < 4096; i++)
         zero += vm->ram[0x40000 + i] == 0;
     assert_true(zero < 100);
+    /* A huge request gets at most 64 KiB. */
+    set_desc(&d, 0, 1, 0x100000, 0x200000, F_WRITE, 0);
+    submit(&d, 0, 1);
+    assert_int_equal(used_idx(&d, 0), 2);
+    assert_int_equal(used_len(&d, 0, 1), 65536);
     vmm__pci_teardown(vm);
     fake_vm_free(vm);
 }
@@ -530,7 +605,9 @@ static void test_input(void **state)
     assert_memory_equal(u, "vdi virtio keyboard", size);
     input_cfg(&kbd, 0x11, 1, &size, u); /* EV_KEY bits */
     assert_true(size > 0 && (u[30 / 8] & (1 << (30 % 8))));
-    input_cfg(&tab, 0x11, 3, &size, u); /* EV_ABS bits: X and Y */
+    assert_true(u[0x161 / 8] & (1 << (0x161 % 8)));  /* KEY_SELECT */
+    assert_false(u[0x110 / 8] & (1 << (0x110 % 8))); /* not BTN_LEFT */
+    input_cfg(&tab, 0x11, 3, &size, u);              /* EV_ABS bits: X and Y */
     assert_int_equal(size, 1);
     assert_int_equal(u[0], 3);
     input_cfg(&tab, 0x12, 0, &size, u); /* ABS_X info */
@@ -600,6 +677,8 @@ int main(void)
         cmocka_unit_test(test_blk_hostile_chain_needs_reset),
         cmocka_unit_test(test_blk_bad_rings_and_features),
         cmocka_unit_test(test_blk_queue_reset_and_bar_move),
+        cmocka_unit_test(test_blk_discard_write_zeroes),
+        cmocka_unit_test(test_raw_backend),
         cmocka_unit_test(test_pci_cfg_window),
         cmocka_unit_test(test_rng),
         cmocka_unit_test(test_input),
