@@ -362,7 +362,7 @@ static void on_client_gone(rfbClientPtr cl)
     stats_add_clients(d, -1);
 }
 
-/* Called by libvncserver before each update it sends a client. */
+/* Called by libvncserver before each update it sends a client (before any DesktopSize). */
 static void on_update(rfbClientPtr cl)
 {
     /* Tight JPEG: libvncserver follows TurboVNC's table, where quality levels 6-9 mean 4:4:4
@@ -371,6 +371,12 @@ static void on_update(rfbClientPtr cl)
      * that wants 4:2:2 or greyscale still gets it (subsampling levels 2 and 3). */
     if (cl->turboSubsampLevel == TURBO_DEFAULT_SUBSAMP)
         cl->turboSubsampLevel = 1; /* libvncserver's index for 4:2:0 */
+    /* Mode changes go out as plain DesktopSize to clients that know both: a libvncclient 0.9.14
+     * Tight client that got ExtendedDesktopSize while an update request of the old size was
+     * outstanding sometimes stalled; after DesktopSize it asks for the whole new screen. We do
+     * not support client-requested resizes (the guest picks the mode), so nothing is lost. */
+    if (cl->useNewFBSize)
+        cl->useExtDesktopSize = FALSE;
 }
 
 static enum rfbNewClientAction on_new_client(rfbClientPtr cl)
