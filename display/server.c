@@ -23,11 +23,9 @@
 #include <linux/input-event-codes.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -109,6 +107,8 @@ rfbBool webSocketsCheck(rfbClientPtr cl)
 static void VDI_PRINTF(2, 0) rfb_vlog(int level, const char *fmt, va_list ap)
 {
     char line[512];
+    if (level > vdi_log_threshold)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
@@ -454,8 +454,8 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     int err = dpy__damage_create(m->width, m->height, &nd);
 
     if (err < 0) {
-        VDI_LOG_ERR("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
-                    vdi_strerror(err));
+        VDI_LOG_ERR_RL("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
+                       vdi_strerror(err));
         return err;
     }
     rfbNewFramebuffer(d->screen, (char *)dpy__damage_shadow(nd), (int)m->width, (int)m->height, 8,
@@ -475,7 +475,7 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     d->height = m->height;
     d->generation = m->generation;
     d->have_mode = true;
-    VDI_LOG_INFO("mode %ux%u stride=%u", m->width, m->height, m->stride);
+    VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "mode %ux%u stride=%u", m->width, m->height, m->stride);
     pthread_mutex_lock(&d->stats_lock);
     d->stats.mode_changes++;
     d->stats.width = m->width;
@@ -493,8 +493,9 @@ static bool tick(dpy_display_t *d)
 
     if (!d->src->get_mode(d->src_ctx, &m) || !mode_valid(&m)) {
         if (d->have_mode)
-            VDI_LOG_INFO("guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
-                         m.width, m.height, m.stride);
+            VDI_LOG_RL(VDI_LOG_LEVEL_INFO,
+                       "guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
+                       m.width, m.height, m.stride);
         d->have_mode = false;
         goto out;
     }
