@@ -5,7 +5,7 @@
  * and the shadow copy of the screen. It never uses libvncserver's own threads. Its loop:
  *   - at each damage tick (DPY_DEFAULT_HZ), read the guest's mode and the framebuffer's dirty
  *     pages, narrow them to changed rectangles against the shadow (damage.c) and mark those
- *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After a second
+ *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After 1/8 s
  *     without a change the tick slows to 8 Hz, until the next change or client input: each
  *     wake-up costs more than the idle tick's work;
  *   - rfbProcessEvents(screen, 0): read what clients sent, send what they asked for;
@@ -23,11 +23,9 @@
 #include <linux/input-event-codes.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -48,8 +46,9 @@
 #define QEMU_CLIENT_MSG         255
 #define QEMU_EXT_KEY_SUBTYPE    0
 #define CLIENT_WRITE_TIMEOUT_MS 10000
-/* After a second without a change, tick at this period until the next change or client input:
- * an idle desktop then wakes us 8 times a second instead of 60. */
+/* After an eighth of a second without a change, tick at this period until the next change or
+ * client input: an idle desktop then wakes us 8 times a second instead of 60 (a desktop clock
+ * that changes once a second costs about 15 wake-ups). */
 #define IDLE_PERIOD_NS 125000000ull
 #define LISTEN_BACKLOG 16
 
@@ -90,10 +89,26 @@ struct dpy_display {
     struct dpy_stats stats;
 };
 
+/* ---- libvncserver's WebSocket sniffing ---------------------------------------------------- */
+/* libvncserver 0.9.14 calls webSocketsCheck() (through its PLT) for every new client: it waits up
+ * to 100 ms for the client to speak first, and if the bytes look like TLS or an HTTP GET it runs
+ * a TLS or WebSocket handshake. Our sockets speak plain RFB only (vdid terminates TLS and
+ * WebSockets), and RFB clients wait for the server's version, so the check only ever stalled this
+ * thread for 100 ms per connection and exposed two more parsers. This definition takes its place
+ * in the process (the library's own is interposed); the name is libvncserver's, not ours. */
+rfbBool webSocketsCheck(rfbClientPtr cl);
+rfbBool webSocketsCheck(rfbClientPtr cl)
+{
+    VDI_UNUSED(cl);
+    return TRUE; /* a plain RFB connection */
+}
+
 /* ---- libvncserver's log ------------------------------------------------------------------- */
 static void VDI_PRINTF(2, 0) rfb_vlog(int level, const char *fmt, va_list ap)
 {
     char line[512];
+    if (level > vdi_log_threshold)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
@@ -348,6 +363,23 @@ static void on_client_gone(rfbClientPtr cl)
     stats_add_clients(d, -1);
 }
 
+/* Called by libvncserver before each update it sends a client (before any DesktopSize). */
+static void on_update(rfbClientPtr cl)
+{
+    /* Tight JPEG: libvncserver follows TurboVNC's table, where quality levels 6-9 mean 4:4:4
+     * chroma. Tight only uses JPEG for regions of many colours (pictures, video), where 4:2:0
+     * looks the same and costs about a third less; QEMU's VNC server sends 4:2:0 too. A client
+     * that wants 4:2:2 or greyscale still gets it (subsampling levels 2 and 3). */
+    if (cl->turboSubsampLevel == TURBO_DEFAULT_SUBSAMP)
+        cl->turboSubsampLevel = 1; /* libvncserver's index for 4:2:0 */
+    /* Mode changes go out as plain DesktopSize to clients that know both: a libvncclient 0.9.14
+     * Tight client that got ExtendedDesktopSize while an update request of the old size was
+     * outstanding sometimes stalled; after DesktopSize it asks for the whole new screen. We do
+     * not support client-requested resizes (the guest picks the mode), so nothing is lost. */
+    if (cl->useNewFBSize)
+        cl->useExtDesktopSize = FALSE;
+}
+
 static enum rfbNewClientAction on_new_client(rfbClientPtr cl)
 {
     dpy_display_t *d = display_of(cl);
@@ -422,8 +454,8 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     int err = dpy__damage_create(m->width, m->height, &nd);
 
     if (err < 0) {
-        VDI_LOG_ERR("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
-                    vdi_strerror(err));
+        VDI_LOG_ERR_RL("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
+                       vdi_strerror(err));
         return err;
     }
     rfbNewFramebuffer(d->screen, (char *)dpy__damage_shadow(nd), (int)m->width, (int)m->height, 8,
@@ -443,7 +475,7 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     d->height = m->height;
     d->generation = m->generation;
     d->have_mode = true;
-    VDI_LOG_INFO("mode %ux%u stride=%u", m->width, m->height, m->stride);
+    VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "mode %ux%u stride=%u", m->width, m->height, m->stride);
     pthread_mutex_lock(&d->stats_lock);
     d->stats.mode_changes++;
     d->stats.width = m->width;
@@ -461,8 +493,9 @@ static bool tick(dpy_display_t *d)
 
     if (!d->src->get_mode(d->src_ctx, &m) || !mode_valid(&m)) {
         if (d->have_mode)
-            VDI_LOG_INFO("guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
-                         m.width, m.height, m.stride);
+            VDI_LOG_RL(VDI_LOG_LEVEL_INFO,
+                       "guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
+                       m.width, m.height, m.stride);
         d->have_mode = false;
         goto out;
     }
@@ -562,8 +595,9 @@ static void *display_thread(void *arg)
     for (;;) {
         uint64_t now = now_ns();
         if (now >= next_tick) {
-            quiet = tick(d) ? 0 : quiet + (quiet < d->hz);
-            uint64_t p = quiet >= d->hz ? idle_period : period;
+            unsigned idle_after = VDI_MAX(d->hz / 8, 1u);
+            quiet = tick(d) ? 0 : quiet + (quiet < idle_after);
+            uint64_t p = quiet >= idle_after ? idle_period : period;
             next_tick += p;
             if (next_tick <= now)
                 next_tick = now + p; /* we fell behind: do not try to catch up */
@@ -808,6 +842,7 @@ int dpy_display_create(const struct dpy_config *cfg, const struct dpy_fb_source 
     d->screen->kbdAddEvent = on_key;
     d->screen->ptrAddEvent = on_pointer;
     d->screen->newClientHook = on_new_client;
+    d->screen->displayHook = on_update;
     d->screen->setTranslateFunction = on_set_format;
     set_server_format(d->screen);
     rfbInitServer(d->screen);

@@ -46,6 +46,7 @@ struct vmm_config {
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */
+    const char *serial_in;        /* COM1 input: NULL none, "-" stdin, else a file or FIFO */
 };
 
 /* ---- Port and MMIO dispatch --------------------------------------------------------------- */
@@ -134,6 +135,8 @@ const char *vmm__vm_name(const vmm_vm_t *vm);
 #define VMM_ACPI_SCI_IRQ 9
 #define VMM_UART_IRQ     4
 #define VMM_RTC_IRQ      8
+/* INTA# of PCI slot @slot (pci.c's routing, which the MP table describes). */
+#define VMM_PCI_INTX_GSI(slot) (16 + ((slot) % 8))
 
 /* Exit statuses of vdi-vmm (docs/vmm-control.md). */
 enum vmm_exit_status {
