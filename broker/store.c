@@ -118,6 +118,7 @@ static int64_t now_s(void)
 
 static int migrate(brk_store_t *st, int target)
 {
+    int from = st->version;
     for (int v = st->version; v < target; v++) {
         int rc = exec(st, "BEGIN IMMEDIATE");
         if (rc < 0)
@@ -136,7 +137,7 @@ static int migrate(brk_store_t *st, int target)
         rc = exec(st, "COMMIT");
         if (rc < 0)
             return rc;
-        if (v > 0)
+        if (from > 0)
             VDI_LOG_INFO("schema migrated from version %d to %d", v, v + 1);
         st->version = v + 1;
     }
