@@ -192,4 +192,29 @@ typedef int (*brk_audit_fn)(const brk_audit_t *a, void *ctx);
 /* The last @n records, oldest first. */
 int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx);
 
+/* ---- Placement: which desktop a login gets ------------------------------------------------- */
+typedef enum {
+    BRK_PICK_EXISTING = 1, /* the user's own desktop (reconnect, or a dedicated desktop) */
+    BRK_PICK_SPARE = 2,    /* a ready, unassigned desktop of an entitled pool */
+    BRK_PICK_NEW = 3,      /* make a new desktop in @pool */
+} brk_pick_kind_t;
+
+typedef struct {
+    brk_pick_kind_t kind;
+    int64_t desktop;               /* EXISTING, SPARE: the desktop */
+    const brk_pool_config_t *pool; /* its pool (borrowed from the config) */
+} brk_pick_t;
+
+/* Decide where @user (member of @groups) goes: their live desktop in an entitled pool if any
+ * (provisioning, ready, in-use or disconnected), else a ready spare of the first entitled pool
+ * in config order that has one, else a new desktop in the first entitled pool with room
+ * (max_desktops) whose memory fits: @mem_used + pool memory <= @mem_budget. Reads the store,
+ * changes nothing. Returns 0, VDI_EDENIED (entitled to no pool), VDI_ECAPACITY (every entitled
+ * pool is full or the host has no memory left) or a store error. */
+int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const char *const *groups,
+             size_t n_groups, uint64_t mem_budget, brk_pick_t *out);
+/* Memory held by live desktops (every state but gone and failed), and how many each pool has
+ * (@pool NULL: all). */
+int brk_usage(brk_store_t *st, const char *pool, uint64_t *mem_used, unsigned *n_live);
+
 #endif /* VDI_BROKER_BRK_H */
