@@ -14,21 +14,20 @@ typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
 
 static json_t *desktop_json(const brk_desktop_t *d)
 {
-    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s}", "id",
-                     (json_int_t)d->id, "pool", d->pool, "owner", d->owner, "state",
-                     brk_desktop_state_name(d->state), "image", d->image, "image_version",
-                     (json_int_t)d->image_version, "overlay", d->overlay, "vmm_pid",
-                     (json_int_t)d->vmm_pid, "memory", (json_int_t)d->memory, "created",
-                     (json_int_t)d->created, "updated", (json_int_t)d->updated, "reason",
-                     d->reason);
+    return json_pack(
+        "{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s}", "id", (json_int_t)d->id,
+        "pool", d->pool, "owner", d->owner, "state", brk_desktop_state_name(d->state), "image",
+        d->image, "image_version", (json_int_t)d->image_version, "overlay", d->overlay, "vmm_pid",
+        (json_int_t)d->vmm_pid, "memory", (json_int_t)d->memory, "created", (json_int_t)d->created,
+        "updated", (json_int_t)d->updated, "reason", d->reason);
 }
 
 static json_t *session_json(const brk_session_t *se)
 {
     return json_pack("{s:I, s:s, s:I, s:s, s:I, s:I, s:s}", "id", (json_int_t)se->id, "user",
-                     se->user, "desktop", (json_int_t)se->desktop, "client", se->client,
-                     "started", (json_int_t)se->started, "ended", (json_int_t)se->ended,
-                     "end_reason", se->end_reason);
+                     se->user, "desktop", (json_int_t)se->desktop, "client", se->client, "started",
+                     (json_int_t)se->started, "ended", (json_int_t)se->ended, "end_reason",
+                     se->end_reason);
 }
 
 /* Argument helpers: each writes @err and returns false on a bad argument. */
@@ -107,7 +106,8 @@ static json_t *cmd_desktops_list(srv_t *s, json_t *args, char *err, size_t errle
     const char *state = NULL;
     bool all;
     if (!arg_string(args, "pool", &l.pool, err, errlen) ||
-        !arg_string(args, "state", &state, err, errlen) || !arg_bool(args, "all", &all, err, errlen))
+        !arg_string(args, "state", &state, err, errlen) ||
+        !arg_bool(args, "all", &all, err, errlen))
         goto err;
     if (state) {
         l.state = brk_desktop_state_parse(state);
@@ -143,6 +143,49 @@ static json_t *cmd_desktops_show(srv_t *s, json_t *args, char *err, size_t errle
     return desktop_json(&d);
 }
 
+static json_t *desktop_action(srv_t *s, json_t *args, bool hard, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    brk_desktop_t d;
+    if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
+        return NULL;
+    int rc =
+        srv__vm_recycle(s, id, hard, hard ? "destroyed by the admin" : "recycled by the admin");
+    if (rc == 0)
+        rc = brk_store_desktop_get(s->store, id, &d);
+    if (rc < 0) {
+        snprintf(err, errlen, "desktop %" PRId64 ": %s", id,
+                 rc == -ENOENT      ? "no such desktop"
+                 : rc == VDI_ESTATE ? "already gone or going"
+                                    : vdi_strerror(rc));
+        return NULL;
+    }
+    return desktop_json(&d);
+}
+
+static json_t *cmd_desktops_destroy(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    return desktop_action(s, args, true, err, errlen);
+}
+
+static json_t *cmd_desktops_recycle(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    return desktop_action(s, args, false, err, errlen);
+}
+
+static json_t *cmd_sessions_disconnect(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
+        return NULL;
+    if (srv__session_kick(s, id, "disconnected by the admin") < 0) {
+        snprintf(err, errlen, "session %" PRId64 ": no such open session", id);
+        return NULL;
+    }
+    brk_store_audit(s->store, "admin", "session.disconnect", 0, NULL, NULL);
+    return json_pack("{s:I}", "id", (json_int_t)id);
+}
+
 static int count_sessions(const brk_session_t *se, void *ctx)
 {
     VDI_UNUSED(se);
@@ -175,16 +218,16 @@ static json_t *cmd_pools_list(srv_t *s, json_t *args, char *err, size_t errlen)
             if (st != BRK_DS_GONE && st != BRK_DS_FAILED)
                 live += l.by_state[st];
         json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:i, s:o, s:o, s:i, s:i, s:i,"
-                           " s:i, s:i}",
-                           "name", p->name, "image", p->image, "type", brk_pool_type_name(p->type),
-                           "vcpus", (int)p->vcpus, "memory", (json_int_t)p->memory, "framebuffer",
-                           fb, "min_spares",
-                           (int)p->min_spares, "max_desktops", (int)p->max_desktops, "users",
-                           users, "groups", groups, "disconnect_timeout",
-                           (int)p->disconnect_timeout_s, "idle_timeout", (int)p->idle_timeout_s,
-                           "desktops", (int)live, "ready", (int)l.by_state[BRK_DS_READY],
-                           "in_use", (int)l.by_state[BRK_DS_IN_USE]));
+            arr,
+            json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:i, s:o, s:o, s:i, s:i, s:i,"
+                      " s:i, s:i}",
+                      "name", p->name, "image", p->image, "type", brk_pool_type_name(p->type),
+                      "vcpus", (int)p->vcpus, "memory", (json_int_t)p->memory, "framebuffer", fb,
+                      "min_spares", (int)p->min_spares, "max_desktops", (int)p->max_desktops,
+                      "users", users, "groups", groups, "disconnect_timeout",
+                      (int)p->disconnect_timeout_s, "idle_timeout", (int)p->idle_timeout_s,
+                      "desktops", (int)live, "ready", (int)l.by_state[BRK_DS_READY], "in_use",
+                      (int)l.by_state[BRK_DS_IN_USE]));
     }
     return arr;
 }
@@ -212,11 +255,10 @@ static json_t *cmd_sessions_list(srv_t *s, json_t *args, char *err, size_t errle
 
 static int collect_audit(const brk_audit_t *a, void *ctx)
 {
-    json_array_append_new(ctx, json_pack("{s:I, s:I, s:s, s:s, s:I, s:s, s:s}", "id",
-                                         (json_int_t)a->id, "ts", (json_int_t)a->ts, "actor",
-                                         a->actor, "event", a->event, "desktop",
-                                         (json_int_t)a->desktop, "user", a->user, "detail",
-                                         a->detail));
+    json_array_append_new(
+        ctx, json_pack("{s:I, s:I, s:s, s:s, s:I, s:s, s:s}", "id", (json_int_t)a->id, "ts",
+                       (json_int_t)a->ts, "actor", a->actor, "event", a->event, "desktop",
+                       (json_int_t)a->desktop, "user", a->user, "detail", a->detail));
     return 0;
 }
 
@@ -253,15 +295,14 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
     for (int st = 0; st < BRK_DS__COUNT; st++)
         if (st != BRK_DS_GONE)
             json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
-    return json_pack("{s:s, s:I, s:I, s:s, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}",
-                     "version", VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
-                     (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen",
-                     s->cfg->listen, "pools", (int)s->cfg->n_pools, "desktops", states,
-                     "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
-                     (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
-                     (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used
-                                                                : 0),
-                     "overcommit", (int)s->cfg->overcommit_pct);
+    return json_pack(
+        "{s:s, s:I, s:I, s:s, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version", VDI_VERSION,
+        "pid", (json_int_t)getpid(), "uptime", (json_int_t)((vdi_now_ms() - s->started_ms) / 1000),
+        "listen", s->cfg->listen, "pools", (int)s->cfg->n_pools, "desktops", states, "sessions",
+        (int)sessions, "memory", "host", (json_int_t)host, "budget", (json_int_t)s->memory_budget,
+        "used", (json_int_t)l.mem_used, "free",
+        (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
+        "overcommit", (int)s->cfg->overcommit_pct);
 }
 
 static const struct {
@@ -272,7 +313,10 @@ static const struct {
     {"pools.list", cmd_pools_list},
     {"desktops.list", cmd_desktops_list},
     {"desktops.show", cmd_desktops_show},
+    {"desktops.destroy", cmd_desktops_destroy},
+    {"desktops.recycle", cmd_desktops_recycle},
     {"sessions.list", cmd_sessions_list},
+    {"sessions.disconnect", cmd_sessions_disconnect},
     {"audit.tail", cmd_audit_tail},
 };
 

@@ -158,8 +158,8 @@ static void handle_line(struct conn *c, const char *line, size_t len)
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req) {
         VDI_LOG_WARN_RL("admin request is not valid JSON: %s", jerr.text);
-        send_reply(c, error_reply("request is not valid JSON: %s (column %d)", jerr.text,
-                                  jerr.column));
+        send_reply(
+            c, error_reply("request is not valid JSON: %s (column %d)", jerr.text, jerr.column));
         return;
     }
     send_reply(c, srv__admin_dispatch(c->a->s, req));

@@ -126,8 +126,8 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         rc = -errno;
         if (rc == -EWOULDBLOCK) {
-            VDI_LOG_ERR("state_dir=%s is in use by another vdid (lock %s is held)",
-                        cfg->state_dir, path);
+            VDI_LOG_ERR("state_dir=%s is in use by another vdid (lock %s is held)", cfg->state_dir,
+                        path);
             rc = -EBUSY;
         } else {
             VDI_LOG_ERR("lock=%s: %s", path, vdi_strerror(rc));
@@ -162,6 +162,27 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         host = host > cfg->memory_reserve ? host - cfg->memory_reserve : 0;
     }
     s->memory_budget = host * cfg->overcommit_pct / 100; /* host < 2^50, pct <= 1000 */
+
+    if (cfg->vmm) {
+        s->vmm_path = vdi_xstrdup(cfg->vmm);
+    } else {
+        /* vdi-vmm next to vdid: installed together, and build/bin in a checkout. */
+        char self[256];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0) {
+            rc = -errno;
+            VDI_LOG_ERR("cannot find vdid's own path to locate vdi-vmm: %s; set vmm",
+                        vdi_strerror(rc));
+            goto err;
+        }
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        *slash = 0;
+        s->vmm_path = vdi_xasprintf("%s/vdi-vmm", self);
+    }
+    if (access(s->vmm_path, X_OK) < 0)
+        VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
+                     strerror(errno));
     return 0;
 err:
     free(path);
@@ -182,6 +203,9 @@ void srv__daemon_stop(srv_t *s, const char *why)
         srv__admin_close(s->admin);
         s->admin = NULL;
     }
+    if (s->vms_started)
+        srv__vms_stop(s);
+    s->vms_started = false;
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -200,6 +224,11 @@ int srv__daemon_run(srv_t *s)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
+    rc = srv__vms_start(s);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot read the desktops from the state database: %s", vdi_strerror(rc));
+        goto out;
+    }
     rc = srv__admin_start(s, &s->admin);
     if (rc < 0)
         goto out;
@@ -229,4 +258,6 @@ void srv__daemon_fini(srv_t *s)
     s->cfg = NULL;
     free(s->config_path);
     s->config_path = NULL;
+    free(s->vmm_path);
+    s->vmm_path = NULL;
 }
