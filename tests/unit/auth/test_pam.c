@@ -1,0 +1,279 @@
+/* Unit tests for auth/pam.c against a real PAM stack: pam_wrapper (LD_PRELOAD) runs service files
+ * from a temporary directory, pam_matrix checks passwords from a file, pam_listfile + pam_debug
+ * make an expired account, and nss_wrapper (when installed) supplies users and groups. No system
+ * user or PAM file is touched.
+ *
+ * The binary re-executes itself with the wrappers preloaded; it skips (exit 77) if libpam-wrapper
+ * is missing, unless VDI_REQUIRE_KVM=1 (CI), where a missing test dependency fails.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "auth/internal.h"
+
+static const char *const multiarch_dirs[] = {
+    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", NULL};
+
+static char *find_lib(const char *rel)
+{
+    for (int i = 0; multiarch_dirs[i]; i++) {
+        char *p = vdi_xasprintf("%s/%s", multiarch_dirs[i], rel);
+        if (access(p, R_OK) == 0)
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+static void write_file(const char *dir, const char *name, const char *fmt, ...) VDI_PRINTF(3, 4);
+static void write_file(const char *dir, const char *name, const char *fmt, ...)
+{
+    char *path = vdi_xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fclose(f);
+    free(path);
+}
+
+static bool have_nss;
+
+/* Parent: build the PAM world in a temporary directory and re-execute under the wrappers. */
+static void reexec(char **argv)
+{
+    char *pamw = find_lib("libpam_wrapper.so");
+    char *matrix = find_lib("pam_wrapper/pam_matrix.so");
+    char *listfile = find_lib("security/pam_listfile.so");
+    char *debug = find_lib("security/pam_debug.so");
+    char *deny = find_lib("security/pam_deny.so");
+    char *nssw = find_lib("libnss_wrapper.so");
+    if (!pamw || !matrix || !listfile || !debug || !deny) {
+        const char *ci = getenv("VDI_REQUIRE_KVM");
+        printf("%s: pam_wrapper/pam_matrix (libpam-wrapper) or pam_listfile/pam_debug missing\n",
+               ci && strcmp(ci, "1") == 0 ? "FAIL" : "SKIP");
+        exit(ci && strcmp(ci, "1") == 0 ? 1 : 77);
+    }
+    char tmpl[] = "/tmp/vdi-test-pam.XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (!dir) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    write_file(dir, "passdb",
+               "alice:secret:vdi-test\nbob:hunter2:vdi-test\ncarol:pw:other-service\n"
+               "olduser:oldpw:vdi-test\n");
+    write_file(dir, "expired.list", "olduser\n");
+    write_file(dir, "vdi-test",
+               "auth required %s passdb=%s/passdb\n"
+               "account [success=ok default=1] %s item=user sense=allow file=%s/expired.list "
+               "onerr=fail\n"
+               "account requisite %s acct=acct_expired\n"
+               "account required %s passdb=%s/passdb\n",
+               matrix, dir, listfile, dir, debug, matrix, dir);
+    /* Two modules that each ask for a password: the second hidden prompt must be refused. */
+    write_file(dir, "vdi-twoprompts",
+               "auth required %s passdb=%s/passdb\nauth required %s passdb=%s/passdb\n"
+               "account required %s passdb=%s/passdb\n",
+               matrix, dir, matrix, dir, matrix, dir);
+    write_file(dir, "other", "auth required %s\naccount required %s\n", deny, deny);
+    /* A module that asks with echo on: we never answer that. */
+    write_file(dir, "vdi-echo", "auth required %s passdb=%s/passdb echo\n", matrix, dir);
+    write_file(dir, "passwd",
+               "alice:x:1001:1001:Alice:/nonexistent:/bin/false\n"
+               "bob:x:1002:1002:Bob:/nonexistent:/bin/false\n");
+    write_file(dir, "group",
+               "alice:x:1001:\nbob:x:1002:\nvdi-admin:x:2000:alice\nstaff:x:2001:alice,bob\n");
+    char *preload = nssw ? vdi_xasprintf("%s:%s", pamw, nssw) : vdi_xstrdup(pamw);
+    setenv("LD_PRELOAD", preload, 1);
+    setenv("PAM_WRAPPER", "1", 1);
+    setenv("PAM_WRAPPER_SERVICE_DIR", dir, 1);
+    if (nssw) {
+        char *p = vdi_xasprintf("%s/passwd", dir), *g = vdi_xasprintf("%s/group", dir);
+        setenv("NSS_WRAPPER_PASSWD", p, 1);
+        setenv("NSS_WRAPPER_GROUP", g, 1);
+    }
+    setenv("VDI_TEST_PAM_DIR", dir, 1);
+    /* ASan wants to be first in the library list; the preloaded wrappers come first instead. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *asan2 = vdi_xasprintf("%s%sverify_asan_link_order=0", asan ? asan : "", asan ? ":" : "");
+    setenv("ASAN_OPTIONS", asan2, 1);
+    execv("/proc/self/exe", argv);
+    perror("execv /proc/self/exe");
+    exit(1);
+}
+
+static void cleanup_dir(void)
+{
+    const char *dir = getenv("VDI_TEST_PAM_DIR");
+    const char *files[] = {"passdb", "expired.list", "vdi-test", "vdi-twoprompts",
+                           "vdi-echo", "passwd",       "group", "other"};
+    if (!dir)
+        return;
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
+        char *p = vdi_xasprintf("%s/%s", dir, files[i]);
+        unlink(p);
+        free(p);
+    }
+    rmdir(dir);
+}
+
+static int check(const char *service, const char *user, const char *pass, auth_identity_t **id,
+                 const char **reason)
+{
+    *id = NULL;
+    *reason = NULL;
+    return auth__pam_check_blocking(service, "vdi-admin", user, pass, "192.0.2.1", id, reason);
+}
+
+static void test_right_password(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    assert_int_equal(check("vdi-test", "alice", "secret", &id, &reason), 0);
+    assert_non_null(id);
+    assert_string_equal(id->username, "alice");
+    if (have_nss) {
+        assert_int_equal(id->ngroups, 3);
+        assert_string_equal(id->groups[0], "alice"); /* the primary group first */
+        assert_true(id->is_admin);
+    }
+    auth_identity_free(id);
+    assert_int_equal(check("vdi-test", "bob", "hunter2", &id, &reason), 0);
+    if (have_nss) {
+        assert_int_equal(id->ngroups, 2);
+        assert_false(id->is_admin);
+    }
+    auth_identity_free(id);
+}
+
+static void test_wrong_password(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    assert_int_equal(check("vdi-test", "alice", "Secret", &id, &reason), VDI_EAUTH);
+    assert_null(id);
+    assert_string_equal(reason, "authentication failed");
+    assert_int_equal(check("vdi-test", "alice", "secret ", &id, &reason), VDI_EAUTH);
+}
+
+static void test_unknown_user(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    /* Same answer as a wrong password: the client learns nothing about which names exist. */
+    assert_int_equal(check("vdi-test", "mallory", "secret", &id, &reason), VDI_EAUTH);
+    assert_string_equal(reason, "authentication failed");
+}
+
+static void test_expired_account(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    assert_int_equal(check("vdi-test", "olduser", "oldpw", &id, &reason), VDI_EAUTH);
+    assert_string_equal(reason, "account expired");
+    /* With the wrong password, nothing about the account is revealed. */
+    assert_int_equal(check("vdi-test", "olduser", "nope", &id, &reason), VDI_EAUTH);
+    assert_string_equal(reason, "authentication failed");
+    /* pam_matrix's account stage refuses a user registered for another service. */
+    assert_int_equal(check("vdi-test", "carol", "pw", &id, &reason), VDI_EAUTH);
+    assert_string_equal(reason, "account not permitted to log in");
+}
+
+static void test_conversation_answers_one_hidden_prompt(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    assert_int_equal(check("vdi-twoprompts", "alice", "secret", &id, &reason), VDI_EAUTH);
+    assert_int_equal(check("vdi-echo", "alice", "secret", &id, &reason), VDI_EAUTH);
+    assert_int_equal(check("no-such-service", "alice", "secret", &id, &reason), VDI_EAUTH);
+}
+
+/* The queue: at most max_running checks in the pool, max_queued waiting, -EBUSY beyond. */
+struct qstate {
+    auth__pam_t *pam;
+    int done, ok, failed;
+    uint32_t max_seen;
+};
+
+static void on_done(int status, auth_identity_t *id, const char *reason, void *ctx)
+{
+    struct qstate *q = ctx;
+    (void)reason;
+    q->done++;
+    if (status == 0)
+        q->ok++;
+    else
+        q->failed++;
+    /* This job has left the pool; at most max_running - 1 others are in it plus a new one. */
+    q->max_seen = VDI_MAX(q->max_seen, auth__pam_running(q->pam));
+    auth_identity_free(id);
+}
+
+static void test_queue_cap(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct qstate q = {0};
+    q.pam = auth__pam_create(&loop, "vdi-test", "vdi-admin", 2, 5);
+    int busy = 0;
+    for (int i = 0; i < 10; i++) {
+        int err = auth__pam_submit(q.pam, i % 2 ? "alice" : "bob", i % 2 ? "secret" : "wrong",
+                                   "192.0.2.9", on_done, &q);
+        if (err == -EBUSY)
+            busy++;
+        else
+            assert_int_equal(err, 0);
+        assert_true(auth__pam_running(q.pam) <= 2);
+    }
+    assert_int_equal(busy, 3);
+    assert_int_equal(auth__pam_running(q.pam), 2);
+    assert_int_equal(auth__pam_queued(q.pam), 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(q.done, 7);
+    assert_int_equal(q.ok, 3); /* submissions 1, 3, 5 */
+    assert_int_equal(q.failed, 4);
+    assert_true(q.max_seen <= 2);
+    assert_int_equal(auth__pam_running(q.pam), 0);
+    auth__pam_destroy(q.pam);
+    uv_loop_close(&loop);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    if (!getenv("PAM_WRAPPER"))
+        reexec(argv);
+    have_nss = getenv("NSS_WRAPPER_PASSWD") != NULL;
+    if (!have_nss)
+        printf("# nss_wrapper (libnss-wrapper) not installed: group checks skipped\n");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_right_password),
+        cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_unknown_user),
+        cmocka_unit_test(test_expired_account),
+        cmocka_unit_test(test_conversation_answers_one_hidden_prompt),
+        cmocka_unit_test(test_queue_cap),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    cleanup_dir();
+    return rc;
+}
