@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "auth/auth.h"
 #include "common/vdi.h"
 #include "server/internal.h"
 
@@ -183,6 +184,20 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
     if (access(s->vmm_path, X_OK) < 0)
         VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
                      strerror(errno));
+
+    auth_config_t ac;
+    auth_config_defaults(&ac);
+    ac.pam_service = cfg->pam_service;
+    ac.tls_cert = cfg->tls_cert;
+    ac.tls_key = cfg->tls_key;
+    ac.state_dir = cfg->state_dir;
+    if (cfg->admin_group)
+        ac.admin_group = cfg->admin_group;
+    rc = auth_create(loop, &ac, &s->auth);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot set up authentication (TLS, PAM): %s", vdi_strerror(rc));
+        goto err;
+    }
     return 0;
 err:
     free(path);
@@ -202,6 +217,10 @@ void srv__daemon_stop(srv_t *s, const char *why)
     if (s->admin) {
         srv__admin_close(s->admin);
         s->admin = NULL;
+    }
+    if (s->gateway) {
+        srv__gateway_close(s->gateway);
+        s->gateway = NULL;
     }
     if (s->vms_started)
         srv__vms_stop(s);
@@ -229,12 +248,16 @@ int srv__daemon_run(srv_t *s)
         VDI_LOG_ERR("cannot read the desktops from the state database: %s", vdi_strerror(rc));
         goto out;
     }
+    rc = srv__gateway_start(s, &s->gateway);
+    if (rc < 0)
+        goto out;
     rc = srv__admin_start(s, &s->admin);
     if (rc < 0)
         goto out;
 
-    VDI_LOG_INFO("ready: admin=%s pools=%zu memory_budget=%" PRIu64 "M", s->cfg->admin_socket,
-                 s->cfg->n_pools, s->memory_budget >> 20);
+    VDI_LOG_INFO("ready: rfb_port=%d admin=%s pools=%zu memory_budget=%" PRIu64 "M",
+                 srv__gateway_port(s->gateway), s->cfg->admin_socket, s->cfg->n_pools,
+                 s->memory_budget >> 20);
     srv__notify("READY=1\nSTATUS=serving");
     uv_run(s->loop, UV_RUN_DEFAULT);
     rc = 0;
@@ -249,6 +272,8 @@ out:
 
 void srv__daemon_fini(srv_t *s)
 {
+    auth_destroy(s->auth);
+    s->auth = NULL;
     brk_store_close(s->store);
     s->store = NULL;
     if (s->lock_fd >= 0)

@@ -17,6 +17,8 @@ typedef struct srv_admin srv_admin_t;
 typedef struct srv_vm srv_vm_t;
 typedef struct srv_login srv_login_t;
 typedef struct srv_session srv_session_t;
+typedef struct srv_gateway srv_gateway_t;
+struct auth;
 
 /* The daemon. One per process; it borrows nothing and owns everything below. */
 typedef struct srv {
@@ -28,6 +30,8 @@ typedef struct srv {
     uint64_t memory_budget; /* resolved: bytes desktops may use, overcommit included */
     uv_signal_t sig_term, sig_int;
     srv_admin_t *admin;
+    struct auth *auth; /* auth/: TLS, PAM, VeNCrypt */
+    srv_gateway_t *gateway;
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
     vdi_list_t logins;        /* srv_login_t waiting for a desktop */
     uv_timer_t tick_timer;    /* vm.c: deadlines, retries, polls, spares */
@@ -64,6 +68,15 @@ void srv__admin_close(srv_admin_t *a);
 /* Run one request (a parsed JSON object) and return the reply object (new reference):
  * {"ok":true,"result":...} or {"ok":false,"error":"message"}. Never fails. */
 json_t *srv__admin_dispatch(srv_t *s, json_t *req);
+
+/* ---- gateway.c: the RFB listener ------------------------------------------------------------ */
+/* Listen on cfg->listen; logins go through s->auth, then the broker, then the desktop's display.
+ * Returns 0 or a uv/VDI_ECONFIG error (logged). */
+int srv__gateway_start(srv_t *s, srv_gateway_t **out);
+/* Stop listening, abort logins in progress, close every connection (their sessions end). */
+void srv__gateway_close(srv_gateway_t *gw);
+/* The port actually bound (listen = HOST:0 picks one). */
+int srv__gateway_port(const srv_gateway_t *gw);
 
 /* ---- vm.c: desktops and their VMMs ---------------------------------------------------------- */
 /* The VMM of a desktop is `vdi-vmm --control RUN_DIR/vm/ID/control.sock --display

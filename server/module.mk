@@ -2,16 +2,16 @@
 # vdid's parts are a library (libsrv.a) so that unit tests can link them.
 LIBS += srv
 srv_SRCS := $(filter-out server/vdid.c server/vdictl.c,$(wildcard server/*.c))
-srv_CFLAGS := $(call pc_cflags,libuv jansson sqlite3) \
+srv_CFLAGS := $(call pc_cflags,libuv jansson sqlite3 openssl) \
               $(if $(call pc_libs,libsystemd),-DVDI_HAVE_SYSTEMD)
 PROGS += vdid vdictl
 vdid_SRCS := server/vdid.c
-vdid_LIBS := srv brk common
+vdid_LIBS := srv brk auth common
 vdid_CFLAGS := $(call pc_cflags,libuv jansson)
-vdid_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd)
+vdid_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam
 vdictl_SRCS := server/vdictl.c
 vdictl_LIBS := common
 vdictl_CFLAGS := $(call pc_cflags,jansson)
 vdictl_LDLIBS := $(call pc_libs,jansson)
-UNIT_server_LIBS := srv brk common
-UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd)
+UNIT_server_LIBS := srv brk auth common
+UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam

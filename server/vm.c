@@ -45,12 +45,12 @@ struct srv_vm {
     uint64_t next_connect; /* ms: next control connect attempt (0: none wanted) */
     uint64_t deadline;     /* ms: ready / shutdown deadline for the current state (0: none) */
     uint64_t disconnect_at;
-    bool exit_poll;   /* control socket gone and no process handle: poll the pid */
-    bool guest_off;   /* the guest powered off (shutdown event): its exit is a logout */
-    bool killed;      /* we sent SIGKILL */
-    char crash[96];   /* from a crashed event */
-    char *rundir;     /* RUN_DIR/vm/ID */
-    char *datadir;    /* STATE_DIR/desktops/ID */
+    bool exit_poll; /* control socket gone and no process handle: poll the pid */
+    bool guest_off; /* the guest powered off (shutdown event): its exit is a logout */
+    bool killed;    /* we sent SIGKILL */
+    char crash[96]; /* from a crashed event */
+    char *rundir;   /* RUN_DIR/vm/ID */
+    char *datadir;  /* STATE_DIR/desktops/ID */
     char *ctl_path;
     char *dpy_path;
     srv_session_t *session;
@@ -459,8 +459,8 @@ static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool)
     snprintf(fb, sizeof(fb), "%ux%u", pool->fb_width, pool->fb_height);
     snprintf(name, sizeof(name), "desktop-%" PRId64, vm->id);
     const char *argv_c[] = {
-        s->vmm_path,   "--control", vm->ctl_path,     "--display", vm->dpy_path, "--memory", mem,
-        "--vcpus",     vcpus,       "--framebuffer", fb,          "--name",     name,
+        s->vmm_path, "--control", vm->ctl_path,    "--display", vm->dpy_path, "--memory", mem,
+        "--vcpus",   vcpus,       "--framebuffer", fb,          "--name",     name,
     };
     char *args[VDI_ARRAY_SIZE(argv_c) + 1];
     for (size_t i = 0; i < VDI_ARRAY_SIZE(argv_c); i++)
@@ -506,8 +506,7 @@ static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool)
 
 /* A new desktop in @pool for @owner ("" for a spare). On failure nothing is left but the
  * record (failed, with the reason). */
-static int vm_provision(srv_t *s, const brk_pool_config_t *pool, const char *owner,
-                        srv_vm_t **out)
+static int vm_provision(srv_t *s, const brk_pool_config_t *pool, const char *owner, srv_vm_t **out)
 {
     int64_t id;
     int rc = brk_store_desktop_create(s->store, pool->name, owner, pool->image, pool->memory, &id);
@@ -543,8 +542,7 @@ static void vm_gone(srv_vm_t *vm, bool failed, const char *reason)
     if (!failed && vm->state != BRK_DS_RECYCLING)
         vm_set_state(vm, BRK_DS_RECYCLING, reason);
     vm_set_state(vm, failed ? BRK_DS_FAILED : BRK_DS_GONE, reason);
-    brk_store_audit(s->store, NULL, failed ? "vmm.failed" : "vmm.exit", vm->id, vm->owner,
-                    reason);
+    brk_store_audit(s->store, NULL, failed ? "vmm.failed" : "vmm.exit", vm->id, vm->owner, reason);
     brk_store_desktop_set_vmm(s->store, vm->id, 0, "", 0);
     if (vm->session) {
         srv_session_t *se = vm->session;
@@ -622,8 +620,8 @@ int srv__vm_recycle(srv_t *s, int64_t id, bool hard, const char *why)
     }
     if (vm->state == BRK_DS_RECYCLING && !hard)
         return VDI_ESTATE;
-    brk_store_audit(s->store, "admin", hard ? "desktop.destroy" : "desktop.recycle", id,
-                    vm->owner, why);
+    brk_store_audit(s->store, "admin", hard ? "desktop.destroy" : "desktop.recycle", id, vm->owner,
+                    why);
     vm_recycle(vm, hard, why);
     return 0;
 }
@@ -647,8 +645,7 @@ static void spares_check(srv_t *s)
             if (strcmp(vm->pool, p->name) != 0)
                 continue;
             live++;
-            if (!vm->owner[0] &&
-                (vm->state == BRK_DS_PROVISIONING || vm->state == BRK_DS_READY))
+            if (!vm->owner[0] && (vm->state == BRK_DS_PROVISIONING || vm->state == BRK_DS_READY))
                 spares++;
         }
         while (spares < p->min_spares && live < p->max_desktops) {
@@ -695,8 +692,8 @@ static void on_tick(uv_timer_t *t)
                 if (!vm->proc && vm->pid > 0)
                     vm->exit_poll = true;
             } else if (vm->state == BRK_DS_RECYCLING) {
-                VDI_LOG_WARN("desktop=%" PRId64 " vmm did not exit within %us: killing it",
-                             vm->id, s->cfg->shutdown_timeout_s);
+                VDI_LOG_WARN("desktop=%" PRId64 " vmm did not exit within %us: killing it", vm->id,
+                             s->cfg->shutdown_timeout_s);
                 kill_group(vm, SIGKILL);
                 if (!vm->proc && vm->pid > 0)
                     vm->exit_poll = true;

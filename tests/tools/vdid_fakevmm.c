@@ -69,8 +69,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     long long start = now_ms();
     long long ready_at = getenv("FAKEVMM_NEVER_READY") ? -1
-                         : getenv("FAKEVMM_READY_MS") ? start + atoll(getenv("FAKEVMM_READY_MS"))
-                                                      : start + 100;
+                         : getenv("FAKEVMM_READY_MS")  ? start + atoll(getenv("FAKEVMM_READY_MS"))
+                                                       : start + 100;
     long long exit_at = getenv("FAKEVMM_EXIT_MS") ? start + atoll(getenv("FAKEVMM_EXIT_MS")) : -1;
     bool ignore_shutdown = getenv("FAKEVMM_IGNORE_SHUTDOWN") != NULL;
     int lfd = listen_unix(control);

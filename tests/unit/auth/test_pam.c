@@ -118,8 +118,8 @@ static void reexec(char **argv)
 static void cleanup_dir(void)
 {
     const char *dir = getenv("VDI_TEST_PAM_DIR");
-    const char *files[] = {"passdb", "expired.list", "vdi-test", "vdi-twoprompts",
-                           "vdi-echo", "passwd",       "group", "other"};
+    const char *files[] = {"passdb",   "expired.list", "vdi-test", "vdi-twoprompts",
+                           "vdi-echo", "passwd",       "group",    "other"};
     if (!dir)
         return;
     for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
