@@ -296,11 +296,12 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
         if (st != BRK_DS_GONE)
             json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
     return json_pack(
-        "{s:s, s:I, s:I, s:s, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version", VDI_VERSION,
-        "pid", (json_int_t)getpid(), "uptime", (json_int_t)((vdi_now_ms() - s->started_ms) / 1000),
-        "listen", s->cfg->listen, "pools", (int)s->cfg->n_pools, "desktops", states, "sessions",
-        (int)sessions, "memory", "host", (json_int_t)host, "budget", (json_int_t)s->memory_budget,
-        "used", (json_int_t)l.mem_used, "free",
+        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version",
+        VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
+        (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen", s->cfg->listen, "rfb_port",
+        srv__gateway_port(s->gateway), "pools", (int)s->cfg->n_pools, "desktops", states,
+        "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
+        (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
         (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
         "overcommit", (int)s->cfg->overcommit_pct);
 }

@@ -23,8 +23,8 @@
 #include "common/vdi.h"
 #include "server/internal.h"
 
-#define HIGH_WATER (1024 * 1024)
-#define LOW_WATER  (256 * 1024)
+#define HIGH_WATER        (1024 * 1024)
+#define LOW_WATER         (256 * 1024)
 #define RFB_HANDSHAKE_MAX 4096
 
 struct srv_gateway {
@@ -43,7 +43,14 @@ struct pending {
     vdi_list_t link;
 };
 
-enum gphase { G_DESKTOP, G_REFUSE, G_VMM_CONNECT, G_VMM_HANDSHAKE, G_SPLICE, G_CLOSING };
+enum gphase {
+    G_DESKTOP,
+    G_REFUSE,
+    G_VMM_CONNECT,
+    G_VMM_HANDSHAKE,
+    G_SPLICE,
+    G_CLOSING
+};
 
 struct gconn {
     srv_gateway_t *gw;
@@ -254,7 +261,14 @@ static void start_splice(struct gconn *c)
 }
 
 /* RFB 6143 §7.1-7.1.3, client side, towards the VMM's display: version, security None, result. */
-enum { HS_VERSION, HS_NTYPES, HS_TYPES, HS_RESULT, HS_REASON_LEN, HS_REASON };
+enum {
+    HS_VERSION,
+    HS_NTYPES,
+    HS_TYPES,
+    HS_RESULT,
+    HS_REASON_LEN,
+    HS_REASON
+};
 
 static int vmm_handshake(struct gconn *c)
 {
@@ -315,8 +329,8 @@ static int vmm_handshake(struct gconn *c)
                     return VDI_EPROTOCOL;
                 return 0;
             }
-            VDI_LOG_WARN_RL("desktop=%" PRId64 " display refused us: %.*s", c->desktop,
-                            (int)len, (const char *)p + 4);
+            VDI_LOG_WARN_RL("desktop=%" PRId64 " display refused us: %.*s", c->desktop, (int)len,
+                            (const char *)p + 4);
             return VDI_EPROTOCOL;
         }
         }
@@ -374,7 +388,7 @@ static void refuse_after_clientinit(struct gconn *c)
     uint8_t si[24 + 96];
     memset(si, 0, 24);
     si[0] = 320 >> 8, si[1] = 320 & 0xff, si[2] = 0, si[3] = 24;
-    si[4] = 32, si[5] = 24, si[6] = 0, si[7] = 1;   /* bpp, depth, little endian, true colour */
+    si[4] = 32, si[5] = 24, si[6] = 0, si[7] = 1;     /* bpp, depth, little endian, true colour */
     si[8] = 0, si[9] = 255, si[10] = 0, si[11] = 255; /* red, green max */
     si[12] = 0, si[13] = 255, si[14] = 16, si[15] = 8, si[16] = 0; /* blue max, shifts */
     si[20] = (uint8_t)(len >> 24), si[21] = (uint8_t)(len >> 16), si[22] = (uint8_t)(len >> 8);
@@ -459,8 +473,8 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
     snprintf(c->peer, sizeof(c->peer), "%s", res->peer);
     vdi_list_push_tail(&gw->conns, &c->link);
     brk_store_audit(gw->s->store, "auth", "login", 0, c->id->username, c->peer);
-    int rc = srv__login(gw->s, c->id->username, (const char *const *)c->id->groups,
-                        c->id->ngroups, on_desktop, c, &c->blogin);
+    int rc = srv__login(gw->s, c->id->username, (const char *const *)c->id->groups, c->id->ngroups,
+                        on_desktop, c, &c->blogin);
     if (rc < 0)
         refuse(c, "internal error; the administrator was told");
 }

@@ -15,3 +15,6 @@ vdictl_CFLAGS := $(call pc_cflags,jansson)
 vdictl_LDLIBS := $(call pc_libs,jansson)
 UNIT_server_LIBS := srv brk auth common
 UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam
+# Test tools: a stand-in VMM (control socket + libvncserver display) and a libvncclient viewer.
+TOOL_vdid_fakevmm_LDLIBS := -lvncserver
+TOOL_vdid_vncclient_LDLIBS := -lvncclient

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <poll.h>
+#include <rfb/rfb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,41 @@ static int listen_unix(const char *path)
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0)
         return -1;
     return fd;
+}
+
+static rfbScreenInfoPtr screen;
+static int fb_w = 320, fb_h = 240, n_keys;
+
+static void on_key(rfbBool down, rfbKeySym key, rfbClientPtr cl)
+{
+    (void)cl;
+    if (!down || n_keys >= fb_w)
+        return;
+    uint32_t *fb = (uint32_t *)screen->frameBuffer;
+    fb[n_keys] = key & 0xffffff;
+    rfbMarkRectAsModified(screen, n_keys, 0, n_keys + 1, 1);
+    n_keys++;
+}
+
+static void display_init(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--framebuffer") == 0)
+            sscanf(argv[i + 1], "%dx%d", &fb_w, &fb_h);
+    int one = 1;
+    char *dummy[] = {argv[0], NULL};
+    rfbLogEnable(getenv("FAKEVMM_DEBUG") != NULL);
+    screen = rfbGetScreen(&one, dummy, fb_w, fb_h, 8, 3, 4);
+    screen->frameBuffer = calloc((size_t)fb_w * fb_h, 4);
+    for (int i = fb_w; i < fb_w * fb_h; i++) /* a grey desktop below the key row */
+        ((uint32_t *)screen->frameBuffer)[i] = 0x404040;
+    screen->kbdAddEvent = on_key;
+    screen->cursor = NULL; /* no software cursor painted over the key row */
+    screen->desktopName = "fakevmm";
+    /* No TCP listener: clients come from our unix socket through rfbNewClient(). */
+    screen->socketState = RFB_SOCKET_READY;
+    screen->port = screen->ipv6port = screen->httpPort = -1;
+    rfbInitServer(screen);
 }
 
 static int clients[MAX_CLIENTS];
@@ -79,6 +115,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int dfd = display ? listen_unix(display) : -1;
+    if (dfd >= 0)
+        display_init(argc, argv);
     bool ready = false;
     long long quit_at = -1;
     fprintf(stderr, "fakevmm: pid %d control %s\n", (int)getpid(), control);
@@ -100,7 +138,9 @@ int main(int argc, char **argv)
         p[n++] = (struct pollfd){.fd = dfd, .events = POLLIN};
         for (int i = 0; i < n_clients; i++)
             p[n++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
-        poll(p, (nfds_t)n, 10);
+        poll(p, (nfds_t)n, 5);
+        if (screen)
+            rfbProcessEvents(screen, 0);
         if (p[0].revents & POLLIN) {
             int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
             if (c >= 0 && n_clients < MAX_CLIENTS)
@@ -111,7 +151,7 @@ int main(int argc, char **argv)
         if (dfd >= 0 && (p[1].revents & POLLIN)) {
             int c = accept4(dfd, NULL, NULL, SOCK_CLOEXEC);
             if (c >= 0)
-                close(c); /* no display in the fake */
+                rfbNewClient(screen, c);
         }
         for (int i = 2; i < n; i++) {
             if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
