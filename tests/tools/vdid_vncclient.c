@@ -10,6 +10,7 @@
  * connection failed, 4 connected but closed before a first frame (a refusal: see name=).
  */
 #include <rfb/rfbclient.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,8 @@ static rfbCredential *get_credential(rfbClient *cl, int type)
 static void on_update(rfbClient *cl, int x, int y, int w, int h)
 {
     if (getenv("VDI_TEST_VNC_DEBUG"))
-        fprintf(stderr, "update %d,%d %dx%d px0=%08x\n", x, y, w, h, ((uint32_t *)cl->frameBuffer)[0]);
+        fprintf(stderr, "update %d,%d %dx%d px0=%08x\n", x, y, w, h,
+                ((uint32_t *)cl->frameBuffer)[0]);
     if (!got_frame) {
         got_frame = 1;
         t_first = now_ms();
@@ -88,13 +90,15 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--timeout") == 0)
             timeout = atoll(argv[i + 1]);
     }
+    signal(SIGPIPE, SIG_IGN); /* a server that closes is a result, not a crash */
     rfbEnableClientLogging = getenv("VDI_TEST_VNC_DEBUG") != NULL;
     rfbClient *cl = rfbGetClient(8, 3, 4);
     cl->GetCredential = get_credential;
     cl->GotFrameBufferUpdate = on_update;
     cl->canHandleNewFBSize = TRUE;
     /* Lossless encodings only: --type reads pixel values back. */
-    cl->appData.encodingsString = getenv("VDI_TEST_VNC_ENC") ? getenv("VDI_TEST_VNC_ENC") : "zrle hextile zlib raw";
+    cl->appData.encodingsString =
+        getenv("VDI_TEST_VNC_ENC") ? getenv("VDI_TEST_VNC_ENC") : "zrle hextile zlib raw";
     /* VeNCrypt only: libvncclient picks it when the server offers nothing else. */
     char *hp = strdup(argv[1]);
     char *colon = strrchr(hp, ':');
@@ -140,8 +144,8 @@ int main(int argc, char **argv)
             /* The whole key row (earlier sessions' keys too), until it ends with @type. */
             uint32_t *fb = (uint32_t *)cl->frameBuffer;
             size_t i;
-            for (i = 0; i < (size_t)cl->width && i < sizeof(seen) - 1 &&
-                        (fb[i] & 0xffffff) && (fb[i] & 0xffffff) < 0x100;
+            for (i = 0; i < (size_t)cl->width && i < sizeof(seen) - 1 && (fb[i] & 0xffffff) &&
+                        (fb[i] & 0xffffff) < 0x100;
                  i++)
                 seen[i] = (char)(fb[i] & 0xff);
             seen[i] = 0;
