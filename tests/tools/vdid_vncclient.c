@@ -116,10 +116,15 @@ int main(int argc, char **argv)
     }
     int ended = 0;
     while (!got_frame && now_ms() - t0 < timeout) {
-        if (pump(cl, 50) < 0) {
+        if (pump(cl, 20) < 0) {
             ended = 1;
             break;
         }
+        /* libvncclient waits with select() on the socket, which misses TLS records GnuTLS has
+         * already read into its buffer: a message can sit there until more bytes arrive. Ask for
+         * one pixel (always answered) so that something does. */
+        if (!got_frame)
+            SendFramebufferUpdateRequest(cl, 0, 0, 1, 1, FALSE);
     }
     printf("name=%s width=%d height=%d", cl->desktopName ? cl->desktopName : "", cl->width,
            cl->height);
