@@ -28,6 +28,7 @@ for cs in 4k 64k 2M; do
         qemu-img convert -f raw -O qcow2 "${opts[@]}" pat.raw in.qcow2
         "$IO" dump in.qcow2 out.raw || t_fail "dump of a qemu-img image (cluster $cs, $comp)"
         t_check "read qemu-img image, cluster $cs, compression $comp" cmp -s out.raw pat.raw
+        t_check "our check finds that image clean (cluster $cs, $comp)" "$IO" check in.qcow2
     done
 done
 qemu-img convert -f raw -O qcow2 -o compat=0.10 pat.raw v2.qcow2

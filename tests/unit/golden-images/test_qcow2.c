@@ -304,6 +304,35 @@ static void test_crash_every_step(void **state)
     free(now);
 }
 
+/* Allocation n fails, for n = 1, 2, ... until open + write + close succeeds: every failure is a
+ * clean error (ASan finds leaks and bad frees), and the image stays consistent. */
+static void test_oom(void **state)
+{
+    (void)state;
+    uint8_t buf[CS];
+    fill(buf, sizeof(buf), 9);
+    int err = -ENOMEM;
+    for (unsigned n = 1; err == -ENOMEM && n < 1000; n++) {
+        img_disk_t *d;
+        new_overlay();
+        vdi_alloc_fail_at(n);
+        err = img_open(top, 0, &d);
+        if (err == 0) {
+            err = img_pwrite(d, buf, 100, 3 * CS + 5);
+            if (err == 0)
+                err = img_pwrite(d, buf, sizeof(buf), 40 * CS);
+            img_close(d);
+        }
+        vdi_alloc_fail_at(0);
+        if (err != 0)
+            assert_int_equal(err, -ENOMEM);
+        struct img_check_result r;
+        assert_int_equal(img_check(top, false, &r), 0);
+        assert_int_equal(r.errors, 0);
+    }
+    assert_int_equal(err, 0);
+}
+
 int main(void)
 {
     vdi_log_set_level(VDI_LOG_LEVEL_ERR - 1); /* the failures below are expected */
@@ -312,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_parse_rejects),
         cmocka_unit_test(test_copy_up_and_refcounts),
         cmocka_unit_test(test_crash_every_step),
+        cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
