@@ -237,8 +237,8 @@ static bool printable(const char *s)
     return true;
 }
 
-int auth_check_password(auth_t *a, const char *service, const char *username,
-                        const char *password, const char *peer, auth_check_cb cb, void *ctx)
+int auth_check_password(auth_t *a, const char *service, const char *username, const char *password,
+                        const char *peer, auth_check_cb cb, void *ctx)
 {
     size_t ul = username ? strlen(username) : 0, pl = password ? strlen(password) : 0;
     if (!ul || ul > a->cfg.max_username_len || !pl || pl > a->cfg.max_password_len ||

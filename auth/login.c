@@ -16,7 +16,13 @@
 
 #include "auth/internal.h"
 
-enum phase { PH_CLEAR, PH_TLS_HANDSHAKE, PH_TLS, PH_CHECKING, PH_FINISHED };
+enum phase {
+    PH_CLEAR,
+    PH_TLS_HANDSHAKE,
+    PH_TLS,
+    PH_CHECKING,
+    PH_FINISHED
+};
 
 struct auth_rfb_login {
     auth_t *a;
@@ -219,8 +225,8 @@ static void on_tls_read(auth_tls_t *t, ssize_t n, const uint8_t *data, void *ctx
     auth_rfb_login_t *l = ctx;
     (void)t;
     if (n < 0) {
-        VDI_LOG_WARN_RL("rfb peer=%s connection ended during the security handshake: %s",
-                        l->peer, vdi_strerror((int)n));
+        VDI_LOG_WARN_RL("rfb peer=%s connection ended during the security handshake: %s", l->peer,
+                        vdi_strerror((int)n));
         finish(l, n == UV_EOF ? VDI_EPROTOCOL : (int)n, NULL);
         return;
     }

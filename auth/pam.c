@@ -103,7 +103,8 @@ int auth__user_groups(const char *user, const char *admin_group, auth_identity_t
     for (int i = 0; i < ng; i++) {
         struct group gr, *grp = NULL;
         int e;
-        while ((e = getgrgid_r(gids[i], &gr, gbuf, gbufsz, &grp)) == ERANGE && gbufsz < (1u << 24)) {
+        while ((e = getgrgid_r(gids[i], &gr, gbuf, gbufsz, &grp)) == ERANGE &&
+               gbufsz < (1u << 24)) {
             gbufsz *= 2;
             gbuf = vdi_xrealloc(gbuf, gbufsz);
         }
@@ -242,8 +243,8 @@ static void req_free(struct req *r)
 static void work(uv_work_t *w) /* Thread: pool */
 {
     struct req *r = vdi_container_of(w, struct req, work);
-    r->status = auth__pam_check_blocking(r->pam->service, r->pam->admin_group, r->user,
-                                         r->password, r->rhost, &r->id, &r->reason);
+    r->status = auth__pam_check_blocking(r->pam->service, r->pam->admin_group, r->user, r->password,
+                                         r->rhost, &r->id, &r->reason);
     vdi_wipe(r->password, r->password_len);
 }
 

@@ -201,9 +201,10 @@ int auth__tls_ctx_create(const auth_config_t *cfg, SSL_CTX **x509_out, SSL_CTX *
         goto out_ssl;
     /* TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only. TLS 1.3 suites are OpenSSL's
      * defaults (all AEAD). */
-    if (!SSL_CTX_set_cipher_list(x509, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                       "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") ||
+    if (!SSL_CTX_set_cipher_list(x509,
+                                 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") ||
         !SSL_CTX_set1_groups_list(x509, "X25519:P-256:P-384"))
         goto out_ssl;
     if (SSL_CTX_use_certificate_chain_file(x509, cert) != 1) {

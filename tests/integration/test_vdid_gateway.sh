@@ -27,7 +27,7 @@ fi
 
 kill_vmms() {
     local p
-    for p in $(pgrep -f "$FAKE --control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
@@ -47,6 +47,14 @@ printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 users="alice bob $(seq -s, 1 24 | sed 's/\([0-9]*\)/u\1/g')"
 
+# The pool's image: a catalogue entry (the stand-in VMM boots nothing).
+make_image() {
+    truncate -s 1M "$T/disk.raw"
+    echo "not a kernel" >"$T/kernel"
+    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
+        t_fail "vdictl image import failed"
+}
+make_image
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state
@@ -59,7 +67,7 @@ memory_budget = 4G
 image = testdesk
 memory = 64M
 max_desktops = 24
-framebuffer = 320x240
+framebuffer = 336x200
 users = $users
 disconnect_timeout = 1
 [pool office]
@@ -99,7 +107,7 @@ t_check "TLS certificate made" test -f "$ca"
 # ---- login, keys
 login alice --type "hello" --hold 200
 t_check "alice logs in and gets a first frame" test "$rc" = 0
-t_check "her desktop is the pool's framebuffer size" grep -q "width=320 height=240" <<<"$out"
+t_check "her desktop is the pool's framebuffer size" grep -q "width=336 height=200" <<<"$out"
 t_check "the keys she typed show on her desktop ($out)" grep -q "keys=hello" <<<"$out"
 da=$(owner_desktop alice)
 t_check "alice owns a desktop" test -n "$da"
@@ -152,6 +160,7 @@ t_check "its files are deleted" test ! -e "$T/state/desktops/$db"
 # ---- 20 parallel logins: 20 distinct desktops; the 21st is beyond capacity
 kill -TERM "$vdid"; wait "$vdid"; kill_vmms
 rm -rf "$T/state" "$T/run"
+make_image
 sed -i 's/^max_desktops = 24/max_desktops = 20/' "$T/vdid.conf"
 start_vdid
 pids=()
