@@ -831,7 +831,7 @@ static void on_tick(uv_timer_t *t)
                     vm->exit_poll = true;
             } else if (vm->state == BRK_DS_RECYCLING) {
                 VDI_LOG_WARN("desktop=%" PRId64 " vmm did not exit within %us: killing it", vm->id,
-                             s->cfg->shutdown_timeout_s);
+                             s->cfg->shutdown_timeout_s + 5);
                 kill_group(vm, SIGKILL);
                 if (!vm->proc && vm->pid > 0)
                     vm->exit_poll = true;
