@@ -155,6 +155,7 @@ int main(int argc, char **argv)
         printf("error=login-or-connect-failed\n");
         return 3;
     }
+    long long t_init = now_ms(); /* ServerInit received: login, TLS, PAM, broker done */
     int ended = 0;
     while (!got_frame && now_ms() - t0 < timeout) {
         if (pump(cl, 20) < 0) {
@@ -174,7 +175,7 @@ int main(int argc, char **argv)
         rfbClientCleanup(cl);
         return ended ? 4 : 5;
     }
-    printf(" first_frame_ms=%lld", t_first - t0);
+    printf(" first_frame_ms=%lld init_ms=%lld", t_first - t0, t_init - t0);
     uint32_t before = 0;
     if (region_y >= 0) {
         /* Let the screen settle (the full first frame may come in pieces). */
