@@ -5,7 +5,10 @@
  *   name=DESKTOP-NAME width=W height=H first_frame_ms=N [keys=TEXT]
  *
  * Usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] [--hold MS] [--timeout MS]
- *                      [--region Y H]
+ *                      [--region Y H] [--flood N --stall MS]
+ * --flood: after the first frame, ask N times for the whole screen, then read nothing for MS
+ * milliseconds; --stall alone: read nothing for MS milliseconds right after ServerInit (slow
+ * clients: the gateway must not buffer what it cannot deliver).
  * --region: also print region=HASH, an FNV-1a hash of rows [Y, Y+H) once the screen settled
  * (after typing, once it changed: a real guest drawing the keys it got).
  * --type: press and release each character, then read back the stand-in VMM's key row (pixel i
@@ -109,7 +112,7 @@ static int pump(rfbClient *cl, long long ms)
 int main(int argc, char **argv)
 {
     const char *type = NULL;
-    long long hold = 0, timeout = 10000;
+    long long hold = 0, timeout = 10000, flood = 0, stall = 0;
     if (argc < 3) {
         fprintf(stderr, "usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] "
                         "[--hold MS] [--timeout MS]\n");
@@ -125,6 +128,10 @@ int main(int argc, char **argv)
             hold = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--timeout") == 0)
             timeout = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--flood") == 0)
+            flood = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--stall") == 0)
+            stall = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--region") == 0 && i + 2 < argc) {
             region_y = atoi(argv[i + 1]);
             region_h = atoi(argv[i + 2]);
@@ -156,6 +163,16 @@ int main(int argc, char **argv)
         return 3;
     }
     long long t_init = now_ms(); /* ServerInit received: login, TLS, PAM, broker done */
+    if (stall && !flood) {
+        /* A viewer that stops reading right after ServerInit. */
+        printf("name=%s init_ms=%lld stalled\n", cl->desktopName ? cl->desktopName : "",
+               t_init - t0);
+        fflush(stdout);
+        struct timespec ts = {(time_t)(stall / 1000), (long)(stall % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        rfbClientCleanup(cl);
+        return 0;
+    }
     int ended = 0;
     while (!got_frame && now_ms() - t0 < timeout) {
         if (pump(cl, 20) < 0) {
@@ -242,6 +259,12 @@ int main(int argc, char **argv)
     }
     printf("\n");
     fflush(stdout);
+    if (flood) {
+        for (long long i = 0; i < flood; i++)
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, FALSE);
+        struct timespec ts = {(time_t)(stall / 1000), (long)(stall % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (hold)
         pump(cl, hold);
     rfbClientCleanup(cl);
