@@ -76,6 +76,7 @@ type = dedicated
 memory = 64M
 max_desktops = 1
 groups = staff
+idle_timeout = 2
 CONF
 
 start_vdid() {
@@ -152,6 +153,12 @@ dc=$(owner_desktop carol)
 t_check "her desktop is disconnected, not recycled, after she leaves" t_wait_for 5 state_is "$dc" disconnected
 sleep 1.5
 t_check "still there after the disconnect timeout" state_is "$dc" disconnected
+
+# ---- idle timeout (2 s in the office pool): a viewer that sends nothing is disconnected
+start=$(date +%s)
+login carol --hold 8000
+t_check "an idle viewer is disconnected before it would have left" test $(( $(date +%s) - start )) -lt 7
+t_check "its session ended for being idle" bash -c '"$1" sessions list --all | grep -q "idle timeout"' _ "$VDICTL"
 
 # ---- floating: recycled after disconnect_timeout (1 s), its files deleted
 t_check "bob's floating desktop is recycled after the disconnect timeout" t_wait_for 10 state_is "$db" gone
