@@ -151,7 +151,7 @@ static void test_uart(void **state)
     (void)state;
     vmm_vm_t *vm = new_vm();
     assert_int_equal(in(vm, 0x3fd, 1) & 0x61, 0x60); /* THRE, TEMT, no data */
-    out(vm, 0x3fb, 1, 0x80); /* DLAB */
+    out(vm, 0x3fb, 1, 0x80);                         /* DLAB */
     out(vm, 0x3f8, 1, 0x01);
     out(vm, 0x3f9, 1, 0x02);
     assert_int_equal(in(vm, 0x3f8, 1), 0x01);
@@ -197,7 +197,7 @@ static void test_hostile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acpi_pm), cmocka_unit_test(test_i8042), cmocka_unit_test(test_rtc),
+        cmocka_unit_test(test_acpi_pm), cmocka_unit_test(test_i8042),   cmocka_unit_test(test_rtc),
         cmocka_unit_test(test_uart),    cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
