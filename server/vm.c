@@ -1004,7 +1004,12 @@ void srv__session_close(srv_session_t *se, const char *reason)
 {
     srv_vm_t *vm = se->vm;
     srv_t *s = se->s;
-    if (vm) {
+    if (vm && s->stopping) {
+        /* vdid is stopping, not the desktop: it stays as it is, and the next vdid marks it
+         * disconnected when it re-attaches. */
+        brk_store_session_close(s->store, se->id, reason);
+        vm->session = NULL;
+    } else if (vm) {
         brk_store_session_close(s->store, se->id, reason);
         vm->session = NULL;
         if (vm->state == BRK_DS_IN_USE) {
