@@ -1,11 +1,18 @@
 /* server/vdictl.c: the admin command line. Each command group lives in its own table entry. */
 #define VDI_LOG_TAG "vdictl"
 #include <getopt.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/vdi.h"
 #include "golden-images/img.h"
+
+static const char *opt_socket; /* --socket PATH */
 
 struct vdictl_cmd {
     const char *name;
@@ -13,7 +20,416 @@ struct vdictl_cmd {
     int (*run)(int argc, char **argv); /* argv[0] is the command name */
 };
 
+/* ---- talking to vdid ---------------------------------------------------------------------- */
+static const char *admin_socket(void)
+{
+    if (opt_socket)
+        return opt_socket;
+    const char *env = getenv("VDI_ADMIN_SOCKET");
+    return env && *env ? env : "/run/vdi/vdid.sock";
+}
+
+/* Send {"cmd":@cmd,"args":@args} (steals @args) and return the result (new reference), or NULL
+ * after printing the error. */
+static json_t *request(const char *cmd, json_t *args)
+{
+    const char *path = admin_socket();
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    json_t *req = json_pack("{s:s, s:o}", "cmd", cmd, "args", args ? args : json_object());
+    char *line = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *result = NULL;
+    int fd = -1;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "vdictl: admin socket path too long: %s\n", path);
+        goto out;
+    }
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        fprintf(stderr, "vdictl: cannot reach vdid at %s: %s (is vdid running? --socket PATH)\n",
+                path, strerror(errno));
+        goto out;
+    }
+    size_t len = strlen(line);
+    line[len] = '\n'; /* json_dumps left room for the NUL */
+    for (size_t off = 0; off < len + 1;) {
+        ssize_t n = write(fd, line + off, len + 1 - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            fprintf(stderr, "vdictl: %s: write: %s\n", path, strerror(errno));
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    vdi_buf_t in = VDI_BUF_INIT;
+    for (;;) {
+        char chunk[65536];
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "vdictl: %s: read: %s\n", path, strerror(errno));
+            vdi_buf_free(&in);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (vdi_buf_append(&in, chunk, (size_t)n) < 0) {
+            fprintf(stderr, "vdictl: out of memory\n");
+            vdi_buf_free(&in);
+            goto out;
+        }
+        if (memchr(chunk, '\n', (size_t)n))
+            break;
+    }
+    json_error_t jerr;
+    json_t *reply = json_loadb((const char *)in.data, in.len, JSON_DISABLE_EOF_CHECK, &jerr);
+    vdi_buf_free(&in);
+    if (!reply) {
+        fprintf(stderr, "vdictl: vdid sent a reply that is not JSON: %s\n", jerr.text);
+        goto out;
+    }
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        const char *e = json_string_value(json_object_get(reply, "error"));
+        fprintf(stderr, "vdictl: %s: %s\n", cmd, e ? e : "failed (no reason given)");
+    } else {
+        result = json_incref(json_object_get(reply, "result"));
+    }
+    json_decref(reply);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(line);
+    return result;
+}
+
+/* Print @result as JSON (--json) and release it. */
+static int print_json(json_t *result)
+{
+    char *t = json_dumps(result, JSON_INDENT(2) | JSON_ENCODE_ANY);
+    puts(t ? t : "null");
+    free(t);
+    json_decref(result);
+    return 0;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s && *s ? s : "-";
+}
+static long long jint(json_t *o, const char *k)
+{
+    return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static void fmt_time(long long t, char *buf, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (t <= 0) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    localtime_r(&tt, &tm);
+    strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* Common options of the listing commands: --json, plus what @extra names. Returns the index
+ * of the first positional argument, or -1 after printing a usage error. */
+struct lopts {
+    bool json, all;
+    const char *pool, *state;
+    long n;
+};
+
+static int parse_opts(int argc, char **argv, const char *usage_line, struct lopts *o)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},       {"all", no_argument, NULL, 'a'},
+        {"pool", required_argument, NULL, 'p'}, {"state", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+    };
+    int c;
+    memset(o, 0, sizeof(*o));
+    o->n = 20;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "jap:s:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            o->json = true;
+            break;
+        case 'a':
+            o->all = true;
+            break;
+        case 'p':
+            o->pool = optarg;
+            break;
+        case 's':
+            o->state = optarg;
+            break;
+        case 'n': {
+            uint64_t v;
+            if (vdi_parse_u64(optarg, 1, 100000, &v) < 0) {
+                fprintf(stderr, "vdictl: -n: '%s' is not a number from 1 to 100000\n", optarg);
+                return -1;
+            }
+            o->n = (long)v;
+            break;
+        }
+        case 'h':
+            printf("Usage: vdictl %s\n", usage_line);
+            exit(0);
+        default:
+            fprintf(stderr, "Usage: vdictl %s\n", usage_line);
+            return -1;
+        }
+    }
+    return optind;
+}
+
+static int parse_id(const char *s, json_t **args)
+{
+    uint64_t id;
+    if (vdi_parse_u64(s, 1, INT64_MAX, &id) < 0) {
+        fprintf(stderr, "vdictl: '%s' is not a desktop or session id\n", s);
+        return -1;
+    }
+    *args = json_pack("{s:I}", "id", (json_int_t)id);
+    return 0;
+}
+
+/* ---- commands ----------------------------------------------------------------------------- */
+static int run_status(int argc, char **argv)
+{
+    struct lopts o;
+    int i = parse_opts(argc, argv, "status [--json]", &o);
+    if (i < 0 || i != argc)
+        return 2;
+    json_t *r = request("status", NULL);
+    if (!r)
+        return 1;
+    if (o.json)
+        return print_json(r);
+    json_t *mem = json_object_get(r, "memory");
+    printf("vdid %s, pid %lld, up %llds, gateway %s\n", jstr(r, "version"), jint(r, "pid"),
+           jint(r, "uptime"), jstr(r, "listen"));
+    printf("pools: %lld   open sessions: %lld\n", jint(r, "pools"), jint(r, "sessions"));
+    printf("desktops:");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(r, "desktops"), k, v)
+        printf(" %s=%lld", k, (long long)json_integer_value(v));
+    printf("\nmemory: host %lldM, budget %lldM (overcommit %lld%%), used %lldM, free %lldM\n",
+           jint(mem, "host") >> 20, jint(mem, "budget") >> 20, jint(mem, "overcommit"),
+           jint(mem, "used") >> 20, jint(mem, "free") >> 20);
+    json_decref(r);
+    return 0;
+}
+
+static int run_pools(int argc, char **argv)
+{
+    struct lopts o;
+    int i = parse_opts(argc, argv, "pools [list] [--json]", &o);
+    if (i < 0)
+        return 2;
+    if (i < argc && strcmp(argv[i], "list") == 0)
+        i++;
+    if (i != argc) {
+        fprintf(stderr, "vdictl pools: unexpected argument '%s'\n", argv[i]);
+        return 2;
+    }
+    json_t *r = request("pools.list", NULL);
+    if (!r)
+        return 1;
+    if (o.json)
+        return print_json(r);
+    printf("%-16s %-16s %-9s %5s %7s %-10s %6s %5s %6s %5s\n", "POOL", "IMAGE", "TYPE", "VCPUS",
+           "MEMORY", "FB", "SPARES", "MAX", "IN-USE", "READY");
+    size_t idx;
+    json_t *p;
+    json_array_foreach(r, idx, p)
+    {
+        printf("%-16s %-16s %-9s %5lld %6lldM %-10s %6lld %5lld %6lld %5lld\n", jstr(p, "name"),
+               jstr(p, "image"), jstr(p, "type"), jint(p, "vcpus"), jint(p, "memory") >> 20,
+               jstr(p, "framebuffer"), jint(p, "min_spares"), jint(p, "max_desktops"),
+               jint(p, "in_use"), jint(p, "ready"));
+    }
+    json_decref(r);
+    return 0;
+}
+
+static void print_desktop_row(json_t *d)
+{
+    printf("%6lld %-16s %-13s %-16s %-16s %8lld %6lldM %s\n", jint(d, "id"), jstr(d, "pool"),
+           jstr(d, "state"), jstr(d, "owner"), jstr(d, "image"), jint(d, "vmm_pid"),
+           jint(d, "memory") >> 20,
+           json_string_length(json_object_get(d, "reason")) ? jstr(d, "reason") : "");
+}
+
+static int run_desktops(int argc, char **argv)
+{
+    static const char *usage_line =
+        "desktops list [--pool P] [--state S] [--all] [--json] | show ID [--json] | "
+        "destroy ID | recycle ID";
+    struct lopts o;
+    int i = parse_opts(argc, argv, usage_line, &o);
+    if (i < 0)
+        return 2;
+    const char *sub = i < argc ? argv[i++] : "list";
+    json_t *args = NULL;
+    if (strcmp(sub, "list") == 0) {
+        if (i != argc) {
+            fprintf(stderr, "Usage: vdictl %s\n", usage_line);
+            return 2;
+        }
+        args = json_object();
+        if (o.pool)
+            json_object_set_new(args, "pool", json_string(o.pool));
+        if (o.state)
+            json_object_set_new(args, "state", json_string(o.state));
+        if (o.all)
+            json_object_set_new(args, "all", json_true());
+        json_t *r = request("desktops.list", args);
+        if (!r)
+            return 1;
+        if (o.json)
+            return print_json(r);
+        printf("%6s %-16s %-13s %-16s %-16s %8s %7s %s\n", "ID", "POOL", "STATE", "OWNER", "IMAGE",
+               "VMM-PID", "MEMORY", "REASON");
+        size_t idx;
+        json_t *d;
+        json_array_foreach(r, idx, d) print_desktop_row(d);
+        json_decref(r);
+        return 0;
+    }
+    if (strcmp(sub, "show") == 0 || strcmp(sub, "destroy") == 0 || strcmp(sub, "recycle") == 0) {
+        if (i + 1 != argc) {
+            fprintf(stderr, "Usage: vdictl desktops %s ID\n", sub);
+            return 2;
+        }
+        if (parse_id(argv[i], &args) < 0)
+            return 2;
+        char cmd[32];
+        snprintf(cmd, sizeof(cmd), "desktops.%s", sub);
+        json_t *r = request(cmd, args);
+        if (!r)
+            return 1;
+        if (o.json)
+            return print_json(r);
+        if (strcmp(sub, "show") == 0) {
+            char c[32], u[32];
+            fmt_time(jint(r, "created"), c, sizeof(c));
+            fmt_time(jint(r, "updated"), u, sizeof(u));
+            printf("desktop %lld\n  pool:     %s\n  state:    %s\n  owner:    %s\n"
+                   "  image:    %s (version %lld)\n  overlay:  %s\n  vmm pid:  %lld\n"
+                   "  memory:   %lldM\n  created:  %s\n  updated:  %s\n  reason:   %s\n",
+                   jint(r, "id"), jstr(r, "pool"), jstr(r, "state"), jstr(r, "owner"),
+                   jstr(r, "image"), jint(r, "image_version"), jstr(r, "overlay"),
+                   jint(r, "vmm_pid"), jint(r, "memory") >> 20, c, u, jstr(r, "reason"));
+        } else {
+            printf("desktop %lld: %s\n", jint(r, "id"), jstr(r, "state"));
+        }
+        json_decref(r);
+        return 0;
+    }
+    fprintf(stderr, "vdictl desktops: unknown subcommand '%s'\nUsage: vdictl %s\n", sub,
+            usage_line);
+    return 2;
+}
+
+static int run_sessions(int argc, char **argv)
+{
+    static const char *usage_line = "sessions list [--all] [--json] | disconnect ID";
+    struct lopts o;
+    int i = parse_opts(argc, argv, usage_line, &o);
+    if (i < 0)
+        return 2;
+    const char *sub = i < argc ? argv[i++] : "list";
+    if (strcmp(sub, "list") == 0 && i == argc) {
+        json_t *args = o.all ? json_pack("{s:b}", "all", 1) : NULL;
+        json_t *r = request("sessions.list", args);
+        if (!r)
+            return 1;
+        if (o.json)
+            return print_json(r);
+        printf("%6s %-16s %7s %-22s %-19s %-19s %s\n", "ID", "USER", "DESKTOP", "CLIENT", "STARTED",
+               "ENDED", "END-REASON");
+        size_t idx;
+        json_t *s;
+        json_array_foreach(r, idx, s)
+        {
+            char st[32], en[32];
+            fmt_time(jint(s, "started"), st, sizeof(st));
+            fmt_time(jint(s, "ended"), en, sizeof(en));
+            printf("%6lld %-16s %7lld %-22s %-19s %-19s %s\n", jint(s, "id"), jstr(s, "user"),
+                   jint(s, "desktop"), jstr(s, "client"), st, en,
+                   jint(s, "ended") ? jstr(s, "end_reason") : "");
+        }
+        json_decref(r);
+        return 0;
+    }
+    if (strcmp(sub, "disconnect") == 0 && i + 1 == argc) {
+        json_t *args;
+        if (parse_id(argv[i], &args) < 0)
+            return 2;
+        json_t *r = request("sessions.disconnect", args);
+        if (!r)
+            return 1;
+        if (o.json)
+            return print_json(r);
+        printf("session %s: disconnected\n", argv[i]);
+        json_decref(r);
+        return 0;
+    }
+    fprintf(stderr, "Usage: vdictl %s\n", usage_line);
+    return 2;
+}
+
+static int run_audit(int argc, char **argv)
+{
+    static const char *usage_line = "audit [tail] [-n N] [--json]";
+    struct lopts o;
+    int i = parse_opts(argc, argv, usage_line, &o);
+    if (i < 0)
+        return 2;
+    if (i < argc && strcmp(argv[i], "tail") == 0)
+        i++;
+    if (i != argc) {
+        fprintf(stderr, "Usage: vdictl %s\n", usage_line);
+        return 2;
+    }
+    json_t *r = request("audit.tail", json_pack("{s:i}", "n", (int)o.n));
+    if (!r)
+        return 1;
+    if (o.json)
+        return print_json(r);
+    size_t idx;
+    json_t *a;
+    json_array_foreach(r, idx, a)
+    {
+        char t[32];
+        fmt_time(jint(a, "ts"), t, sizeof(t));
+        printf("%s %-8s %-16s", t, jstr(a, "actor"), jstr(a, "event"));
+        if (jint(a, "desktop"))
+            printf(" desktop=%lld", jint(a, "desktop"));
+        if (json_string_length(json_object_get(a, "user")))
+            printf(" user=%s", jstr(a, "user"));
+        printf(" %s\n", json_string_value(json_object_get(a, "detail")));
+    }
+    json_decref(r);
+    return 0;
+}
+
 static const struct vdictl_cmd commands[] = {
+    {"status", "host capacity and use, desktops by state", run_status},
+    {"pools", "list the pools and their desktops", run_pools},
+    {"desktops", "list, show, destroy or recycle desktops", run_desktops},
+    {"sessions", "list or disconnect sessions", run_sessions},
+    {"audit", "the last entries of the audit log", run_audit},
     {"image", "golden images (catalogue) and disk image files", img_cli_main},
     {NULL, NULL, NULL},
 };
@@ -23,6 +439,8 @@ static void usage(FILE *f)
     fprintf(f, "Usage: vdictl [OPTION]... COMMAND [ARG]...\n"
                "Administer vdi: pools, desktops, sessions and golden images.\n"
                "\n"
+               "  -s, --socket PATH  vdid's admin socket (default $VDI_ADMIN_SOCKET or\n"
+               "                     /run/vdi/vdid.sock)\n"
                "  -h, --help      show this help and exit\n"
                "  -V, --version   show the version and exit\n"
                "\n"
@@ -39,6 +457,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"socket", required_argument, NULL, 's'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -46,8 +465,11 @@ int main(int argc, char **argv)
     vdi_log_set_program("vdictl");
     vdi_log_init_from_env();
     /* '+': stop at the first non-option, so commands parse their own options. */
-    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+hVs:", opts, NULL)) != -1) {
         switch (c) {
+        case 's':
+            opt_socket = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;

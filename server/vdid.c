@@ -1,9 +1,11 @@
 /* server/vdid.c: the vdid daemon's entry point: options, logging, then the daemon itself. */
 #define VDI_LOG_TAG "vdid"
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "common/vdi.h"
+#include "server/internal.h"
 
 static void usage(FILE *f)
 {
@@ -11,6 +13,7 @@ static void usage(FILE *f)
                "The vdi daemon: VNC/TLS gateway, connection broker and desktop supervisor.\n"
                "\n"
                "  -c, --config FILE     configuration file (default /etc/vdi/vdid.conf)\n"
+               "      --check-config    check the configuration file and exit\n"
                "      --log-level LEVEL err, warn, info (default) or debug\n"
                "  -h, --help            show this help and exit\n"
                "  -V, --version         show the version and exit\n");
@@ -19,13 +22,12 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"log-level", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"log-level", required_argument, NULL, 'L'},
+        {"check-config", no_argument, NULL, 'C'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
     };
     const char *config = "/etc/vdi/vdid.conf";
+    bool check_only = false, level_set = false;
     int c;
 
     vdi_log_set_program("vdid");
@@ -43,8 +45,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             vdi_log_set_level(level);
+            level_set = true;
             break;
         }
+        case 'C':
+            check_only = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -61,8 +67,35 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    VDI_LOG_ERR("config=%s: the broker and its listeners are not part of this build yet; "
-                "see the status table in README.md",
-                config);
-    return 1;
+    if (getenv("VDI_LOG_LEVEL"))
+        level_set = true;
+
+    char err[512];
+    brk_config_t *cfg = NULL;
+    int rc = brk_config_load(config, &cfg, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "vdid: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: ok (%zu pools)\n", config, cfg->n_pools);
+        brk_config_free(cfg);
+        return 0;
+    }
+    if (!level_set)
+        vdi_log_set_level(cfg->log_level);
+    /* A vanished admin client or viewer must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_t s;
+    uv_loop_t *loop = uv_default_loop();
+    rc = srv__daemon_init(&s, loop, cfg, config);
+    if (rc < 0)
+        return 1;
+    VDI_LOG_INFO("vdid %s starting: config=%s state_dir=%s run_dir=%s", VDI_VERSION, config,
+                 s.cfg->state_dir, s.cfg->run_dir);
+    rc = srv__daemon_run(&s);
+    srv__daemon_fini(&s);
+    uv_loop_close(loop);
+    return rc < 0 ? 1 : 0;
 }

@@ -1,0 +1,238 @@
+/* broker/brk.h: the connection broker inside vdid: its configuration (INI), the state store
+ * (SQLite: pools, desktops, sessions, tokens, audit log) and the desktop state machine.
+ *
+ * Thread rules: every function here runs on vdid's loop thread (or, in vdictl and tests, on
+ * the only thread) unless its comment says otherwise. Nothing here is thread-safe.
+ */
+#ifndef VDI_BROKER_BRK_H
+#define VDI_BROKER_BRK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Configuration ------------------------------------------------------------------------ */
+/* The configuration is a plain value: callers read its fields. Every option, its default and its
+ * range are documented in docs/config.md (kept in step with the table in broker/config.c). */
+
+typedef enum {
+    BRK_POOL_FLOATING = 0,  /* a desktop per login, destroyed on logout or disconnect timeout */
+    BRK_POOL_DEDICATED = 1, /* a desktop per user that persists and is resumed */
+} brk_pool_type_t;
+
+typedef struct {
+    char *name;           /* [pool NAME]: letters, digits, '-', '_' and '.' */
+    char *image;          /* golden image name (required) */
+    brk_pool_type_t type; /* floating | dedicated */
+    uint32_t vcpus;       /* vCPUs per desktop */
+    uint64_t memory;      /* guest memory in bytes */
+    uint32_t fb_width;    /* framebuffer size */
+    uint32_t fb_height;
+    uint32_t min_spares;   /* ready desktops kept waiting for a login */
+    uint32_t max_desktops; /* desktops of this pool at most, spares included */
+    char **users;          /* entitled user names (n_users entries) */
+    size_t n_users;
+    char **groups; /* entitled group names (n_groups entries) */
+    size_t n_groups;
+    uint32_t disconnect_timeout_s; /* disconnected this long: floating desktops are recycled */
+    uint32_t idle_timeout_s;       /* no input for this long: the session is closed (0 = off) */
+    unsigned line;                 /* line of the [pool NAME] header, for messages */
+} brk_pool_config_t;
+
+/* [auth]: the gateway's login limits, handed to auth/ (auth_config_t; docs/auth.md). */
+typedef struct {
+    bool allow_tlsplain; /* also offer VeNCrypt TLSPlain (anonymous TLS) */
+    bool tlsplain_only;
+    uint32_t handshake_timeout_ms;
+    uint32_t pam_max_concurrent;
+    uint32_t pam_max_queued;
+    uint32_t max_checks_per_addr; /* 0: no cap */
+    uint32_t max_username_len;
+    uint32_t max_password_len;
+    uint32_t user_free_failures, user_backoff_base_ms, user_backoff_max_ms;
+    uint32_t user_lockout_failures, user_lockout_ms;
+    uint32_t addr_free_failures, addr_backoff_base_ms, addr_backoff_max_ms;
+    uint32_t addr_lockout_failures, addr_lockout_ms;
+} brk_auth_config_t;
+
+typedef struct {
+    char *state_dir;    /* vdi.db, desktops/ID/, images/ (the golden image catalogue) */
+    char *run_dir;      /* vm/ID/{control,display}.sock */
+    char *admin_socket; /* the admin socket (JSON lines) */
+    char *admin_group;  /* group allowed on the admin socket (NULL: root only, mode 0600) */
+    char *listen;       /* RFB gateway address, "HOST:PORT" */
+    char *vmm;          /* path of the vdi-vmm program */
+    char *tls_cert;     /* PEM certificate and key for the gateway's TLS */
+    char *tls_key;
+    char *pam_service;           /* PAM service name */
+    uint64_t memory_budget;      /* bytes of host memory desktops may use (0: MemTotal - reserve) */
+    uint64_t memory_reserve;     /* host memory kept for everything else when the budget is auto */
+    uint32_t overcommit_pct;     /* admission: sum of desktop memory <= budget * pct / 100 */
+    uint32_t ready_timeout_s;    /* a new desktop that is not ready after this long has failed */
+    uint32_t shutdown_timeout_s; /* a recycled VMM that has not exited after this long is killed */
+    int log_level;               /* VDI_LOG_LEVEL_* */
+    brk_auth_config_t auth;
+    brk_pool_config_t *pools;
+    size_t n_pools;
+} brk_config_t;
+
+/* Parse the INI text @text (@len bytes, need not be NUL-terminated), named @name in messages.
+ * On success *out holds a new config the caller owns (release with brk_config_free()). On
+ * failure returns VDI_ECONFIG (or -ENOMEM) and writes one line to @err (@errlen bytes) naming
+ * the file, the line and the problem, e.g. "vdid.conf:12: unknown key 'vcpu' in [pool x]". */
+int brk_config_parse(const char *text, size_t len, const char *name, brk_config_t **out, char *err,
+                     size_t errlen);
+/* Read and parse the file @path; as brk_config_parse(), and -errno when the file cannot be
+ * read (named in @err). Blocking: call before the loop starts. */
+int brk_config_load(const char *path, brk_config_t **out, char *err, size_t errlen);
+void brk_config_free(brk_config_t *cfg);
+/* The pool named @name, or NULL. Borrowed from @cfg. */
+const brk_pool_config_t *brk_config_pool(const brk_config_t *cfg, const char *name);
+/* Is @user (member of the @n_groups groups @groups) entitled to @pool? */
+bool brk_pool_entitled(const brk_pool_config_t *pool, const char *user, const char *const *groups,
+                       size_t n_groups);
+const char *brk_pool_type_name(brk_pool_type_t t);
+
+/* ---- Desktop state machine ---------------------------------------------------------------- */
+typedef enum {
+    BRK_DS_PROVISIONING = 0, /* overlay made, VMM starting, waiting for its `ready` event */
+    BRK_DS_READY = 1,        /* running, nobody attached (a spare, or a dedicated desktop) */
+    BRK_DS_IN_USE = 2,       /* a session is attached */
+    BRK_DS_DISCONNECTED = 3, /* its session's client went away; kept until the timeout */
+    BRK_DS_RECYCLING = 4,    /* VMM being stopped, overlay being deleted */
+    BRK_DS_GONE = 5,         /* nothing left but the record */
+    BRK_DS_FAILED = 6,       /* the VMM died or never became ready; reason in the audit log */
+    BRK_DS__COUNT = 7,
+} brk_desktop_state_t;
+
+const char *brk_desktop_state_name(brk_desktop_state_t s);
+/* Parse a state name; returns the state or -EINVAL. */
+int brk_desktop_state_parse(const char *name);
+/* May a desktop go from @from to @to? (The table is in broker/state.c.) */
+bool brk_desktop_transition_ok(brk_desktop_state_t from, brk_desktop_state_t to);
+
+/* ---- State store (SQLite) ----------------------------------------------------------------- */
+/* One SQLite database in WAL mode with synchronous=NORMAL: commits append to the WAL without an
+ * fsync, so the loop thread does not wait for the disk on every transition (checkpoints do sync;
+ * SQLite runs them automatically and they are short at our write rates). The schema carries a
+ * version (PRAGMA user_version) and brk_store_open() migrates older databases forward. */
+typedef struct brk_store brk_store_t; /* opaque */
+
+#define BRK_STORE_SCHEMA_VERSION 2
+
+/* Open (creating if needed) the database at @path (":memory:" for tests) and migrate it to
+ * BRK_STORE_SCHEMA_VERSION. A database newer than this build is refused with VDI_ECORRUPT.
+ * On success *out holds a store the caller owns (brk_store_close()). Returns 0, -errno,
+ * VDI_ECORRUPT (not a vdi database, or damaged) or -EIO; the reason is logged. */
+int brk_store_open(const char *path, brk_store_t **out);
+void brk_store_close(brk_store_t *st);
+/* The schema version the open database is at. */
+int brk_store_schema_version(brk_store_t *st);
+
+/* Pools: the config's pools are written on start (brk_store_sync_pools()); pools no longer in
+ * the config are marked removed (kept for their desktops' records). */
+int brk_store_sync_pools(brk_store_t *st, const brk_config_t *cfg);
+
+typedef struct {
+    int64_t id;
+    char pool[64];
+    char owner[64]; /* "" when unassigned (a spare) */
+    brk_desktop_state_t state;
+    char image[64];
+    int64_t image_version; /* 0 when unknown */
+    char overlay[256];     /* path of the desktop's system disk overlay ("" when none) */
+    int64_t vmm_pid;       /* 0 when no VMM runs */
+    uint64_t memory;       /* bytes, for admission control */
+    int64_t created;       /* Unix seconds */
+    int64_t updated;
+    char reason[128]; /* why it is in its state (failed: the cause) */
+} brk_desktop_t;
+
+/* Insert a new desktop in state provisioning; *id gets its id. The transition is audited. */
+int brk_store_desktop_create(brk_store_t *st, const char *pool, const char *owner,
+                             const char *image, uint64_t memory, int64_t *id);
+/* Move desktop @id to @to, checking brk_desktop_transition_ok() against its stored state, and
+ * record the transition (with @reason, may be NULL) in the audit log, atomically. Returns 0,
+ * -ENOENT, or VDI_ESTATE when the transition is not allowed (nothing changes). */
+int brk_store_desktop_set_state(brk_store_t *st, int64_t id, brk_desktop_state_t to,
+                                const char *reason);
+int brk_store_desktop_set_owner(brk_store_t *st, int64_t id, const char *owner);
+int brk_store_desktop_set_vmm(brk_store_t *st, int64_t id, int64_t pid, const char *overlay,
+                              int64_t image_version);
+int brk_store_desktop_get(brk_store_t *st, int64_t id, brk_desktop_t *out);
+/* Call @fn for each desktop (gone ones only if @include_gone), by id. @fn returns 0 to go on,
+ * anything else stops the walk and is returned. */
+typedef int (*brk_desktop_fn)(const brk_desktop_t *d, void *ctx);
+int brk_store_desktop_foreach(brk_store_t *st, bool include_gone, brk_desktop_fn fn, void *ctx);
+
+typedef struct {
+    int64_t id;
+    char user[64];
+    int64_t desktop;
+    char client[64]; /* peer address */
+    int64_t started; /* Unix seconds */
+    int64_t ended;   /* 0 while open */
+    char end_reason[64];
+} brk_session_t;
+
+int brk_store_session_open(brk_store_t *st, const char *user, int64_t desktop, const char *client,
+                           int64_t *id);
+int brk_store_session_close(brk_store_t *st, int64_t id, const char *reason);
+int brk_store_session_get(brk_store_t *st, int64_t id, brk_session_t *out);
+typedef int (*brk_session_fn)(const brk_session_t *s, void *ctx);
+/* Sessions by id; open ones only unless @include_closed. */
+int brk_store_session_foreach(brk_store_t *st, bool include_closed, brk_session_fn fn, void *ctx);
+
+/* Tokens (browser one-time tokens): only the SHA-256 @hash (hex) is stored. */
+int brk_store_token_put(brk_store_t *st, const char *hash, const char *user, int64_t desktop,
+                        int64_t expires);
+/* Burn the token: on success *desktop and @user (@userlen bytes) are filled and the token can
+ * never be used again. VDI_ETOKEN when unknown, used or expired at @now. */
+int brk_store_token_take(brk_store_t *st, const char *hash, int64_t now, char *user, size_t userlen,
+                         int64_t *desktop);
+
+typedef struct {
+    int64_t id;
+    int64_t ts; /* Unix seconds */
+    char actor[64];
+    char event[48];
+    int64_t desktop; /* 0 when none */
+    char user[64];
+    char detail[256];
+} brk_audit_t;
+
+/* Append an audit record. @actor, @user, @detail may be NULL; @desktop may be 0. */
+int brk_store_audit(brk_store_t *st, const char *actor, const char *event, int64_t desktop,
+                    const char *user, const char *detail);
+typedef int (*brk_audit_fn)(const brk_audit_t *a, void *ctx);
+/* The last @n records, oldest first. */
+int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx);
+
+/* ---- Placement: which desktop a login gets ------------------------------------------------- */
+typedef enum {
+    BRK_PICK_EXISTING = 1, /* the user's own desktop (reconnect, or a dedicated desktop) */
+    BRK_PICK_SPARE = 2,    /* a ready, unassigned desktop of an entitled pool */
+    BRK_PICK_NEW = 3,      /* make a new desktop in @pool */
+    BRK_PICK_RESTART = 4,  /* the user's failed dedicated desktop: start it again on its disk */
+} brk_pick_kind_t;
+
+typedef struct {
+    brk_pick_kind_t kind;
+    int64_t desktop;               /* EXISTING, SPARE: the desktop */
+    const brk_pool_config_t *pool; /* its pool (borrowed from the config) */
+} brk_pick_t;
+
+/* Decide where @user (member of @groups) goes: their live desktop in an entitled pool if any
+ * (provisioning, ready, in-use or disconnected), else their failed desktop of an entitled
+ * dedicated pool (restarted on the disk it kept; memory permitting), else a ready spare of the first entitled pool
+ * in config order that has one, else a new desktop in the first entitled pool with room
+ * (max_desktops) whose memory fits: @mem_used + pool memory <= @mem_budget. Reads the store,
+ * changes nothing. Returns 0, VDI_EDENIED (entitled to no pool), VDI_ECAPACITY (every entitled
+ * pool is full or the host has no memory left) or a store error. */
+int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const char *const *groups,
+             size_t n_groups, uint64_t mem_budget, brk_pick_t *out);
+/* Memory held by live desktops (every state but gone and failed), and how many each pool has
+ * (@pool NULL: all). */
+int brk_usage(brk_store_t *st, const char *pool, uint64_t *mem_used, unsigned *n_live);
+
+#endif /* VDI_BROKER_BRK_H */

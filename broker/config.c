@@ -1,0 +1,675 @@
+/* broker/config.c: vdid's configuration file, INI.
+ *
+ *   # comment            ; comment too
+ *   [vdid]               daemon-wide options
+ *   key = value
+ *   [pool NAME]          one section per desktop pool
+ *
+ * Every option lives in one of the two tables below with its default, so docs/config.md can be
+ * checked against them. Unknown sections, unknown or repeated keys and bad values are errors
+ * that name the line. The parser reads untrusted bytes (tests/fuzz/fuzz_config.c).
+ */
+#define VDI_LOG_TAG "config"
+#include <ctype.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/brk.h"
+#include "common/vdi.h"
+
+#define MAX_CONFIG_BYTES (1u << 20) /* 1 MiB: far more than any real config */
+#define MAX_POOLS        256
+#define MAX_NAME         63
+#define MAX_LIST         1024
+
+enum opt_type {
+    T_PATH,     /* absolute path */
+    T_STRING,   /* any non-empty text */
+    T_NAME,     /* [A-Za-z0-9._-]+, at most MAX_NAME bytes */
+    T_ADDR,     /* HOST:PORT */
+    T_U32,      /* integer in [min, max] */
+    T_SIZE,     /* size with K/M/G/T suffix in [min, max] */
+    T_DURATION, /* seconds, or a number with s/m/h/d suffix, in [min, max] seconds */
+    T_POOLTYPE, /* floating | dedicated */
+    T_FBSIZE,   /* WIDTHxHEIGHT */
+    T_LIST,     /* comma separated names */
+    T_LOGLEVEL, /* err | warn | info | debug */
+    T_BOOL,     /* true | false | yes | no | on | off | 1 | 0 */
+};
+
+struct opt {
+    const char *key;
+    enum opt_type type;
+    size_t off;      /* of the field in brk_config_t or brk_pool_config_t */
+    size_t off2;     /* T_FBSIZE: height; T_LIST: the count */
+    const char *def; /* default (NULL: none; required when .required) */
+    uint64_t min, max;
+    bool required;
+};
+
+#define CF(f) offsetof(brk_config_t, f)
+#define PF(f) offsetof(brk_pool_config_t, f)
+#define GIB   (1024ull * 1024 * 1024)
+#define MIB   (1024ull * 1024)
+#define DAY   86400u
+
+/* [vdid]: keep in step with docs/config.md. */
+static const struct opt daemon_opts[] = {
+    {"state_dir", T_PATH, CF(state_dir), 0, "/var/lib/vdi", 0, 0, false},
+    {"run_dir", T_PATH, CF(run_dir), 0, "/run/vdi", 0, 0, false},
+    {"admin_socket", T_PATH, CF(admin_socket), 0, NULL, 0, 0, false}, /* run_dir/vdid.sock */
+    {"admin_group", T_NAME, CF(admin_group), 0, NULL, 0, 0, false},
+    {"listen", T_ADDR, CF(listen), 0, "0.0.0.0:5900", 0, 0, false},
+    {"vmm", T_PATH, CF(vmm), 0, NULL, 0, 0, false}, /* vdi-vmm next to vdid */
+    {"tls_cert", T_PATH, CF(tls_cert), 0, NULL, 0, 0, false},
+    {"tls_key", T_PATH, CF(tls_key), 0, NULL, 0, 0, false},
+    {"pam_service", T_NAME, CF(pam_service), 0, "vdi", 0, 0, false},
+    {"memory_budget", T_SIZE, CF(memory_budget), 0, "0", 0, 1ull << 50, false},
+    {"memory_reserve", T_SIZE, CF(memory_reserve), 0, "1G", 0, 1ull << 50, false},
+    {"overcommit", T_U32, CF(overcommit_pct), 0, "100", 10, 1000, false},
+    {"ready_timeout", T_DURATION, CF(ready_timeout_s), 0, "60", 1, DAY, false},
+    {"shutdown_timeout", T_DURATION, CF(shutdown_timeout_s), 0, "10", 1, 3600, false},
+    {"log_level", T_LOGLEVEL, CF(log_level), 0, "info", 0, 0, false},
+};
+
+#define AF(f) offsetof(brk_config_t, auth.f)
+#define H24   (24u * 3600 * 1000)
+/* [auth]: keep in step with docs/config.md (defaults as auth_config_defaults()). */
+static const struct opt auth_opts[] = {
+    {"allow_tlsplain", T_BOOL, AF(allow_tlsplain), 0, "false", 0, 0, false},
+    {"tlsplain_only", T_BOOL, AF(tlsplain_only), 0, "false", 0, 0, false},
+    {"handshake_timeout_ms", T_U32, AF(handshake_timeout_ms), 0, "10000", 100, 600000, false},
+    {"pam_max_concurrent", T_U32, AF(pam_max_concurrent), 0, "2", 1, 64, false},
+    {"pam_max_queued", T_U32, AF(pam_max_queued), 0, "64", 0, 100000, false},
+    {"max_checks_per_addr", T_U32, AF(max_checks_per_addr), 0, "4", 0, 100000, false},
+    {"max_username_len", T_U32, AF(max_username_len), 0, "256", 1, 256, false},
+    {"max_password_len", T_U32, AF(max_password_len), 0, "1024", 1, 1024, false},
+    {"user_free_failures", T_U32, AF(user_free_failures), 0, "3", 0, 1000, false},
+    {"user_backoff_base_ms", T_U32, AF(user_backoff_base_ms), 0, "1000", 0, 600000, false},
+    {"user_backoff_max_ms", T_U32, AF(user_backoff_max_ms), 0, "30000", 0, 600000, false},
+    {"user_lockout_failures", T_U32, AF(user_lockout_failures), 0, "10", 1, 100000, false},
+    {"user_lockout_ms", T_U32, AF(user_lockout_ms), 0, "900000", 0, H24, false},
+    {"addr_free_failures", T_U32, AF(addr_free_failures), 0, "5", 0, 1000, false},
+    {"addr_backoff_base_ms", T_U32, AF(addr_backoff_base_ms), 0, "1000", 0, 600000, false},
+    {"addr_backoff_max_ms", T_U32, AF(addr_backoff_max_ms), 0, "30000", 0, 600000, false},
+    {"addr_lockout_failures", T_U32, AF(addr_lockout_failures), 0, "30", 1, 100000, false},
+    {"addr_lockout_ms", T_U32, AF(addr_lockout_ms), 0, "900000", 0, H24, false},
+};
+
+/* [pool NAME]: keep in step with docs/config.md. */
+static const struct opt pool_opts[] = {
+    {"image", T_NAME, PF(image), 0, NULL, 0, 0, true},
+    {"type", T_POOLTYPE, PF(type), 0, "floating", 0, 0, false},
+    {"vcpus", T_U32, PF(vcpus), 0, "1", 1, 64, false},
+    {"memory", T_SIZE, PF(memory), 0, "256M", 16 * MIB, 1024 * GIB, false},
+    {"framebuffer", T_FBSIZE, PF(fb_width), PF(fb_height), "1024x768", 0, 0, false},
+    {"min_spares", T_U32, PF(min_spares), 0, "0", 0, 10000, false},
+    {"max_desktops", T_U32, PF(max_desktops), 0, "10", 1, 100000, false},
+    {"users", T_LIST, PF(users), PF(n_users), "", 0, 0, false},
+    {"groups", T_LIST, PF(groups), PF(n_groups), "", 0, 0, false},
+    {"disconnect_timeout", T_DURATION, PF(disconnect_timeout_s), 0, "300", 0, 30 * DAY, false},
+    {"idle_timeout", T_DURATION, PF(idle_timeout_s), 0, "0", 0, 30 * DAY, false},
+};
+
+struct parser {
+    const char *file;
+    unsigned line;
+    char *err;
+    size_t errlen;
+};
+
+static int fail(struct parser *p, const char *fmt, ...) VDI_PRINTF(2, 3);
+static int fail(struct parser *p, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(p->err, p->errlen, "%s:%u: ", p->file, p->line);
+    if (n < 0 || (size_t)n >= p->errlen)
+        return VDI_ECONFIG;
+    va_start(ap, fmt);
+    vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return VDI_ECONFIG;
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > MAX_NAME)
+        return false;
+    for (const char *c = s; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
+            return false;
+    return s[0] != '.' && s[0] != '-';
+}
+
+static void free_list(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static int parse_list(struct parser *p, const char *key, const char *v, char ***out, size_t *n)
+{
+    char **l = NULL;
+    size_t cnt = 0;
+    const char *s = v;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        const char *e = s;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t')
+            e++;
+        char *item = vdi_xasprintf("%.*s", (int)(e - s), s);
+        if (!valid_name(item)) {
+            int rc =
+                fail(p, "%s: '%s' is not a valid name (letters, digits, '.', '-', '_')", key, item);
+            free(item);
+            free_list(l, cnt);
+            return rc;
+        }
+        if (cnt >= MAX_LIST) {
+            free(item);
+            free_list(l, cnt);
+            return fail(p, "%s: more than %u names", key, MAX_LIST);
+        }
+        l = vdi_xrealloc(l, (cnt + 1) * sizeof(*l));
+        l[cnt++] = item;
+        s = e;
+    }
+    *out = l;
+    *n = cnt;
+    return 0;
+}
+
+/* Decimal digits only, then at most @suffix_chars more characters (no hex, no sign). */
+static bool decimal(const char *v, size_t suffix_chars)
+{
+    size_t d = strspn(v, "0123456789");
+    return d > 0 && strlen(v) - d <= suffix_chars;
+}
+
+static int parse_duration(const char *v, uint64_t *out)
+{
+    char num[32];
+    size_t n = strlen(v);
+    uint64_t mult = 1;
+    if (n == 0 || n >= sizeof(num))
+        return -EINVAL;
+    memcpy(num, v, n + 1);
+    switch (num[n - 1]) {
+    case 's':
+        mult = 1;
+        break;
+    case 'm':
+        mult = 60;
+        break;
+    case 'h':
+        mult = 3600;
+        break;
+    case 'd':
+        mult = DAY;
+        break;
+    default:
+        if (!isdigit((unsigned char)num[n - 1]))
+            return -EINVAL;
+        mult = 0;
+        break;
+    }
+    if (mult)
+        num[n - 1] = 0;
+    else
+        mult = 1;
+    if (!decimal(num, 0))
+        return -EINVAL; /* refuse "0x10", "+1", " 1" */
+    uint64_t x;
+    int rc = vdi_parse_u64(num, 0, UINT32_MAX, &x);
+    if (rc < 0)
+        return rc;
+    *out = x * mult;
+    return 0;
+}
+
+static bool valid_addr(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port;
+    if (!colon || colon == v)
+        return false;
+    if (vdi_parse_u64(colon + 1, 0, 65535, &port) < 0 || !decimal(colon + 1, 0))
+        return false;
+    size_t hl = (size_t)(colon - v);
+    if (v[0] == '[') /* [IPv6]:port */
+        return hl >= 3 && v[hl - 1] == ']';
+    for (size_t i = 0; i < hl; i++)
+        if (!isalnum((unsigned char)v[i]) && v[i] != '.' && v[i] != '-')
+            return false;
+    return true;
+}
+
+/* Set option @o in @base (a brk_config_t or brk_pool_config_t) from @v. */
+static int set_opt(struct parser *p, const struct opt *o, void *base, const char *v)
+{
+    char *field = (char *)base + o->off;
+    uint64_t x;
+    int rc;
+
+    switch (o->type) {
+    case T_PATH:
+        if (v[0] != '/')
+            return fail(p, "%s: '%s' is not an absolute path", o->key, v);
+        if (strlen(v) > 200)
+            return fail(p, "%s: path longer than 200 bytes", o->key);
+        free(*(char **)field);
+        *(char **)field = vdi_xstrdup(v);
+        return 0;
+    case T_STRING:
+        if (!v[0])
+            return fail(p, "%s: empty value", o->key);
+        free(*(char **)field);
+        *(char **)field = vdi_xstrdup(v);
+        return 0;
+    case T_NAME:
+        if (!valid_name(v))
+            return fail(p, "%s: '%s' is not a valid name (letters, digits, '.', '-', '_')", o->key,
+                        v);
+        free(*(char **)field);
+        *(char **)field = vdi_xstrdup(v);
+        return 0;
+    case T_ADDR:
+        if (!valid_addr(v))
+            return fail(p, "%s: '%s' is not HOST:PORT (port 0-65535)", o->key, v);
+        free(*(char **)field);
+        *(char **)field = vdi_xstrdup(v);
+        return 0;
+    case T_U32:
+        rc = vdi_parse_u64(v, o->min, o->max, &x);
+        if (rc < 0 || !decimal(v, 0))
+            return fail(p, "%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64, o->key, v,
+                        o->min, o->max);
+        *(uint32_t *)field = (uint32_t)x;
+        return 0;
+    case T_SIZE:
+        rc = vdi_parse_size(v, o->min, o->max, &x);
+        if (rc < 0 || !decimal(v, 1))
+            return fail(p,
+                        "%s: '%s' is not a size from %" PRIu64 " to %" PRIu64
+                        " bytes (suffixes K, M, G, T)",
+                        o->key, v, o->min, o->max);
+        *(uint64_t *)field = x;
+        return 0;
+    case T_DURATION:
+        rc = parse_duration(v, &x);
+        if (rc < 0 || x < o->min || x > o->max)
+            return fail(p,
+                        "%s: '%s' is not a duration from %" PRIu64 " to %" PRIu64
+                        " seconds (suffixes s, m, h, d)",
+                        o->key, v, o->min, o->max);
+        *(uint32_t *)field = (uint32_t)x;
+        return 0;
+    case T_POOLTYPE:
+        if (strcmp(v, "floating") == 0)
+            *(brk_pool_type_t *)field = BRK_POOL_FLOATING;
+        else if (strcmp(v, "dedicated") == 0)
+            *(brk_pool_type_t *)field = BRK_POOL_DEDICATED;
+        else
+            return fail(p, "%s: '%s' is not floating or dedicated", o->key, v);
+        return 0;
+    case T_FBSIZE: {
+        unsigned w, h;
+        int used = 0;
+        if (sscanf(v, "%4ux%4u%n", &w, &h, &used) != 2 || (size_t)used != strlen(v) ||
+            !isdigit((unsigned char)v[0]) || w < 320 || h < 200 || w > 4096 || h > 4096 ||
+            w % 8 != 0)
+            return fail(p,
+                        "%s: '%s' is not WIDTHxHEIGHT (320x200 to 4096x4096, width a "
+                        "multiple of 8)",
+                        o->key, v);
+        *(uint32_t *)field = w;
+        *(uint32_t *)((char *)base + o->off2) = h;
+        return 0;
+    }
+    case T_LIST: {
+        char **l = NULL;
+        size_t n = 0;
+        rc = parse_list(p, o->key, v, &l, &n);
+        if (rc < 0)
+            return rc;
+        size_t *np = (size_t *)((char *)base + o->off2);
+        free_list(*(char ***)field, *np);
+        *(char ***)field = l;
+        *np = n;
+        return 0;
+    }
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+            *(bool *)field = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+            *(bool *)field = false;
+        else
+            return fail(p, "%s: '%s' is not true or false", o->key, v);
+        return 0;
+    case T_LOGLEVEL:
+        rc = vdi_log_parse_level(v);
+        if (rc < 0)
+            return fail(p, "%s: '%s' is not err, warn, info or debug", o->key, v);
+        *(int *)field = rc;
+        return 0;
+    }
+    VDI_ASSERT(!"unknown option type");
+}
+
+static int set_defaults(struct parser *p, const struct opt *opts, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!opts[i].def)
+            continue;
+        int rc = set_opt(p, &opts[i], base, opts[i].def);
+        VDI_ASSERT(rc == 0); /* our own defaults are valid */
+    }
+    return 0;
+}
+
+static void pool_free_fields(brk_pool_config_t *pl)
+{
+    free(pl->name);
+    free(pl->image);
+    free_list(pl->users, pl->n_users);
+    free_list(pl->groups, pl->n_groups);
+}
+
+void brk_config_free(brk_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->state_dir);
+    free(cfg->run_dir);
+    free(cfg->admin_socket);
+    free(cfg->admin_group);
+    free(cfg->listen);
+    free(cfg->vmm);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->pam_service);
+    for (size_t i = 0; i < cfg->n_pools; i++)
+        pool_free_fields(&cfg->pools[i]);
+    free(cfg->pools);
+    free(cfg);
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        *--e = 0;
+    return s;
+}
+
+/* Which keys a section has set, to refuse repeats and to check required ones at its end. */
+struct seen {
+    uint32_t bits;
+};
+
+static int end_section(struct parser *p, const struct opt *opts, size_t n, struct seen *seen,
+                       const char *section, unsigned header_line)
+{
+    for (size_t i = 0; i < n; i++)
+        if (opts[i].required && !(seen->bits & (1u << i))) {
+            p->line = header_line;
+            return fail(p, "[%s]: required key '%s' is missing", section, opts[i].key);
+        }
+    return 0;
+}
+
+int brk_config_parse(const char *text, size_t len, const char *name, brk_config_t **out, char *err,
+                     size_t errlen)
+{
+    struct parser p = {.file = name ? name : "config", .line = 0, .err = err, .errlen = errlen};
+    brk_config_t *cfg = vdi_xcalloc(1, sizeof(*cfg));
+    const struct opt *opts = NULL;
+    size_t n_opts = 0;
+    void *base = NULL;
+    struct seen seen = {0};
+    char section[96] = "";
+    unsigned header_line = 0;
+    bool seen_daemon = false;
+    int rc;
+
+    if (errlen)
+        err[0] = 0;
+    if (len > MAX_CONFIG_BYTES) {
+        rc = fail(&p, "file larger than %u bytes", MAX_CONFIG_BYTES);
+        goto err_free;
+    }
+    set_defaults(&p, daemon_opts, VDI_ARRAY_SIZE(daemon_opts), cfg);
+    set_defaults(&p, auth_opts, VDI_ARRAY_SIZE(auth_opts), cfg);
+    bool seen_auth = false;
+
+    size_t pos = 0;
+    while (pos < len) {
+        size_t eol = pos;
+        while (eol < len && text[eol] != '\n')
+            eol++;
+        p.line++;
+        char linebuf[1024];
+        if (eol - pos >= sizeof(linebuf)) {
+            rc = fail(&p, "line longer than %zu bytes", sizeof(linebuf) - 1);
+            goto err_free;
+        }
+        memcpy(linebuf, text + pos, eol - pos);
+        linebuf[eol - pos] = 0;
+        size_t linelen = eol - pos;
+        pos = eol + 1;
+        if (strlen(linebuf) != linelen) {
+            rc = fail(&p, "NUL byte in line");
+            goto err_free;
+        }
+        char *l = trim(linebuf);
+        if (!*l || *l == '#' || *l == ';')
+            continue;
+        for (char *c = l; *c; c++)
+            if ((unsigned char)*c < 0x20 && *c != '\t') {
+                rc = fail(&p, "control character in line");
+                goto err_free;
+            }
+        if (*l == '[') {
+            char *close = strchr(l, ']');
+            if (!close || *trim(close + 1)) {
+                rc = fail(&p, "malformed section header (expected [vdid], [auth] or [pool NAME])");
+                goto err_free;
+            }
+            *close = 0;
+            char *sec = trim(l + 1);
+            if (base) {
+                rc = end_section(&p, opts, n_opts, &seen, section, header_line);
+                if (rc < 0)
+                    goto err_free;
+            }
+            seen.bits = 0;
+            header_line = p.line;
+            if (strcmp(sec, "vdid") == 0) {
+                if (seen_daemon) {
+                    rc = fail(&p, "section [vdid] appears twice");
+                    goto err_free;
+                }
+                seen_daemon = true;
+                opts = daemon_opts;
+                n_opts = VDI_ARRAY_SIZE(daemon_opts);
+                base = cfg;
+                snprintf(section, sizeof(section), "vdid");
+            } else if (strcmp(sec, "auth") == 0) {
+                if (seen_auth) {
+                    rc = fail(&p, "section [auth] appears twice");
+                    goto err_free;
+                }
+                seen_auth = true;
+                opts = auth_opts;
+                n_opts = VDI_ARRAY_SIZE(auth_opts);
+                base = cfg;
+                snprintf(section, sizeof(section), "auth");
+            } else if (strncmp(sec, "pool", 4) == 0 && (sec[4] == ' ' || sec[4] == '\t')) {
+                char *pname = trim(sec + 4);
+                if (!valid_name(pname)) {
+                    rc = fail(&p,
+                              "pool name '%s' is not valid (1-%d letters, digits, '.', "
+                              "'-', '_')",
+                              pname, MAX_NAME);
+                    goto err_free;
+                }
+                if (brk_config_pool(cfg, pname)) {
+                    rc = fail(&p, "pool '%s' is defined twice (first on line %u)", pname,
+                              brk_config_pool(cfg, pname)->line);
+                    goto err_free;
+                }
+                if (cfg->n_pools >= MAX_POOLS) {
+                    rc = fail(&p, "more than %d pools", MAX_POOLS);
+                    goto err_free;
+                }
+                cfg->pools = vdi_xrealloc(cfg->pools, (cfg->n_pools + 1) * sizeof(*cfg->pools));
+                brk_pool_config_t *pl = &cfg->pools[cfg->n_pools++];
+                memset(pl, 0, sizeof(*pl));
+                pl->name = vdi_xstrdup(pname);
+                pl->line = p.line;
+                set_defaults(&p, pool_opts, VDI_ARRAY_SIZE(pool_opts), pl);
+                opts = pool_opts;
+                n_opts = VDI_ARRAY_SIZE(pool_opts);
+                base = pl;
+                snprintf(section, sizeof(section), "pool %s", pname);
+            } else {
+                rc = fail(&p, "unknown section [%s] (expected [vdid], [auth] or [pool NAME])", sec);
+                goto err_free;
+            }
+            continue;
+        }
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            rc = fail(&p, "expected 'key = value' or a [section]");
+            goto err_free;
+        }
+        *eq = 0;
+        char *key = trim(l);
+        char *val = trim(eq + 1);
+        if (!base) {
+            rc = fail(&p, "key '%s' outside a section (start with [vdid] or [pool NAME])", key);
+            goto err_free;
+        }
+        size_t i;
+        for (i = 0; i < n_opts; i++)
+            if (strcmp(opts[i].key, key) == 0)
+                break;
+        if (i == n_opts) {
+            rc = fail(&p, "unknown key '%s' in [%s]", key, section);
+            goto err_free;
+        }
+        if (seen.bits & (1u << i)) {
+            rc = fail(&p, "key '%s' set twice in [%s]", key, section);
+            goto err_free;
+        }
+        seen.bits |= 1u << i;
+        if (!*val && opts[i].type != T_LIST) {
+            rc = fail(&p, "%s: empty value", key);
+            goto err_free;
+        }
+        rc = set_opt(&p, &opts[i], base, val);
+        if (rc < 0)
+            goto err_free;
+        if (opts == pool_opts && opts[i].type == T_SIZE && strcmp(key, "memory") == 0 &&
+            ((brk_pool_config_t *)base)->memory % MIB) {
+            rc = fail(&p, "memory: '%s' is not a whole number of MiB", val);
+            goto err_free;
+        }
+    }
+    if (base) {
+        rc = end_section(&p, opts, n_opts, &seen, section, header_line);
+        if (rc < 0)
+            goto err_free;
+    }
+    /* Derived defaults. */
+    if (!cfg->admin_socket)
+        cfg->admin_socket = vdi_xasprintf("%s/vdid.sock", cfg->run_dir);
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        p.line = 0;
+        rc = fail(&p, "tls_cert and tls_key go together: set both or neither");
+        goto err_free;
+    }
+    *out = cfg;
+    return 0;
+err_free:
+    brk_config_free(cfg);
+    return rc;
+}
+
+int brk_config_load(const char *path, brk_config_t **out, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = -errno;
+        snprintf(err, errlen, "%s: cannot open: %s", path, vdi_strerror(e));
+        return e;
+    }
+    vdi_buf_t b = VDI_BUF_INIT;
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0) {
+            int e = -errno;
+            if (e == -EINTR)
+                continue;
+            snprintf(err, errlen, "%s: cannot read: %s", path, vdi_strerror(e));
+            close(fd);
+            vdi_buf_free(&b);
+            return e;
+        }
+        if (n == 0)
+            break;
+        if (b.len + (size_t)n > MAX_CONFIG_BYTES) {
+            snprintf(err, errlen, "%s: file larger than %u bytes", path, MAX_CONFIG_BYTES);
+            close(fd);
+            vdi_buf_free(&b);
+            return VDI_ECONFIG;
+        }
+        if (vdi_buf_append(&b, chunk, (size_t)n) < 0) {
+            close(fd);
+            vdi_buf_free(&b);
+            return -ENOMEM;
+        }
+    }
+    close(fd);
+    int rc = brk_config_parse((const char *)b.data, b.len, path, out, err, errlen);
+    vdi_buf_free(&b);
+    return rc;
+}
+
+const brk_pool_config_t *brk_config_pool(const brk_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_pools; i++)
+        if (strcmp(cfg->pools[i].name, name) == 0)
+            return &cfg->pools[i];
+    return NULL;
+}
+
+bool brk_pool_entitled(const brk_pool_config_t *pool, const char *user, const char *const *groups,
+                       size_t n_groups)
+{
+    for (size_t i = 0; i < pool->n_users; i++)
+        if (strcmp(pool->users[i], user) == 0)
+            return true;
+    for (size_t i = 0; i < pool->n_groups; i++)
+        for (size_t j = 0; j < n_groups; j++)
+            if (strcmp(pool->groups[i], groups[j]) == 0)
+                return true;
+    return false;
+}
+
+const char *brk_pool_type_name(brk_pool_type_t t)
+{
+    return t == BRK_POOL_DEDICATED ? "dedicated" : "floating";
+}

@@ -1,0 +1,692 @@
+/* broker/store.c: vdid's state in SQLite: pools, desktops, sessions, tokens and the audit log.
+ *
+ * The schema is versioned with PRAGMA user_version; migrations[] holds one SQL script per step
+ * and opening a database applies the missing steps in one transaction each. Desktop state
+ * changes and their audit records are written in one transaction, so the audit log never
+ * disagrees with the desktops table.
+ */
+#define VDI_LOG_TAG "store"
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/internal.h"
+#include "common/vdi.h"
+
+struct brk_store {
+    sqlite3 *db;
+    int version;
+};
+
+/* migrations[i] takes a database from version i to version i + 1. Never edit a released step:
+ * add a new one. */
+static const char *const migrations[BRK_STORE_SCHEMA_VERSION] = {
+    /* 0 -> 1: pools, desktops, sessions, audit log */
+    "CREATE TABLE pools(name TEXT PRIMARY KEY, image TEXT NOT NULL, type TEXT NOT NULL,"
+    " vcpus INTEGER NOT NULL, memory INTEGER NOT NULL, fb_width INTEGER NOT NULL,"
+    " fb_height INTEGER NOT NULL, min_spares INTEGER NOT NULL, max_desktops INTEGER NOT NULL,"
+    " removed INTEGER NOT NULL DEFAULT 0, updated INTEGER NOT NULL);"
+    "CREATE TABLE desktops(id INTEGER PRIMARY KEY AUTOINCREMENT, pool TEXT NOT NULL,"
+    " owner TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, image TEXT NOT NULL,"
+    " image_version INTEGER NOT NULL DEFAULT 0, overlay TEXT NOT NULL DEFAULT '',"
+    " vmm_pid INTEGER NOT NULL DEFAULT 0, memory INTEGER NOT NULL, created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE sessions(id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL,"
+    " desktop INTEGER NOT NULL, client TEXT NOT NULL, started INTEGER NOT NULL,"
+    " ended INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE audit(id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,"
+    " actor TEXT NOT NULL, event TEXT NOT NULL, desktop INTEGER NOT NULL DEFAULT 0,"
+    " user TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');",
+    /* 1 -> 2: browser tokens, why a session ended, indexes for the hot queries */
+    "ALTER TABLE sessions ADD COLUMN end_reason TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE tokens(hash TEXT PRIMARY KEY, user TEXT NOT NULL, desktop INTEGER NOT NULL,"
+    " expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX desktops_state ON desktops(state);"
+    "CREATE INDEX sessions_open ON sessions(ended);",
+};
+
+static int db_err(brk_store_t *st, int rc, const char *what)
+{
+    VDI_LOG_ERR("sqlite %s: %s (code %d)", what, st->db ? sqlite3_errmsg(st->db) : "?", rc);
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return VDI_ECORRUPT;
+    case SQLITE_CANTOPEN:
+        return -EACCES;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_READONLY:
+        return -EROFS;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    default:
+        return -EIO;
+    }
+}
+
+static int exec(brk_store_t *st, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        VDI_LOG_ERR("sqlite: %s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return db_err(st, rc, "exec");
+    }
+    return 0;
+}
+
+static int prepare(brk_store_t *st, const char *sql, sqlite3_stmt **out)
+{
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, out, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(st, rc, "prepare");
+    return 0;
+}
+
+/* Step a statement that returns no rows, then finalize it. */
+static int step_done(brk_store_t *st, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return db_err(st, rc, "step");
+    return 0;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    sqlite3_bind_text(s, i, v ? v : "", -1, SQLITE_TRANSIENT);
+}
+
+static void copy_col(char *dst, size_t n, sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static int migrate(brk_store_t *st, int target)
+{
+    int from = st->version;
+    for (int v = st->version; v < target; v++) {
+        int rc = exec(st, "BEGIN IMMEDIATE");
+        if (rc < 0)
+            return rc;
+        rc = exec(st, migrations[v]);
+        if (rc == 0) {
+            char sql[64];
+            snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+            rc = exec(st, sql);
+        }
+        if (rc < 0) {
+            exec(st, "ROLLBACK");
+            VDI_LOG_ERR("schema migration %d -> %d failed", v, v + 1);
+            return rc;
+        }
+        rc = exec(st, "COMMIT");
+        if (rc < 0)
+            return rc;
+        if (from > 0)
+            VDI_LOG_INFO("schema migrated from version %d to %d", v, v + 1);
+        st->version = v + 1;
+    }
+    return 0;
+}
+
+int brk__store_open_at(const char *path, int version, brk_store_t **out)
+{
+    brk_store_t *st = vdi_xcalloc(1, sizeof(*st));
+    sqlite3_stmt *s;
+    int rc;
+
+    VDI_ASSERT(version >= 1 && version <= BRK_STORE_SCHEMA_VERSION);
+    rc = sqlite3_open_v2(path, &st->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        VDI_LOG_ERR("db=%s cannot open: %s", path, st->db ? sqlite3_errmsg(st->db) : "?");
+        rc = db_err(st, rc, "open");
+        goto err_close;
+    }
+    sqlite3_busy_timeout(st->db, 2000);
+    sqlite3_extended_result_codes(st->db, 0);
+    /* journal_mode answers with a row; in-memory databases stay "memory". */
+    rc = prepare(st, "PRAGMA journal_mode = WAL", &s);
+    if (rc < 0)
+        goto err_close;
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW) {
+        VDI_LOG_ERR("db=%s is not a usable SQLite database", path);
+        rc = db_err(st, rc, "journal_mode");
+        goto err_close;
+    }
+    rc = exec(st, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
+    if (rc < 0)
+        goto err_close;
+    rc = prepare(st, "PRAGMA user_version", &s);
+    if (rc < 0)
+        goto err_close;
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        rc = db_err(st, SQLITE_CORRUPT, "user_version");
+        goto err_close;
+    }
+    st->version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (st->version > BRK_STORE_SCHEMA_VERSION || st->version < 0) {
+        VDI_LOG_ERR("db=%s has schema version %d, newer than this vdid (%d): refusing to touch it",
+                    path, st->version, BRK_STORE_SCHEMA_VERSION);
+        rc = VDI_ECORRUPT;
+        goto err_close;
+    }
+    if (st->version == 0) {
+        /* A fresh database must be empty: never adopt someone else's file. */
+        rc = prepare(st, "SELECT count(*) FROM sqlite_master", &s);
+        if (rc < 0)
+            goto err_close;
+        int tables = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+        sqlite3_finalize(s);
+        if (tables != 0) {
+            VDI_LOG_ERR("db=%s has tables but no vdi schema version: not a vdi database", path);
+            rc = VDI_ECORRUPT;
+            goto err_close;
+        }
+    }
+    rc = migrate(st, version);
+    if (rc < 0)
+        goto err_close;
+    *out = st;
+    return 0;
+err_close:
+    sqlite3_close(st->db);
+    free(st);
+    return rc;
+}
+
+int brk_store_open(const char *path, brk_store_t **out)
+{
+    return brk__store_open_at(path, BRK_STORE_SCHEMA_VERSION, out);
+}
+
+void brk_store_close(brk_store_t *st)
+{
+    if (!st)
+        return;
+    sqlite3_close(st->db);
+    free(st);
+}
+
+int brk_store_schema_version(brk_store_t *st)
+{
+    return st->version;
+}
+
+int brk_store_sync_pools(brk_store_t *st, const brk_config_t *cfg)
+{
+    sqlite3_stmt *s;
+    int64_t now = now_s();
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = exec(st, "UPDATE pools SET removed = 1");
+    for (size_t i = 0; rc == 0 && i < cfg->n_pools; i++) {
+        const brk_pool_config_t *p = &cfg->pools[i];
+        rc = prepare(st,
+                     "INSERT INTO pools(name, image, type, vcpus, memory, fb_width, fb_height,"
+                     " min_spares, max_desktops, removed, updated)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)"
+                     " ON CONFLICT(name) DO UPDATE SET image = ?2, type = ?3, vcpus = ?4,"
+                     " memory = ?5, fb_width = ?6, fb_height = ?7, min_spares = ?8,"
+                     " max_desktops = ?9, removed = 0, updated = ?10",
+                     &s);
+        if (rc < 0)
+            break;
+        bind_text(s, 1, p->name);
+        bind_text(s, 2, p->image);
+        bind_text(s, 3, brk_pool_type_name(p->type));
+        sqlite3_bind_int64(s, 4, p->vcpus);
+        sqlite3_bind_int64(s, 5, (int64_t)p->memory);
+        sqlite3_bind_int64(s, 6, p->fb_width);
+        sqlite3_bind_int64(s, 7, p->fb_height);
+        sqlite3_bind_int64(s, 8, p->min_spares);
+        sqlite3_bind_int64(s, 9, p->max_desktops);
+        sqlite3_bind_int64(s, 10, now);
+        rc = step_done(st, s);
+    }
+    if (rc < 0) {
+        exec(st, "ROLLBACK");
+        return rc;
+    }
+    return exec(st, "COMMIT");
+}
+
+static int audit_insert(brk_store_t *st, const char *actor, const char *event, int64_t desktop,
+                        const char *user, const char *detail)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO audit(ts, actor, event, desktop, user, detail)"
+                     " VALUES(?, ?, ?, ?, ?, ?)",
+                     &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, now_s());
+    bind_text(s, 2, actor ? actor : "vdid");
+    bind_text(s, 3, event);
+    sqlite3_bind_int64(s, 4, desktop);
+    bind_text(s, 5, user);
+    bind_text(s, 6, detail);
+    return step_done(st, s);
+}
+
+int brk_store_audit(brk_store_t *st, const char *actor, const char *event, int64_t desktop,
+                    const char *user, const char *detail)
+{
+    return audit_insert(st, actor, event, desktop, user, detail);
+}
+
+int brk_store_desktop_create(brk_store_t *st, const char *pool, const char *owner,
+                             const char *image, uint64_t memory, int64_t *id)
+{
+    sqlite3_stmt *s;
+    int64_t now = now_s();
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = prepare(st,
+                 "INSERT INTO desktops(pool, owner, state, image, memory, created, updated)"
+                 " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                 &s);
+    if (rc < 0)
+        goto err_rollback;
+    bind_text(s, 1, pool);
+    bind_text(s, 2, owner);
+    bind_text(s, 3, brk_desktop_state_name(BRK_DS_PROVISIONING));
+    bind_text(s, 4, image);
+    sqlite3_bind_int64(s, 5, (int64_t)memory);
+    sqlite3_bind_int64(s, 6, now);
+    sqlite3_bind_int64(s, 7, now);
+    rc = step_done(st, s);
+    if (rc < 0)
+        goto err_rollback;
+    int64_t new_id = sqlite3_last_insert_rowid(st->db);
+    char detail[128];
+    snprintf(detail, sizeof(detail), "pool=%s to=provisioning", pool);
+    rc = audit_insert(st, NULL, "desktop.state", new_id, owner, detail);
+    if (rc < 0)
+        goto err_rollback;
+    rc = exec(st, "COMMIT");
+    if (rc < 0)
+        goto err_rollback;
+    *id = new_id;
+    return 0;
+err_rollback:
+    exec(st, "ROLLBACK");
+    return rc;
+}
+
+static int read_desktop(sqlite3_stmt *s, brk_desktop_t *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id = sqlite3_column_int64(s, 0);
+    copy_col(d->pool, sizeof(d->pool), s, 1);
+    copy_col(d->owner, sizeof(d->owner), s, 2);
+    const unsigned char *st = sqlite3_column_text(s, 3);
+    int state = brk_desktop_state_parse(st ? (const char *)st : "");
+    if (state < 0)
+        return VDI_ECORRUPT;
+    d->state = (brk_desktop_state_t)state;
+    copy_col(d->image, sizeof(d->image), s, 4);
+    d->image_version = sqlite3_column_int64(s, 5);
+    copy_col(d->overlay, sizeof(d->overlay), s, 6);
+    d->vmm_pid = sqlite3_column_int64(s, 7);
+    d->memory = (uint64_t)sqlite3_column_int64(s, 8);
+    d->created = sqlite3_column_int64(s, 9);
+    d->updated = sqlite3_column_int64(s, 10);
+    copy_col(d->reason, sizeof(d->reason), s, 11);
+    return 0;
+}
+
+#define DESKTOP_COLS                                                                               \
+    "id, pool, owner, state, image, image_version, overlay, vmm_pid, memory, created, updated, "   \
+    "reason"
+
+int brk_store_desktop_get(brk_store_t *st, int64_t id, brk_desktop_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "SELECT " DESKTOP_COLS " FROM desktops WHERE id = ?", &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        rc = read_desktop(s, out);
+    } else if (rc == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = db_err(st, rc, "desktop get");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int brk_store_desktop_set_state(brk_store_t *st, int64_t id, brk_desktop_state_t to,
+                                const char *reason)
+{
+    brk_desktop_t d;
+    sqlite3_stmt *s;
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = brk_store_desktop_get(st, id, &d);
+    if (rc < 0)
+        goto err_rollback;
+    if (!brk_desktop_transition_ok(d.state, to)) {
+        rc = VDI_ESTATE;
+        goto err_rollback;
+    }
+    rc = prepare(st, "UPDATE desktops SET state = ?, reason = ?, updated = ? WHERE id = ?", &s);
+    if (rc < 0)
+        goto err_rollback;
+    bind_text(s, 1, brk_desktop_state_name(to));
+    bind_text(s, 2, reason);
+    sqlite3_bind_int64(s, 3, now_s());
+    sqlite3_bind_int64(s, 4, id);
+    rc = step_done(st, s);
+    if (rc < 0)
+        goto err_rollback;
+    char detail[256];
+    snprintf(detail, sizeof(detail), "from=%s to=%s%s%s", brk_desktop_state_name(d.state),
+             brk_desktop_state_name(to), reason && *reason ? " reason=" : "", reason ? reason : "");
+    rc = audit_insert(st, NULL, "desktop.state", id, d.owner, detail);
+    if (rc < 0)
+        goto err_rollback;
+    return exec(st, "COMMIT");
+err_rollback:
+    exec(st, "ROLLBACK");
+    return rc;
+}
+
+static int update_changed(brk_store_t *st, sqlite3_stmt *s)
+{
+    int rc = step_done(st, s);
+    if (rc < 0)
+        return rc;
+    return sqlite3_changes(st->db) == 1 ? 0 : -ENOENT;
+}
+
+int brk_store_desktop_set_owner(brk_store_t *st, int64_t id, const char *owner)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "UPDATE desktops SET owner = ?, updated = ? WHERE id = ?", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, owner);
+    sqlite3_bind_int64(s, 2, now_s());
+    sqlite3_bind_int64(s, 3, id);
+    return update_changed(st, s);
+}
+
+int brk_store_desktop_set_vmm(brk_store_t *st, int64_t id, int64_t pid, const char *overlay,
+                              int64_t image_version)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "UPDATE desktops SET vmm_pid = ?, overlay = ?, image_version = ?,"
+                     " updated = ? WHERE id = ?",
+                     &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, pid);
+    bind_text(s, 2, overlay);
+    sqlite3_bind_int64(s, 3, image_version);
+    sqlite3_bind_int64(s, 4, now_s());
+    sqlite3_bind_int64(s, 5, id);
+    return update_changed(st, s);
+}
+
+int brk_store_desktop_foreach(brk_store_t *st, bool include_gone, brk_desktop_fn fn, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     include_gone ? "SELECT " DESKTOP_COLS " FROM desktops ORDER BY id"
+                                  : "SELECT " DESKTOP_COLS
+                                    " FROM desktops WHERE state != 'gone' ORDER BY id",
+                     &s);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        brk_desktop_t d;
+        int r = read_desktop(s, &d);
+        if (r == 0)
+            r = fn(&d, ctx);
+        if (r != 0) {
+            sqlite3_finalize(s);
+            return r;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_err(st, rc, "desktop list");
+}
+
+int brk_store_session_open(brk_store_t *st, const char *user, int64_t desktop, const char *client,
+                           int64_t *id)
+{
+    sqlite3_stmt *s;
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = prepare(st, "INSERT INTO sessions(user, desktop, client, started) VALUES(?, ?, ?, ?)", &s);
+    if (rc < 0)
+        goto err_rollback;
+    bind_text(s, 1, user);
+    sqlite3_bind_int64(s, 2, desktop);
+    bind_text(s, 3, client);
+    sqlite3_bind_int64(s, 4, now_s());
+    rc = step_done(st, s);
+    if (rc < 0)
+        goto err_rollback;
+    int64_t sid = sqlite3_last_insert_rowid(st->db);
+    char detail[128];
+    snprintf(detail, sizeof(detail), "session=%" PRId64 " client=%s", sid, client ? client : "");
+    rc = audit_insert(st, NULL, "session.open", desktop, user, detail);
+    if (rc < 0)
+        goto err_rollback;
+    rc = exec(st, "COMMIT");
+    if (rc < 0)
+        goto err_rollback;
+    *id = sid;
+    return 0;
+err_rollback:
+    exec(st, "ROLLBACK");
+    return rc;
+}
+
+static int read_session(sqlite3_stmt *s, brk_session_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->id = sqlite3_column_int64(s, 0);
+    copy_col(o->user, sizeof(o->user), s, 1);
+    o->desktop = sqlite3_column_int64(s, 2);
+    copy_col(o->client, sizeof(o->client), s, 3);
+    o->started = sqlite3_column_int64(s, 4);
+    o->ended = sqlite3_column_int64(s, 5);
+    copy_col(o->end_reason, sizeof(o->end_reason), s, 6);
+    return 0;
+}
+
+#define SESSION_COLS "id, user, desktop, client, started, ended, end_reason"
+
+int brk_store_session_get(brk_store_t *st, int64_t id, brk_session_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "SELECT " SESSION_COLS " FROM sessions WHERE id = ?", &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        rc = read_session(s, out);
+    else if (rc == SQLITE_DONE)
+        rc = -ENOENT;
+    else
+        rc = db_err(st, rc, "session get");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int brk_store_session_close(brk_store_t *st, int64_t id, const char *reason)
+{
+    brk_session_t se;
+    sqlite3_stmt *s;
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = brk_store_session_get(st, id, &se);
+    if (rc < 0)
+        goto err_rollback;
+    if (se.ended) {
+        rc = VDI_ESTATE;
+        goto err_rollback;
+    }
+    rc = prepare(st, "UPDATE sessions SET ended = ?, end_reason = ? WHERE id = ?", &s);
+    if (rc < 0)
+        goto err_rollback;
+    sqlite3_bind_int64(s, 1, VDI_MAX(now_s(), se.started));
+    bind_text(s, 2, reason);
+    sqlite3_bind_int64(s, 3, id);
+    rc = step_done(st, s);
+    if (rc < 0)
+        goto err_rollback;
+    char detail[128];
+    snprintf(detail, sizeof(detail), "session=%" PRId64 " reason=%s", id, reason ? reason : "");
+    rc = audit_insert(st, NULL, "session.close", se.desktop, se.user, detail);
+    if (rc < 0)
+        goto err_rollback;
+    return exec(st, "COMMIT");
+err_rollback:
+    exec(st, "ROLLBACK");
+    return rc;
+}
+
+int brk_store_session_foreach(brk_store_t *st, bool include_closed, brk_session_fn fn, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     include_closed ? "SELECT " SESSION_COLS " FROM sessions ORDER BY id"
+                                    : "SELECT " SESSION_COLS
+                                      " FROM sessions WHERE ended = 0 ORDER BY id",
+                     &s);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        brk_session_t se;
+        read_session(s, &se);
+        int r = fn(&se, ctx);
+        if (r != 0) {
+            sqlite3_finalize(s);
+            return r;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_err(st, rc, "session list");
+}
+
+int brk_store_token_put(brk_store_t *st, const char *hash, const char *user, int64_t desktop,
+                        int64_t expires)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "INSERT INTO tokens(hash, user, desktop, expires) VALUES(?, ?, ?, ?)", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, hash);
+    bind_text(s, 2, user);
+    sqlite3_bind_int64(s, 3, desktop);
+    sqlite3_bind_int64(s, 4, expires);
+    return step_done(st, s);
+}
+
+int brk_store_token_take(brk_store_t *st, const char *hash, int64_t now, char *user, size_t userlen,
+                         int64_t *desktop)
+{
+    sqlite3_stmt *s;
+    int rc = exec(st, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    rc = prepare(st, "SELECT user, desktop, expires, used FROM tokens WHERE hash = ?", &s);
+    if (rc < 0)
+        goto err_rollback;
+    bind_text(s, 1, hash);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        rc = rc == SQLITE_DONE ? VDI_ETOKEN : db_err(st, rc, "token get");
+        goto err_rollback;
+    }
+    int64_t dt = sqlite3_column_int64(s, 1);
+    int64_t expires = sqlite3_column_int64(s, 2);
+    int used = sqlite3_column_int(s, 3);
+    char u[64];
+    copy_col(u, sizeof(u), s, 0);
+    sqlite3_finalize(s);
+    /* Burn it whatever happens next: a token is tried once. */
+    rc = prepare(st, "UPDATE tokens SET used = 1 WHERE hash = ?", &s);
+    if (rc < 0)
+        goto err_rollback;
+    bind_text(s, 1, hash);
+    rc = step_done(st, s);
+    if (rc < 0)
+        goto err_rollback;
+    rc = exec(st, "COMMIT");
+    if (rc < 0)
+        goto err_rollback;
+    if (used || now >= expires)
+        return VDI_ETOKEN;
+    snprintf(user, userlen, "%s", u);
+    *desktop = dt;
+    return 0;
+err_rollback:
+    exec(st, "ROLLBACK");
+    return rc;
+}
+
+int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT id, ts, actor, event, desktop, user, detail FROM"
+                     " (SELECT * FROM audit ORDER BY id DESC LIMIT ?) ORDER BY id",
+                     &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, n);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        brk_audit_t a;
+        memset(&a, 0, sizeof(a));
+        a.id = sqlite3_column_int64(s, 0);
+        a.ts = sqlite3_column_int64(s, 1);
+        copy_col(a.actor, sizeof(a.actor), s, 2);
+        copy_col(a.event, sizeof(a.event), s, 3);
+        a.desktop = sqlite3_column_int64(s, 4);
+        copy_col(a.user, sizeof(a.user), s, 5);
+        copy_col(a.detail, sizeof(a.detail), s, 6);
+        int r = fn(&a, ctx);
+        if (r != 0) {
+            sqlite3_finalize(s);
+            return r;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_err(st, rc, "audit tail");
+}

@@ -1,0 +1,357 @@
+/* server/admin-cmds.c: what the admin socket's commands do. Each takes the request's "args"
+ * object (absent = empty) and returns a result or an error message; the table at the end is the
+ * list of commands (docs/admin.md describes them). */
+#define VDI_LOG_TAG "admin"
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/vdi.h"
+#include "server/internal.h"
+
+typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
+
+static json_t *desktop_json(const brk_desktop_t *d)
+{
+    return json_pack(
+        "{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s}", "id", (json_int_t)d->id,
+        "pool", d->pool, "owner", d->owner, "state", brk_desktop_state_name(d->state), "image",
+        d->image, "image_version", (json_int_t)d->image_version, "overlay", d->overlay, "vmm_pid",
+        (json_int_t)d->vmm_pid, "memory", (json_int_t)d->memory, "created", (json_int_t)d->created,
+        "updated", (json_int_t)d->updated, "reason", d->reason);
+}
+
+static json_t *session_json(const brk_session_t *se)
+{
+    return json_pack("{s:I, s:s, s:I, s:s, s:I, s:I, s:s}", "id", (json_int_t)se->id, "user",
+                     se->user, "desktop", (json_int_t)se->desktop, "client", se->client, "started",
+                     (json_int_t)se->started, "ended", (json_int_t)se->ended, "end_reason",
+                     se->end_reason);
+}
+
+/* Argument helpers: each writes @err and returns false on a bad argument. */
+static bool arg_string(json_t *args, const char *key, const char **out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(args, key);
+    *out = NULL;
+    if (!v)
+        return true;
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "argument '%s' must be a string", key);
+        return false;
+    }
+    *out = json_string_value(v);
+    return true;
+}
+
+static bool arg_bool(json_t *args, const char *key, bool *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(args, key);
+    *out = false;
+    if (!v)
+        return true;
+    if (!json_is_boolean(v)) {
+        snprintf(err, errlen, "argument '%s' must be true or false", key);
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool arg_int(json_t *args, const char *key, bool required, int64_t min, int64_t max,
+                    int64_t *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(args, key);
+    if (!v) {
+        if (required)
+            snprintf(err, errlen, "argument '%s' is required", key);
+        return !required;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        snprintf(err, errlen, "argument '%s' must be a whole number from %" PRId64 " to %" PRId64,
+                 key, min, max);
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
+struct list_ctx {
+    json_t *arr;
+    const char *pool;
+    int state;
+    uint64_t mem_used;
+    unsigned by_state[BRK_DS__COUNT];
+};
+
+static int collect_desktop(const brk_desktop_t *d, void *ctx)
+{
+    struct list_ctx *l = ctx;
+    if (l->pool && strcmp(l->pool, d->pool) != 0)
+        return 0;
+    if (l->state >= 0 && (int)d->state != l->state)
+        return 0;
+    l->by_state[d->state]++;
+    if (d->state != BRK_DS_GONE && d->state != BRK_DS_FAILED)
+        l->mem_used += d->memory;
+    if (l->arr)
+        json_array_append_new(l->arr, desktop_json(d));
+    return 0;
+}
+
+static json_t *cmd_desktops_list(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    struct list_ctx l = {.arr = json_array(), .state = -1};
+    const char *state = NULL;
+    bool all;
+    if (!arg_string(args, "pool", &l.pool, err, errlen) ||
+        !arg_string(args, "state", &state, err, errlen) ||
+        !arg_bool(args, "all", &all, err, errlen))
+        goto err;
+    if (state) {
+        l.state = brk_desktop_state_parse(state);
+        if (l.state < 0) {
+            snprintf(err, errlen, "unknown state '%s'", state);
+            goto err;
+        }
+        all = all || l.state == BRK_DS_GONE;
+    }
+    int rc = brk_store_desktop_foreach(s->store, all, collect_desktop, &l);
+    if (rc < 0) {
+        snprintf(err, errlen, "state database: %s", vdi_strerror(rc));
+        goto err;
+    }
+    return l.arr;
+err:
+    json_decref(l.arr);
+    return NULL;
+}
+
+static json_t *cmd_desktops_show(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    brk_desktop_t d;
+    if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
+        return NULL;
+    int rc = brk_store_desktop_get(s->store, id, &d);
+    if (rc < 0) {
+        snprintf(err, errlen, "desktop %" PRId64 ": %s", id,
+                 rc == -ENOENT ? "no such desktop" : vdi_strerror(rc));
+        return NULL;
+    }
+    return desktop_json(&d);
+}
+
+static json_t *desktop_action(srv_t *s, json_t *args, bool hard, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    brk_desktop_t d;
+    if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
+        return NULL;
+    int rc =
+        srv__vm_recycle(s, id, hard, hard ? "destroyed by the admin" : "recycled by the admin");
+    if (rc == 0)
+        rc = brk_store_desktop_get(s->store, id, &d);
+    if (rc < 0) {
+        snprintf(err, errlen, "desktop %" PRId64 ": %s", id,
+                 rc == -ENOENT      ? "no such desktop"
+                 : rc == VDI_ESTATE ? "already gone or going"
+                                    : vdi_strerror(rc));
+        return NULL;
+    }
+    return desktop_json(&d);
+}
+
+static json_t *cmd_desktops_destroy(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    return desktop_action(s, args, true, err, errlen);
+}
+
+static json_t *cmd_desktops_recycle(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    return desktop_action(s, args, false, err, errlen);
+}
+
+static json_t *cmd_sessions_disconnect(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    int64_t id = 0;
+    if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
+        return NULL;
+    if (srv__session_kick(s, id, "disconnected by the admin") < 0) {
+        snprintf(err, errlen, "session %" PRId64 ": no such open session", id);
+        return NULL;
+    }
+    brk_store_audit(s->store, "admin", "session.disconnect", 0, NULL, NULL);
+    return json_pack("{s:I}", "id", (json_int_t)id);
+}
+
+static int count_sessions(const brk_session_t *se, void *ctx)
+{
+    VDI_UNUSED(se);
+    (*(unsigned *)ctx)++;
+    return 0;
+}
+
+static json_t *cmd_pools_list(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    VDI_UNUSED(args);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < s->cfg->n_pools; i++) {
+        const brk_pool_config_t *p = &s->cfg->pools[i];
+        struct list_ctx l = {.pool = p->name, .state = -1};
+        int rc = brk_store_desktop_foreach(s->store, false, collect_desktop, &l);
+        if (rc < 0) {
+            snprintf(err, errlen, "state database: %s", vdi_strerror(rc));
+            json_decref(arr);
+            return NULL;
+        }
+        json_t *users = json_array(), *groups = json_array();
+        for (size_t j = 0; j < p->n_users; j++)
+            json_array_append_new(users, json_string(p->users[j]));
+        for (size_t j = 0; j < p->n_groups; j++)
+            json_array_append_new(groups, json_string(p->groups[j]));
+        char fb[32];
+        snprintf(fb, sizeof(fb), "%ux%u", p->fb_width, p->fb_height);
+        unsigned live = 0;
+        for (int st = 0; st < BRK_DS__COUNT; st++)
+            if (st != BRK_DS_GONE && st != BRK_DS_FAILED)
+                live += l.by_state[st];
+        json_array_append_new(
+            arr,
+            json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:i, s:o, s:o, s:i, s:i, s:i,"
+                      " s:i, s:i}",
+                      "name", p->name, "image", p->image, "type", brk_pool_type_name(p->type),
+                      "vcpus", (int)p->vcpus, "memory", (json_int_t)p->memory, "framebuffer", fb,
+                      "min_spares", (int)p->min_spares, "max_desktops", (int)p->max_desktops,
+                      "users", users, "groups", groups, "disconnect_timeout",
+                      (int)p->disconnect_timeout_s, "idle_timeout", (int)p->idle_timeout_s,
+                      "desktops", (int)live, "ready", (int)l.by_state[BRK_DS_READY], "in_use",
+                      (int)l.by_state[BRK_DS_IN_USE]));
+    }
+    return arr;
+}
+
+static int collect_session(const brk_session_t *se, void *ctx)
+{
+    json_array_append_new(ctx, session_json(se));
+    return 0;
+}
+
+static json_t *cmd_sessions_list(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    bool all;
+    if (!arg_bool(args, "all", &all, err, errlen))
+        return NULL;
+    json_t *arr = json_array();
+    int rc = brk_store_session_foreach(s->store, all, collect_session, arr);
+    if (rc < 0) {
+        snprintf(err, errlen, "state database: %s", vdi_strerror(rc));
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static int collect_audit(const brk_audit_t *a, void *ctx)
+{
+    json_array_append_new(
+        ctx, json_pack("{s:I, s:I, s:s, s:s, s:I, s:s, s:s}", "id", (json_int_t)a->id, "ts",
+                       (json_int_t)a->ts, "actor", a->actor, "event", a->event, "desktop",
+                       (json_int_t)a->desktop, "user", a->user, "detail", a->detail));
+    return 0;
+}
+
+static json_t *cmd_audit_tail(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    int64_t n = 20;
+    if (!arg_int(args, "n", false, 1, 100000, &n, err, errlen))
+        return NULL;
+    json_t *arr = json_array();
+    int rc = brk_store_audit_tail(s->store, (unsigned)n, collect_audit, arr);
+    if (rc < 0) {
+        snprintf(err, errlen, "state database: %s", vdi_strerror(rc));
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    VDI_UNUSED(args);
+    struct list_ctx l = {.state = -1};
+    unsigned sessions = 0;
+    uint64_t host = 0;
+    int rc = brk_store_desktop_foreach(s->store, false, collect_desktop, &l);
+    if (rc == 0)
+        rc = brk_store_session_foreach(s->store, false, count_sessions, &sessions);
+    if (rc < 0) {
+        snprintf(err, errlen, "state database: %s", vdi_strerror(rc));
+        return NULL;
+    }
+    srv__host_memory(&host);
+    json_t *states = json_object();
+    for (int st = 0; st < BRK_DS__COUNT; st++)
+        if (st != BRK_DS_GONE)
+            json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
+    return json_pack(
+        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version",
+        VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
+        (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen", s->cfg->listen, "rfb_port",
+        srv__gateway_port(s->gateway), "pools", (int)s->cfg->n_pools, "desktops", states,
+        "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
+        (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
+        (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
+        "overcommit", (int)s->cfg->overcommit_pct);
+}
+
+static const struct {
+    const char *name;
+    cmd_fn fn;
+} commands[] = {
+    {"status", cmd_status},
+    {"pools.list", cmd_pools_list},
+    {"desktops.list", cmd_desktops_list},
+    {"desktops.show", cmd_desktops_show},
+    {"desktops.destroy", cmd_desktops_destroy},
+    {"desktops.recycle", cmd_desktops_recycle},
+    {"sessions.list", cmd_sessions_list},
+    {"sessions.disconnect", cmd_sessions_disconnect},
+    {"audit.tail", cmd_audit_tail},
+};
+
+json_t *srv__admin_dispatch(srv_t *s, json_t *req)
+{
+    char err[512] = "";
+    if (!json_is_object(req))
+        return json_pack("{s:b, s:s}", "ok", 0, "error", "request must be a JSON object");
+    json_t *cmd = json_object_get(req, "cmd");
+    if (!json_is_string(cmd))
+        return json_pack("{s:b, s:s}", "ok", 0, "error",
+                         "request needs \"cmd\": a command name string");
+    json_t *args = json_object_get(req, "args");
+    json_t *empty = NULL;
+    if (!args) {
+        args = empty = json_object();
+    } else if (!json_is_object(args)) {
+        return json_pack("{s:b, s:s}", "ok", 0, "error", "\"args\" must be a JSON object");
+    }
+    const char *name = json_string_value(cmd);
+    json_t *result = NULL;
+    size_t i;
+    for (i = 0; i < VDI_ARRAY_SIZE(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            break;
+    if (i == VDI_ARRAY_SIZE(commands)) {
+        snprintf(err, sizeof(err), "unknown command '%.64s'", name);
+    } else {
+        result = commands[i].fn(s, args, err, sizeof(err));
+        if (!result && !err[0])
+            snprintf(err, sizeof(err), "%s failed", name);
+    }
+    json_decref(empty);
+    if (!result)
+        return json_pack("{s:b, s:s}", "ok", 0, "error", err);
+    return json_pack("{s:b, s:o}", "ok", 1, "result", result);
+}

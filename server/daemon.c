@@ -1,0 +1,317 @@
+/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, signals, systemd
+ * readiness, and the orderly stop. Runs in the foreground and logs to stderr. */
+#define VDI_LOG_TAG "vdid"
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef VDI_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "auth/auth.h"
+#include "common/vdi.h"
+#include "golden-images/img.h"
+#include "server/internal.h"
+
+void srv__notify(const char *state)
+{
+#ifdef VDI_HAVE_SYSTEMD
+    /* Returns 0 when NOTIFY_SOCKET is unset (not under systemd): nothing to do then. */
+    int rc = sd_notify(0, state);
+    if (rc < 0)
+        VDI_LOG_WARN("sd_notify(%s): %s", state, vdi_strerror(rc));
+#else
+    VDI_UNUSED(state);
+#endif
+}
+
+int srv__host_memory(uint64_t *out)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[256];
+    if (!f)
+        return -errno;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long kib;
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1) {
+            fclose(f);
+            *out = (uint64_t)kib * 1024;
+            return 0;
+        }
+    }
+    fclose(f);
+    return -ENOENT;
+}
+
+/* mkdir -p with @mode for the last component; existing directories are left as they are. */
+static int make_dir(const char *path, mode_t mode)
+{
+    char buf[256];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (stat(buf, &st) < 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    srv_t *s = h->data;
+    srv__daemon_stop(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *config_path)
+{
+    const struct {
+        const char *path;
+        mode_t mode;
+    } dirs[] = {
+        {cfg->state_dir, 0700},
+        {cfg->run_dir, 0755},
+    };
+    char *path = NULL;
+    uint64_t host = 0;
+    int rc;
+
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->cfg = cfg;
+    s->config_path = vdi_xstrdup(config_path);
+    s->lock_fd = -1;
+    s->started_ms = vdi_now_ms();
+
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(dirs); i++) {
+        rc = make_dir(dirs[i].path, dirs[i].mode);
+        if (rc < 0) {
+            VDI_LOG_ERR("dir=%s cannot create: %s", dirs[i].path, vdi_strerror(rc));
+            goto err;
+        }
+    }
+    path = vdi_xasprintf("%s/desktops", cfg->state_dir);
+    rc = make_dir(path, 0700);
+    free(path);
+    path = vdi_xasprintf("%s/vm", cfg->run_dir);
+    if (rc == 0)
+        rc = make_dir(path, 0700);
+    if (rc < 0) {
+        VDI_LOG_ERR("dir=%s cannot create: %s", path, vdi_strerror(rc));
+        goto err;
+    }
+    free(path);
+
+    /* One vdid per state directory: a second one would fight the first over the VMMs. */
+    path = vdi_xasprintf("%s/vdid.lock", cfg->state_dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) {
+        rc = -errno;
+        VDI_LOG_ERR("lock=%s cannot open: %s", path, vdi_strerror(rc));
+        goto err;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        rc = -errno;
+        if (rc == -EWOULDBLOCK) {
+            VDI_LOG_ERR("state_dir=%s is in use by another vdid (lock %s is held)", cfg->state_dir,
+                        path);
+            rc = -EBUSY;
+        } else {
+            VDI_LOG_ERR("lock=%s: %s", path, vdi_strerror(rc));
+        }
+        goto err;
+    }
+    free(path);
+
+    path = vdi_xasprintf("%s/vdi.db", cfg->state_dir);
+    rc = brk_store_open(path, &s->store);
+    if (rc < 0) {
+        VDI_LOG_ERR("db=%s cannot open the state database: %s", path, vdi_strerror(rc));
+        goto err;
+    }
+    free(path);
+    path = NULL;
+    rc = brk_store_sync_pools(s->store, cfg);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot record the configured pools: %s", vdi_strerror(rc));
+        goto err;
+    }
+
+    if (cfg->memory_budget) {
+        host = cfg->memory_budget;
+    } else {
+        rc = srv__host_memory(&host);
+        if (rc < 0) {
+            VDI_LOG_ERR("cannot read MemTotal from /proc/meminfo: %s; set memory_budget",
+                        vdi_strerror(rc));
+            goto err;
+        }
+        host = host > cfg->memory_reserve ? host - cfg->memory_reserve : 0;
+    }
+    s->memory_budget = host * cfg->overcommit_pct / 100; /* host < 2^50, pct <= 1000 */
+
+    if (cfg->vmm) {
+        s->vmm_path = vdi_xstrdup(cfg->vmm);
+    } else {
+        /* vdi-vmm next to vdid: installed together, and build/bin in a checkout. */
+        char self[256];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0) {
+            rc = -errno;
+            VDI_LOG_ERR("cannot find vdid's own path to locate vdi-vmm: %s; set vmm",
+                        vdi_strerror(rc));
+            goto err;
+        }
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        *slash = 0;
+        s->vmm_path = vdi_xasprintf("%s/vdi-vmm", self);
+    }
+    if (access(s->vmm_path, X_OK) < 0)
+        VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
+                     strerror(errno));
+
+    rc = img_catalog_open(cfg->state_dir, &s->catalog);
+    if (rc < 0) {
+        VDI_LOG_ERR("state_dir=%s: cannot open the image catalogue: %s", cfg->state_dir,
+                    vdi_strerror(rc));
+        goto err;
+    }
+
+    auth_config_t ac;
+    auth_config_defaults(&ac);
+    ac.pam_service = cfg->pam_service;
+    ac.tls_cert = cfg->tls_cert;
+    ac.tls_key = cfg->tls_key;
+    ac.state_dir = cfg->state_dir;
+    if (cfg->admin_group)
+        ac.admin_group = cfg->admin_group;
+    const brk_auth_config_t *au = &cfg->auth;
+    ac.allow_tlsplain = au->allow_tlsplain;
+    ac.tlsplain_only = au->tlsplain_only;
+    ac.handshake_timeout_ms = au->handshake_timeout_ms;
+    ac.pam_max_concurrent = au->pam_max_concurrent;
+    ac.pam_max_queued = au->pam_max_queued;
+    ac.max_checks_per_addr = au->max_checks_per_addr;
+    ac.max_username_len = au->max_username_len;
+    ac.max_password_len = au->max_password_len;
+    ac.limit_user.free_failures = au->user_free_failures;
+    ac.limit_user.backoff_base_ms = au->user_backoff_base_ms;
+    ac.limit_user.backoff_max_ms = au->user_backoff_max_ms;
+    ac.limit_user.lockout_failures = au->user_lockout_failures;
+    ac.limit_user.lockout_ms = au->user_lockout_ms;
+    ac.limit_addr.free_failures = au->addr_free_failures;
+    ac.limit_addr.backoff_base_ms = au->addr_backoff_base_ms;
+    ac.limit_addr.backoff_max_ms = au->addr_backoff_max_ms;
+    ac.limit_addr.lockout_failures = au->addr_lockout_failures;
+    ac.limit_addr.lockout_ms = au->addr_lockout_ms;
+    rc = auth_create(loop, &ac, &s->auth);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot set up authentication (TLS, PAM): %s", vdi_strerror(rc));
+        goto err;
+    }
+    return 0;
+err:
+    free(path);
+    srv__daemon_fini(s);
+    return rc;
+}
+
+void srv__daemon_stop(srv_t *s, const char *why)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    VDI_LOG_INFO("stopping (%s); desktops keep running", why);
+    srv__notify("STOPPING=1");
+    uv_signal_stop(&s->sig_term);
+    uv_signal_stop(&s->sig_int);
+    if (s->admin) {
+        srv__admin_close(s->admin);
+        s->admin = NULL;
+    }
+    if (s->gateway) {
+        srv__gateway_close(s->gateway);
+        s->gateway = NULL;
+    }
+    if (s->vms_started)
+        srv__vms_stop(s);
+    s->vms_started = false;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    VDI_UNUSED(arg);
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int srv__daemon_run(srv_t *s)
+{
+    int rc;
+    uv_signal_init(s->loop, &s->sig_term);
+    uv_signal_init(s->loop, &s->sig_int);
+    s->sig_term.data = s->sig_int.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+
+    rc = srv__vms_start(s);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot read the desktops from the state database: %s", vdi_strerror(rc));
+        goto out;
+    }
+    rc = srv__gateway_start(s, &s->gateway);
+    if (rc < 0)
+        goto out;
+    rc = srv__admin_start(s, &s->admin);
+    if (rc < 0)
+        goto out;
+
+    VDI_LOG_INFO("ready: rfb_port=%d admin=%s pools=%zu memory_budget=%" PRIu64 "M",
+                 srv__gateway_port(s->gateway), s->cfg->admin_socket, s->cfg->n_pools,
+                 s->memory_budget >> 20);
+    srv__notify("READY=1\nSTATUS=serving");
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    rc = 0;
+out:
+    if (!s->stopping && rc < 0)
+        srv__daemon_stop(s, "start-up failed");
+    /* Close whatever is left (signal handles), then let libuv finish the close callbacks. */
+    uv_walk(s->loop, close_walk, NULL);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    return rc;
+}
+
+void srv__daemon_fini(srv_t *s)
+{
+    auth_destroy(s->auth);
+    s->auth = NULL;
+    img_catalog_close(s->catalog);
+    s->catalog = NULL;
+    brk_store_close(s->store);
+    s->store = NULL;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    s->lock_fd = -1;
+    brk_config_free(s->cfg);
+    s->cfg = NULL;
+    free(s->config_path);
+    s->config_path = NULL;
+    free(s->vmm_path);
+    s->vmm_path = NULL;
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# vdid without desktops: configuration errors name the line, the admin socket is private and
+# answers vdictl, bad admin input gets clear errors (and the daemon lives on), one vdid per
+# state directory, SIGTERM stops it cleanly.
+# timeout: 60
+. "$VDI_SRC/tests/lib.sh"
+t_tmpdir
+VDID=$VDI_BIN/vdid
+VDICTL=$VDI_BIN/vdictl
+SOCKCAT=$VDI_BUILD/tests/tools/vdid_sockcat
+
+# ---- configuration errors
+printf '[vdid]\nstate_dir = %s/state\n\n[pool lab]\nimage = testdesk\nvcpu = 2\n' "$T" >"$T/bad.conf"
+out=$("$VDID" --check-config -c "$T/bad.conf" 2>&1); rc=$?
+t_check "bad key: exit 1" test "$rc" = 1
+t_check "bad key: names file, line and key" grep -qF "$T/bad.conf:6: unknown key 'vcpu' in [pool lab]" <<<"$out"
+printf '[pool lab]\nimage = testdesk\nmemory = lots\n' >"$T/bad2.conf"
+out=$("$VDID" -c "$T/bad2.conf" 2>&1); rc=$?
+t_check "bad value: vdid does not start" test "$rc" = 1
+t_check "bad value: names the line and the value" grep -qF "bad2.conf:3: memory: 'lots' is not a size" <<<"$out"
+out=$("$VDID" -c "$T/missing.conf" 2>&1)
+t_check "missing config: named" grep -qF "$T/missing.conf: cannot open: No such file" <<<"$out"
+
+# ---- a running vdid
+cat >"$T/vdid.conf" <<CONF
+[vdid]
+state_dir = $T/state
+run_dir = $T/run
+listen = 127.0.0.1:0
+memory_budget = 4G
+log_level = debug
+
+[pool lab]
+image = testdesk
+users = alice, bob
+memory = 128M
+[pool office]
+image = testdesk
+type = dedicated
+groups = staff
+CONF
+t_check "good config passes --check-config" "$VDID" --check-config -c "$T/vdid.conf"
+t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
+pid=$!
+sock=$T/run/vdid.sock
+t_check "admin socket appears" t_wait_for 10 test -S "$sock"
+t_check "admin socket is mode 0600" test "$(stat -c %a "$sock")" = 600
+t_check "state database created" test -f "$T/state/vdi.db"
+export VDI_ADMIN_SOCKET=$sock
+
+out=$("$VDICTL" status) || t_fail "vdictl status failed"
+t_check "status shows the memory budget" grep -q "budget 4096M" <<<"$out"
+out=$("$VDICTL" status --json) || t_fail "vdictl status --json failed"
+t_check "status --json is JSON with the pid" grep -q "\"pid\": $pid" <<<"$out"
+out=$("$VDICTL" pools) || t_fail "vdictl pools failed"
+t_check "pools lists both pools" bash -c 'grep -q "^lab .*floating" <<<"$1" && grep -q "^office .*dedicated" <<<"$1"' _ "$out"
+out=$("$VDICTL" pools list --json)
+t_check "pools --json carries entitlements" grep -q '"staff"' <<<"$out"
+out=$("$VDICTL" desktops list --json)
+t_check "no desktops yet" test "$(tr -d ' \n' <<<"$out")" = "[]"
+t_check "sessions list works" "$VDICTL" sessions list
+t_check "sessions list --json works" "$VDICTL" sessions --json --all
+t_check "audit tail works" "$VDICTL" audit tail -n 5
+out=$("$VDICTL" desktops show 42 2>&1); rc=$?
+t_check "show of a missing desktop fails" test "$rc" = 1
+t_check "and says why" grep -qF "desktop 42: no such desktop" <<<"$out"
+t_expect_exit 2 "vdictl rejects a bad id" "$VDICTL" desktops show abc
+t_expect_exit 2 "vdictl rejects an unknown subcommand" "$VDICTL" desktops frob
+t_expect_exit 1 "vdictl names an unreachable socket" "$VDICTL" -s "$T/nope.sock" status
+
+# ---- bad admin input: each line gets an error reply, the connection and the daemon live on
+out=$(printf '%s\n' 'nonsense' '[1,2]' '{"cmd":1}' '{"cmd":"frobnicate"}' \
+        '{"cmd":"desktops.show","args":{"id":"x"}}' '{"cmd":"desktops.list","args":{"state":"zzz"}}' \
+        '{"cmd":"status","args":[]}' '{"cmd":"status","cmd":"status"}' '{"cmd":"status"}' | "$SOCKCAT" "$sock")
+t_check "nine requests, nine replies" test "$(wc -l <<<"$out")" = 9
+t_check "invalid JSON is named" grep -q '"error": *"request is not valid JSON' <<<"$out"
+t_check "non-object is refused" grep -q 'request must be a JSON object' <<<"$out"
+t_check "missing cmd is named" grep -q 'request needs \\"cmd\\"' <<<"$out"
+t_check "unknown command is named" grep -q "unknown command 'frobnicate'" <<<"$out"
+t_check "bad argument type is named" grep -q "argument 'id' must be a whole number" <<<"$out"
+t_check "bad state is named" grep -q "unknown state 'zzz'" <<<"$out"
+t_check "bad args type is named" grep -q '\\"args\\" must be a JSON object' <<<"$out"
+t_check "duplicate keys are refused" grep -q 'duplicate object key' <<<"$out"
+t_check "a good request after bad ones works" bash -c 'tail -n1 <<<"$1" | grep -q "\"ok\": *true"' _ "$out"
+out=$(head -c 200000 /dev/zero | tr '\0' 'x' | "$SOCKCAT" "$sock")
+t_check "an overlong line is refused" grep -q 'request longer than 65536 bytes' <<<"$out"
+head -c 100000 /dev/urandom | "$SOCKCAT" "$sock" >/dev/null
+t_check "vdid survives garbage" kill -0 "$pid"
+t_check "and still answers" "$VDICTL" status
+
+# ---- one vdid per state directory
+out=$("$VDID" -c "$T/vdid.conf" 2>&1); rc=$?
+t_check "a second vdid on the same state dir is refused" test "$rc" = 1
+t_check "with a reason" grep -q "in use by another vdid" <<<"$out"
+t_check "the first one still answers" "$VDICTL" status
+
+# ---- stop and restart
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+t_check "SIGTERM: exit status 0" test "$rc" = 0
+t_check "SIGTERM: admin socket removed" test ! -e "$sock"
+t_check "log says it stopped" grep -q "stopping (SIGTERM)" "$T/vdid.log"
+t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
+t_check "restarts on the same state" t_wait_for 10 test -S "$sock"
+t_check "and answers" "$VDICTL" status
+t_done

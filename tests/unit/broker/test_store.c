@@ -1,0 +1,286 @@
+/* Unit tests for broker/store.c against a real SQLite database in a temporary directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker/internal.h"
+#include "common/vdi.h"
+
+struct fx {
+    char dir[64];
+    char path[96];
+    brk_store_t *st;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = vdi_xcalloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/vdi-test-store.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/vdi.db", f->dir);
+    if (brk_store_open(f->path, &f->st) != 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    brk_store_close(f->st);
+    char *cmd = vdi_xasprintf("rm -rf '%s'", f->dir);
+    int rc = system(cmd);
+    free(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static int count_cb(const void *x, void *ctx)
+{
+    (void)x;
+    (*(int *)ctx)++;
+    return 0;
+}
+static int count_desktops(const brk_desktop_t *d, void *ctx)
+{
+    return count_cb(d, ctx);
+}
+static int count_sessions(const brk_session_t *s, void *ctx)
+{
+    return count_cb(s, ctx);
+}
+
+struct audit_rec {
+    int n;
+    brk_audit_t recs[16];
+};
+static int collect_audit(const brk_audit_t *a, void *ctx)
+{
+    struct audit_rec *r = ctx;
+    if (r->n < 16)
+        r->recs[r->n++] = *a;
+    return 0;
+}
+
+static void test_fresh_db_is_wal_and_current(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(brk_store_schema_version(f->st), BRK_STORE_SCHEMA_VERSION);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static void test_desktop_lifecycle_is_audited(void **state)
+{
+    struct fx *f = *state;
+    int64_t id;
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_create(f->st, "lab", "", "testdesk", 256 << 20, &id), 0);
+    assert_true(id > 0);
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_int_equal(d.state, BRK_DS_PROVISIONING);
+    assert_string_equal(d.pool, "lab");
+    assert_int_equal(d.memory, 256 << 20);
+    assert_int_equal(brk_store_desktop_set_vmm(f->st, id, 4242, "/x/disk.qcow2", 3), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_READY, NULL), 0);
+    assert_int_equal(brk_store_desktop_set_owner(f->st, id, "alice"), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_IN_USE, "login"), 0);
+    /* a forbidden transition changes nothing */
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_PROVISIONING, NULL), VDI_ESTATE);
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_int_equal(d.state, BRK_DS_IN_USE);
+    assert_string_equal(d.owner, "alice");
+    assert_string_equal(d.overlay, "/x/disk.qcow2");
+    assert_int_equal(d.vmm_pid, 4242);
+    assert_int_equal(d.image_version, 3);
+    assert_string_equal(d.reason, "login");
+    assert_int_equal(
+        brk_store_desktop_set_state(f->st, id, BRK_DS_FAILED, "vmm killed by signal 9"), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_GONE, NULL), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, 999, BRK_DS_GONE, NULL), -ENOENT);
+    assert_int_equal(brk_store_desktop_set_owner(f->st, 999, "x"), -ENOENT);
+
+    /* every transition is in the audit log, in order */
+    struct audit_rec au = {0};
+    int rc = brk_store_audit_tail(f->st, 100, collect_audit, &au);
+    for (int i = 0; i < au.n; i++) {
+        assert_string_equal(au.recs[i].event, "desktop.state");
+        assert_int_equal(au.recs[i].desktop, id);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(au.n, 5);
+    assert_string_equal(au.recs[0].detail, "pool=lab to=provisioning");
+    assert_string_equal(au.recs[1].detail, "from=provisioning to=ready");
+    assert_string_equal(au.recs[2].detail, "from=ready to=in-use reason=login");
+    assert_string_equal(au.recs[3].detail, "from=in-use to=failed reason=vmm killed by signal 9");
+    assert_string_equal(au.recs[4].detail, "from=failed to=gone");
+
+    int n = 0;
+    assert_int_equal(brk_store_desktop_foreach(f->st, false, count_desktops, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(brk_store_desktop_foreach(f->st, true, count_desktops, &n), 0);
+    assert_int_equal(n, 1);
+}
+
+static void test_sessions(void **state)
+{
+    struct fx *f = *state;
+    int64_t s1, s2;
+    brk_session_t se;
+    assert_int_equal(brk_store_session_open(f->st, "alice", 1, "127.0.0.1:4000", &s1), 0);
+    assert_int_equal(brk_store_session_open(f->st, "bob", 2, "127.0.0.1:4001", &s2), 0);
+    assert_int_equal(brk_store_session_close(f->st, s1, "logout"), 0);
+    assert_int_equal(brk_store_session_close(f->st, s1, "again"), VDI_ESTATE);
+    assert_int_equal(brk_store_session_close(f->st, 77, "x"), -ENOENT);
+    assert_int_equal(brk_store_session_get(f->st, s1, &se), 0);
+    assert_true(se.ended >= se.started && se.ended > 0);
+    assert_string_equal(se.end_reason, "logout");
+    assert_string_equal(se.user, "alice");
+    int n = 0;
+    assert_int_equal(brk_store_session_foreach(f->st, false, count_sessions, &n), 0);
+    assert_int_equal(n, 1);
+    n = 0;
+    assert_int_equal(brk_store_session_foreach(f->st, true, count_sessions, &n), 0);
+    assert_int_equal(n, 2);
+}
+
+static void test_tokens_burn(void **state)
+{
+    struct fx *f = *state;
+    char user[64];
+    int64_t dt = 0;
+    assert_int_equal(brk_store_token_put(f->st, "aa", "alice", 5, 1000), 0);
+    assert_int_equal(brk_store_token_put(f->st, "bb", "bob", 6, 1000), 0);
+    assert_int_equal(brk_store_token_take(f->st, "aa", 999, user, sizeof(user), &dt), 0);
+    assert_string_equal(user, "alice");
+    assert_int_equal(dt, 5);
+    assert_int_equal(brk_store_token_take(f->st, "aa", 999, user, sizeof(user), &dt), VDI_ETOKEN);
+    assert_int_equal(brk_store_token_take(f->st, "bb", 1000, user, sizeof(user), &dt), VDI_ETOKEN);
+    /* an expired token was burnt too */
+    assert_int_equal(brk_store_token_take(f->st, "bb", 0, user, sizeof(user), &dt), VDI_ETOKEN);
+    assert_int_equal(brk_store_token_take(f->st, "cc", 0, user, sizeof(user), &dt), VDI_ETOKEN);
+}
+
+static void test_pools_sync(void **state)
+{
+    struct fx *f = *state;
+    brk_config_t *cfg;
+    char err[128];
+    const char *t1 = "[pool a]\nimage=x\n[pool b]\nimage=y\nvcpus=2\n";
+    assert_int_equal(brk_config_parse(t1, strlen(t1), "t", &cfg, err, sizeof(err)), 0);
+    assert_int_equal(brk_store_sync_pools(f->st, cfg), 0);
+    brk_config_free(cfg);
+    const char *t2 = "[pool b]\nimage=z\n";
+    assert_int_equal(brk_config_parse(t2, strlen(t2), "t", &cfg, err, sizeof(err)), 0);
+    assert_int_equal(brk_store_sync_pools(f->st, cfg), 0);
+    brk_config_free(cfg);
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT name, image, removed FROM pools ORDER BY name",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "a");
+    assert_int_equal(sqlite3_column_int(s, 2), 1);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 1), "z");
+    assert_int_equal(sqlite3_column_int(s, 2), 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+    struct fx *f = *state;
+    int64_t id;
+    assert_int_equal(brk_store_desktop_create(f->st, "lab", "bob", "testdesk", 1 << 28, &id), 0);
+    brk_store_close(f->st);
+    assert_int_equal(brk_store_open(f->path, &f->st), 0);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_string_equal(d.owner, "bob");
+}
+
+static void test_migration_from_v1(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/old.db", f->dir);
+    brk_store_t *st;
+    assert_int_equal(brk__store_open_at(path, 1, &st), 0);
+    assert_int_equal(brk_store_schema_version(st), 1);
+    int64_t id;
+    assert_int_equal(brk_store_desktop_create(st, "lab", "carol", "testdesk", 1 << 28, &id), 0);
+    brk_store_close(st);
+    assert_int_equal(brk_store_open(path, &st), 0);
+    assert_int_equal(brk_store_schema_version(st), 2);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
+    assert_string_equal(d.owner, "carol");
+    /* the version 2 tables work */
+    assert_int_equal(brk_store_token_put(st, "h", "carol", id, 10), 0);
+    int64_t sid;
+    assert_int_equal(brk_store_session_open(st, "carol", id, "x", &sid), 0);
+    assert_int_equal(brk_store_session_close(st, sid, "logout"), 0);
+    brk_store_close(st);
+}
+
+static void test_refuses_foreign_and_newer(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+    sqlite3 *db;
+    brk_store_t *st = NULL;
+    snprintf(path, sizeof(path), "%s/foreign.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(brk_store_open(path, &st), VDI_ECORRUPT);
+    assert_null(st);
+
+    snprintf(path, sizeof(path), "%s/newer.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(brk_store_open(path, &st), VDI_ECORRUPT);
+
+    snprintf(path, sizeof(path), "%s/garbage.db", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database ", fp);
+    fclose(fp);
+    assert_int_equal(brk_store_open(path, &st), VDI_ECORRUPT);
+
+    assert_true(brk_store_open("/nonexistent/dir/vdi.db", &st) < 0);
+    assert_null(st);
+}
+
+int main(void)
+{
+    vdi_log_set_level(VDI_LOG_LEVEL_ERR - 1); /* the refusals above log errors on purpose */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fresh_db_is_wal_and_current, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_desktop_lifecycle_is_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tokens_burn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pools_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_foreign_and_newer, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
