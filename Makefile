@@ -98,7 +98,7 @@ unit_mod = $(word 3,$(subst /, ,$(1)))
 unit_name = $(basename $(notdir $(1)))
 define UNIT_template
 $(O)/$(basename $(1)): $(call objs_of,$(1)) $(call libfiles,$(UNIT_$(call unit_mod,$(1))_LIBS))
-	$$(call link_cmd,$$@,$(call objs_of,$(1)),$(UNIT_$(call unit_mod,$(1))_LIBS),$(UNIT_$(call unit_mod,$(1))_LDLIBS) -lcmocka,$($(call unit_mod,$(1))_$(call unit_name,$(1))_LDFLAGS))
+	$$(call link_cmd,$$@,$(call objs_of,$(1)),$(UNIT_$(call unit_mod,$(1))_LIBS),$$(UNIT_$(call unit_mod,$(1))_LDLIBS) -lcmocka,$$($(call unit_mod,$(1))_$(call unit_name,$(1))_LDFLAGS))
 endef
 $(foreach t,$(UNIT_SRCS),$(eval $(call UNIT_template,$(t))))
 UNIT_BINS := $(addprefix $(O)/,$(basename $(UNIT_SRCS)))
@@ -112,7 +112,7 @@ INTEG_SCRIPTS := $(sort $(wildcard tests/integration/test_*.sh))
 TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))
 define CPROG_template
 $(O)/$(basename $(1)): $(call objs_of,$(1)) $(call libfiles,$(or $($(2)_$(3)_LIBS),common))
-	$$(call link_cmd,$$@,$(call objs_of,$(1)),$(or $($(2)_$(3)_LIBS),common),$($(2)_$(3)_LDLIBS),)
+	$$(call link_cmd,$$@,$(call objs_of,$(1)),$(or $($(2)_$(3)_LIBS),common),$$($(2)_$(3)_LDLIBS),)
 $(call objs_of,$(1)): CFLAGS += $($(2)_$(3)_CFLAGS)
 endef
 $(foreach t,$(INTEG_C_SRCS),$(eval $(call CPROG_template,$(t),INTEG,$(basename $(notdir $(t))))))

@@ -7,6 +7,7 @@
  */
 #define VDI_LOG_TAG "auth"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ void auth_config_defaults(auth_config_t *cfg)
     cfg->handshake_timeout_ms = 10000;
     cfg->pam_max_concurrent = 2;
     cfg->pam_max_queued = 64;
+    cfg->max_checks_per_addr = 4;
     cfg->max_username_len = AUTH_USERNAME_MAX;
     cfg->max_password_len = AUTH_PASSWORD_MAX;
     cfg->limit_user = (auth_limit_config_t){
@@ -70,6 +72,7 @@ int auth_create(uv_loop_t *loop, const auth_config_t *cfg, auth_t **out)
                               cfg->pam_max_queued);
     a->lim_user = auth__limiter_create(&cfg->limit_user);
     a->lim_addr = auth__limiter_create(&cfg->limit_addr);
+    vdi_list_init(&a->check_list);
     *out = a;
     return 0;
 }
@@ -127,9 +130,11 @@ void auth__audit(auth_t *a, enum auth_audit_kind kind, const char *service, cons
 /* ---- Password checks --------------------------------------------------------------------------- */
 
 struct check {
+    vdi_list_t link; /* in auth->check_list */
     auth_t *a;
     uv_timer_t timer;
     char *service, *user, *password, *peer;
+    char addr_key[INET6_ADDRSTRLEN + 4]; /* the address limiter's key for @peer */
     size_t password_len;
     auth_check_cb cb;
     void *ctx;
@@ -139,6 +144,7 @@ struct check {
 };
 
 static const char reason_locked[] = "too many failed attempts: try again later";
+#define MAX_HOLD_MS 60000 /* attempts are held for their backoff at most this long */
 
 static void check_closed(uv_handle_t *h)
 {
@@ -158,6 +164,7 @@ static void check_finish(struct check *c, int status, auth_identity_t *id, const
         c->password = NULL;
     }
     a->checks--;
+    vdi_list_remove(&c->link);
     c->cb(status, id, reason, c->ctx);
     uv_close((uv_handle_t *)&c->timer, check_closed);
 }
@@ -169,7 +176,7 @@ static void on_pam_done(int status, auth_identity_t *id, const char *reason, voi
     uint64_t now = vdi_now_ms();
     if (status == 0) {
         auth__limiter_success(a->lim_user, c->user);
-        auth__limiter_success(a->lim_addr, c->peer);
+        auth__limiter_success(a->lim_addr, c->addr_key);
         auth__audit(a, AUTH_AUDIT_LOGIN_OK, c->service, c->user, c->peer,
                     id->is_admin ? "ok (admin)" : "ok");
         check_finish(c, 0, id, "ok");
@@ -178,7 +185,7 @@ static void on_pam_done(int status, auth_identity_t *id, const char *reason, voi
     auth__audit(a, AUTH_AUDIT_LOGIN_FAILED, c->service, c->user, c->peer, reason);
     if (auth__limiter_fail(a->lim_user, c->user, now))
         auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, c->user, c->peer, "username locked out");
-    if (auth__limiter_fail(a->lim_addr, c->peer, now))
+    if (auth__limiter_fail(a->lim_addr, c->addr_key, now))
         auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, c->user, c->peer,
                     "source address locked out");
     check_finish(c, status, NULL, reason);
@@ -204,7 +211,7 @@ static void run_check(uv_timer_t *tm)
     auth_t *a = c->a;
     uint64_t now = vdi_now_ms(), wu, wa;
     int eu = auth__limiter_check(a->lim_user, c->user, now, &wu);
-    int ea = auth__limiter_check(a->lim_addr, c->peer, now, &wa);
+    int ea = auth__limiter_check(a->lim_addr, c->addr_key, now, &wa);
     if (eu == VDI_ELOCKOUT || ea == VDI_ELOCKOUT) {
         auth__audit(a, AUTH_AUDIT_LOCKED, c->service, c->user, c->peer,
                     eu == VDI_ELOCKOUT ? "username locked out" : "source address locked out");
@@ -212,6 +219,11 @@ static void run_check(uv_timer_t *tm)
         return;
     }
     uint64_t wait = VDI_MAX(wu, wa);
+    if (wait > MAX_HOLD_MS) { /* a backoff this long is as good as a lockout */
+        auth__audit(a, AUTH_AUDIT_LOCKED, c->service, c->user, c->peer, "backoff");
+        refuse_later(c, VDI_ELOCKOUT, reason_locked);
+        return;
+    }
     if (wait > 0) {
         VDI_LOG_DEBUG("user=%s peer=%s attempt held %" PRIu64 " ms (backoff)", c->user, c->peer,
                       wait);
@@ -229,6 +241,24 @@ static void run_check(uv_timer_t *tm)
     }
 }
 
+void auth__addr_key(const char *peer, char *key, size_t size)
+{
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, peer, &a6) == 1) {
+        if (IN6_IS_ADDR_V4MAPPED(&a6)) { /* ::ffff:192.0.2.1 is 192.0.2.1 */
+            inet_ntop(AF_INET, &a6.s6_addr[12], key, (socklen_t)size);
+            return;
+        }
+        /* One IPv6 host usually owns a whole /64: count failures per /64. */
+        memset(&a6.s6_addr[8], 0, 8);
+        char buf[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a6, buf, sizeof(buf));
+        snprintf(key, size, "%s/64", buf);
+        return;
+    }
+    snprintf(key, size, "%s", peer);
+}
+
 static bool printable(const char *s)
 {
     for (; *s; s++)
@@ -237,14 +267,23 @@ static bool printable(const char *s)
     return true;
 }
 
-int auth_check_password(auth_t *a, const char *service, const char *username,
-                        const char *password, const char *peer, auth_check_cb cb, void *ctx)
+int auth_check_password(auth_t *a, const char *service, const char *username, const char *password,
+                        const char *peer, auth_check_cb cb, void *ctx)
 {
     size_t ul = username ? strlen(username) : 0, pl = password ? strlen(password) : 0;
     if (!ul || ul > a->cfg.max_username_len || !pl || pl > a->cfg.max_password_len ||
         !printable(username))
         return -EINVAL;
+    char key[sizeof(((struct check *)0)->addr_key)];
+    auth__addr_key(peer ? peer : "?", key, sizeof(key));
+    /* Parallel guesses from one address would all pass the limits before the first failure is
+     * counted; cap how many may be in progress at once. */
+    size_t same = 0;
+    for (vdi_list_t *it = a->check_list.next; it != &a->check_list; it = it->next)
+        same += strcmp(vdi_list_entry(it, struct check, link)->addr_key, key) == 0;
     struct check *c = vdi_xcalloc(1, sizeof(*c));
+    snprintf(c->addr_key, sizeof(c->addr_key), "%s", key);
+    vdi_list_push_tail(&a->check_list, &c->link);
     c->a = a;
     c->service = vdi_xstrdup(service ? service : "?");
     c->user = vdi_xstrdup(username);
@@ -256,6 +295,12 @@ int auth_check_password(auth_t *a, const char *service, const char *username,
     uv_timer_init(a->loop, &c->timer);
     c->timer.data = c;
     a->checks++;
+    if (a->cfg.max_checks_per_addr && same >= a->cfg.max_checks_per_addr) {
+        VDI_LOG_WARN_RL("peer=%s has %zu password checks in progress: refusing user=%s", c->peer,
+                        same, c->user);
+        refuse_later(c, -EBUSY, "too many logins in progress from your address");
+        return 0;
+    }
     /* Start from the loop: limits may refuse, and callbacks never run inside this call. */
     uv_timer_start(&c->timer, run_check, 0, 0);
     return 0;

@@ -17,8 +17,12 @@
  *
  * Errors: 0 or a negative code (-errno, UV_* where libuv reported it, or VDI_E*): VDI_EAUTH
  * (wrong credentials), VDI_ELOCKOUT (too many failures), VDI_ETLS, VDI_EPROTOCOL, VDI_ETIMEOUT,
- * VDI_ETOKEN, VDI_EDENIED, VDI_ECONFIG, -EBUSY (PAM queue full). vdi_strerror() names them all.
+ * VDI_ETOKEN, VDI_EDENIED, VDI_ECONFIG, -EBUSY (PAM queue full, or too many checks from one
+ * address), -ECANCELED (aborted). vdi_strerror() names them all.
  * Passwords are never logged and are wiped from memory once PAM is done with them.
+ *
+ * The program must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): a client that disconnects while
+ * a refusal or close_notify is being written would otherwise kill it.
  */
 #ifndef VDI_AUTH_AUTH_H
 #define VDI_AUTH_AUTH_H
@@ -61,11 +65,17 @@ typedef struct {
     const char *state_dir;   /* with no cert configured: <state_dir>/tls/{cert,key}.pem are made
                                  at first start (EC P-256, self-signed) and reused afterwards */
     const char *admin_group; /* members get is_admin; default "vdi-admin" */
-    bool allow_tlsplain;     /* offer VeNCrypt TLSPlain (anonymous TLS): off by default, see
-                                 docs/auth.md (no server authentication: a MITM reads passwords) */
+    /* Offer VeNCrypt TLSPlain (anonymous TLS) after X509Plain. Off by default, see docs/auth.md:
+     * the server is not authenticated, so a man in the middle reads the passwords. */
+    bool allow_tlsplain;
+    /* Offer TLSPlain alone (implies allow_tlsplain), for viewers that cannot check a certificate
+     * at all and take the first subtype offered. */
+    bool tlsplain_only;
     uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
     uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
     uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
+    uint32_t max_checks_per_addr;   /* checks in progress (held, queued or in PAM) from one
+                                       address; beyond: -EBUSY; default 4; 0: no cap */
     uint32_t max_username_len;      /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
     uint32_t max_password_len;      /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
     auth_limit_config_t limit_user; /* default 3 free, 1 s..30 s, lock at 10 for 15 min */
@@ -105,7 +115,8 @@ enum auth_rfbsec_event {
 };
 
 typedef struct {
-    bool allow_tlsplain;
+    bool allow_tlsplain;       /* offer [X509Plain, TLSPlain] instead of [X509Plain] */
+    bool tlsplain_only;        /* offer [TLSPlain] alone */
     uint32_t max_username_len; /* 0 means AUTH_USERNAME_MAX; capped at it */
     uint32_t max_password_len; /* 0 means AUTH_PASSWORD_MAX; capped at it */
 } auth_rfbsec_config_t;
@@ -143,7 +154,8 @@ enum auth_audit_kind {
     AUTH_AUDIT_LOGIN_OK,     /* credentials accepted by PAM (auth + account) */
     AUTH_AUDIT_LOGIN_FAILED, /* refused by PAM, or bad input; reason says which */
     AUTH_AUDIT_LOCKOUT,      /* this failure locked the username or address out */
-    AUTH_AUDIT_LOCKED,       /* an attempt refused, unchecked, because of a lockout */
+    AUTH_AUDIT_LOCKED,       /* an attempt refused, unchecked, because of a lockout (or a
+                                backoff longer than a minute) */
 };
 /* One audit event. Strings are borrowed for the callback. Never holds a password. */
 typedef struct {
@@ -217,14 +229,14 @@ void auth_identity_free(auth_identity_t *id);
 
 /* @status: 0 (then @id is the caller's to keep: free it), VDI_EAUTH, VDI_ELOCKOUT, -EBUSY or
  * another error; @reason is a short text for the client ("authentication failed", "account
- * expired", "too many failed attempts, try again later", ...), borrowed for the call. */
+ * expired", "too many failed attempts: try again later", ...), borrowed for the call. */
 typedef void (*auth_check_cb)(int status, auth_identity_t *id, const char *reason, void *ctx);
 
 /* Check @username/@password for @service ("web", "rfb", for the audit) from @peer: brute-force
  * limits (an attempt may be held for its backoff), then PAM authenticate + account in the thread
  * pool, then groups. The password is copied and the copy wiped after PAM; the caller wipes its
  * own. Returns 0 (@cb runs exactly once, later, on the loop) or an error (-EINVAL for an empty
- * or oversized username/password; @cb never runs). */
+ * or oversized username/password or a username with control characters; @cb never runs). */
 int auth_check_password(auth_t *a, const char *service, const char *username, const char *password,
                         const char *peer, auth_check_cb cb, void *ctx);
 
@@ -251,8 +263,9 @@ typedef void (*auth_rfb_login_cb)(auth_rfb_login_t *l, int status, auth_rfb_logi
  * Returns 0 (@cb runs later) or an error from uv_accept (@cb never runs). */
 int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, void *ctx,
                           auth_rfb_login_t **out);
-/* Give up on a login in progress (e.g. at shutdown): closes the connection; @cb runs with
- * -ECANCELED before this returns. Only valid before @cb has run. */
+/* Give up on a login in progress (e.g. at shutdown): closes the connection at once; @cb runs
+ * later, from the loop, with -ECANCELED (never inside this call). Only valid before @cb has run;
+ * a second abort does nothing. */
 void auth_rfb_login_abort(auth_rfb_login_t *l);
 /* Logins currently in progress on @a. */
 size_t auth_rfb_login_count(const auth_t *a);
@@ -286,7 +299,8 @@ int auth_console_token_issue(auth_tokens_t *t, const char *user, const char *des
 int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *desktop,
                               char **user);
 
-/* Create a web session for @user: idle lifetime @idle_ms, absolute @max_ms. */
+/* Create a web session for @user: idle lifetime @idle_ms, absolute @max_ms (both > 0). Returns
+ * 0, -EINVAL, -ENOSPC or VDI_ETLS. */
 int auth_session_create(auth_tokens_t *t, const char *user, uint32_t idle_ms, uint32_t max_ms,
                         char token[AUTH_TOKEN_LEN + 1]);
 /* Check a session token and refresh its idle timer. *user (may be NULL) gets a pointer owned by

@@ -72,7 +72,11 @@ struct auth {
     void *audit_ctx;
     size_t logins;
     size_t checks;
+    vdi_list_t check_list; /* checks in progress, for the per-address cap */
 };
+/* The address limiter's key for @peer: the address itself for IPv4 (also when v4-mapped), the
+ * /64 prefix for IPv6 ("2001:db8::/64"). */
+void auth__addr_key(const char *peer, char *key, size_t size);
 void auth__audit(auth_t *a, enum auth_audit_kind kind, const char *service, const char *user,
                  const char *peer, const char *reason);
 /* Format the peer address of @tcp into @buf. */

@@ -44,6 +44,8 @@ auth__limiter_t *auth__limiter_create(const auth_limit_config_t *cfg)
         l->cfg.max_entries = 65536;
     if (!l->cfg.lockout_failures)
         l->cfg.lockout_failures = UINT32_MAX;
+    if (l->cfg.backoff_base_ms && !l->cfg.backoff_max_ms)
+        l->cfg.backoff_max_ms = 30000;
     l->nbuckets = 64;
     while (l->nbuckets < l->cfg.max_entries / 4 && l->nbuckets < (1u << 20))
         l->nbuckets *= 2;

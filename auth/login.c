@@ -16,7 +16,13 @@
 
 #include "auth/internal.h"
 
-enum phase { PH_CLEAR, PH_TLS_HANDSHAKE, PH_TLS, PH_CHECKING, PH_FINISHED };
+enum phase {
+    PH_CLEAR,
+    PH_TLS_HANDSHAKE,
+    PH_TLS,
+    PH_CHECKING,
+    PH_FINISHED
+};
 
 struct auth_rfb_login {
     auth_t *a;
@@ -26,6 +32,7 @@ struct auth_rfb_login {
     auth_rfbsec_t *sec;
     uv_timer_t timer;
     int refs;
+    bool aborting; /* auth_rfb_login_abort() ran; the timer reports -ECANCELED */
     char peer[64];
     auth_rfb_login_cb cb;
     void *ctx;
@@ -52,14 +59,9 @@ static void on_clear_shutdown(uv_shutdown_t *req, int status)
     free(req);
 }
 
-/* Close the connection (after queued writes, e.g. a refusal) and report @status. */
-static void finish(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *res)
+/* Close the connection, after queued writes (e.g. a refusal). */
+static void close_transports(auth_rfb_login_t *l)
 {
-    if (l->phase == PH_FINISHED)
-        return;
-    l->phase = PH_FINISHED;
-    uv_timer_stop(&l->timer);
-    uv_close((uv_handle_t *)&l->timer, on_timer_closed);
     if (l->tcp) {
         uv_read_stop((uv_stream_t *)l->tcp);
         uv_shutdown_t *req = vdi_xmalloc(sizeof(*req));
@@ -69,10 +71,22 @@ static void finish(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *res
         }
         l->tcp = NULL;
     }
-    if (l->tls && status != 0) {
+    if (l->tls) {
         auth_tls_close(l->tls, NULL, NULL);
         l->tls = NULL;
     }
+}
+
+/* Report @status; on failure close the connection first. */
+static void finish(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *res)
+{
+    if (l->phase == PH_FINISHED)
+        return;
+    l->phase = PH_FINISHED;
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, on_timer_closed);
+    if (status != 0)
+        close_transports(l);
     l->a->logins--;
     l->cb(l, status, res, l->ctx);
     unref(l);
@@ -179,7 +193,7 @@ static void process(auth_rfb_login_t *l, const uint8_t *data, size_t len)
 static void on_check(int status, auth_identity_t *id, const char *reason, void *ctx)
 {
     auth_rfb_login_t *l = ctx;
-    if (l->phase != PH_CHECKING) { /* aborted meanwhile */
+    if (l->phase != PH_CHECKING || l->aborting) { /* aborted meanwhile */
         auth_identity_free(id);
         unref(l);
         return;
@@ -219,8 +233,8 @@ static void on_tls_read(auth_tls_t *t, ssize_t n, const uint8_t *data, void *ctx
     auth_rfb_login_t *l = ctx;
     (void)t;
     if (n < 0) {
-        VDI_LOG_WARN_RL("rfb peer=%s connection ended during the security handshake: %s",
-                        l->peer, vdi_strerror((int)n));
+        VDI_LOG_WARN_RL("rfb peer=%s connection ended during the security handshake: %s", l->peer,
+                        vdi_strerror((int)n));
         finish(l, n == UV_EOF ? VDI_EPROTOCOL : (int)n, NULL);
         return;
     }
@@ -282,6 +296,7 @@ int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, 
     auth_rfb_login_t *l = vdi_xcalloc(1, sizeof(*l));
     auth_rfbsec_config_t sc = {
         .allow_tlsplain = a->cfg.allow_tlsplain && a->tls_anon,
+        .tlsplain_only = a->cfg.tlsplain_only && a->tls_anon,
         .max_username_len = a->cfg.max_username_len,
         .max_password_len = a->cfg.max_password_len,
     };
@@ -321,9 +336,19 @@ int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, 
     return 0;
 }
 
+static void on_abort(uv_timer_t *tm)
+{
+    finish(tm->data, -ECANCELED, NULL);
+}
+
 void auth_rfb_login_abort(auth_rfb_login_t *l)
 {
-    finish(l, -ECANCELED, NULL);
+    if (l->phase == PH_FINISHED || l->aborting)
+        return;
+    l->aborting = true;
+    /* No more input: nothing can complete the login now. The callback comes from the loop. */
+    close_transports(l);
+    uv_timer_start(&l->timer, on_abort, 0, 0);
 }
 
 size_t auth_rfb_login_count(const auth_t *a)

@@ -82,18 +82,26 @@ int auth__user_groups(const char *user, const char *admin_group, auth_identity_t
     long sz = sysconf(_SC_GETPW_R_SIZE_MAX);
     size_t bufsz = sz > 0 ? (size_t)sz : 16384;
     char *buf = vdi_xmalloc(bufsz);
-    int err = getpwnam_r(user, &pw, buf, bufsz, &pwp);
+    int err;
+    while ((err = getpwnam_r(user, &pw, buf, bufsz, &pwp)) == ERANGE && bufsz < (1u << 24)) {
+        bufsz *= 2;
+        buf = vdi_xrealloc(buf, bufsz);
+    }
     if (err || !pwp) {
         free(buf);
         return err ? -err : -ENOENT;
     }
     gid_t primary = pw.pw_gid;
-    int ng = 32;
-    gid_t *gids = vdi_xmalloc(sizeof(gid_t) * (size_t)ng);
+    int cap = 32, ng = cap;
+    gid_t *gids = vdi_xmalloc(sizeof(gid_t) * (size_t)cap);
     while (getgrouplist(user, primary, gids, &ng) < 0) {
-        if (ng > 65536)
+        /* glibc set ng to the count needed; beyond 64 Ki groups take what fits. */
+        if (ng <= cap || ng > 65536) {
+            ng = cap;
             break;
-        gids = vdi_xrealloc(gids, sizeof(gid_t) * (size_t)ng);
+        }
+        cap = ng;
+        gids = vdi_xrealloc(gids, sizeof(gid_t) * (size_t)cap);
     }
     id->groups = vdi_xcalloc((size_t)ng, sizeof(char *));
     id->ngroups = 0;
@@ -103,7 +111,8 @@ int auth__user_groups(const char *user, const char *admin_group, auth_identity_t
     for (int i = 0; i < ng; i++) {
         struct group gr, *grp = NULL;
         int e;
-        while ((e = getgrgid_r(gids[i], &gr, gbuf, gbufsz, &grp)) == ERANGE && gbufsz < (1u << 24)) {
+        while ((e = getgrgid_r(gids[i], &gr, gbuf, gbufsz, &grp)) == ERANGE &&
+               gbufsz < (1u << 24)) {
             gbufsz *= 2;
             gbuf = vdi_xrealloc(gbuf, gbufsz);
         }
@@ -156,8 +165,9 @@ int auth__pam_check_blocking(const char *service, const char *admin_group, const
             *reason = "password expired: change it before logging in";
         else if (strcmp(stage, "account") == 0)
             *reason = "account not permitted to log in";
-        VDI_LOG_INFO("pam service=%s user=%s rhost=%s %s refused: %s", service, user,
-                     rhost ? rhost : "-", stage, pam_strerror(h, rc));
+        /* Clients trigger this: rate-limited (the audit sink sees every failure). */
+        VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "pam service=%s user=%s rhost=%s %s refused: %s", service,
+                   user, rhost ? rhost : "-", stage, pam_strerror(h, rc));
         ret = VDI_EAUTH;
     }
     pam_end(h, rc);
@@ -242,8 +252,8 @@ static void req_free(struct req *r)
 static void work(uv_work_t *w) /* Thread: pool */
 {
     struct req *r = vdi_container_of(w, struct req, work);
-    r->status = auth__pam_check_blocking(r->pam->service, r->pam->admin_group, r->user,
-                                         r->password, r->rhost, &r->id, &r->reason);
+    r->status = auth__pam_check_blocking(r->pam->service, r->pam->admin_group, r->user, r->password,
+                                         r->rhost, &r->id, &r->reason);
     vdi_wipe(r->password, r->password_len);
 }
 

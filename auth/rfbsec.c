@@ -33,7 +33,7 @@ enum state {
 struct auth_rfbsec {
     enum state st;
     uint32_t max_user, max_pass;
-    bool allow_tlsplain;
+    bool allow_tlsplain, allow_x509plain;
     int minor;
     uint32_t subtype;
     uint8_t field[12]; /* the fixed-size field being collected */
@@ -105,7 +105,8 @@ int auth_rfbsec_create(const auth_rfbsec_config_t *cfg, auth_rfbsec_t **out)
     auth_rfbsec_t *s = vdi_trycalloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->allow_tlsplain = cfg->allow_tlsplain;
+    s->allow_tlsplain = cfg->allow_tlsplain || cfg->tlsplain_only;
+    s->allow_x509plain = !cfg->tlsplain_only;
     s->max_user = cfg->max_username_len && cfg->max_username_len < AUTH_USERNAME_MAX
                       ? cfg->max_username_len
                       : AUTH_USERNAME_MAX;
@@ -249,8 +250,9 @@ static enum auth_rfbsec_event on_vc_version(auth_rfbsec_t *s)
         return fail(s, "unsupported VeNCrypt version");
     }
     put_u8(s, 0);
-    put_u8(s, s->allow_tlsplain ? 2 : 1);
-    put_u32(s, AUTH_VENCRYPT_X509PLAIN);
+    put_u8(s, (uint8_t)(s->allow_x509plain + s->allow_tlsplain));
+    if (s->allow_x509plain) /* first: clients take the first subtype they support */
+        put_u32(s, AUTH_VENCRYPT_X509PLAIN);
     if (s->allow_tlsplain)
         put_u32(s, AUTH_VENCRYPT_TLSPLAIN);
     s->st = ST_VC_SUBTYPE;
@@ -260,7 +262,8 @@ static enum auth_rfbsec_event on_vc_version(auth_rfbsec_t *s)
 static enum auth_rfbsec_event on_vc_subtype(auth_rfbsec_t *s)
 {
     uint32_t sub = get_u32(s->field);
-    if (sub != AUTH_VENCRYPT_X509PLAIN && !(sub == AUTH_VENCRYPT_TLSPLAIN && s->allow_tlsplain)) {
+    if (!(sub == AUTH_VENCRYPT_X509PLAIN && s->allow_x509plain) &&
+        !(sub == AUTH_VENCRYPT_TLSPLAIN && s->allow_tlsplain)) {
         put_u8(s, 0); /* VeNCrypt: 0 refuses the subtype */
         return fail(s, "client chose a VeNCrypt subtype that was not offered");
     }

@@ -156,6 +156,7 @@ static int common_options(SSL_CTX *ctx)
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0); /* no resumption: no TLS 1.3 tickets to send either */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ? 0 : -1;
 }
@@ -201,9 +202,10 @@ int auth__tls_ctx_create(const auth_config_t *cfg, SSL_CTX **x509_out, SSL_CTX *
         goto out_ssl;
     /* TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305 only. TLS 1.3 suites are OpenSSL's
      * defaults (all AEAD). */
-    if (!SSL_CTX_set_cipher_list(x509, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                       "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") ||
+    if (!SSL_CTX_set_cipher_list(x509,
+                                 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") ||
         !SSL_CTX_set1_groups_list(x509, "X25519:P-256:P-384"))
         goto out_ssl;
     if (SSL_CTX_use_certificate_chain_file(x509, cert) != 1) {
@@ -221,7 +223,7 @@ int auth__tls_ctx_create(const auth_config_t *cfg, SSL_CTX **x509_out, SSL_CTX *
     fingerprint_of(SSL_CTX_get0_certificate(x509), fingerprint);
     VDI_LOG_INFO("tls: certificate path=%s sha256=%s", cert, fingerprint);
 
-    if (cfg->allow_tlsplain) {
+    if (cfg->allow_tlsplain || cfg->tlsplain_only) {
         anon = SSL_CTX_new(TLS_server_method());
         if (!anon || common_options(anon) < 0 ||
             !SSL_CTX_set_max_proto_version(anon, TLS1_2_VERSION) ||

@@ -10,9 +10,9 @@ vdid_LIBS := srv brk auth common
 vdid_CFLAGS := $(call pc_cflags,libuv jansson)
 vdid_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam
 vdictl_SRCS := server/vdictl.c
-vdictl_LIBS := common
-vdictl_CFLAGS := $(call pc_cflags,jansson)
-vdictl_LDLIBS := $(call pc_libs,jansson)
+vdictl_LIBS += common
+vdictl_CFLAGS += $(call pc_cflags,jansson)
+vdictl_LDLIBS += $(call pc_libs,jansson)
 UNIT_server_LIBS := srv brk auth common
 UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam
 # Test tools: a stand-in VMM (control socket + libvncserver display) and a libvncclient viewer.

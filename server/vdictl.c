@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "golden-images/img.h"
 
 static const char *opt_socket; /* --socket PATH */
 
@@ -429,6 +430,7 @@ static const struct vdictl_cmd commands[] = {
     {"desktops", "list, show, destroy or recycle desktops", run_desktops},
     {"sessions", "list or disconnect sessions", run_sessions},
     {"audit", "the last entries of the audit log", run_audit},
+    {"image", "golden images (catalogue) and disk image files", img_cli_main},
     {NULL, NULL, NULL},
 };
 

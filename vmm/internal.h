@@ -121,7 +121,180 @@ void vmm__vm_request_stop(vmm_vm_t *vm, enum vmm_stop_reason reason, const char 
 /* The identifier used in log lines (vm=ID). */
 const char *vmm__vm_name(const vmm_vm_t *vm);
 
+/* ---- Core-only (vm.c, boot.c, tables.c, dev-*.c, control.c, main.c) ---------------------- */
+/* Guest physical map: RAM from 0 up to min(mem, 3 GiB), the rest from 4 GiB. The 32-bit PCI
+ * window lies between the top of low RAM (at most VMM_MMIO_HOLE_START) and the IOAPIC. */
+#define VMM_MMIO_HOLE_START 0xc0000000ULL
+#define VMM_PCI_MMIO32_END  0xfec00000ULL
+#define VMM_IOAPIC_BASE     0xfec00000ULL
+#define VMM_LAPIC_BASE      0xfee00000ULL
+#define VMM_HIGH_RAM_START  0x100000000ULL
+/* Legacy ports the core claims; the PCI side's port window starts at 0x1000. */
+#define VMM_ACPI_PM_BASE 0x600 /* PM1a_EVT (4), PM1a_CNT (2), PM_TMR (4) */
+#define VMM_ACPI_SCI_IRQ 9
+#define VMM_UART_IRQ     4
+#define VMM_RTC_IRQ      8
+
+/* Exit statuses of vdi-vmm (docs/vmm-control.md). */
+enum vmm_exit_status {
+    VMM_EXIT_POWEROFF = 0,
+    VMM_EXIT_FAILURE = 1, /* the VMM itself failed (KVM refused something, out of memory) */
+    VMM_EXIT_BADINPUT = 2,
+    VMM_EXIT_REBOOT = 3,
+    VMM_EXIT_CRASHED = 4,
+    VMM_EXIT_STOPPED = 5, /* stopped from the control socket before the guest powered off */
+};
+
+/* Build the VM @cfg describes (KVM, RAM, devices, kernel loaded): vCPUs are created but not
+ * running. Returns 0, -errno, VDI_EBADKERNEL or VDI_ECONFIG (bad input: *err_msg, when not
+ * NULL, gets a malloc'd one-line explanation the caller frees). Thread: main. */
+int vmm__vm_create(const struct vmm_config *cfg, vmm_vm_t **out, char **err_msg);
+/* Start the vCPU and I/O threads. Thread: main. */
+int vmm__vm_start(vmm_vm_t *vm);
+/* An eventfd that becomes readable once a stop was requested. Thread: any. */
+int vmm__vm_stop_fd(const vmm_vm_t *vm);
+/* Stop every thread (after a stop request) and return the reason; *why (may be NULL) is valid
+ * until vmm__vm_destroy(). Thread: main. */
+enum vmm_stop_reason vmm__vm_join(vmm_vm_t *vm, const char **why);
+void vmm__vm_destroy(vmm_vm_t *vm); /* NULL is fine. Thread: main, after vmm__vm_join(). */
+/* Park the vCPUs (returns once none runs guest code) and let them go again. Thread: main. */
+void vmm__vm_pause(vmm_vm_t *vm);
+void vmm__vm_resume(vmm_vm_t *vm);
+bool vmm__vm_paused(const vmm_vm_t *vm);
+unsigned vmm__vm_vcpus(const vmm_vm_t *vm);
+uint64_t vmm__vm_uptime_ms(const vmm_vm_t *vm); /* since vmm__vm_start() */
+/* Ask the guest to power off (the ACPI power button). Returns -ENOTSUP when the guest has not
+ * enabled the power-button event. Thread: any. */
+int vmm__vm_power_button(vmm_vm_t *vm);
+/* Events for the control socket ("booted", ...). @fn runs on the posting thread and must only
+ * queue. Thread: main sets it before vmm__vm_start(). */
+typedef void (*vmm_event_fn)(void *ctx, const char *event, const char *reason);
+void vmm__vm_set_event_fn(vmm_vm_t *vm, vmm_event_fn fn, void *ctx);
+void vmm__vm_event(vmm_vm_t *vm, const char *event, const char *reason); /* Thread: any */
+
+/* Legacy devices (dev-*.c), created by devices.c. Each returns 0 or -errno. Thread: main. */
+int vmm__uart_setup(vmm_vm_t *vm, const struct vmm_config *cfg);
+int vmm__legacy_setup(vmm_vm_t *vm); /* i8042, CMOS RTC, ACPI PM block, port 0x80 */
+int vmm__devices_setup(vmm_vm_t *vm, const struct vmm_config *cfg); /* devices.c: all of them */
+void vmm__devices_teardown(vmm_vm_t *vm);
+/* Device state the VM frees at destroy: a list of (ptr, free fn) the core keeps. */
+void vmm__vm_own(vmm_vm_t *vm, void *ptr, void (*free_fn)(void *));
+/* The ACPI PM block raises its SCI through this, and the power button sets its status bit. */
+struct vmm_acpi_pm;
+struct vmm_acpi_pm *vmm__vm_acpi_pm(vmm_vm_t *vm);
+void vmm__vm_set_acpi_pm(vmm_vm_t *vm, struct vmm_acpi_pm *pm);
+int vmm__acpi_pm_power_button(struct vmm_acpi_pm *pm);
+
+/* ---- Boot structures (boot.c, tables.c): pure functions, unit-tested without KVM ---------- */
+#define VMM_E820_RAM      1
+#define VMM_E820_RESERVED 2
+#define VMM_E820_ACPI     3
+struct vmm_e820 {
+    uint64_t addr, size;
+    uint32_t type;
+};
+#define VMM_E820_MAX 8
+/* The guest's memory map for @ram_bytes of RAM; returns the entry count. */
+unsigned vmm__e820_build(uint64_t ram_bytes, struct vmm_e820 *out);
+
+/* Fixed low-memory layout of what we hand the guest. */
+#define VMM_BOOT_GDT         0x0500ULL
+#define VMM_BOOT_INFO        0x1000ULL /* hvm_start_info, or the zero page (4 KiB) */
+#define VMM_BOOT_MEMMAP      0x2000ULL /* PVH memory map and module list */
+#define VMM_BOOT_PML4        0x9000ULL /* identity page tables for the 64-bit entry: 0x9000-0xefff */
+#define VMM_BOOT_CMDLINE     0x20000ULL
+#define VMM_BOOT_CMDLINE_MAX 4096
+#define VMM_EBDA_START       0x9fc00ULL
+#define VMM_ACPI_START       0xe0000ULL /* RSDP and tables: 0xe0000-0xeffff */
+#define VMM_MPTABLE_START    0xf0000ULL
+#define VMM_BIOS_END         0x100000ULL
+
+/* Linux's struct boot_params (the zero page) offsets we write. */
+#define VMM_BP_ACPI_RSDP    0x070
+#define VMM_BP_EXT_RD_IMAGE 0x0c0
+#define VMM_BP_EXT_RD_SIZE  0x0c4
+#define VMM_BP_EXT_CMDLINE  0x0c8
+#define VMM_BP_E820_ENTRIES 0x1e8
+#define VMM_BP_HDR          0x1f1
+#define VMM_BP_E820_TABLE   0x2d0
+#define VMM_BP_E820_MAX     128
+
+/* Fill the 4 KiB zero page @bp: the setup header from @kernel (a bzImage of @len bytes), the
+ * loader fields, @cmdline_gpa, the initrd, the e820 map and @rsdp. Returns 0 or
+ * VDI_EBADKERNEL. */
+int vmm__zero_page_build(uint8_t *bp, const uint8_t *kernel, size_t len, uint64_t cmdline_gpa,
+                         uint64_t initrd_gpa, uint64_t initrd_size, const struct vmm_e820 *e820,
+                         unsigned ne820, uint64_t rsdp);
+
+/* PVH: the hvm_start_info block (xen/include/public/arch-x86/hvm/start_info.h, version 1). */
+#define VMM_HVM_START_MAGIC 0x336ec578u
+struct vmm_hvm_start_info {
+    uint32_t magic, version, flags, nr_modules;
+    uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+    uint32_t memmap_entries, reserved;
+};
+struct vmm_hvm_modlist_entry {
+    uint64_t paddr, size, cmdline_paddr, reserved;
+};
+struct vmm_hvm_memmap_entry {
+    uint64_t addr, size;
+    uint32_t type, reserved;
+};
+/* Write the start info at VMM_BOOT_INFO and its memory map and module list at VMM_BOOT_MEMMAP
+ * into @ram (guest-physical 0 .. @ram_len). */
+int vmm__pvh_start_info_build(uint8_t *ram, size_t ram_len, uint64_t cmdline_gpa,
+                              uint64_t initrd_gpa, uint64_t initrd_size,
+                              const struct vmm_e820 *e820, unsigned ne820, uint64_t rsdp);
+
+/* Kernel files: what vmm__kernel_probe() found. */
+enum vmm_kernel_kind {
+    VMM_KERNEL_PVH_ELF,
+    VMM_KERNEL_BZIMAGE,
+};
+/* Entry point (guest-physical) of a PVH ELF: the XEN_ELFNOTE_PHYS32_ENTRY note. Returns 0,
+ * -ENOENT (a valid ELF without the note) or VDI_EBADKERNEL (not ELF, truncated, bad note). */
+int vmm__elf_pvh_entry(const uint8_t *elf, size_t len, uint64_t *entry);
+/* Decompress a bzImage's payload on the host (gzip, xz, zstd, lz4). On success *out is a
+ * malloc'd ELF of *out_len bytes. Returns 0, VDI_EBADKERNEL or -ENOMEM. */
+int vmm__bzimage_decompress(const uint8_t *kernel, size_t len, uint8_t **out, size_t *out_len);
+/* vmm__bzimage_decompress() through the cache ($VDI_VMM_CACHE_DIR, else $XDG_CACHE_HOME/vdi-vmm,
+ * else ~/.cache/vdi-vmm), keyed by the bzImage's CRC-64, CRC-32 and length. */
+int vmm__kernel_cache_get(const uint8_t *kernel, size_t len, uint8_t **out, size_t *out_len);
+/* Load @kernel for @cfg into the VM: sets the registers each vCPU starts with. */
+int vmm__boot_load(vmm_vm_t *vm, const struct vmm_config *cfg, char **err_msg);
+
+/* MP table (Intel MultiProcessor Specification 1.4) for @ncpus CPUs and an IOAPIC into @buf
+ * (placed at guest-physical @gpa). Returns the bytes used or -ENOSPC. */
+int vmm__mptable_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus);
+/* ACPI tables (RSDP at @gpa, then XSDT, RSDT, FADT, FACS, DSDT, MADT) into @buf. Returns the
+ * bytes used or -ENOSPC. */
+int vmm__acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus);
+/* The sum of @len bytes (tables are valid when it is 0). */
+uint8_t vmm__checksum(const void *p, size_t len);
+#define VMM_ACPI_S5_TYP 5 /* SLP_TYP our DSDT's \_S5 names */
+
+/* Control socket (control.c): a unix socket speaking one JSON object per line. */
+typedef struct vmm_control vmm_control_t;
+int vmm__control_create(const char *path, vmm_control_t **out);
+void vmm__control_destroy(vmm_control_t *ctl); /* flushes pending events first; NULL fine */
+/* Serve clients until the VM's stop fd fires (returns VMM_STOP_* of a control stop request, or
+ * -1 when the VM stopped by itself). Thread: main. */
+int vmm__control_serve(vmm_control_t *ctl, vmm_vm_t *vm);
+/* Send what is queued to every client, waiting at most @timeout_ms. Thread: main. */
+void vmm__control_flush(vmm_control_t *ctl, unsigned timeout_ms);
+/* Queue an event for every client. Thread: any. */
+void vmm__control_event(vmm_control_t *ctl, const char *event, const char *reason);
+/* Handle one request line; the reply (one JSON object, no newline) is malloc'd in *reply. For
+ * tests and the server. Thread: main. */
+void vmm__control_handle(vmm_control_t *ctl, vmm_vm_t *vm, const char *line, char **reply);
+
 /* ---- PCI (implemented by pci.c and the devices) ------------------------------------------- */
+/* The guest-physical window pci.c assigns memory BARs from, below the IOAPIC (0xfec00000). The
+ * core keeps RAM out of it (RAM that would reach it continues above 4 GiB) and the e820 map marks
+ * it reserved. pci.c calls vmm__io_add/_move/_del and vmm__memslot_map/_unmap from inside its
+ * 0xcfc port handler (a guest enabling decoding or moving a BAR). */
+#define VMM_PCI_MMIO_BASE 0xC0000000ull
+#define VMM_PCI_MMIO_END  0xFEC00000ull /* exclusive */
 /* Create the PCI host bridge (config mechanism #1 at 0xcf8/0xcfc) and every PCI device @cfg asks
  * for, in a fixed order. Thread: main, before the vCPUs start. */
 int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg);

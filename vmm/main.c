@@ -1,41 +1,371 @@
-/* vmm/main.c: the vdi-vmm entry point: options, logging, then the virtual machine. */
+/* vmm/main.c: the vdi-vmm entry point: options, then the virtual machine, then the exit status
+ * that says how it ended (docs/vmm-control.md). */
 #define VDI_LOG_TAG "vmm"
+#include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/vdi.h"
+#include "display/dpy.h"
+#include "vmm/internal.h"
+
+#define MIN_MEM_MIB 16ULL
+#define MAX_MEM_MIB (1ULL << 20) /* 1 TiB */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: vdi-vmm [OPTION]...\n"
-               "Run one desktop virtual machine on KVM and serve its display.\n"
-               "\n"
-               "      --log-level LEVEL err, warn, info (default) or debug\n"
-               "  -h, --help            show this help and exit\n"
-               "  -V, --version         show the version and exit\n");
+    fprintf(
+        f,
+        "Usage: vdi-vmm --kernel FILE [OPTION]...\n"
+        "Run one desktop virtual machine on KVM.\n"
+        "\n"
+        "  -k, --kernel FILE         a PVH ELF kernel or a Linux bzImage\n"
+        "  -i, --initrd FILE         initial ramdisk (PVH: module 0)\n"
+        "  -c, --cmdline STR         kernel command line\n"
+        "      --guest-decompress    let a bzImage decompress itself in the guest (default:\n"
+        "                            decompress on the host, cached)\n"
+        "  -m, --mem MIB             guest memory in MiB, or with a K/M/G suffix (default 512)\n"
+        "  -n, --vcpus N             virtual CPUs, 1 to %d (default 1)\n"
+        "      --serial-log FILE     write the guest's COM1 output to FILE (default: stdout)\n"
+        "      --control PATH        serve the control socket (JSON lines) at PATH\n"
+        "      --on-reboot ACTION    exit (default: exit status 3) or restart\n"
+        "      --disk PATH[,ro]      a raw virtio-blk disk (repeatable, up to %d)\n"
+        "      --net tap=NAME        a virtio-net device on tap interface NAME\n"
+        "      --no-rng              no virtio-rng device\n"
+        "      --fb WxH|none         the display's preferred mode, up to 3840x2160 (default\n"
+        "                            1280x800); none: no display or input devices\n"
+        "      --display PATH        serve the screen as RFB on the unix socket PATH (mode 0600)\n"
+        "      --display-tcp [HOST:]PORT  also serve RFB on TCP (HOST defaults to 127.0.0.1;\n"
+        "                            no authentication: anything but loopback is logged)\n"
+        "      --display-hz N        screen update ticks per second (default 60, 1 to 240)\n"
+        "      --log-level LEVEL     err, warn, info (default) or debug\n"
+        "  -h, --help                show this help and exit\n"
+        "  -V, --version             show the version and exit\n"
+        "\n"
+        "Exit status: 0 the guest powered off, 1 the VMM failed, 2 bad input, 3 the guest\n"
+        "rebooted, 4 the guest crashed, 5 stopped by the control socket or a signal.\n",
+        VMM_MAX_VCPUS, VMM_MAX_DISKS);
+}
+
+static int bad(const char *fmt, ...) VDI_PRINTF(1, 2);
+static int bad(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("vdi-vmm: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return VMM_EXIT_BADINPUT;
+}
+
+static int parse_mem(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    size_t n = strlen(s);
+    int err;
+    if (n && s[n - 1] >= '0' && s[n - 1] <= '9') {
+        err = vdi_parse_u64(s, 0, UINT64_MAX >> 20, &v);
+        v <<= 20;
+    } else {
+        err = vdi_parse_size(s, 0, UINT64_MAX, &v);
+    }
+    if (err < 0)
+        return err;
+    if (v < (MIN_MEM_MIB << 20) || v > (MAX_MEM_MIB << 20))
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+static int parse_disk(struct vmm_config *cfg, char *arg)
+{
+    char *comma = strchr(arg, ',');
+    bool ro = false;
+    if (cfg->ndisks == VMM_MAX_DISKS)
+        return bad("--disk: at most %d disks", VMM_MAX_DISKS);
+    if (comma) {
+        *comma = 0;
+        if (strcmp(comma + 1, "ro") != 0)
+            return bad("--disk %s: unknown flag '%s' (only 'ro')", arg, comma + 1);
+        ro = true;
+    }
+    if (!*arg)
+        return bad("--disk: empty path");
+    struct stat st;
+    if (stat(arg, &st) < 0)
+        return bad("--disk %s: %s", arg, strerror(errno));
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return bad("--disk %s: not a regular file or block device", arg);
+    if (access(arg, ro ? R_OK : R_OK | W_OK) < 0)
+        return bad("--disk %s: %s", arg, strerror(errno));
+    cfg->disks[cfg->ndisks].path = arg;
+    cfg->disks[cfg->ndisks].read_only = ro;
+    cfg->ndisks++;
+    return 0;
+}
+
+static int exit_status(enum vmm_stop_reason r)
+{
+    switch (r) {
+    case VMM_STOP_POWEROFF:
+        return VMM_EXIT_POWEROFF;
+    case VMM_STOP_REBOOT:
+        return VMM_EXIT_REBOOT;
+    case VMM_STOP_SHUTDOWN:
+        return VMM_EXIT_STOPPED;
+    case VMM_STOP_CRASHED:
+    default:
+        return VMM_EXIT_CRASHED;
+    }
+}
+
+static void on_vm_event(void *ctx, const char *event, const char *reason)
+{
+    vmm__control_event(ctx, event, reason);
+}
+
+/* The RFB display (display/), if --display or --display-tcp asked for one. */
+static struct dpy_config display_cfg;
+
+static void on_display_ready(void *ctx)
+{
+    vmm__vm_event(ctx, "ready", "first frame");
+}
+
+static int display_start(const struct vmm_config *cfg, vmm_vm_t *vm, dpy_display_t **out)
+{
+    void *src_ctx = NULL, *sink_ctx = NULL;
+    const struct dpy_fb_source *src = vmm__pci_fb_source(vm, &src_ctx);
+    const struct dpy_input_sink *sink = vmm__pci_input_sink(vm, &sink_ctx);
+    struct dpy_config dc = display_cfg;
+
+    *out = NULL;
+    if (!dc.unix_path && !dc.tcp)
+        return 0;
+    if (!src) {
+        VDI_LOG_WARN("vm=%s no display device (--fb none): not serving RFB", vmm__vm_name(vm));
+        return 0;
+    }
+    dc.initial_width = cfg->fb_width;
+    dc.initial_height = cfg->fb_height;
+    dc.desktop_name = vmm__vm_name(vm);
+    dc.ready = on_display_ready;
+    dc.ready_ctx = vm;
+    return dpy_display_create(&dc, src, src_ctx, sink, sink_ctx, out);
+}
+
+/* Build, run and tear down VMs until one ends for good. */
+static int run(const struct vmm_config *cfg)
+{
+    vmm_control_t *ctl = NULL;
+    int err, status;
+
+    err = vmm__control_create(cfg->control_path, &ctl);
+    if (err < 0) {
+        if (cfg->control_path)
+            return bad("--control %s: %s", cfg->control_path, vdi_strerror(err));
+        VDI_LOG_ERR("cannot set up signal handling: %s", vdi_strerror(err));
+        return VMM_EXIT_FAILURE;
+    }
+    for (;;) {
+        vmm_vm_t *vm = NULL;
+        char *why_msg = NULL;
+        const char *why;
+        err = vmm__vm_create(cfg, &vm, &why_msg);
+        if (err < 0) {
+            if (err == VDI_ECONFIG || err == VDI_EBADKERNEL) {
+                status = bad("%s", why_msg ? why_msg : vdi_strerror(err));
+            } else {
+                VDI_LOG_ERR("cannot create the virtual machine: %s",
+                            why_msg ? why_msg : vdi_strerror(err));
+                status = VMM_EXIT_FAILURE;
+            }
+            free(why_msg);
+            break;
+        }
+        vmm__vm_set_event_fn(vm, on_vm_event, ctl);
+        dpy_display_t *display = NULL;
+        err = display_start(cfg, vm, &display);
+        if (err < 0) {
+            status = bad("display: %s", vdi_strerror(err));
+            vmm__vm_destroy(vm);
+            break;
+        }
+        err = vmm__vm_start(vm);
+        if (err < 0)
+            VDI_LOG_ERR("vm=%s cannot start: %s", vmm__vm_name(vm), vdi_strerror(err));
+        vmm__control_serve(ctl, vm);
+        enum vmm_stop_reason reason = vmm__vm_join(vm, &why);
+        status = exit_status(reason);
+        switch (reason) {
+        case VMM_STOP_POWEROFF:
+            vmm__control_event(ctl, "shutdown", why);
+            break;
+        case VMM_STOP_SHUTDOWN:
+            vmm__control_event(ctl, "shutdown", why);
+            break;
+        case VMM_STOP_REBOOT:
+            vmm__control_event(ctl, "reboot", why);
+            break;
+        case VMM_STOP_CRASHED:
+            vmm__control_event(ctl, "crashed", why);
+            break;
+        }
+        VDI_LOG_INFO("vm=%s stopped: %s (exit status %d)", vmm__vm_name(vm), why, status);
+        dpy_display_destroy(display);
+        vmm__vm_destroy(vm);
+        vmm__control_flush(ctl, 1000);
+        if (reason == VMM_STOP_REBOOT && cfg->restart_on_reboot) {
+            VDI_LOG_INFO("restarting the virtual machine after the guest's reboot");
+            continue;
+        }
+        break;
+    }
+    vmm__control_destroy(ctl);
+    return status;
 }
 
 int main(int argc, char **argv)
 {
+    enum {
+        OPT_GUEST_DECOMPRESS = 256,
+        OPT_SERIAL_LOG,
+        OPT_CONTROL,
+        OPT_ON_REBOOT,
+        OPT_DISK,
+        OPT_NET,
+        OPT_NO_RNG,
+        OPT_FB,
+        OPT_DISPLAY,
+        OPT_DISPLAY_TCP,
+        OPT_DISPLAY_HZ,
+        OPT_LOG_LEVEL,
+    };
     static const struct option opts[] = {
-        {"log-level", required_argument, NULL, 'L'},
+        {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'i'},
+        {"cmdline", required_argument, NULL, 'c'},
+        {"guest-decompress", no_argument, NULL, OPT_GUEST_DECOMPRESS},
+        {"mem", required_argument, NULL, 'm'},
+        {"vcpus", required_argument, NULL, 'n'},
+        {"serial-log", required_argument, NULL, OPT_SERIAL_LOG},
+        {"control", required_argument, NULL, OPT_CONTROL},
+        {"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
+        {"disk", required_argument, NULL, OPT_DISK},
+        {"net", required_argument, NULL, OPT_NET},
+        {"no-rng", no_argument, NULL, OPT_NO_RNG},
+        {"fb", required_argument, NULL, OPT_FB},
+        {"display", required_argument, NULL, OPT_DISPLAY},
+        {"display-tcp", required_argument, NULL, OPT_DISPLAY_TCP},
+        {"display-hz", required_argument, NULL, OPT_DISPLAY_HZ},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    int c;
+    struct vmm_config cfg = {
+        .mem_bytes = 512ULL << 20,
+        .vcpus = 1,
+        .rng = true,
+        .fb_width = 1280,
+        .fb_height = 800,
+        .input = true,
+    };
+    uint64_t v;
+    int c, err;
 
     vdi_log_set_program("vdi-vmm");
     vdi_log_init_from_env();
-    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "k:i:c:m:n:hV", opts, NULL)) != -1) {
         switch (c) {
-        case 'L': {
-            int level = vdi_log_parse_level(optarg);
-            if (level < 0) {
-                fprintf(stderr, "vdi-vmm: --log-level: '%s' is not err, warn, info or debug\n",
-                        optarg);
-                return 2;
+        case 'k':
+            cfg.kernel = optarg;
+            break;
+        case 'i':
+            cfg.initrd = optarg;
+            break;
+        case 'c':
+            cfg.cmdline = optarg;
+            break;
+        case OPT_GUEST_DECOMPRESS:
+            cfg.guest_decompress = true;
+            break;
+        case 'm':
+            err = parse_mem(optarg, &cfg.mem_bytes);
+            if (err < 0)
+                return bad("--mem %s: %s (from %llu MiB to %llu MiB)", optarg,
+                           err == -ERANGE ? "out of range" : "not a size",
+                           (unsigned long long)MIN_MEM_MIB, (unsigned long long)MAX_MEM_MIB);
+            break;
+        case 'n':
+            if (vdi_parse_u64(optarg, 1, VMM_MAX_VCPUS, &v) < 0)
+                return bad("--vcpus %s: not a number from 1 to %d", optarg, VMM_MAX_VCPUS);
+            cfg.vcpus = (unsigned)v;
+            break;
+        case OPT_SERIAL_LOG:
+            cfg.serial_log = optarg;
+            break;
+        case OPT_CONTROL:
+            cfg.control_path = optarg;
+            break;
+        case OPT_ON_REBOOT:
+            if (!strcmp(optarg, "restart"))
+                cfg.restart_on_reboot = true;
+            else if (!strcmp(optarg, "exit"))
+                cfg.restart_on_reboot = false;
+            else
+                return bad("--on-reboot %s: 'exit' or 'restart'", optarg);
+            break;
+        case OPT_DISK:
+            if ((err = parse_disk(&cfg, optarg)) != 0)
+                return err;
+            break;
+        case OPT_NET:
+            if (strncmp(optarg, "tap=", 4) != 0 || !optarg[4] || strlen(optarg + 4) >= 16)
+                return bad("--net %s: expected tap=NAME (at most 15 characters)", optarg);
+            cfg.net_tap = optarg + 4;
+            break;
+        case OPT_NO_RNG:
+            cfg.rng = false;
+            break;
+        case OPT_FB: {
+            unsigned w, h;
+            char tail;
+            if (!strcmp(optarg, "none")) {
+                cfg.fb_width = cfg.fb_height = 0;
+                cfg.input = false;
+            } else if (sscanf(optarg, "%ux%u%c", &w, &h, &tail) == 2 && w >= 320 && h >= 200 &&
+                       w <= DPY_MAX_WIDTH && h <= DPY_MAX_HEIGHT) {
+                cfg.fb_width = w;
+                cfg.fb_height = h;
+            } else {
+                return bad("--fb %s: expected WxH (320x200 to %ux%u) or none", optarg,
+                           DPY_MAX_WIDTH, DPY_MAX_HEIGHT);
             }
+            break;
+        }
+        case OPT_DISPLAY:
+            display_cfg.unix_path = optarg;
+            break;
+        case OPT_DISPLAY_TCP:
+            display_cfg.tcp = optarg;
+            break;
+        case OPT_DISPLAY_HZ:
+            if (vdi_parse_u64(optarg, 1, DPY_MAX_HZ, &v) < 0)
+                return bad("--display-hz %s: not a number from 1 to %d", optarg, DPY_MAX_HZ);
+            display_cfg.hz = (unsigned)v;
+            break;
+        case OPT_LOG_LEVEL: {
+            int level = vdi_log_parse_level(optarg);
+            if (level < 0)
+                return bad("--log-level: '%s' is not err, warn, info or debug", optarg);
             vdi_log_set_level(level);
             break;
         }
@@ -47,10 +377,28 @@ int main(int argc, char **argv)
             return 0;
         default:
             usage(stderr);
-            return 2;
+            return VMM_EXIT_BADINPUT;
         }
     }
-    VDI_LOG_ERR("the virtual machine monitor is not part of this build yet; see the status table "
-                "in README.md");
-    return 1;
+    if (optind < argc)
+        return bad("unexpected argument '%s' (see --help)", argv[optind]);
+    if (!cfg.kernel)
+        return bad("--kernel is required (see --help)");
+    if (cfg.serial_log) {
+        int fd = open(cfg.serial_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return bad("--serial-log %s: %s", cfg.serial_log, strerror(errno));
+        close(fd);
+    }
+
+    /* No core dumps of guest memory; SIGPIPE is handled per write; SIGTERM and SIGINT are
+     * blocked in every thread and read from a signalfd by the control loop. */
+    setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    return run(&cfg);
 }

@@ -89,11 +89,28 @@ static void test_forget_and_bound(void **state)
     auth__limiter_destroy(l);
 }
 
+static void test_addr_key(void **state)
+{
+    (void)state;
+    char k[64];
+    auth__addr_key("192.0.2.7", k, sizeof(k));
+    assert_string_equal(k, "192.0.2.7");
+    auth__addr_key("::ffff:192.0.2.7", k, sizeof(k));
+    assert_string_equal(k, "192.0.2.7");
+    auth__addr_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", k, sizeof(k));
+    assert_string_equal(k, "2001:db8:1:2::/64");
+    auth__addr_key("2001:db8:1:2::1", k, sizeof(k));
+    assert_string_equal(k, "2001:db8:1:2::/64");
+    auth__addr_key("?", k, sizeof(k));
+    assert_string_equal(k, "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_then_lockout),
         cmocka_unit_test(test_forget_and_bound),
+        cmocka_unit_test(test_addr_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,7 +106,12 @@ static void reexec(char **argv)
         setenv("NSS_WRAPPER_GROUP", g, 1);
     }
     setenv("VDI_TEST_PAM_DIR", dir, 1);
-    /* ASan wants to be first in the library list; the preloaded wrappers come first instead. */
+    /* Under ASan: the wrappers dlopen with RTLD_DEEPBIND, which ASan cannot work with, unless
+     * told not to (pam_wrapper 1.1.4 reads its switch under uid_wrapper's name); and ASan wants
+     * to be first in the library list, where the preloaded wrappers are instead. */
+    setenv("UID_WRAPPER_DISABLE_DEEPBIND", "1", 1);
+    setenv("PAM_WRAPPER_DISABLE_DEEPBIND", "1", 1);
+    setenv("NSS_WRAPPER_DISABLE_DEEPBIND", "1", 1);
     const char *asan = getenv("ASAN_OPTIONS");
     char *asan2 = vdi_xasprintf("%s%sverify_asan_link_order=0", asan ? asan : "", asan ? ":" : "");
     setenv("ASAN_OPTIONS", asan2, 1);
@@ -127,6 +132,15 @@ static void cleanup_dir(void)
         unlink(p);
         free(p);
     }
+    char *p = vdi_xasprintf("%s/tls/cert.pem", dir);
+    unlink(p);
+    free(p);
+    p = vdi_xasprintf("%s/tls/key.pem", dir);
+    unlink(p);
+    free(p);
+    p = vdi_xasprintf("%s/tls", dir);
+    rmdir(p);
+    free(p);
     rmdir(dir);
 }
 
@@ -257,6 +271,105 @@ static void test_queue_cap(void **state)
     uv_loop_close(&loop);
 }
 
+/* auth_check_password: limits around PAM, the per-address cap, audit events. */
+struct cstate {
+    int done, ok, eauth, ebusy, elock;
+    int audit[4];
+    uint64_t last_ms;
+};
+
+static void on_checked(int status, auth_identity_t *id, const char *reason, void *ctx)
+{
+    struct cstate *c = ctx;
+    c->done++;
+    c->last_ms = vdi_now_ms();
+    if (status == 0)
+        c->ok++;
+    else if (status == VDI_EAUTH)
+        c->eauth++;
+    else if (status == -EBUSY)
+        c->ebusy++;
+    else if (status == VDI_ELOCKOUT)
+        c->elock++;
+    assert_non_null(reason);
+    assert_null(strstr(reason, "hunter2"));
+    auth_identity_free(id);
+}
+
+static void on_audit(const auth_audit_event_t *ev, void *ctx)
+{
+    struct cstate *c = ctx;
+    assert_true(ev->kind <= AUTH_AUDIT_LOCKED);
+    assert_string_equal(ev->service, "web");
+    c->audit[ev->kind]++;
+}
+
+static void test_check_password_limits(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    auth_config_t cfg;
+    auth_config_defaults(&cfg);
+    cfg.pam_service = "vdi-test";
+    cfg.state_dir = getenv("VDI_TEST_PAM_DIR");
+    cfg.limit_user = (auth_limit_config_t){.free_failures = 1,
+                                           .backoff_base_ms = 200,
+                                           .backoff_max_ms = 1000,
+                                           .lockout_failures = 3,
+                                           .lockout_ms = 60000,
+                                           .max_entries = 100};
+    cfg.max_checks_per_addr = 4;
+    auth_t *a;
+    assert_int_equal(auth_create(&loop, &cfg, &a), 0);
+    struct cstate c = {0};
+    auth_set_audit(a, on_audit, &c);
+
+    /* Six guesses in parallel from one address: four run, two are refused at once. */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(auth_check_password(a, "web", "bob", "wrong", "192.0.2.5", on_checked, &c),
+                         0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.done, 6);
+    assert_int_equal(c.ebusy, 2);
+    assert_int_equal(c.eauth, 4);
+    assert_int_equal(c.audit[AUTH_AUDIT_LOGIN_FAILED], 4);
+    assert_true(c.audit[AUTH_AUDIT_LOCKOUT] >= 1);
+    /* bob is locked out now: even the right password is refused, without PAM. */
+    assert_int_equal(auth_check_password(a, "web", "bob", "hunter2", "192.0.2.6", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.elock, 1);
+    assert_int_equal(c.audit[AUTH_AUDIT_LOCKED], 1);
+
+    /* Backoff: after two failures the next attempt is held ~200 ms; a success resets. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            auth_check_password(a, "web", "alice", "nope", "192.0.2.7", on_checked, &c), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    uint64_t w0 = 0;
+    assert_int_equal(auth__limiter_check(a->lim_user, "alice", vdi_now_ms(), &w0), 0);
+    assert_true(w0 > 0 && w0 <= 200);
+    uint64_t t0 = vdi_now_ms();
+    assert_int_equal(auth_check_password(a, "web", "alice", "secret", "192.0.2.7", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.ok, 1);
+    assert_true(c.last_ms - t0 >= 150);
+    uint64_t wait = 1;
+    assert_int_equal(auth__limiter_check(a->lim_user, "alice", vdi_now_ms(), &wait), 0);
+    assert_int_equal(wait, 0); /* the success reset alice's count */
+    assert_int_equal(c.audit[AUTH_AUDIT_LOGIN_OK], 1);
+
+    /* Bad input is refused synchronously and never reaches PAM. */
+    assert_int_equal(auth_check_password(a, "web", "", "x", "p", on_checked, &c), -EINVAL);
+    assert_int_equal(auth_check_password(a, "web", "a\nb", "x", "p", on_checked, &c), -EINVAL);
+    assert_int_equal(auth_check_password(a, "web", "alice", "", "p", on_checked, &c), -EINVAL);
+    auth_destroy(a);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -272,6 +385,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_expired_account),
         cmocka_unit_test(test_conversation_answers_one_hidden_prompt),
         cmocka_unit_test(test_queue_cap),
+        cmocka_unit_test(test_check_password_limits),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cleanup_dir();

@@ -169,6 +169,30 @@ static void test_odd_chunks_tlsplain(void **state)
     full_exchange(7, hello38, true, AUTH_VENCRYPT_X509PLAIN);
 }
 
+static void test_tlsplain_only(void **state)
+{
+    (void)state;
+    auth_rfbsec_config_t cfg = {.tlsplain_only = true};
+    auth_rfbsec_t *s;
+    assert_int_equal(auth_rfbsec_create(&cfg, &s), 0);
+    struct run r = {0};
+    take_output(s, &r);
+    uint8_t in[19];
+    client_pre_tls(in, hello38, AUTH_VENCRYPT_X509PLAIN);
+    assert_int_equal(feed(s, &r, in, 19, 1), AUTH_RFBSEC_FAILED);
+    /* version, types, VeNCrypt version + ok, one subtype (259), then the refusal (0) */
+    assert_int_equal(r.out.len, 12 + 2 + 2 + 1 + 1 + 4 + 1);
+    assert_memory_equal(r.out.data + 18, "\0\0\1\3\0", 5);
+    vdi_buf_free(&r.out);
+    auth_rfbsec_destroy(s);
+    assert_int_equal(auth_rfbsec_create(&cfg, &s), 0);
+    r = (struct run){0};
+    client_pre_tls(in, hello38, AUTH_VENCRYPT_TLSPLAIN);
+    assert_int_equal(feed(s, &r, in, 19, 1), AUTH_RFBSEC_START_TLS);
+    vdi_buf_free(&r.out);
+    auth_rfbsec_destroy(s);
+}
+
 static void test_version_above_38_is_38(void **state)
 {
     (void)state;
@@ -292,7 +316,7 @@ static void test_plain_lengths(void **state)
 static void test_plain_bad_bytes(void **state)
 {
     (void)state;
-    const char *users[] = {"ali\nce", "a\0b"};
+    static const char users[][7] = {"ali\nce", {'a', '\0', 'b', 'c', 'd', 'e'}};
     for (size_t i = 0; i < 2; i++) {
         auth_rfbsec_t *s = mk(false);
         struct run r = {0};
@@ -374,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_one_byte_38),
         cmocka_unit_test(test_one_byte_37),
         cmocka_unit_test(test_odd_chunks_tlsplain),
+        cmocka_unit_test(test_tlsplain_only),
         cmocka_unit_test(test_version_above_38_is_38),
         cmocka_unit_test(test_bad_version_string),
         cmocka_unit_test(test_rfb33_refused),

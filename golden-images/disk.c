@@ -1,0 +1,324 @@
+/* golden-images/disk.c: opening a disk (format by magic, locking, backing chains) and the
+ * format-independent entry points; the raw format.
+ *
+ * Locks are fcntl OFD locks on the whole file: they belong to the open file description, so two
+ * opens of one image conflict even inside one process, and closing the fd drops them. A writable
+ * open takes a write lock, a read-only open (and every backing file) a read lock: many desktops
+ * may read one golden image, nobody may write it while they do.
+ */
+#define VDI_LOG_TAG "img"
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/vdi.h"
+#include "golden-images/internal.h"
+
+int img__pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* past the end of the file */
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int img__pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* ---- raw ---------------------------------------------------------------------------------- */
+
+static int raw_pread(img_disk_t *d, void *buf, size_t len, uint64_t off)
+{
+    int err = img__pread_full(d->fd, buf, len, off);
+    if (err == -EIO) {
+        /* The file shrank under us: what is gone reads as zeros, as a hole would. */
+        struct stat st;
+        if (fstat(d->fd, &st) == 0 && (uint64_t)st.st_size < off + len) {
+            memset(buf, 0, len);
+            if ((uint64_t)st.st_size > off)
+                return img__pread_full(d->fd, buf, (size_t)((uint64_t)st.st_size - off), off);
+            return 0;
+        }
+    }
+    if (err < 0)
+        VDI_LOG_ERR_RL("image=%s read of %zu bytes at %" PRIu64 " failed: %s", d->path, len, off,
+                       vdi_strerror(err));
+    return err;
+}
+
+static int raw_pwrite(img_disk_t *d, const void *buf, size_t len, uint64_t off)
+{
+    int err = img__pwrite_full(d->fd, buf, len, off);
+    if (err < 0)
+        VDI_LOG_ERR_RL("image=%s write of %zu bytes at %" PRIu64 " failed: %s", d->path, len, off,
+                       vdi_strerror(err));
+    return err;
+}
+
+static int raw_flush(img_disk_t *d)
+{
+    if (fdatasync(d->fd) < 0) {
+        int err = -errno;
+        VDI_LOG_ERR("image=%s flush failed: %s", d->path, vdi_strerror(err));
+        return err;
+    }
+    return 0;
+}
+
+static int raw_discard(img_disk_t *d, uint64_t off, uint64_t len)
+{
+    if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
+        int err = -errno;
+        /* Discard is advisory: a file system or device without hole punching keeps the data. */
+        if (err == -EOPNOTSUPP || err == -ENOSYS)
+            return 0;
+        VDI_LOG_ERR_RL("image=%s discard at %" PRIu64 "+%" PRIu64 " failed: %s", d->path, off, len,
+                       vdi_strerror(err));
+        return err;
+    }
+    return 0;
+}
+
+static void raw_close(img_disk_t *d)
+{
+    VDI_UNUSED(d);
+}
+
+const struct img__ops img__raw_ops = {
+    .name = "raw",
+    .pread = raw_pread,
+    .pwrite = raw_pwrite,
+    .flush = raw_flush,
+    .discard = raw_discard,
+    .close = raw_close,
+};
+
+/* ---- open and dispatch -------------------------------------------------------------------- */
+
+static int lock_fd(int fd, bool write)
+{
+    struct flock fl = {.l_type = write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0)
+        return errno == EACCES ? -EAGAIN : -errno;
+    return 0;
+}
+
+int img__open_chain(const char *path, unsigned flags, const char *fmt, struct img__chain *chain,
+                    img_disk_t **out)
+{
+    bool rdonly = flags & IMG_OPEN_RDONLY;
+    img_disk_t *d = vdi_xcalloc(1, sizeof(*d));
+    struct stat st;
+    int err;
+
+    d->path = vdi_xstrdup(path);
+    d->rdonly = rdonly;
+    d->fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (d->fd < 0) {
+        err = -errno;
+        if (chain->depth > 0)
+            VDI_LOG_ERR("image=%s backing file cannot be opened: %s", path, vdi_strerror(err));
+        else
+            VDI_LOG_ERR("image=%s cannot be opened: %s", path, vdi_strerror(err));
+        goto err_free;
+    }
+    if (fstat(d->fd, &st) < 0) {
+        err = -errno;
+        VDI_LOG_ERR("image=%s stat failed: %s", path, vdi_strerror(err));
+        goto err_close;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        err = -EINVAL;
+        VDI_LOG_ERR("image=%s is neither a regular file nor a block device", path);
+        goto err_close;
+    }
+    for (int i = 0; i < chain->depth; i++)
+        if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino) {
+            err = VDI_EBADIMAGE;
+            VDI_LOG_ERR("image=%s backing chain loops back to a file already in the chain", path);
+            goto err_close;
+        }
+    if (chain->depth > IMG__MAX_CHAIN) {
+        err = VDI_EBADIMAGE;
+        VDI_LOG_ERR("image=%s backing chain is deeper than %d files", path, IMG__MAX_CHAIN);
+        goto err_close;
+    }
+    chain->dev[chain->depth] = st.st_dev;
+    chain->ino[chain->depth] = st.st_ino;
+
+    if (!(flags & IMG_OPEN_NOLOCK)) {
+        err = lock_fd(d->fd, !rdonly);
+        if (err < 0) {
+            if (err == -EAGAIN)
+                VDI_LOG_ERR("image=%s is in use by another process (lock held)", path);
+            else
+                VDI_LOG_ERR("image=%s cannot be locked: %s", path, vdi_strerror(err));
+            goto err_close;
+        }
+    }
+
+    uint8_t magic[4] = {0};
+    bool is_qcow2 = false;
+    if (fmt && strcmp(fmt, "qcow2") == 0) {
+        is_qcow2 = true;
+    } else if (!fmt && !(flags & IMG_OPEN_RAW)) {
+        ssize_t n = pread(d->fd, magic, sizeof(magic), 0);
+        is_qcow2 = n == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
+    } else if (fmt && strcmp(fmt, "raw") != 0) {
+        err = VDI_EBADIMAGE;
+        VDI_LOG_ERR("image=%s has unsupported format '%s'", path, fmt);
+        goto err_close;
+    }
+
+    if (is_qcow2) {
+        d->ops = &img__qcow2_ops;
+        err = img__qcow2_open(d, flags, chain);
+        if (err < 0)
+            goto err_close;
+    } else {
+        d->ops = &img__raw_ops;
+        if (S_ISBLK(st.st_mode)) {
+            if (ioctl(d->fd, BLKGETSIZE64, &d->size) < 0) {
+                err = -errno;
+                VDI_LOG_ERR("image=%s block device size unknown: %s", path, vdi_strerror(err));
+                goto err_close;
+            }
+        } else {
+            d->size = (uint64_t)st.st_size;
+        }
+    }
+    *out = d;
+    return 0;
+err_close:
+    close(d->fd);
+err_free:
+    free(d->path);
+    free(d);
+    return err;
+}
+
+int img_open(const char *path, unsigned flags, img_disk_t **out)
+{
+    struct img__chain chain = {0};
+    return img__open_chain(path, flags, NULL, &chain, out);
+}
+
+uint64_t img_size(const img_disk_t *d)
+{
+    return d->size;
+}
+
+const char *img_format(const img_disk_t *d)
+{
+    return d->ops->name;
+}
+
+const char *img_path(const img_disk_t *d)
+{
+    return d->path;
+}
+
+img_disk_t *img_backing(const img_disk_t *d)
+{
+    return d->backing;
+}
+
+static bool range_ok(const img_disk_t *d, size_t len, uint64_t off)
+{
+    return off <= d->size && len <= d->size - off;
+}
+
+int img_pread(img_disk_t *d, void *buf, size_t len, uint64_t off)
+{
+    if (!range_ok(d, len, off))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    return d->ops->pread(d, buf, len, off);
+}
+
+int img_pwrite(img_disk_t *d, const void *buf, size_t len, uint64_t off)
+{
+    if (d->rdonly)
+        return -EROFS;
+    if (!range_ok(d, len, off))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    return d->ops->pwrite(d, buf, len, off);
+}
+
+int img_flush(img_disk_t *d)
+{
+    if (d->rdonly)
+        return 0;
+    return d->ops->flush(d);
+}
+
+int img_discard(img_disk_t *d, uint64_t off, uint64_t len)
+{
+    if (d->rdonly)
+        return -EROFS;
+    if (!range_ok(d, (size_t)VDI_MIN(len, (uint64_t)SIZE_MAX), off) || len > d->size - off)
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    return d->ops->discard(d, off, len);
+}
+
+void img_close(img_disk_t *d)
+{
+    if (!d)
+        return;
+    d->ops->close(d);
+    if (d->backing)
+        img_close(d->backing);
+    close(d->fd);
+    free(d->path);
+    free(d);
+}
+
+int img_check(const char *path, bool repair, struct img_check_result *res)
+{
+    img_disk_t *d;
+    memset(res, 0, sizeof(*res));
+    /* A writable open of a dirty image repairs it already; open without that for a plain
+     * check so the report shows what was wrong. */
+    int err = img_open(path, repair ? 0 : IMG_OPEN_RDONLY, &d);
+    if (err < 0)
+        return err;
+    if (d->q)
+        err = img__qcow2_check(d, repair, res);
+    img_close(d);
+    return err;
+}

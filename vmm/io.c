@@ -1,0 +1,133 @@
+/* vmm/io.c: port and MMIO dispatch. Regions live in one list per VM, searched linearly (a VM has
+ * a few dozen at most; hot paths such as virtqueue notifications go through ioeventfd and never
+ * come here). A handler runs without the lock held, so it may move regions (BAR programming). */
+#define VDI_LOG_TAG "vmm"
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/internal.h"
+#include "vmm/vm-private.h"
+
+void vmm__io_init(vmm_vm_t *vm)
+{
+    pthread_rwlock_init(&vm->io_lock, NULL);
+    vdi_list_init(&vm->io_regions);
+    vdi_list_init(&vm->io_dead);
+}
+
+void vmm__io_fini(vmm_vm_t *vm)
+{
+    vdi_list_t *it, *tmp;
+    vdi_list_splice_tail(&vm->io_dead, &vm->io_regions);
+    vdi_list_foreach_safe(it, tmp, &vm->io_dead)
+    {
+        vdi_list_remove(it);
+        free(vdi_list_entry(it, struct vmm_io_region, link));
+    }
+    pthread_rwlock_destroy(&vm->io_lock);
+}
+
+static bool overlaps(vmm_vm_t *vm, const struct vmm_io_region *self, enum vmm_io_space space,
+                     uint64_t base, uint64_t size)
+{
+    vdi_list_t *it, *tmp;
+    vdi_list_foreach_safe(it, tmp, &vm->io_regions)
+    {
+        struct vmm_io_region *r = vdi_list_entry(it, struct vmm_io_region, link);
+        if (r == self || r->space != space)
+            continue;
+        if (base < r->base + r->size && r->base < base + size)
+            return true;
+    }
+    return false;
+}
+
+int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t size, vmm_io_fn fn,
+                void *opaque, vmm_io_region_t **out)
+{
+    if (size == 0 || base + size < base)
+        return -EINVAL;
+    struct vmm_io_region *r = vdi_xcalloc(1, sizeof(*r));
+    r->vm = vm;
+    r->space = space;
+    r->base = base;
+    r->size = size;
+    r->fn = fn;
+    r->opaque = opaque;
+    pthread_rwlock_wrlock(&vm->io_lock);
+    if (overlaps(vm, NULL, space, base, size)) {
+        pthread_rwlock_unlock(&vm->io_lock);
+        free(r);
+        return -EEXIST;
+    }
+    vdi_list_push_tail(&vm->io_regions, &r->link);
+    pthread_rwlock_unlock(&vm->io_lock);
+    if (out)
+        *out = r;
+    return 0;
+}
+
+int vmm__io_move(vmm_io_region_t *r, uint64_t new_base)
+{
+    vmm_vm_t *vm = r->vm;
+    int err = 0;
+    if (new_base + r->size < new_base)
+        return -EINVAL;
+    pthread_rwlock_wrlock(&vm->io_lock);
+    if (overlaps(vm, r, r->space, new_base, r->size))
+        err = -EEXIST;
+    else
+        r->base = new_base;
+    pthread_rwlock_unlock(&vm->io_lock);
+    return err;
+}
+
+void vmm__io_del(vmm_io_region_t *r)
+{
+    if (!r)
+        return;
+    vmm_vm_t *vm = r->vm;
+    pthread_rwlock_wrlock(&vm->io_lock);
+    vdi_list_remove(&r->link);
+    r->dead = true;
+    vdi_list_push_tail(&vm->io_dead, &r->link);
+    pthread_rwlock_unlock(&vm->io_lock);
+}
+
+void vmm__io_dispatch(vmm_vm_t *vm, enum vmm_io_space space, uint64_t addr, void *data,
+                      uint32_t len, bool is_write)
+{
+    vmm_io_fn fn = NULL;
+    void *opaque = NULL;
+    uint64_t off = 0;
+    vdi_list_t *it, *tmp;
+
+    pthread_rwlock_rdlock(&vm->io_lock);
+    vdi_list_foreach_safe(it, tmp, &vm->io_regions)
+    {
+        struct vmm_io_region *r = vdi_list_entry(it, struct vmm_io_region, link);
+        if (r->space == space && addr >= r->base && addr - r->base < r->size) {
+            fn = r->fn;
+            opaque = r->opaque;
+            off = addr - r->base;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&vm->io_lock);
+    if (fn) {
+        if (!is_write)
+            memset(data, 0, len);
+        fn(opaque, off, data, len, is_write);
+        return;
+    }
+    /* Nothing there: reads float high, as on a real bus, and writes vanish. */
+    if (!is_write)
+        memset(data, 0xff, len);
+    if (space == VMM_IO_PIO)
+        VDI_LOG_WARN_RL("vm=%s guest %s unknown port 0x%" PRIx64 " len=%u", vm->name,
+                        is_write ? "wrote" : "read", addr, len);
+    else
+        VDI_LOG_WARN_RL("vm=%s guest %s unassigned mmio gpa=0x%" PRIx64 " len=%u", vm->name,
+                        is_write ? "wrote" : "read", addr, len);
+}
