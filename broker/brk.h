@@ -40,13 +40,12 @@ typedef struct {
 } brk_pool_config_t;
 
 typedef struct {
-    char *state_dir;    /* vdi.db, desktops/ID/ */
+    char *state_dir;    /* vdi.db, desktops/ID/, images/ (the golden image catalogue) */
     char *run_dir;      /* vm/ID/{control,display}.sock */
     char *admin_socket; /* the admin socket (JSON lines) */
     char *admin_group;  /* group allowed on the admin socket (NULL: root only, mode 0600) */
     char *listen;       /* RFB gateway address, "HOST:PORT" */
     char *vmm;          /* path of the vdi-vmm program */
-    char *image_dir;    /* golden image catalogue */
     char *tls_cert;     /* PEM certificate and key for the gateway's TLS */
     char *tls_key;
     char *pam_service;           /* PAM service name */

@@ -64,8 +64,7 @@ static const struct opt daemon_opts[] = {
     {"admin_socket", T_PATH, CF(admin_socket), 0, NULL, 0, 0, false}, /* run_dir/vdid.sock */
     {"admin_group", T_NAME, CF(admin_group), 0, NULL, 0, 0, false},
     {"listen", T_ADDR, CF(listen), 0, "0.0.0.0:5900", 0, 0, false},
-    {"vmm", T_PATH, CF(vmm), 0, NULL, 0, 0, false},             /* vdi-vmm next to vdid */
-    {"image_dir", T_PATH, CF(image_dir), 0, NULL, 0, 0, false}, /* state_dir/images */
+    {"vmm", T_PATH, CF(vmm), 0, NULL, 0, 0, false}, /* vdi-vmm next to vdid */
     {"tls_cert", T_PATH, CF(tls_cert), 0, NULL, 0, 0, false},
     {"tls_key", T_PATH, CF(tls_key), 0, NULL, 0, 0, false},
     {"pam_service", T_NAME, CF(pam_service), 0, "vdi", 0, 0, false},
@@ -376,7 +375,6 @@ void brk_config_free(brk_config_t *cfg)
     free(cfg->admin_group);
     free(cfg->listen);
     free(cfg->vmm);
-    free(cfg->image_dir);
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->pam_service);
@@ -569,8 +567,6 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
     /* Derived defaults. */
     if (!cfg->admin_socket)
         cfg->admin_socket = vdi_xasprintf("%s/vdid.sock", cfg->run_dir);
-    if (!cfg->image_dir)
-        cfg->image_dir = vdi_xasprintf("%s/images", cfg->state_dir);
     if (!cfg->tls_cert != !cfg->tls_key) {
         p.line = 0;
         rc = fail(&p, "tls_cert and tls_key go together: set both or neither");

@@ -61,8 +61,8 @@ static int find_cb(const brk_desktop_t *d, void *ctx)
     return 1; /* stop at the first (oldest) */
 }
 
-int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user,
-             const char *const *groups, size_t n_groups, uint64_t mem_budget, brk_pick_t *out)
+int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const char *const *groups,
+             size_t n_groups, uint64_t mem_budget, brk_pick_t *out)
 {
     bool entitled = false;
     int rc;

@@ -13,3 +13,4 @@ UNIT_display_LDLIBS := $(call pc_libs,libvncserver)
 INTEG_test_display_LIBS := dpy common
 INTEG_test_display_LDLIBS := $(call pc_libs,libvncserver)
 TOOL_vncprobe_LDLIBS := $(call pc_libs,libvncclient libturbojpeg)
+BENCH_TARGETS += $(O)/tests/tools/vncprobe build/testdesk/testdesk.elf

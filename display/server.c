@@ -5,8 +5,8 @@
  * and the shadow copy of the screen. It never uses libvncserver's own threads. Its loop:
  *   - at each damage tick (DPY_DEFAULT_HZ), read the guest's mode and the framebuffer's dirty
  *     pages, narrow them to changed rectangles against the shadow (damage.c) and mark those
- *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After a second
- *     without a change the tick slows to 8 Hz, until the next change or client input: each
+ *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After 1/8 s
+ *     without a change the tick slows to 5 Hz, until the next change or client input: each
  *     wake-up costs more than the idle tick's work;
  *   - rfbProcessEvents(screen, 0): read what clients sent, send what they asked for;
  *   - ppoll() on the listeners, the clients and a stop eventfd until the next tick.
@@ -89,6 +89,20 @@ struct dpy_display {
     pthread_mutex_t stats_lock;
     struct dpy_stats stats;
 };
+
+/* ---- libvncserver's WebSocket sniffing ---------------------------------------------------- */
+/* libvncserver 0.9.14 calls webSocketsCheck() (through its PLT) for every new client: it waits up
+ * to 100 ms for the client to speak first, and if the bytes look like TLS or an HTTP GET it runs
+ * a TLS or WebSocket handshake. Our sockets speak plain RFB only (vdid terminates TLS and
+ * WebSockets), and RFB clients wait for the server's version, so the check only ever stalled this
+ * thread for 100 ms per connection and exposed two more parsers. This definition takes its place
+ * in the process (the library's own is interposed); the name is libvncserver's, not ours. */
+rfbBool webSocketsCheck(rfbClientPtr cl);
+rfbBool webSocketsCheck(rfbClientPtr cl)
+{
+    VDI_UNUSED(cl);
+    return TRUE; /* a plain RFB connection */
+}
 
 /* ---- libvncserver's log ------------------------------------------------------------------- */
 static void VDI_PRINTF(2, 0) rfb_vlog(int level, const char *fmt, va_list ap)
@@ -348,6 +362,17 @@ static void on_client_gone(rfbClientPtr cl)
     stats_add_clients(d, -1);
 }
 
+/* Called by libvncserver before each update it sends a client. */
+static void on_update(rfbClientPtr cl)
+{
+    /* Tight JPEG: libvncserver follows TurboVNC's table, where quality levels 6-9 mean 4:4:4
+     * chroma. Tight only uses JPEG for regions of many colours (pictures, video), where 4:2:0
+     * looks the same and costs about a third less; QEMU's VNC server sends 4:2:0 too. A client
+     * that wants 4:2:2 or greyscale still gets it (subsampling levels 2 and 3). */
+    if (cl->turboSubsampLevel == TURBO_DEFAULT_SUBSAMP)
+        cl->turboSubsampLevel = 1; /* libvncserver's index for 4:2:0 */
+}
+
 static enum rfbNewClientAction on_new_client(rfbClientPtr cl)
 {
     dpy_display_t *d = display_of(cl);
@@ -562,8 +587,9 @@ static void *display_thread(void *arg)
     for (;;) {
         uint64_t now = now_ns();
         if (now >= next_tick) {
-            quiet = tick(d) ? 0 : quiet + (quiet < d->hz);
-            uint64_t p = quiet >= d->hz ? idle_period : period;
+            unsigned idle_after = VDI_MAX(d->hz / 8, 1u);
+            quiet = tick(d) ? 0 : quiet + (quiet < idle_after);
+            uint64_t p = quiet >= idle_after ? idle_period : period;
             next_tick += p;
             if (next_tick <= now)
                 next_tick = now + p; /* we fell behind: do not try to catch up */
@@ -808,6 +834,7 @@ int dpy_display_create(const struct dpy_config *cfg, const struct dpy_fb_source 
     d->screen->kbdAddEvent = on_key;
     d->screen->ptrAddEvent = on_pointer;
     d->screen->newClientHook = on_new_client;
+    d->screen->displayHook = on_update;
     d->screen->setTranslateFunction = on_set_format;
     set_server_format(d->screen);
     rfbInitServer(d->screen);

@@ -15,6 +15,7 @@
 
 #include "auth/auth.h"
 #include "common/vdi.h"
+#include "golden-images/img.h"
 #include "server/internal-web.h"
 #include "server/internal.h"
 
@@ -186,6 +187,13 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
                      strerror(errno));
 
+    rc = img_catalog_open(cfg->state_dir, &s->catalog);
+    if (rc < 0) {
+        VDI_LOG_ERR("state_dir=%s: cannot open the image catalogue: %s", cfg->state_dir,
+                    vdi_strerror(rc));
+        goto err;
+    }
+
     auth_config_t ac;
     auth_config_defaults(&ac);
     ac.pam_service = cfg->pam_service;
@@ -280,6 +288,8 @@ void srv__daemon_fini(srv_t *s)
 {
     auth_destroy(s->auth);
     s->auth = NULL;
+    img_catalog_close(s->catalog);
+    s->catalog = NULL;
     brk_store_close(s->store);
     s->store = NULL;
     if (s->lock_fd >= 0)

@@ -45,12 +45,14 @@ struct pending {
 
 enum gphase {
     G_DESKTOP,
-    G_REFUSE,
+    G_REFUSE,  /* waiting for ClientInit to answer with the refusal */
+    G_REFUSED, /* refusal sent; lingering so that the viewer can show it */
     G_VMM_CONNECT,
     G_VMM_HANDSHAKE,
     G_SPLICE,
     G_CLOSING
 };
+#define REFUSE_LINGER_MS 1500
 
 struct gconn {
     srv_gateway_t *gw;
@@ -64,6 +66,7 @@ struct gconn {
     srv_session_t *se;
     int64_t desktop;
     uv_pipe_t *vmm; /* allocated: its close callback may outlive nothing but the pipe */
+    uv_timer_t *refuse_timer;
     uv_connect_t connect_req;
     vdi_buf_t hs;           /* VMM handshake bytes; then client bytes waiting for the splice */
     vdi_buf_t client_early; /* client bytes (ClientInit...) that came before the splice */
@@ -104,6 +107,13 @@ static void on_vmm_closed(uv_handle_t *h)
     conn_unref(c);
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct gconn *c = h->data;
+    free(h);
+    conn_unref(c);
+}
+
 static void conn_close(struct gconn *c, const char *reason)
 {
     if (c->phase == G_CLOSING)
@@ -125,6 +135,10 @@ static void conn_close(struct gconn *c, const char *reason)
     if (c->vmm) {
         uv_close((uv_handle_t *)c->vmm, on_vmm_closed);
         c->vmm = NULL;
+    }
+    if (c->refuse_timer) {
+        uv_close((uv_handle_t *)c->refuse_timer, on_timer_closed);
+        c->refuse_timer = NULL;
     }
     if (c->tls) {
         auth_tls_close(c->tls, on_tls_closed, c);
@@ -193,6 +207,8 @@ static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void 
         refuse_after_clientinit(c);
         return;
     }
+    if (c->phase == G_REFUSED)
+        return;
     /* Before the splice (the VMM handshake is running): keep ClientInit for later, bounded. */
     if (c->client_early.len + (size_t)nread > RFB_HANDSHAKE_MAX ||
         vdi_buf_append(&c->client_early, data, (size_t)nread) < 0) {
@@ -379,6 +395,12 @@ static void on_vmm_connect(uv_connect_t *req, int status)
 }
 
 /* ---- refusals ---------------------------------------------------------------------------------- */
+static void on_refuse_timer(uv_timer_t *t)
+{
+    struct gconn *c = t->data;
+    conn_close(c, c->close_reason);
+}
+
 static void refuse_after_clientinit(struct gconn *c)
 {
     /* ServerInit (RFB 7.3.2): a small framebuffer in a standard 32-bit format, named with the
@@ -394,9 +416,15 @@ static void refuse_after_clientinit(struct gconn *c)
     si[20] = (uint8_t)(len >> 24), si[21] = (uint8_t)(len >> 16), si[22] = (uint8_t)(len >> 8);
     si[23] = (uint8_t)len;
     memcpy(si + 24, msg, len);
-    auth_tls_read_stop(c->tls);
-    auth_tls_write(c->tls, si, 24 + len, NULL, NULL); /* auth_tls_close() lets it drain */
-    conn_close(c, c->close_reason);
+    auth_tls_write(c->tls, si, 24 + len, NULL, NULL);
+    /* Keep reading (and dropping) what the viewer sends after ServerInit for a moment, so it
+     * gets to show the name before the connection drops; the timer then closes. */
+    c->phase = G_REFUSED;
+    c->refuse_timer = vdi_xcalloc(1, sizeof(*c->refuse_timer));
+    uv_timer_init(c->gw->s->loop, c->refuse_timer);
+    c->refuse_timer->data = c;
+    c->refs++;
+    uv_timer_start(c->refuse_timer, on_refuse_timer, REFUSE_LINGER_MS, 0);
 }
 
 static void refuse(struct gconn *c, const char *msg)

@@ -30,7 +30,8 @@ typedef struct srv {
     uint64_t memory_budget; /* resolved: bytes desktops may use, overcommit included */
     uv_signal_t sig_term, sig_int;
     srv_admin_t *admin;
-    struct auth *auth; /* auth/: TLS, PAM, VeNCrypt */
+    struct auth *auth;           /* auth/: TLS, PAM, VeNCrypt */
+    struct img_catalog *catalog; /* golden-images/: STATE_DIR/images */
     srv_gateway_t *gateway;
     struct srv_web *web; /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "golden-images/img.h"
 #include "server/internal.h"
 
 #define TICK_MS          100
@@ -36,6 +37,8 @@ struct srv_vm {
     int64_t id;
     char pool[64];
     char owner[64];
+    char image[64];
+    uint32_t image_version; /* 0 until cloned */
     brk_desktop_state_t state;
     uint64_t memory;
     pid_t pid;
@@ -146,6 +149,8 @@ static srv_vm_t *vm_new(srv_t *s, const brk_desktop_t *d)
     vm->id = d->id;
     snprintf(vm->pool, sizeof(vm->pool), "%s", d->pool);
     snprintf(vm->owner, sizeof(vm->owner), "%s", d->owner);
+    snprintf(vm->image, sizeof(vm->image), "%s", d->image);
+    vm->image_version = (uint32_t)d->image_version;
     vm->state = d->state;
     vm->memory = d->memory;
     vm->pid = (pid_t)d->vmm_pid;
@@ -436,36 +441,128 @@ static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
     vm_gone(vm, failed, reason);
 }
 
-static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool)
+/* Read a small text file (a version's cmdline) into @buf; "" when absent. */
+static void read_small(const char *path, char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    size_t got = fread(buf, 1, n - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    while (got && (buf[got - 1] == '\n' || buf[got - 1] == '\r'))
+        buf[--got] = 0;
+}
+
+/* The desktop's system disk: an O(1) qcow2 overlay on the current version of the pool's image,
+ * with a reference in the catalogue for this desktop. Blocking, but small: a header and a
+ * reference file, no data copy. */
+static int vm_clone(srv_vm_t *vm, char **overlay, char **kernel, char **initrd, char *cmdline,
+                    size_t cmdlen, char *why, size_t whylen)
 {
     srv_t *s = vm->s;
-    char mem[32], vcpus[16], fb[32], name[32];
-    int rc;
+    char holder[32];
+    uint32_t version = 0;
+    snprintf(holder, sizeof(holder), "desktop-%" PRId64, vm->id);
+    *overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
+    int rc = img_catalog_clone(s->catalog, vm->image, 0, *overlay, holder, &version);
+    if (rc < 0) {
+        snprintf(why, whylen, "cannot clone image %s: %s", vm->image,
+                 rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(rc));
+        return rc;
+    }
+    vm->image_version = version;
+    rc = img_catalog_path(s->catalog, vm->image, version, "kernel", kernel);
+    if (rc < 0) {
+        snprintf(why, whylen, "image %s version %u has no kernel", vm->image, version);
+        return rc;
+    }
+    if (img_catalog_path(s->catalog, vm->image, version, "initrd", initrd) < 0)
+        *initrd = NULL;
+    char *cl = NULL;
+    cmdline[0] = 0;
+    if (img_catalog_path(s->catalog, vm->image, version, "cmdline", &cl) == 0)
+        read_small(cl, cmdline, cmdlen);
+    free(cl);
+    return 0;
+}
 
-    if (mkdir(vm->rundir, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    if (mkdir(vm->datadir, 0700) < 0 && errno != EEXIST)
-        return -errno;
+static void vm_unref_image(srv_vm_t *vm)
+{
+    if (!vm->image_version || !vm->s->catalog)
+        return;
+    char holder[32];
+    snprintf(holder, sizeof(holder), "desktop-%" PRId64, vm->id);
+    int rc = img_catalog_unref(vm->s->catalog, vm->image, vm->image_version, holder);
+    if (rc < 0 && rc != -ENOENT)
+        VDI_LOG_WARN("desktop=%" PRId64 " image=%s version=%u: cannot drop its reference: %s",
+                     vm->id, vm->image, vm->image_version, vdi_strerror(rc));
+    vm->image_version = 0;
+}
+
+static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen)
+{
+    srv_t *s = vm->s;
+    char mem[32], vcpus[16], fb[32], cmdline[2048];
+    char *overlay = NULL, *kernel = NULL, *initrd = NULL, *log = NULL;
+    int logfd = -1, rc;
+
+    if (mkdir(vm->rundir, 0700) < 0 && errno != EEXIST) {
+        rc = -errno;
+        snprintf(why, whylen, "cannot create %s: %s", vm->rundir, vdi_strerror(rc));
+        return rc;
+    }
+    if (mkdir(vm->datadir, 0700) < 0 && errno != EEXIST) {
+        rc = -errno;
+        snprintf(why, whylen, "cannot create %s: %s", vm->datadir, vdi_strerror(rc));
+        return rc;
+    }
     unlink(vm->ctl_path);
     unlink(vm->dpy_path);
-    char *log = vdi_xasprintf("%s/vmm.log", vm->datadir);
-    int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    rc = logfd < 0 ? -errno : 0;
-    free(log);
+    rc = vm_clone(vm, &overlay, &kernel, &initrd, cmdline, sizeof(cmdline), why, whylen);
     if (rc < 0)
-        return rc;
+        goto out;
+    log = vdi_xasprintf("%s/vmm.log", vm->datadir);
+    logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0) {
+        rc = -errno;
+        snprintf(why, whylen, "cannot open %s: %s", log, vdi_strerror(rc));
+        goto out;
+    }
     snprintf(mem, sizeof(mem), "%" PRIu64 "M", pool->memory >> 20);
     snprintf(vcpus, sizeof(vcpus), "%u", pool->vcpus);
     snprintf(fb, sizeof(fb), "%ux%u", pool->fb_width, pool->fb_height);
-    snprintf(name, sizeof(name), "desktop-%" PRId64, vm->id);
-    const char *argv_c[] = {
-        s->vmm_path, "--control", vm->ctl_path,    "--display", vm->dpy_path, "--memory", mem,
-        "--vcpus",   vcpus,       "--framebuffer", fb,          "--name",     name,
-    };
+    const char *argv_c[24];
+    size_t n = 0;
+    argv_c[n++] = s->vmm_path;
+    argv_c[n++] = "--kernel";
+    argv_c[n++] = kernel;
+    if (initrd) {
+        argv_c[n++] = "--initrd";
+        argv_c[n++] = initrd;
+    }
+    if (cmdline[0]) {
+        argv_c[n++] = "--cmdline";
+        argv_c[n++] = cmdline;
+    }
+    argv_c[n++] = "--mem";
+    argv_c[n++] = mem;
+    argv_c[n++] = "--vcpus";
+    argv_c[n++] = vcpus;
+    argv_c[n++] = "--fb";
+    argv_c[n++] = fb;
+    argv_c[n++] = "--disk";
+    argv_c[n++] = overlay;
+    argv_c[n++] = "--control";
+    argv_c[n++] = vm->ctl_path;
+    argv_c[n++] = "--display";
+    argv_c[n++] = vm->dpy_path;
+    VDI_ASSERT(n < VDI_ARRAY_SIZE(argv_c));
     char *args[VDI_ARRAY_SIZE(argv_c) + 1];
-    for (size_t i = 0; i < VDI_ARRAY_SIZE(argv_c); i++)
+    for (size_t i = 0; i < n; i++)
         args[i] = vdi_xstrdup(argv_c[i]); /* uv_process_options_t wants char ** */
-    args[VDI_ARRAY_SIZE(argv_c)] = NULL;
+    args[n] = NULL;
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
@@ -482,26 +579,34 @@ static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool)
     struct vmproc *p = vdi_xcalloc(1, sizeof(*p));
     p->vm = vm;
     rc = uv_spawn(s->loop, &p->h, &o);
-    close(logfd);
-    for (size_t i = 0; i < VDI_ARRAY_SIZE(argv_c); i++)
+    for (size_t i = 0; i < n; i++)
         free(args[i]);
     if (rc < 0) {
         /* libuv wants the handle closed even when spawn failed. */
         p->vm = NULL;
         uv_close((uv_handle_t *)&p->h, on_proc_closed);
-        return rc;
+        snprintf(why, whylen, "cannot start %s: %s", s->vmm_path, uv_strerror(rc));
+        goto out;
     }
     vm->proc = p;
     vm->pid = p->h.pid;
     vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
     vm->deadline = vdi_now_ms() + (uint64_t)s->cfg->ready_timeout_s * 1000;
-    rc = brk_store_desktop_set_vmm(s->store, vm->id, vm->pid, "", 0);
+    rc = brk_store_desktop_set_vmm(s->store, vm->id, vm->pid, overlay, vm->image_version);
     if (rc < 0)
         VDI_LOG_ERR("desktop=%" PRId64 " cannot record vmm pid %d: %s", vm->id, (int)vm->pid,
                     vdi_strerror(rc));
-    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s vmm pid=%d started", vm->id, pool->name,
-                 (int)vm->pid);
-    return 0;
+    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s image=%s version=%u vmm pid=%d started", vm->id,
+                 pool->name, vm->image, vm->image_version, (int)vm->pid);
+    rc = 0;
+out:
+    if (logfd >= 0)
+        close(logfd);
+    free(log);
+    free(overlay);
+    free(kernel);
+    free(initrd);
+    return rc;
 }
 
 /* A new desktop in @pool for @owner ("" for a spare). On failure nothing is left but the
@@ -515,11 +620,11 @@ static int vm_provision(srv_t *s, const brk_pool_config_t *pool, const char *own
     brk_desktop_t d = {.id = id, .state = BRK_DS_PROVISIONING, .memory = pool->memory};
     snprintf(d.pool, sizeof(d.pool), "%s", pool->name);
     snprintf(d.owner, sizeof(d.owner), "%s", owner);
+    snprintf(d.image, sizeof(d.image), "%s", pool->image);
     srv_vm_t *vm = vm_new(s, &d);
-    rc = vm_spawn(vm, pool);
+    char why[200] = "";
+    rc = vm_spawn(vm, pool, why, sizeof(why));
     if (rc < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "cannot start %s: %s", s->vmm_path, vdi_strerror(rc));
         VDI_LOG_ERR("desktop=%" PRId64 " %s", id, why);
         vm_gone(vm, true, why);
         return rc;
@@ -565,8 +670,10 @@ static void vm_gone(srv_vm_t *vm, bool failed, const char *reason)
     }
     deliver_soon(s);
     remove_dir(vm->rundir);
-    if (!keep_disk)
+    if (!keep_disk) {
         remove_dir(vm->datadir);
+        vm_unref_image(vm);
+    }
     vm_free(vm);
     srv__spares_kick(s);
 }
@@ -610,10 +717,15 @@ int srv__vm_recycle(srv_t *s, int64_t id, bool hard, const char *why)
         if (rc < 0)
             return rc;
         if (d.state == BRK_DS_FAILED) {
-            /* Clear a failed desktop away (its kept disk too). */
+            /* Clear a failed desktop away (its kept disk and its image reference too). */
             char *dir = vdi_xasprintf("%s/desktops/%" PRId64, s->cfg->state_dir, id);
             remove_dir(dir);
             free(dir);
+            if (d.image_version > 0) {
+                char holder[32];
+                snprintf(holder, sizeof(holder), "desktop-%" PRId64, id);
+                img_catalog_unref(s->catalog, d.image, (uint32_t)d.image_version, holder);
+            }
             return brk_store_desktop_set_state(s->store, id, BRK_DS_GONE, why);
         }
         return VDI_ESTATE;

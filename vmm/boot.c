@@ -212,8 +212,9 @@ static int elf_segments(const uint8_t *f, size_t len, struct elf_seg *segs, unsi
         }
         if (type != PT_LOAD && type != PT_NOTE)
             continue;
-        if (s.offset > len || s.filesz > len - s.offset || s.filesz > s.memsz ||
-            s.paddr + s.memsz < s.paddr)
+        if (s.offset > len || s.filesz > len - s.offset)
+            return VDI_EBADKERNEL;
+        if (type == PT_LOAD && (s.filesz > s.memsz || s.paddr + s.memsz < s.paddr))
             return VDI_EBADKERNEL;
         if (type == PT_NOTE) {
             s.memsz = 0; /* marks a note for the callers below */

@@ -226,7 +226,12 @@ int vmm__kernel_cache_get(const uint8_t *k, size_t len, uint8_t **out, size_t *o
         if (dir && pm + poff + plen <= len && plen >= 16) {
             uint64_t size = le32(k + pm + poff + plen - 4);
             path = vdi_xasprintf("%s/vmlinux-%016" PRIx64 "-%08x-%zu.elf", dir, c64, c32, len);
-            if (read_all(path, size, out) == 0 && !memcmp(*out, "\177ELF", 4)) {
+            if (read_all(path, size, out) == 0) {
+                if (size < 4 || memcmp(*out, "\177ELF", 4)) {
+                    free(*out);
+                    *out = NULL;
+                    goto decompress;
+                }
                 *out_len = size;
                 VDI_LOG_DEBUG("decompressed kernel from the cache: %s", path);
                 free(path);
@@ -235,6 +240,7 @@ int vmm__kernel_cache_get(const uint8_t *k, size_t len, uint8_t **out, size_t *o
             }
         }
     }
+decompress:
     err = vmm__bzimage_decompress(k, len, out, out_len);
     if (err == 0 && path)
         write_atomic(dir, path, *out, *out_len);

@@ -185,11 +185,16 @@ struct vmm_acpi_pm {
     vmm_vm_t *vm;
     pthread_mutex_t lock;
     uint16_t sts, en, cnt;
+    bool sci;
 };
 
 static void pm_update_sci(struct vmm_acpi_pm *pm)
 {
-    vmm__irq_line(pm->vm, VMM_ACPI_SCI_IRQ, (pm->sts & pm->en & (PM1_TMR_STS | PM1_PWRBTN_STS)));
+    bool level = pm->sts & pm->en & (PM1_TMR_STS | PM1_PWRBTN_STS);
+    if (level != pm->sci) {
+        pm->sci = level;
+        vmm__irq_line(pm->vm, VMM_ACPI_SCI_IRQ, level);
+    }
 }
 
 static uint32_t pm_timer(void)

@@ -26,6 +26,7 @@ struct uart {
     bool own_fd, saw_line;
     uint8_t ier, lcr, mcr, scr, fcr, dll, dlm;
     bool thre_pending, loop_rx;
+    bool irq_level; /* what we last told KVM: KVM_IRQ_LINE is costly, call it on changes only */
     uint8_t loop_byte;
     char buf[512];
     size_t len;
@@ -51,6 +52,9 @@ static void flush_locked(struct uart *u)
 static void update_irq(struct uart *u)
 {
     bool level = ((u->ier & IER_THRI) && u->thre_pending) || ((u->ier & 1) && u->loop_rx);
+    if (level == u->irq_level)
+        return;
+    u->irq_level = level;
     vmm__irq_line(u->vm, VMM_UART_IRQ, level);
 }
 

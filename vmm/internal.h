@@ -134,6 +134,8 @@ const char *vmm__vm_name(const vmm_vm_t *vm);
 #define VMM_ACPI_SCI_IRQ 9
 #define VMM_UART_IRQ     4
 #define VMM_RTC_IRQ      8
+/* INTA# of PCI slot @slot (pci.c's routing, which the MP table describes). */
+#define VMM_PCI_INTX_GSI(slot) (16 + ((slot) % 8))
 
 /* Exit statuses of vdi-vmm (docs/vmm-control.md). */
 enum vmm_exit_status {

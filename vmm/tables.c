@@ -37,7 +37,7 @@ static void put64(uint8_t *p, uint64_t v)
 
 int vmm__mptable_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus)
 {
-    size_t need = 16 + 44 + ncpus * 20 + 2 * 8 + 8 + 16 * 8 + 2 * 8;
+    size_t need = 16 + 44 + ncpus * 20 + 2 * 8 + 8 + 16 * 8 + 31 * 8 + 2 * 8;
     uint8_t ioapic_id = (uint8_t)ncpus;
     if (need > cap || ncpus == 0 || ncpus > 254)
         return -ENOSPC;
@@ -76,6 +76,17 @@ int vmm__mptable_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus)
         e[5] = (uint8_t)irq;
         e[6] = ioapic_id;
         e[7] = (uint8_t)(irq == 0 ? 2 : irq); /* the PIT is on pin 2 */
+        e += 8, count++;
+    }
+    /* PCI INTA# of slots 1-31 (the PCI side's fixed routing: GSI 16 + slot mod 8, level). */
+    for (unsigned slot = 1; slot < 32; slot++) {
+        e[0] = 3;
+        e[1] = 0;
+        put16(e + 2, 0x0f); /* level-triggered, active low: PCI's convention */
+        e[4] = MP_BUS_PCI;
+        e[5] = (uint8_t)(slot << 2); /* device in bits 6:2, pin INTA# = 0 */
+        e[6] = ioapic_id;
+        e[7] = (uint8_t)VMM_PCI_INTX_GSI(slot);
         e += 8, count++;
     }
     /* LINT0: ExtINT (the PIC), LINT1: NMI, on every local APIC. */
@@ -182,7 +193,7 @@ int vmm__acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus)
 
     t = buf + fadt;
     sdt_header(t, "FACP", 244, 3);
-    put32(t + 36, (uint32_t)(gpa + facs));
+    /* FIRMWARE_CTRL stays 0: X_FIRMWARE_CTRL below names the FACS (ACPI 6.5 §5.2.9). */
     put32(t + 40, (uint32_t)(gpa + dsdt));
     t[45] = 1; /* preferred PM profile: desktop */
     put16(t + 46, VMM_ACPI_SCI_IRQ);

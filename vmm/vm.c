@@ -842,6 +842,12 @@ enum vmm_stop_reason vmm__vm_join(vmm_vm_t *vm, const char **why)
         vm->vcpus[i].started = false;
     }
     vmm__iothread_stop(vm);
+    for (unsigned i = 0; i < vm->nvcpus && vdi_log_threshold >= VDI_LOG_LEVEL_DEBUG; i++) {
+        struct kvm_regs regs;
+        if (ioctl(vm->vcpus[i].fd, KVM_GET_REGS, &regs) == 0)
+            VDI_LOG_DEBUG("vm=%s vcpu=%u stopped at rip=0x%llx", vm->name, i,
+                          (unsigned long long)regs.rip);
+    }
     if (why)
         *why = vm->stop_why;
     return vm->stop_reason;

@@ -14,10 +14,18 @@ export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
 kill_vmms() { # every stand-in VMM of this test (they run in their own sessions)
     local p
-    for p in $(pgrep -f "$FAKE --control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
 }
 trap 'kill_vmms; t_cleanup' EXIT
 
+# The pool's image: a catalogue entry (the stand-in VMM boots nothing).
+make_image() {
+    truncate -s 1M "$T/disk.raw"
+    echo "not a kernel" >"$T/kernel"
+    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
+        t_fail "vdictl image import failed"
+}
+make_image
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state
@@ -41,7 +49,7 @@ field() { # field ID KEY: a desktop's field (numbers and simple strings)
     "$VDICTL" desktops show "$1" --json 2>/dev/null | sed -n "s/^ *\"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p"
 }
 ids() { "$VDICTL" desktops list --json --state "$1" | sed -n 's/^ *"id": \([0-9]*\),$/\1/p'; }
-nvmm() { pgrep -f "$FAKE --control $T/" | wc -l; }
+nvmm() { pgrep -f "$FAKE .*--control $T/" | wc -l; }
 count_is() { test "$(count "$1")" = "$2"; }
 field_is() { test "$(field "$1" "$2")" = "$3"; }
 
@@ -88,11 +96,11 @@ t_check "spares back to two again" t_wait_for 15 count_is ready 2
 
 # ---- restart with desktops running: re-attach, no duplicates
 before=$(ids ready | tr '\n' ' ')
-pids_before=$(pgrep -f "$FAKE --control $T/" | sort | tr '\n' ' ')
+pids_before=$(pgrep -f "$FAKE .*--control $T/" | sort | tr '\n' ' ')
 kill -TERM "$vdid"; wait "$vdid"
 t_check "VMMs outlive vdid" test "$(nvmm)" = 2
 set -- $before
-kill -9 "$(pgrep -f "$FAKE --control $T/run/vm/$2/" )"
+kill -9 "$(pgrep -f "$FAKE .*--control $T/run/vm/$2/" )"
 t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
 vdid=$!
 t_check "restarted vdid answers" t_wait_for 10 test -S "$VDI_ADMIN_SOCKET"

@@ -45,6 +45,14 @@ t_check "4 vCPUs: power-off exits 0 (got $rc)" test "$rc" = 0
 out=$(timeout 30 "$VMM" --kernel "$P" --mem 64 --cmdline p 2>/dev/null)
 t_check "without --serial-log the console goes to stdout" grep -q "PAYLOAD cmdline=p" <<<"$out"
 
+before=$(date -u +%y%m%d%H%M)
+run clock --mem 64 --cmdline clock
+after=$(date -u +%y%m%d%H%M)
+t_check "CMOS clock test powers off (got $rc)" test "$rc" = 0
+got=$(sed -n 's/^PAYLOAD rtc \([0-9]*\) .*/\1/p' "$T/clock.serial")
+t_check "the CMOS RTC reads the host's UTC time ($got, host $before..$after)" test "$got" = "$before" -o "$got" = "$after"
+t_check "the i8042 passes its self-test (0x55)" grep -q "i8042=55" "$T/clock.serial"
+
 run reboot --mem 64 --cmdline reboot
 t_check "guest reset exits 3 (got $rc)" test "$rc" = 3
 

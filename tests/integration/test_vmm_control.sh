@@ -80,7 +80,19 @@ t_check "the shutdown event names the deadline" grep -q 'deadline' <<<"$out"
 t_check "stopped after the deadline, not before (${ms} ms)" test "$ms" -ge 900 -a "$ms" -lt 10000
 t_check "a shutdown by deadline exits 5 (got $rc)" test "$rc" = 5
 
-# A crash is an event too.
+# shutdown with a guest that listens to the power button: it powers off (status 0).
+t_bg "$VMM" --kernel "$P" --mem 64 --cmdline button --control "$T/c4" --serial-log "$T/button.serial" 2>"$T/button.err"
+pid=$!
+t_wait_for 20 grep -q "PAYLOAD button armed" "$T/button.serial" || t_fail "the guest did not arm the power button"
+out=$("$CTL" -w shutdown "$T/c4" '{"cmd":"shutdown","timeout_ms":20000}')
+wait $pid
+rc=$?
+t_check "the guest was notified" grep -q '"guest_notified":true' <<<"$out"
+t_check "the guest saw the power button" grep -q "PAYLOAD button pressed" "$T/button.serial"
+t_check "the shutdown event says the guest powered off" grep -q '"event":"shutdown","reason":"guest powered off' <<<"$out"
+t_check "a graceful shutdown exits 0 (got $rc)" test "$rc" = 0
+
+# SIGTERM is a quit.
 t_bg "$VMM" --kernel "$P" --mem 64 --cmdline halt --control "$T/c3" --serial-log "$T/x.serial" 2>/dev/null
 pid=$!
 t_wait_for 20 test -S "$T/c3" || t_fail "no control socket"

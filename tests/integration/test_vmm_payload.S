@@ -4,7 +4,9 @@
  *   p  power off through ACPI (PM1a_CNT: SLP_TYP 5 | SLP_EN)     r  reset through the i8042
  *   t  triple fault (no IDT, then ud2)                            h  halt with interrupts off
  *   u  hammer an unknown port and unassigned MMIO, then power off
- *   l  print "PAYLOAD tick N" forever (for pause/resume)          anything else: power off */
+ *   l  print "PAYLOAD tick N" forever (for pause/resume)
+ *   c  print the CMOS clock (YYMMDDHHMM, BCD) and the i8042 self-test answer, then power off
+ *   b  enable the ACPI power button, poll for it, then power off   anything else: power off */
         .code32
         .section .note.pvh, "a"
         .p2align 2
@@ -65,6 +67,10 @@ _start:
         je unknown
         cmp $'h', %al
         je halt
+        cmp $'c', %al
+        je clock
+        cmp $'b', %al
+        je button
         jmp poweroff
 
 poweroff:
@@ -105,6 +111,44 @@ loop:
 5:      dec %ecx
         jnz 5b
         jmp 4b
+clock:                                  /* "PAYLOAD rtc YYMMDDHHMM i8042=55" */
+        mov $rtc, %esi
+        call puts
+        mov $0x09, %al
+        call cmos
+        mov $0x08, %al
+        call cmos
+        mov $0x07, %al
+        call cmos
+        mov $0x04, %al
+        call cmos
+        mov $0x02, %al
+        call cmos
+        mov $kbc, %esi
+        call puts
+        mov $0x64, %dx
+        mov $0xaa, %al                  /* controller self-test */
+        out %al, %dx
+        mov $0x60, %dx
+        in %dx, %al
+        call puthex8
+        mov $nl, %esi
+        call puts
+        jmp poweroff
+button:                                 /* enable the power button, wait for it, power off */
+        mov $0x602, %dx
+        mov $0x0100, %ax                /* PM1_EN.PWRBTN_EN */
+        out %ax, %dx
+        mov $armed, %esi
+        call puts
+9:      mov $0x600, %dx
+        in %dx, %ax
+        test $0x0100, %ax               /* PM1_STS.PWRBTN_STS */
+        jz 9b
+        out %ax, %dx                    /* write 1 to clear */
+        mov $pressed, %esi
+        call puts
+        jmp poweroff
 halt:
         cli
         hlt
@@ -117,6 +161,15 @@ putc:   push %edx
         out %al, %dx
         pop %edx
         ret
+cmos:   mov $0x70, %dx                  /* print CMOS register %al as two hex digits */
+        out %al, %dx
+        mov $0x71, %dx
+        in %dx, %al
+puthex8:
+        push %ecx
+        shl $24, %eax
+        mov $2, %ecx
+        jmp 8f
 puts:   push %eax
 6:      lodsb
         test %al, %al
@@ -145,6 +198,10 @@ sp:     .asciz " "
 e820:   .asciz "PAYLOAD e820 "
 tick:   .asciz "PAYLOAD tick "
 survived: .asciz "PAYLOAD survived\n"
+rtc:    .asciz "PAYLOAD rtc "
+kbc:    .asciz " i8042="
+armed:  .asciz "PAYLOAD button armed\n"
+pressed: .asciz "PAYLOAD button pressed\n"
 hexd:   .ascii "0123456789abcdef"
         .p2align 3
 nullidt: .word 0

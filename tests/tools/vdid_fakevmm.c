@@ -60,7 +60,7 @@ static void on_key(rfbBool down, rfbKeySym key, rfbClientPtr cl)
 static void display_init(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--framebuffer") == 0)
+        if (strcmp(argv[i], "--fb") == 0)
             sscanf(argv[i + 1], "%dx%d", &fb_w, &fb_h);
     int one = 1;
     char *dummy[] = {argv[0], NULL};

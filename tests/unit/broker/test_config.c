@@ -40,7 +40,6 @@ static void test_empty_gives_defaults(void **state)
     assert_string_equal(cfg->state_dir, "/var/lib/vdi");
     assert_string_equal(cfg->run_dir, "/run/vdi");
     assert_string_equal(cfg->admin_socket, "/run/vdi/vdid.sock");
-    assert_string_equal(cfg->image_dir, "/var/lib/vdi/images");
     assert_string_equal(cfg->listen, "0.0.0.0:5900");
     assert_string_equal(cfg->pam_service, "vdi");
     assert_null(cfg->vmm);
