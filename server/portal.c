@@ -727,16 +727,8 @@ static void api_images(srv_portal_t *p, srv_httpx_t *x)
     j->p = p;
     j->x = x;
     j->req.data = j;
-    const brk_config_t *cfg = p->s->cfg;
-    /* The catalogue lives in DIR/images: image_dir names that folder itself. */
-    if (cfg->image_dir) {
-        j->state_dir = vdi_xstrdup(cfg->image_dir);
-        char *slash = strrchr(j->state_dir, '/');
-        if (slash && slash != j->state_dir)
-            *slash = 0;
-    } else {
-        j->state_dir = vdi_xstrdup(cfg->state_dir);
-    }
+    /* Our own handle on the catalogue (STATE_DIR/images), used in the thread pool only. */
+    j->state_dir = vdi_xstrdup(p->s->cfg->state_dir);
     int rc = uv_queue_work(p->s->loop, &j->req, images_work, images_done);
     if (rc < 0) {
         free(j->state_dir);
