@@ -61,6 +61,7 @@ typedef struct {
     char *novnc_dir;             /* the noVNC package (NULL: found next to vdid) */
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
+    uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
     brk_pool_config_t *pools;
     size_t n_pools;
 } brk_config_t;

@@ -80,6 +80,7 @@ static const struct opt daemon_opts[] = {
     {"novnc_dir", T_PATH, CF(novnc_dir), 0, NULL, 0, 0, false}, /* found next to vdid */
     {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
     {"web_session_max", T_DURATION, CF(web_session_max_s), 0, "12h", 60, 7 * DAY, false},
+    {"web_token_ttl", T_DURATION, CF(web_token_ttl_s), 0, "30", 1, 300, false},
 };
 
 /* [pool NAME]: keep in step with docs/config.md. */

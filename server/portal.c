@@ -562,9 +562,10 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     int64_t id = srv__vm_id(vm);
     char desk[24], tok[AUTH_TOKEN_LEN + 1];
     snprintf(desk, sizeof(desk), "%" PRId64, id);
-    int rc = srv__console_open(p, vm, j->user, j->peer, j->sess, AUTH_CONSOLE_TOKEN_TTL_MS);
+    uint32_t ttl_ms = p->s->cfg->web_token_ttl_s * 1000u;
+    int rc = srv__console_open(p, vm, j->user, j->peer, j->sess, ttl_ms);
     if (rc == 0)
-        rc = auth_console_token_issue(p->tokens, j->user, desk, 0, tok);
+        rc = auth_console_token_issue(p->tokens, j->user, desk, ttl_ms, tok);
     if (rc < 0) {
         srv__console_kick(p, j->user, id, NULL, "internal error");
         srv__httpx_error(x, 500, "internal error; the administrator was told");
@@ -577,7 +578,7 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     snprintf(ws_url, sizeof(ws_url), "/ws?desktop=%" PRId64 "&token=%s", id, tok);
     srv__httpx_json(x, 200, NULL,
                     json_pack("{s:I, s:s, s:s, s:i}", "desktop", (json_int_t)id, "token", tok,
-                              "ws", ws_url, "expires_in", AUTH_CONSOLE_TOKEN_TTL_MS / 1000));
+                              "ws", ws_url, "expires_in", (int)(ttl_ms / 1000)));
     vdi_wipe(tok, sizeof(tok));
     vdi_wipe(ws_url, sizeof(ws_url));
     free(j);
