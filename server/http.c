@@ -22,11 +22,11 @@
 #include "server/internal-web.h"
 #include "server/internal.h"
 
-#define MAX_CONNS          1024
-#define MAX_BUFFERED       (64 * 1024) /* pipelined bytes kept while a request is answered */
-#define HEADER_TIMEOUT_MS  15000
-#define IDLE_TIMEOUT_MS    60000
-#define WRITE_BACKLOG_MAX  (4 * 1024 * 1024)
+#define MAX_CONNS         1024
+#define MAX_BUFFERED      (64 * 1024) /* pipelined bytes kept while a request is answered */
+#define HEADER_TIMEOUT_MS 15000
+#define IDLE_TIMEOUT_MS   60000
+#define WRITE_BACKLOG_MAX (4 * 1024 * 1024)
 
 struct srv_web {
     srv_t *s;
@@ -131,27 +131,48 @@ static void arm(struct hconn *c, uint64_t ms)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Status";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Status";
     }
 }
 
@@ -216,18 +237,19 @@ static void build_head(struct hconn *c, vdi_buf_t *h, int status, const char *ct
     char host[256];
     safe_host(r->host, host, sizeof(host));
     vdi_buf_printf(h, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
-    vdi_buf_printf(h, "Server: vdid\r\n"
-                      "Strict-Transport-Security: max-age=31536000\r\n"
-                      "X-Content-Type-Options: nosniff\r\n"
-                      "X-Frame-Options: DENY\r\n"
-                      "Referrer-Policy: no-referrer\r\n"
-                      "Cross-Origin-Opener-Policy: same-origin\r\n"
-                      "Cross-Origin-Resource-Policy: same-origin\r\n"
-                      "Permissions-Policy: camera=(), microphone=(), geolocation=()\r\n"
-                      "Content-Security-Policy: default-src 'none'; script-src 'self'; "
-                      "style-src 'self'; img-src 'self' data: blob:; font-src 'self'; "
-                      "connect-src 'self'%s%s; frame-ancestors 'none'; base-uri 'none'; "
-                      "form-action 'self'\r\n",
+    vdi_buf_printf(h,
+                   "Server: vdid\r\n"
+                   "Strict-Transport-Security: max-age=31536000\r\n"
+                   "X-Content-Type-Options: nosniff\r\n"
+                   "X-Frame-Options: DENY\r\n"
+                   "Referrer-Policy: no-referrer\r\n"
+                   "Cross-Origin-Opener-Policy: same-origin\r\n"
+                   "Cross-Origin-Resource-Policy: same-origin\r\n"
+                   "Permissions-Policy: camera=(), microphone=(), geolocation=()\r\n"
+                   "Content-Security-Policy: default-src 'none'; script-src 'self'; "
+                   "style-src 'self'; img-src 'self' data: blob:; font-src 'self'; "
+                   "connect-src 'self'%s%s; frame-ancestors 'none'; base-uri 'none'; "
+                   "form-action 'self'\r\n",
                    host[0] ? " wss://" : "", host);
     if (no_store)
         vdi_buf_printf(h, "Cache-Control: no-store\r\n");
@@ -252,8 +274,7 @@ void srv__httpx_respond(srv_httpx_t *x, int status, const char *content_type, co
     bool head = r->method == SRV_HTTP_HEAD;
     bool has_body = status != 304 && status != 204;
     build_head(c, &h, status, content_type, headers, len, no_store, has_body);
-    VDI_LOG_DEBUG("peer=%s %s %s -> %d (%zu bytes)", c->peer, r->method_name, r->path, status,
-                  len);
+    VDI_LOG_DEBUG("peer=%s %s %s -> %d (%zu bytes)", c->peer, r->method_name, r->path, status, len);
     int rc = send_head_body(c, &h, head || !has_body ? NULL : body, head || !has_body ? 0 : len);
     vdi_buf_free(&h);
     if (rc < 0) {
@@ -268,8 +289,8 @@ void srv__httpx_json(srv_httpx_t *x, int status, const char *headers, json_t *bo
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        srv__httpx_respond(x, 500, "application/json", NULL, "{\"error\":\"out of memory\"}",
-                           25, true);
+        srv__httpx_respond(x, 500, "application/json", NULL, "{\"error\":\"out of memory\"}", 25,
+                           true);
         return;
     }
     srv__httpx_respond(x, status, "application/json", headers, text, strlen(text), true);

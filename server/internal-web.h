@@ -44,7 +44,7 @@ enum srv_http_method {
  * srv__httpreq_reset() or _destroy(); absent headers are "". */
 typedef struct {
     enum srv_http_method method;
-    const char *method_name; /* as sent, e.g. "PUT" */
+    const char *method_name;          /* as sent, e.g. "PUT" */
     char path[SRV_HTTP_MAX_URL + 1];  /* the request target's path ("/api/login") */
     char query[SRV_HTTP_MAX_URL + 1]; /* after '?', without it; "" when none */
     char host[256];

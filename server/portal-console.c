@@ -376,9 +376,9 @@ unsigned srv__console_kick(srv_portal_t *p, const char *user, int64_t desktop,
     vdi_list_foreach_safe(it, tmp, srv__portal_consoles(p))
     {
         struct srv_console *c = vdi_list_entry(it, struct srv_console, link);
-        bool match = web_session ? strcmp(c->web_session, web_session) == 0
-                                 : strcmp(c->user, user) == 0 &&
-                                       (desktop == 0 || c->desktop == desktop);
+        bool match = web_session
+                         ? strcmp(c->web_session, web_session) == 0
+                         : strcmp(c->user, user) == 0 && (desktop == 0 || c->desktop == desktop);
         if (!match)
             continue;
         con_close(c, SRV_WS_CLOSE_TAKEOVER, reason);

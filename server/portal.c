@@ -28,11 +28,11 @@
 #include "server/internal-web.h"
 #include "server/internal.h"
 
-#define COOKIE_NAME       "vdi_session"
-#define MAX_SESSIONS      4096
-#define MAX_FILE_BYTES    (4u << 20)
-#define MAX_STATIC_BYTES  (64u << 20)
-#define MAX_STATIC_FILES  2048
+#define COOKIE_NAME      "vdi_session"
+#define MAX_SESSIONS     4096
+#define MAX_FILE_BYTES   (4u << 20)
+#define MAX_STATIC_BYTES (64u << 20)
+#define MAX_STATIC_FILES 2048
 
 struct sfile {
     char *path; /* URL path */
@@ -202,8 +202,8 @@ static int load_static(srv_portal_t *p)
         "../../deploy/deps/npm/node_modules/@novnc/novnc",
         "../../../deploy/deps/npm/node_modules/@novnc/novnc",
     };
-    char *web = cfg->web_root ? vdi_xstrdup(cfg->web_root)
-                              : find_dir(web_cands, VDI_ARRAY_SIZE(web_cands));
+    char *web =
+        cfg->web_root ? vdi_xstrdup(cfg->web_root) : find_dir(web_cands, VDI_ARRAY_SIZE(web_cands));
     if (!web) {
         VDI_LOG_ERR("the portal's pages were not found next to vdid; set web_root");
         return VDI_ECONFIG;
@@ -347,8 +347,7 @@ static bool origin_ok(const srv_httpreq_info_t *r, bool required)
 static bool is_json(const srv_httpreq_info_t *r)
 {
     return strncasecmp(r->content_type, "application/json", 16) == 0 &&
-           (r->content_type[16] == 0 || r->content_type[16] == ';' ||
-            r->content_type[16] == ' ');
+           (r->content_type[16] == 0 || r->content_type[16] == ';' || r->content_type[16] == ' ');
 }
 
 /* A POST body as a JSON object (empty body: {}), or NULL after answering 400/415. */
@@ -420,7 +419,9 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
     }
     srv__httpx_on_abort(x, NULL, NULL);
     if (status < 0) {
-        int code = status == VDI_EAUTH ? 401 : status == VDI_ELOCKOUT || status == -EBUSY ? 429 : 500;
+        int code = status == VDI_EAUTH                          ? 401
+                   : status == VDI_ELOCKOUT || status == -EBUSY ? 429
+                                                                : 500;
         srv__httpx_error(x, code, reason && reason[0] ? reason : vdi_strerror(status));
         return;
     }
@@ -477,8 +478,8 @@ static void api_login(srv_portal_t *p, srv_httpx_t *x)
     struct login_job *job = vdi_xcalloc(1, sizeof(*job));
     job->p = p;
     job->x = x;
-    int rc = auth_check_password(p->s->auth, "web", user, pass, srv__httpx_peer(x), on_checked,
-                                 job);
+    int rc =
+        auth_check_password(p->s->auth, "web", user, pass, srv__httpx_peer(x), on_checked, job);
     vdi_wipe((char *)pass, strlen(pass)); /* jansson's copy; the body is wiped by the caller */
     json_decref(j);
     if (rc < 0) {
@@ -520,9 +521,8 @@ static void api_desktops(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
             continue;
         json_array_append_new(pools, json_pack("{s:s, s:s, s:s, s:I, s:i, s:i}", "name", pl->name,
                                                "type", brk_pool_type_name(pl->type), "image",
-                                               pl->image, "memory", (json_int_t)pl->memory,
-                                               "width", (int)pl->fb_width, "height",
-                                               (int)pl->fb_height));
+                                               pl->image, "memory", (json_int_t)pl->memory, "width",
+                                               (int)pl->fb_width, "height", (int)pl->fb_height));
     }
     srv__httpx_json(x, 200, NULL,
                     json_pack("{s:s, s:o, s:o}", "user", ws->who->username, "desktops", dc.list,
@@ -554,8 +554,7 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     srv__httpx_on_abort(x, NULL, NULL);
     if (status < 0) {
         brk_store_audit(p->s->store, "web", "login.refused", 0, j->user, msg);
-        srv__httpx_error(x, status == VDI_ECAPACITY ? 503 : status == VDI_EDENIED ? 403 : 409,
-                         msg);
+        srv__httpx_error(x, status == VDI_ECAPACITY ? 503 : status == VDI_EDENIED ? 403 : 409, msg);
         free(j);
         return;
     }
@@ -577,8 +576,8 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     char ws_url[128];
     snprintf(ws_url, sizeof(ws_url), "/ws?desktop=%" PRId64 "&token=%s", id, tok);
     srv__httpx_json(x, 200, NULL,
-                    json_pack("{s:I, s:s, s:s, s:i}", "desktop", (json_int_t)id, "token", tok,
-                              "ws", ws_url, "expires_in", (int)(ttl_ms / 1000)));
+                    json_pack("{s:I, s:s, s:s, s:i}", "desktop", (json_int_t)id, "token", tok, "ws",
+                              ws_url, "expires_in", (int)(ttl_ms / 1000)));
     vdi_wipe(tok, sizeof(tok));
     vdi_wipe(ws_url, sizeof(ws_url));
     free(j);
@@ -641,8 +640,8 @@ static void api_disconnect(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
     srv__httpx_json(x, 200, NULL, json_pack("{s:i}", "disconnected", (int)n));
 }
 
-static const char clear_cookie[] = "Set-Cookie: " COOKIE_NAME
-                                   "=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict\r\n";
+static const char clear_cookie[] =
+    "Set-Cookie: " COOKIE_NAME "=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict\r\n";
 
 static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 {
@@ -712,8 +711,7 @@ static void images_done(uv_work_t *req, int status)
     if (j->x) {
         srv__httpx_on_abort(j->x, NULL, NULL);
         if (j->result)
-            srv__httpx_json(j->x, 200, NULL,
-                            json_pack("{s:b, s:O}", "ok", 1, "result", j->result));
+            srv__httpx_json(j->x, 200, NULL, json_pack("{s:b, s:O}", "ok", 1, "result", j->result));
         else
             srv__httpx_error(j->x, 500, j->err);
     }
@@ -758,8 +756,7 @@ static void api_admin(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws, const c
     snprintf(detail, sizeof(detail), "cmd=%.64s peer=%s", cmd, srv__httpx_peer(x));
     if (!strstr(cmd, ".list") && strcmp(cmd, "status") != 0 && !strstr(cmd, ".show") &&
         strcmp(cmd, "audit.tail") != 0)
-        brk_store_audit(p->s->store, ws->who->username, "web.admin", 0, ws->who->username,
-                        detail);
+        brk_store_audit(p->s->store, ws->who->username, "web.admin", 0, ws->who->username, detail);
     json_t *req = json_pack("{s:s, s:o}", "cmd", cmd, "args", args);
     json_t *reply = srv__admin_dispatch(p->s, req);
     json_decref(req);
@@ -805,7 +802,8 @@ static void ws_entry(srv_portal_t *p, srv_httpx_t *x)
         return;
     }
     if (!query_get(r->query, "desktop", desk, sizeof(desk)) ||
-        vdi_parse_u64(desk, 1, INT64_MAX, &id) < 0 || !query_get(r->query, "token", tok, sizeof(tok))) {
+        vdi_parse_u64(desk, 1, INT64_MAX, &id) < 0 ||
+        !query_get(r->query, "token", tok, sizeof(tok))) {
         srv__httpx_error(x, 400, "desktop and token are required");
         return;
     }
