@@ -194,6 +194,8 @@ t_check "also state-changing ones" test "$(status_of "$r")" = 403
 # ---- admin
 t_check "root2 (group vdi-admin) logs in as admin" test "$(login root2)" = 200
 t_check "the answer says admin" grep -q '"admin":true' "$T/login-root2.json"
+r=$(post root2 /api/connect)
+t_check "connect for a user entitled to no pool is 403 with the reason" grep -q 'not entitled to any desktop pool' <<<"$r"
 r=$(post root2 /api/admin/desktops.list)
 t_check "an admin lists desktops" grep -q "\"owner\":\"alice\"" <<<"$r"
 r=$(post root2 /api/admin/status)
