@@ -57,6 +57,7 @@ struct hconn {
     bool reading;
     bool closing;
     bool close_after; /* the answer in flight ends the connection */
+    bool in_process;  /* process() is on the stack: it takes the next request itself */
     unsigned refs;    /* self + tls + timer */
     char peer[64];
 };
@@ -227,7 +228,8 @@ static void finish(struct hconn *c)
         c->reading = true;
         auth_tls_read_start(c->tls, on_read, c);
     }
-    process(c);
+    if (!c->in_process)
+        process(c); /* answered later: take the next pipelined request now */
 }
 
 static void build_head(struct hconn *c, vdi_buf_t *h, int status, const char *ctype,
@@ -384,6 +386,7 @@ int srv__httpx_upgrade(srv_httpx_t *x, auth_tls_t **tls, vdi_buf_t *early)
 /* Parse what is buffered; hand a complete request to the portal. */
 static void process(struct hconn *c)
 {
+    c->in_process = true;
     while (!c->closing && !c->x && c->in.len) {
         size_t used = 0;
         int rc = srv__httpreq_feed(c->req, c->in.data, c->in.len, &used);
@@ -396,11 +399,12 @@ static void process(struct hconn *c)
             VDI_LOG_WARN_RL("peer=%s bad request: HTTP %d", c->peer, -rc);
             c->close_after = true;
             srv__httpx_error(c->x, -rc, reason_phrase(-rc));
-            return;
+            break;
         }
         uv_timer_stop(c->timer);
         srv__portal_handle(c->w->portal, c->x);
     }
+    c->in_process = false;
 }
 
 static void on_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx)

@@ -240,6 +240,13 @@ t_check "a control character in a header is 400" raw_is "GET / HTTP/1.1\r\nHost:
 chunk=$(head -c 20480 /dev/zero | tr '\0' a)
 t_check "a chunked body over the limit is 413" raw_is "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n$chunk\r\n0\r\n\r\n" "HTTP/1.1 413 Content Too Large"
 t_check "pipelined requests are answered in order" bash -c 'printf "GET /style.css HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" | timeout 10 openssl s_client -quiet -connect "127.0.0.1:$1" 2>/dev/null | grep "^HTTP/1.1" | tr -d "\r" | paste -sd, | grep -qx "HTTP/1.1 200 OK,HTTP/1.1 404 Not Found"' _ "$port"
+many_pipelined() { # 300 requests in one go, the last one closing: 300 answers, in order
+    { for i in $(seq 1 299); do printf 'GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n'; done
+      printf 'GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'; } |
+        timeout 20 openssl s_client -quiet -connect "127.0.0.1:$port" 2>/dev/null | grep -a '^HTTP/1.1' | tr -d '\r' >"$T/pipelined"
+    test "$(grep -c '^HTTP/1.1 200 OK$' "$T/pipelined")" = 299 && test "$(tail -n1 "$T/pipelined")" = "HTTP/1.1 404 Not Found"
+}
+t_check "300 pipelined requests are all answered, in order" many_pipelined
 
 # ---- brute force: the same limits as the RFB port (3 free failures, then backoff, ...)
 for i in 1 2 3 4; do login eve wrong >/dev/null; done

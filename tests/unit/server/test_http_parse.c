@@ -74,7 +74,8 @@ static void test_upgrade_leaves_the_rest(void **state)
     srv_httpreq_t *r = srv__httpreq_create();
     const char *req = "GET /ws?desktop=1&token=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n"
-                      "\r\n\x82\x80" "abcd";
+                      "\r\n\x82\x80"
+                      "abcd";
     size_t used;
     assert_int_equal(feed_str(r, req, &used), 1);
     assert_int_equal(strlen(req) - used, 6); /* the WebSocket frame is not HTTP */

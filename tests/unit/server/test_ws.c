@@ -106,7 +106,10 @@ static void test_close_handshake(void **state)
     struct sink s = {0};
     srv_ws_t *w;
     uint8_t buf[64];
-    size_t n = frame(buf, true, 8, "\x03\xe8" "bye", 5, false);
+    size_t n = frame(buf, true, 8,
+                     "\x03\xe8"
+                     "bye",
+                     5, false);
     assert_int_equal(srv__ws_create(&ops, &s, &w), 0);
     assert_int_equal(srv__ws_feed(w, buf, n), 1);
     assert_int_equal(srv__ws_peer_close_code(w), 1000);
@@ -118,7 +121,10 @@ static void test_close_handshake(void **state)
     assert_int_equal(srv__ws_create(&ops, &s, &w), 0);
     assert_int_equal(srv__ws_close(w, SRV_WS_CLOSE_TOKEN, "expired"), 0);
     assert_int_equal(s.out_len, 11);
-    assert_memory_equal(s.out, "\x88\x09\x11\x31" "expired", 11);
+    assert_memory_equal(s.out,
+                        "\x88\x09\x11\x31"
+                        "expired",
+                        11);
     assert_true(srv__ws_send(w, (const uint8_t *)"x", 1) < 0); /* nothing after close */
     srv__ws_destroy(w);
 }
@@ -134,7 +140,8 @@ static void test_protocol_errors(void **state)
     assert_int_equal(srv__ws_create(&ops, &s, &w), 0);
     assert_int_equal(srv__ws_feed(w, buf, n), 1);
     assert_int_equal(s.n_msgs, 0);
-    assert_true(s.out_len >= 4 && s.out[0] == 0x88 && s.out[2] == 0x03 && s.out[3] == 0xea); /* 1002 */
+    assert_true(s.out_len >= 4 && s.out[0] == 0x88 && s.out[2] == 0x03 &&
+                s.out[3] == 0xea); /* 1002 */
     srv__ws_destroy(w);
 
     /* A message announced over the limit: 1009, never delivered. */
@@ -143,9 +150,11 @@ static void test_protocol_errors(void **state)
     uint8_t hdr[14] = {0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0x20, 0, 0, 'a', 'b', 'c', 'd'};
     uint8_t payload[100] = {0};
     assert_int_equal(srv__ws_feed(w, hdr, sizeof(hdr)), 0);
-    assert_int_equal(srv__ws_feed(w, payload, sizeof(payload)), 1); /* wslay checks at the payload */
+    assert_int_equal(srv__ws_feed(w, payload, sizeof(payload)),
+                     1); /* wslay checks at the payload */
     assert_int_equal(s.big, 0);
-    assert_true(s.out_len >= 4 && s.out[0] == 0x88 && s.out[2] == 0x03 && s.out[3] == 0xf1); /* 1009 */
+    assert_true(s.out_len >= 4 && s.out[0] == 0x88 && s.out[2] == 0x03 &&
+                s.out[3] == 0xf1); /* 1009 */
     srv__ws_destroy(w);
 }
 
