@@ -52,6 +52,7 @@ struct srv_vm {
     bool guest_off; /* the guest powered off (shutdown event): its exit is a logout */
     bool killed;    /* we sent SIGKILL */
     char crash[96]; /* from a crashed event */
+    char off[96];   /* from a shutdown event: how the VM stopped */
     char *rundir;   /* RUN_DIR/vm/ID */
     char *datadir;  /* STATE_DIR/desktops/ID */
     char *ctl_path;
@@ -276,7 +277,12 @@ static void ctl_event(srv_vm_t *vm, const char *line, size_t len)
         if (strcmp(ev, "ready") == 0) {
             vm_ready(vm);
         } else if (strcmp(ev, "shutdown") == 0) {
+            const char *why = json_string_value(json_object_get(msg, "reason"));
             vm->guest_off = true;
+            snprintf(vm->off, sizeof(vm->off), "guest stopped%s%s", why ? ": " : "",
+                     why ? why : "");
+        } else if (strcmp(ev, "reboot") == 0) {
+            snprintf(vm->crash, sizeof(vm->crash), "guest rebooted");
         } else if (strcmp(ev, "crashed") == 0) {
             const char *why = json_string_value(json_object_get(msg, "reason"));
             snprintf(vm->crash, sizeof(vm->crash), "guest crashed%s%s", why ? ": " : "",
@@ -345,6 +351,17 @@ static void ctl_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* Ask the guest to shut down (ACPI power button); the VMM itself stops the VM when
+ * shutdown_timeout passes, and we kill the VMM if it is still there 5 s after that. */
+static void vm_send_shutdown(srv_vm_t *vm)
+{
+    char line[96];
+    snprintf(line, sizeof(line), "{\"cmd\":\"shutdown\",\"timeout_ms\":%u}\n",
+             vm->s->cfg->shutdown_timeout_s * 1000);
+    ctl_send(vm, line);
+    vm->deadline = vdi_now_ms() + ((uint64_t)vm->s->cfg->shutdown_timeout_s + 5) * 1000;
+}
+
 static void on_ctl_connect(uv_connect_t *req, int status)
 {
     struct ctl_conn *c = vdi_container_of(req, struct ctl_conn, req);
@@ -370,7 +387,7 @@ static void on_ctl_connect(uv_connect_t *req, int status)
     uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_on_read);
     ctl_send(vm, "{\"cmd\":\"status\"}\n");
     if (vm->state == BRK_DS_RECYCLING)
-        ctl_send(vm, "{\"cmd\":\"shutdown\"}\n");
+        vm_send_shutdown(vm);
 }
 
 static void ctl_connect(srv_vm_t *vm)
@@ -422,12 +439,20 @@ static void on_proc_exit(uv_process_t *h, int64_t status, int sig)
                  vm->killed ? " by vdid" : "");
         failed = !vm->killed;
     } else if (status == 0) {
-        snprintf(reason, sizeof(reason), "%s",
-                 vm->guest_off ? "guest powered off" : "vmm exited with status 0");
+        snprintf(reason, sizeof(reason), "guest powered off");
         failed = false;
+    } else if (status == 5) {
+        /* docs/vmm-control.md: stopped from outside (our shutdown's deadline, quit, a signal). */
+        snprintf(reason, sizeof(reason), "vmm stopped the guest (%s)",
+                 vm->off[0] ? vm->off : "exit status 5");
+        failed = vm->state != BRK_DS_RECYCLING;
     } else {
-        snprintf(reason, sizeof(reason), "vmm exited with status %" PRId64 "%s%s", status,
-                 vm->crash[0] ? ", " : "", vm->crash);
+        static const char *const meaning[] = {"", "the vmm failed", "bad vmm arguments",
+                                              "the guest rebooted", "the guest crashed"};
+        snprintf(reason, sizeof(reason), "vmm exited with status %" PRId64 "%s%s%s%s", status,
+                 status < 5 ? " (" : "", status < 5 ? meaning[status] : "", status < 5 ? ")" : "",
+                 vm->crash[0] ? ", " : "");
+        snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason), "%s", vm->crash);
         failed = true;
     }
     if (vm->state == BRK_DS_RECYCLING)
@@ -703,8 +728,7 @@ static void vm_recycle(srv_vm_t *vm, bool hard, const char *why)
     if (hard) {
         kill_group(vm, SIGKILL);
     } else {
-        ctl_send(vm, "{\"cmd\":\"shutdown\"}\n");
-        vm->deadline = vdi_now_ms() + (uint64_t)vm->s->cfg->shutdown_timeout_s * 1000;
+        vm_send_shutdown(vm);
     }
 }
 
@@ -785,7 +809,9 @@ static void on_tick(uv_timer_t *t)
             if (!pid_alive(vm->pid)) {
                 vm_gone(vm, vm->state != BRK_DS_RECYCLING,
                         vm->crash[0] ? vm->crash
-                                     : (vm->guest_off ? "guest powered off" : "vmm exited"));
+                                     : (vm->off[0] ? vm->off
+                                                   : "vmm exited (status unknown: it was started "
+                                                     "by an earlier vdid)"));
                 continue;
             }
         } else if (vm->next_connect && now >= vm->next_connect && !vm->ctl) {
@@ -805,7 +831,7 @@ static void on_tick(uv_timer_t *t)
                     vm->exit_poll = true;
             } else if (vm->state == BRK_DS_RECYCLING) {
                 VDI_LOG_WARN("desktop=%" PRId64 " vmm did not exit within %us: killing it", vm->id,
-                             s->cfg->shutdown_timeout_s);
+                             s->cfg->shutdown_timeout_s + 5);
                 kill_group(vm, SIGKILL);
                 if (!vm->proc && vm->pid > 0)
                     vm->exit_poll = true;

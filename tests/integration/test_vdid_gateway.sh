@@ -196,5 +196,22 @@ start=$(date +%s)
 wait "$held"
 t_check "the viewer was closed at once" test $(( $(date +%s) - start )) -lt 10
 t_check "the session record says why" bash -c '"$1" sessions list --all | grep -q "disconnected by the admin"' _ "$VDICTL"
+
+# ---- a slow client: the desktop's display sends as fast as it can (FAKEVMM_FLOOD) and the viewer
+# reads nothing for 4 s: vdid must hold back, not buffer
+kill -TERM "$vdid"; wait "$vdid"; kill_vmms
+export FAKEVMM_FLOOD=1
+start_vdid
+unset FAKEVMM_FLOOD
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$vdid/status"; }
+rss0=$(rss)
+VDI_TEST_PASSWORD=pw-u2 "$VNC" "127.0.0.1:$port" u2 --ca "$ca" --stall 4000 --timeout 20000 >"$T/slow.out" 2>>"$T/vnc.log" &
+slow=$!
+t_wait_for 15 grep -q stalled "$T/slow.out" || t_fail "the slow client did not get in: $(cat "$T/slow.out")"
+sleep 2
+rss1=$(rss)
+t_check "vdid answers while a viewer stalls" "$VDICTL" status >/dev/null
+t_check "vdid holds back instead of buffering (RSS $rss0 -> $rss1 KiB)" test $((rss1 - rss0)) -lt 16384
+wait "$slow"
 kill -TERM "$vdid"; wait "$vdid"
 t_done

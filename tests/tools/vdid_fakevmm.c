@@ -7,6 +7,10 @@
  *   FAKEVMM_NEVER_READY=1     never send `ready`
  *   FAKEVMM_IGNORE_SHUTDOWN=1 ignore the shutdown command (vdid must kill it)
  *   FAKEVMM_EXIT_MS=N         exit with status 3 N ms after start (a crash)
+ *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
+ *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
+ *                             fast as the socket takes them: a source that never waits, for
+ *                             tests of the gateway's backpressure
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -78,6 +82,34 @@ static void display_init(int argc, char **argv)
     rfbInitServer(screen);
 }
 
+static int read_n(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* FAKEVMM_FLOOD: a child process per display client. */
+static void flood(int fd)
+{
+    char buf[65536];
+    static const uint8_t si[24] = {0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0};
+    int flags = 0;
+    (void)flags;
+    if (write(fd, "RFB 003.008\n", 12) != 12 || read_n(fd, buf, 12) < 0 ||
+        write(fd, "\x01\x01", 2) != 2 || read_n(fd, buf, 1) < 0 || write(fd, "\0\0\0\0", 4) != 4 ||
+        read_n(fd, buf, 1) < 0 || write(fd, si, 24) != 24)
+        _exit(1);
+    memset(buf, 0, sizeof(buf));
+    for (;;)
+        if (write(fd, buf, sizeof(buf)) < 0)
+            _exit(0);
+}
+
 static int clients[MAX_CLIENTS];
 static int n_clients;
 
@@ -103,6 +135,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_IGN); /* flood children reap themselves */
     long long start = now_ms();
     long long ready_at = getenv("FAKEVMM_NEVER_READY") ? -1
                          : getenv("FAKEVMM_READY_MS")  ? start + atoll(getenv("FAKEVMM_READY_MS"))
@@ -150,8 +183,13 @@ int main(int argc, char **argv)
         }
         if (dfd >= 0 && (p[1].revents & POLLIN)) {
             int c = accept4(dfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0)
+            if (c >= 0 && getenv("FAKEVMM_FLOOD")) {
+                if (fork() == 0)
+                    flood(c);
+                close(c);
+            } else if (c >= 0) {
                 rfbNewClient(screen, c);
+            }
         }
         for (int i = 2; i < n; i++) {
             if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))

@@ -5,6 +5,12 @@
  *   name=DESKTOP-NAME width=W height=H first_frame_ms=N [keys=TEXT]
  *
  * Usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] [--hold MS] [--timeout MS]
+ *                      [--region Y H] [--flood N --stall MS]
+ * --flood: after the first frame, ask N times for the whole screen, then read nothing for MS
+ * milliseconds; --stall alone: read nothing for MS milliseconds right after ServerInit (slow
+ * clients: the gateway must not buffer what it cannot deliver).
+ * --region: also print region=HASH, an FNV-1a hash of rows [Y, Y+H) once the screen settled
+ * (after typing, once it changed: a real guest drawing the keys it got).
  * --type: press and release each character, then read back the stand-in VMM's key row (pixel i
  * of row 0 holds the i-th keysym) and print it as keys=. Exit: 0 first frame seen, 3 the login or
  * connection failed, 4 connected but closed before a first frame (a refusal: see name=).
@@ -17,6 +23,39 @@
 #include <time.h>
 
 static const char *user, *ca;
+static int region_y = -1, region_h;
+
+/* With $VDI_TEST_VNC_DUMP: draw the region as text on stderr (debugging the tests). */
+static void region_dump(rfbClient *cl, const char *what)
+{
+    if (!getenv("VDI_TEST_VNC_DUMP"))
+        return;
+    fprintf(stderr, "%s:\n", what);
+    const uint32_t *fb = (const uint32_t *)cl->frameBuffer;
+    for (int y = region_y; y < region_y + region_h && y < cl->height; y++) {
+        for (int x = 0; x < cl->width && x < 400; x++)
+            fputc((fb[(size_t)y * cl->width + x] & 0xffffff) ==
+                          (fb[(size_t)y * cl->width + cl->width - 1] & 0xffffff)
+                      ? '.'
+                      : '#',
+                  stderr);
+        fputc('\n', stderr);
+    }
+}
+
+static uint32_t region_hash(rfbClient *cl)
+{
+    /* Colour bytes only: the fourth byte of a pixel depends on the encoding that carried it. */
+    uint32_t h = 2166136261u;
+    const uint32_t *fb = (const uint32_t *)cl->frameBuffer;
+    for (int y = region_y; y < region_y + region_h && y < cl->height; y++)
+        for (int x = 0; x < cl->width; x++) {
+            uint32_t px = fb[(size_t)y * cl->width + x] & 0xffffff;
+            for (int b = 0; b < 3; b++)
+                h = (h ^ ((px >> (8 * b)) & 0xff)) * 16777619u;
+        }
+    return h;
+}
 static int got_frame;
 static long long t0, t_first;
 
@@ -73,7 +112,7 @@ static int pump(rfbClient *cl, long long ms)
 int main(int argc, char **argv)
 {
     const char *type = NULL;
-    long long hold = 0, timeout = 10000;
+    long long hold = 0, timeout = 10000, flood = 0, stall = 0;
     if (argc < 3) {
         fprintf(stderr, "usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] "
                         "[--hold MS] [--timeout MS]\n");
@@ -89,6 +128,15 @@ int main(int argc, char **argv)
             hold = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--timeout") == 0)
             timeout = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--flood") == 0)
+            flood = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--stall") == 0)
+            stall = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--region") == 0 && i + 2 < argc) {
+            region_y = atoi(argv[i + 1]);
+            region_h = atoi(argv[i + 2]);
+            i++;
+        }
     }
     signal(SIGPIPE, SIG_IGN); /* a server that closes is a result, not a crash */
     rfbEnableClientLogging = getenv("VDI_TEST_VNC_DEBUG") != NULL;
@@ -114,6 +162,17 @@ int main(int argc, char **argv)
         printf("error=login-or-connect-failed\n");
         return 3;
     }
+    long long t_init = now_ms(); /* ServerInit received: login, TLS, PAM, broker done */
+    if (stall && !flood) {
+        /* A viewer that stops reading right after ServerInit. */
+        printf("name=%s init_ms=%lld stalled\n", cl->desktopName ? cl->desktopName : "",
+               t_init - t0);
+        fflush(stdout);
+        struct timespec ts = {(time_t)(stall / 1000), (long)(stall % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        rfbClientCleanup(cl);
+        return 0;
+    }
     int ended = 0;
     while (!got_frame && now_ms() - t0 < timeout) {
         if (pump(cl, 20) < 0) {
@@ -133,8 +192,45 @@ int main(int argc, char **argv)
         rfbClientCleanup(cl);
         return ended ? 4 : 5;
     }
-    printf(" first_frame_ms=%lld", t_first - t0);
-    if (type) {
+    printf(" first_frame_ms=%lld init_ms=%lld", t_first - t0, t_init - t0);
+    uint32_t before = 0;
+    if (region_y >= 0) {
+        /* Let the screen settle (the full first frame may come in pieces). */
+        for (int i = 0; i < 10; i++) {
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, TRUE);
+            pump(cl, 50);
+        }
+        before = region_hash(cl);
+        region_dump(cl, "before");
+        printf(" region_before=%08x", before);
+    }
+    if (type && region_y >= 0) {
+        for (const char *c = type; *c; c++) {
+            SendKeyEvent(cl, (uint32_t)(unsigned char)*c, TRUE);
+            SendKeyEvent(cl, (uint32_t)(unsigned char)*c, FALSE);
+        }
+        uint32_t h = before;
+        long long end = now_ms() + 5000;
+        while (now_ms() < end && h == before) {
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, TRUE);
+            pump(cl, 50);
+            h = region_hash(cl);
+        }
+        /* The rest of the keys: wait until the region stays the same for 400 ms. */
+        long long stable_since = now_ms();
+        end = now_ms() + 5000;
+        while (now_ms() < end && now_ms() - stable_since < 400) {
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, TRUE);
+            pump(cl, 50);
+            uint32_t h2 = region_hash(cl);
+            if (h2 != h) {
+                h = h2;
+                stable_since = now_ms();
+            }
+        }
+        printf(" region=%08x", region_hash(cl));
+        region_dump(cl, "after");
+    } else if (type) {
         for (const char *c = type; *c; c++) {
             SendKeyEvent(cl, (uint32_t)(unsigned char)*c, TRUE);
             SendKeyEvent(cl, (uint32_t)(unsigned char)*c, FALSE);
@@ -163,6 +259,12 @@ int main(int argc, char **argv)
     }
     printf("\n");
     fflush(stdout);
+    if (flood) {
+        for (long long i = 0; i < flood; i++)
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, FALSE);
+        struct timespec ts = {(time_t)(stall / 1000), (long)(stall % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (hold)
         pump(cl, hold);
     rfbClientCleanup(cl);
