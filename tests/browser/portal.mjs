@@ -4,7 +4,8 @@
 //   VDI_WEB_URL       https://localhost:PORT
 //   VDI_WEB_SPKI      base64 SHA-256 of vdid's certificate's public key (Chromium trusts that
 //                     certificate alone: --ignore-certificate-errors-spki-list)
-//   VDI_WEB_USER, VDI_WEB_PASSWORD, VDI_WEB_FB (WxH), VDI_WEB_MODE (testdesk | fake),
+//   VDI_WEB_USER, VDI_WEB_PASSWORD, VDI_WEB_ADMIN, VDI_WEB_ADMIN_PASSWORD (in the admin group),
+//   VDI_WEB_FB (WxH), VDI_WEB_MODE (testdesk | fake),
 //   VDI_WEB_TOKEN_TTL (seconds), VDI_WEB_OUT (a directory for the profile and screenshots),
 //   VDI_NPM_DIR (deploy/deps/npm)
 // Prints "ok N - what" per check; exits 1 at the first failure.
@@ -53,6 +54,7 @@ try {
   await page.click('#login-button');
   await page.locator('#desktops-view').waitFor({ state: 'visible', timeout: 15000 });
   ok('the right password logs in and shows the desktops');
+  await page.screenshot({ path: join(env.VDI_WEB_OUT, 'portal.png') });
   const cookies = await ctx.cookies(url);
   const sc = cookies.find((c) => c.name === 'vdi_session');
   check(sc && sc.httpOnly && sc.secure && sc.sameSite === 'Strict', 'the session cookie is HttpOnly, Secure, SameSite=Strict');
@@ -173,6 +175,34 @@ try {
   await page.locator('#login-form').waitFor({ state: 'visible', timeout: 10000 });
   const after = await page.evaluate(async () => (await fetch('/api/me')).status);
   check(after === 401, `logging out ends the session (/api/me: ${after})`);
+
+  // ---- the admin view: only for the admin group
+  check(await page.locator('#admin-view').isHidden(), 'an ordinary user gets no admin view');
+  await page.fill('#username', env.VDI_WEB_ADMIN);
+  await page.fill('#password', env.VDI_WEB_ADMIN_PASSWORD);
+  await page.click('#login-button');
+  await page.locator('#admin-view').waitFor({ state: 'visible', timeout: 15000 });
+  await page.locator('#admin-table td', { hasText: 'memory' }).first().waitFor({ timeout: 10000 });
+  ok('an administrator gets the admin view with the status');
+  await page.click('[data-tab=desktops]');
+  await page.locator('#admin-table td', { hasText: env.VDI_WEB_USER }).first().waitFor({ timeout: 10000 });
+  ok(`the desktops tab lists ${env.VDI_WEB_USER}'s desktop`);
+  await page.click('[data-tab=images]');
+  await page.locator('#admin-table td', { hasText: 'testdesk' }).first().waitFor({ timeout: 10000 });
+  ok('the images tab lists the testdesk image with its versions');
+  await page.screenshot({ path: join(env.VDI_WEB_OUT, 'admin.png') });
+  await page.click('[data-tab=sessions]');
+  await page.click('[data-tab=audit]');
+  await page.locator('#admin-table td', { hasText: 'web.login' }).first().waitFor({ timeout: 10000 });
+  ok('the audit tab shows the web logins');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(200);
+  const aw = await page.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);
+  await page.screenshot({ path: join(env.VDI_WEB_OUT, 'admin-phone.png'), fullPage: true });
+  check(aw <= 0, `the admin view fits a phone-sized screen (wide tables scroll in their box; overflow ${aw}px)`);
+  await page.locator('#logout').click();
+  await page.locator('#login-form').waitFor({ state: 'visible', timeout: 10000 });
+
   const errors = consoleLines.filter((l) => l.startsWith('pageerror'));
   check(errors.length === 0, `no script errors in the pages ${errors.join(' | ')}`);
   console.log(`all ${n} browser checks passed`);

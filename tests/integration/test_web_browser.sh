@@ -5,7 +5,7 @@
 # catalogue, and the browser must show testdesk's colour bars and the keys it types; without it
 # (and without VDI_REQUIRE_KVM) the stand-in VMM's screen and keys. Both: wrong password shown,
 # connect through noVNC over wss, Ctrl-Alt-Del, a reused and an expired console token refused,
-# takeover message, reconnect, log out, a phone-sized layout. VDI_WEB_FAKE_VMM=1 forces the
+# takeover message, reconnect, log out, a phone-sized layout, the admin view for the admin group. VDI_WEB_FAKE_VMM=1 forces the
 # stand-in VMM.
 # timeout: 240
 . "$VDI_SRC/tests/lib.sh"
@@ -50,9 +50,9 @@ kill_vmms() {
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
 mkdir -p "$T/pam" "$T/out"
-echo "alice:pw-alice-7:vdi" >"$T/pam/passdb"
-echo "alice:x:3001:3001:alice:/nonexistent:/bin/false" >"$T/pam/passwd"
-echo "alice:x:3001:" >"$T/pam/group"
+printf 'alice:pw-alice-7:vdi\nroot2:pw-root2-9:vdi\n' >"$T/pam/passdb"
+printf 'alice:x:3001:3001:alice:/nonexistent:/bin/false\nroot2:x:3002:3002:root2:/nonexistent:/bin/false\n' >"$T/pam/passwd"
+printf 'alice:x:3001:\nroot2:x:3002:\nvdi-admin:x:2000:root2\n' >"$T/pam/group"
 printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 
@@ -98,6 +98,7 @@ spki=$(openssl x509 -in "$T/state/tls/cert.pem" -pubkey -noout | openssl pkey -p
     openssl dgst -sha256 -binary | base64)
 
 VDI_WEB_URL=https://localhost:$port VDI_WEB_SPKI=$spki VDI_WEB_USER=alice VDI_WEB_PASSWORD=pw-alice-7 \
+VDI_WEB_ADMIN=root2 VDI_WEB_ADMIN_PASSWORD=pw-root2-9 \
 VDI_WEB_FB=$fb VDI_WEB_MODE=$mode VDI_WEB_TOKEN_TTL=$ttl VDI_WEB_OUT=$T/out VDI_NPM_DIR=$NPM \
     timeout 200 node "$VDI_SRC/tests/browser/portal.mjs" | tee "$T/browser.out"
 t_check "the browser checks passed (mode $mode)" grep -q '^all [0-9]* browser checks passed' "$T/browser.out"
