@@ -259,6 +259,8 @@ void srv__httpreq_destroy(srv_httpreq_t *r)
 {
     if (!r)
         return;
+    if (r->body.data)
+        vdi_wipe(r->body.data, r->body.cap); /* bodies carry passwords (login) */
     vdi_buf_free(&r->body);
     free(r);
 }
@@ -266,6 +268,8 @@ void srv__httpreq_destroy(srv_httpreq_t *r)
 void srv__httpreq_reset(srv_httpreq_t *r)
 {
     vdi_buf_t body = r->body;
+    if (body.data)
+        vdi_wipe(body.data, body.cap); /* bodies carry passwords (login) */
     vdi_buf_reset(&body);
     memset(r, 0, sizeof(*r));
     r->body = body;

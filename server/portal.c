@@ -862,8 +862,7 @@ void srv__portal_handle(srv_portal_t *p, srv_httpx_t *x)
         if (!post)
             srv__httpx_json(x, 405, "Allow: POST\r\n", json_pack("{s:s}", "error", "use POST"));
         else
-            api_login(p, x);
-        vdi_wipe((void *)r->body, r->body_len);
+            api_login(p, x); /* the body is wiped when the request is done (http-parse.c) */
         return;
     }
     struct wsess *ws = session_of(p, x);
