@@ -39,6 +39,22 @@ typedef struct {
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
+/* [auth]: the gateway's login limits, handed to auth/ (auth_config_t; docs/auth.md). */
+typedef struct {
+    bool allow_tlsplain; /* also offer VeNCrypt TLSPlain (anonymous TLS) */
+    bool tlsplain_only;
+    uint32_t handshake_timeout_ms;
+    uint32_t pam_max_concurrent;
+    uint32_t pam_max_queued;
+    uint32_t max_checks_per_addr; /* 0: no cap */
+    uint32_t max_username_len;
+    uint32_t max_password_len;
+    uint32_t user_free_failures, user_backoff_base_ms, user_backoff_max_ms;
+    uint32_t user_lockout_failures, user_lockout_ms;
+    uint32_t addr_free_failures, addr_backoff_base_ms, addr_backoff_max_ms;
+    uint32_t addr_lockout_failures, addr_lockout_ms;
+} brk_auth_config_t;
+
 typedef struct {
     char *state_dir;    /* vdi.db, desktops/ID/, images/ (the golden image catalogue) */
     char *run_dir;      /* vm/ID/{control,display}.sock */
@@ -62,6 +78,7 @@ typedef struct {
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
     uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
+    brk_auth_config_t auth;
     brk_pool_config_t *pools;
     size_t n_pools;
 } brk_config_t;

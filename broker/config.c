@@ -39,6 +39,7 @@ enum opt_type {
     T_FBSIZE,   /* WIDTHxHEIGHT */
     T_LIST,     /* comma separated names */
     T_LOGLEVEL, /* err | warn | info | debug */
+    T_BOOL,     /* true | false | yes | no | on | off | 1 | 0 */
 };
 
 struct opt {
@@ -81,6 +82,30 @@ static const struct opt daemon_opts[] = {
     {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
     {"web_session_max", T_DURATION, CF(web_session_max_s), 0, "12h", 60, 7 * DAY, false},
     {"web_token_ttl", T_DURATION, CF(web_token_ttl_s), 0, "30", 1, 300, false},
+};
+
+#define AF(f) offsetof(brk_config_t, auth.f)
+#define H24   (24u * 3600 * 1000)
+/* [auth]: keep in step with docs/config.md (defaults as auth_config_defaults()). */
+static const struct opt auth_opts[] = {
+    {"allow_tlsplain", T_BOOL, AF(allow_tlsplain), 0, "false", 0, 0, false},
+    {"tlsplain_only", T_BOOL, AF(tlsplain_only), 0, "false", 0, 0, false},
+    {"handshake_timeout_ms", T_U32, AF(handshake_timeout_ms), 0, "10000", 100, 600000, false},
+    {"pam_max_concurrent", T_U32, AF(pam_max_concurrent), 0, "2", 1, 64, false},
+    {"pam_max_queued", T_U32, AF(pam_max_queued), 0, "64", 0, 100000, false},
+    {"max_checks_per_addr", T_U32, AF(max_checks_per_addr), 0, "4", 0, 100000, false},
+    {"max_username_len", T_U32, AF(max_username_len), 0, "256", 1, 256, false},
+    {"max_password_len", T_U32, AF(max_password_len), 0, "1024", 1, 1024, false},
+    {"user_free_failures", T_U32, AF(user_free_failures), 0, "3", 0, 1000, false},
+    {"user_backoff_base_ms", T_U32, AF(user_backoff_base_ms), 0, "1000", 0, 600000, false},
+    {"user_backoff_max_ms", T_U32, AF(user_backoff_max_ms), 0, "30000", 0, 600000, false},
+    {"user_lockout_failures", T_U32, AF(user_lockout_failures), 0, "10", 1, 100000, false},
+    {"user_lockout_ms", T_U32, AF(user_lockout_ms), 0, "900000", 0, H24, false},
+    {"addr_free_failures", T_U32, AF(addr_free_failures), 0, "5", 0, 1000, false},
+    {"addr_backoff_base_ms", T_U32, AF(addr_backoff_base_ms), 0, "1000", 0, 600000, false},
+    {"addr_backoff_max_ms", T_U32, AF(addr_backoff_max_ms), 0, "30000", 0, 600000, false},
+    {"addr_lockout_failures", T_U32, AF(addr_lockout_failures), 0, "30", 1, 100000, false},
+    {"addr_lockout_ms", T_U32, AF(addr_lockout_ms), 0, "900000", 0, H24, false},
 };
 
 /* [pool NAME]: keep in step with docs/config.md. */
@@ -337,6 +362,14 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         *np = n;
         return 0;
     }
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+            *(bool *)field = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+            *(bool *)field = false;
+        else
+            return fail(p, "%s: '%s' is not true or false", o->key, v);
+        return 0;
     case T_LOGLEVEL:
         rc = vdi_log_parse_level(v);
         if (rc < 0)
@@ -435,6 +468,8 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
         goto err_free;
     }
     set_defaults(&p, daemon_opts, VDI_ARRAY_SIZE(daemon_opts), cfg);
+    set_defaults(&p, auth_opts, VDI_ARRAY_SIZE(auth_opts), cfg);
+    bool seen_auth = false;
 
     size_t pos = 0;
     while (pos < len) {
@@ -466,7 +501,7 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
         if (*l == '[') {
             char *close = strchr(l, ']');
             if (!close || *trim(close + 1)) {
-                rc = fail(&p, "malformed section header (expected [vdid] or [pool NAME])");
+                rc = fail(&p, "malformed section header (expected [vdid], [auth] or [pool NAME])");
                 goto err_free;
             }
             *close = 0;
@@ -488,6 +523,16 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
                 n_opts = VDI_ARRAY_SIZE(daemon_opts);
                 base = cfg;
                 snprintf(section, sizeof(section), "vdid");
+            } else if (strcmp(sec, "auth") == 0) {
+                if (seen_auth) {
+                    rc = fail(&p, "section [auth] appears twice");
+                    goto err_free;
+                }
+                seen_auth = true;
+                opts = auth_opts;
+                n_opts = VDI_ARRAY_SIZE(auth_opts);
+                base = cfg;
+                snprintf(section, sizeof(section), "auth");
             } else if (strncmp(sec, "pool", 4) == 0 && (sec[4] == ' ' || sec[4] == '\t')) {
                 char *pname = trim(sec + 4);
                 if (!valid_name(pname)) {
@@ -517,7 +562,7 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
                 base = pl;
                 snprintf(section, sizeof(section), "pool %s", pname);
             } else {
-                rc = fail(&p, "unknown section [%s] (expected [vdid] or [pool NAME])", sec);
+                rc = fail(&p, "unknown section [%s] (expected [vdid], [auth] or [pool NAME])", sec);
                 goto err_free;
             }
             continue;

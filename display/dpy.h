@@ -85,10 +85,12 @@ struct dpy_stats {
 
 /* Open the listeners named in @cfg and start the display thread, which reads @src (borrowed,
  * with @src_ctx, until dpy_display_destroy() returns) and sends input to @sink (may be NULL: input
- * is dropped). Both are called on the display thread only. @cfg is copied. Returns 0, -EINVAL
- * or VDI_ECONFIG (bad config: no listener, bad address, hz out of range), -EADDRINUSE (a live
- * server owns the socket path), -ENAMETOOLONG or another -errno; *out only on success.
- * Thread: any (not the display thread). */
+ * is dropped). Both are called on the display thread only, as is @cfg->ready (which must not
+ * block). @cfg and its strings are copied. Returns 0, -EINVAL (@src lacks a method), VDI_ECONFIG
+ * (no listener, a bad TCP address, hz above DPY_MAX_HZ, an initial size above the maximum),
+ * -EADDRINUSE (a live server owns the socket path), -EEXIST (something that is not a socket is
+ * there), -ENAMETOOLONG or another -errno; *out only on success. Thread: any (not the display
+ * thread). */
 int dpy_display_create(const struct dpy_config *cfg, const struct dpy_fb_source *src, void *src_ctx,
                        const struct dpy_input_sink *sink, void *sink_ctx, dpy_display_t **out);
 /* Stop the thread, disconnect every client, close the listeners and remove the unix socket. NULL

@@ -6,7 +6,7 @@
  *   - at each damage tick (DPY_DEFAULT_HZ), read the guest's mode and the framebuffer's dirty
  *     pages, narrow them to changed rectangles against the shadow (damage.c) and mark those
  *     modified; a mode change swaps in a new shadow (clients get DesktopSize). After 1/8 s
- *     without a change the tick slows to 5 Hz, until the next change or client input: each
+ *     without a change the tick slows to 8 Hz, until the next change or client input: each
  *     wake-up costs more than the idle tick's work;
  *   - rfbProcessEvents(screen, 0): read what clients sent, send what they asked for;
  *   - ppoll() on the listeners, the clients and a stop eventfd until the next tick.
@@ -23,11 +23,9 @@
 #include <linux/input-event-codes.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -48,8 +46,9 @@
 #define QEMU_CLIENT_MSG         255
 #define QEMU_EXT_KEY_SUBTYPE    0
 #define CLIENT_WRITE_TIMEOUT_MS 10000
-/* After a second without a change, tick at this period until the next change or client input:
- * an idle desktop then wakes us 8 times a second instead of 60. */
+/* After an eighth of a second without a change, tick at this period until the next change or
+ * client input: an idle desktop then wakes us 8 times a second instead of 60 (a desktop clock
+ * that changes once a second costs about 15 wake-ups). */
 #define IDLE_PERIOD_NS 125000000ull
 #define LISTEN_BACKLOG 16
 
@@ -108,6 +107,8 @@ rfbBool webSocketsCheck(rfbClientPtr cl)
 static void VDI_PRINTF(2, 0) rfb_vlog(int level, const char *fmt, va_list ap)
 {
     char line[512];
+    if (level > vdi_log_threshold)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
@@ -362,7 +363,7 @@ static void on_client_gone(rfbClientPtr cl)
     stats_add_clients(d, -1);
 }
 
-/* Called by libvncserver before each update it sends a client. */
+/* Called by libvncserver before each update it sends a client (before any DesktopSize). */
 static void on_update(rfbClientPtr cl)
 {
     /* Tight JPEG: libvncserver follows TurboVNC's table, where quality levels 6-9 mean 4:4:4
@@ -371,6 +372,12 @@ static void on_update(rfbClientPtr cl)
      * that wants 4:2:2 or greyscale still gets it (subsampling levels 2 and 3). */
     if (cl->turboSubsampLevel == TURBO_DEFAULT_SUBSAMP)
         cl->turboSubsampLevel = 1; /* libvncserver's index for 4:2:0 */
+    /* Mode changes go out as plain DesktopSize to clients that know both: a libvncclient 0.9.14
+     * Tight client that got ExtendedDesktopSize while an update request of the old size was
+     * outstanding sometimes stalled; after DesktopSize it asks for the whole new screen. We do
+     * not support client-requested resizes (the guest picks the mode), so nothing is lost. */
+    if (cl->useNewFBSize)
+        cl->useExtDesktopSize = FALSE;
 }
 
 static enum rfbNewClientAction on_new_client(rfbClientPtr cl)
@@ -447,8 +454,8 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     int err = dpy__damage_create(m->width, m->height, &nd);
 
     if (err < 0) {
-        VDI_LOG_ERR("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
-                    vdi_strerror(err));
+        VDI_LOG_ERR_RL("cannot allocate a %ux%u shadow framebuffer: %s", m->width, m->height,
+                       vdi_strerror(err));
         return err;
     }
     rfbNewFramebuffer(d->screen, (char *)dpy__damage_shadow(nd), (int)m->width, (int)m->height, 8,
@@ -468,7 +475,7 @@ static int take_mode(dpy_display_t *d, const struct dpy_mode *m)
     d->height = m->height;
     d->generation = m->generation;
     d->have_mode = true;
-    VDI_LOG_INFO("mode %ux%u stride=%u", m->width, m->height, m->stride);
+    VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "mode %ux%u stride=%u", m->width, m->height, m->stride);
     pthread_mutex_lock(&d->stats_lock);
     d->stats.mode_changes++;
     d->stats.width = m->width;
@@ -486,8 +493,9 @@ static bool tick(dpy_display_t *d)
 
     if (!d->src->get_mode(d->src_ctx, &m) || !mode_valid(&m)) {
         if (d->have_mode)
-            VDI_LOG_INFO("guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
-                         m.width, m.height, m.stride);
+            VDI_LOG_RL(VDI_LOG_LEVEL_INFO,
+                       "guest scan-out off or invalid (%ux%u stride=%u); keeping the last frame",
+                       m.width, m.height, m.stride);
         d->have_mode = false;
         goto out;
     }

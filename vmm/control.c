@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -75,8 +76,12 @@ int vmm__control_create(const char *path, vmm_control_t **out)
         if (c->listen_fd < 0)
             goto fail_errno;
         unlink(path); /* a stale socket of an earlier run */
-        if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            listen(c->listen_fd, 8) < 0)
+        /* Owner-only from the start: bind under a tight umask, so there is no window in which
+         * another user could connect (the supervisor runs as the VMM's user). */
+        mode_t old_mask = umask(0177);
+        int r = bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old_mask);
+        if (r < 0 || listen(c->listen_fd, 8) < 0)
             goto fail_errno;
         c->path = vdi_xstrdup(path);
     }

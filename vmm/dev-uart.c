@@ -1,7 +1,9 @@
-/* vmm/dev-uart.c: an 8250/16550A UART on COM1 (0x3f8, IRQ 4), transmit only: what the guest
- * writes goes to --serial-log or stdout, line-buffered. Reads of the receiver find it empty.
- * The transmitter is always ready; a THR-empty interrupt is raised when enabled (Linux's 8250
- * driver transmits from that interrupt once the console is a tty). */
+/* vmm/dev-uart.c: an 8250/16550A UART on COM1 (0x3f8, IRQ 4). What the guest writes goes to
+ * --serial-log or stdout, line-buffered. The transmitter is always ready; a THR-empty interrupt
+ * is raised when enabled (Linux's 8250 driver transmits from that interrupt once the console is a
+ * tty). Input comes from --serial-in (stdin, a FIFO or a file) through the I/O thread into a
+ * 4 KiB receive buffer; while the buffer is full the input fd is left unpolled, so a fast
+ * producer waits instead of losing bytes. */
 #define VDI_LOG_TAG "vmm"
 #include <fcntl.h>
 #include <pthread.h>
@@ -18,6 +20,7 @@
 #define LSR_TEMT  0x40
 #define IER_THRI  0x02
 #define MCR_LOOP  0x10
+#define RX_SIZE   4096
 
 struct uart {
     vmm_vm_t *vm;
@@ -30,6 +33,11 @@ struct uart {
     uint8_t loop_byte;
     char buf[512];
     size_t len;
+    /* Receive side: a ring fed by the I/O thread from in_fd. */
+    int in_fd;
+    bool own_in_fd, in_polled;
+    uint8_t rx[RX_SIZE];
+    size_t rx_head, rx_count;
 };
 
 static void flush_locked(struct uart *u)
@@ -51,18 +59,61 @@ static void flush_locked(struct uart *u)
 
 static void update_irq(struct uart *u)
 {
-    bool level = ((u->ier & IER_THRI) && u->thre_pending) || ((u->ier & 1) && u->loop_rx);
+    bool rx = u->loop_rx || u->rx_count;
+    bool level = ((u->ier & IER_THRI) && u->thre_pending) || ((u->ier & 1) && rx);
     if (level == u->irq_level)
         return;
     u->irq_level = level;
     vmm__irq_line(u->vm, VMM_UART_IRQ, level);
 }
 
+/* Read into the ring (the caller holds the lock): one read when @once (the fd was polled
+ * readable and may be blocking, e.g. stdin), else until full or end of file. Returns false at
+ * end of input. */
+static bool fill_rx_locked(struct uart *u, bool once)
+{
+    while (u->rx_count < RX_SIZE) {
+        size_t tail = (u->rx_head + u->rx_count) % RX_SIZE;
+        size_t room = VDI_MIN(RX_SIZE - u->rx_count, RX_SIZE - tail);
+        ssize_t r = read(u->in_fd, u->rx + tail, room);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        if (r <= 0)
+            return false;
+        u->rx_count += (size_t)r;
+        if (once)
+            return true;
+    }
+    return true;
+}
+
+/* I/O thread: input is readable. */
+static void uart_input(void *opaque)
+{
+    struct uart *u = opaque;
+    pthread_mutex_lock(&u->lock);
+    bool more = fill_rx_locked(u, true);
+    if (!more || u->rx_count == RX_SIZE) {
+        /* End of input, or full: stop polling (level-triggered epoll would spin). */
+        vmm__iothread_del_fd(u->vm, u->in_fd);
+        u->in_polled = false;
+        if (!more) {
+            if (u->own_in_fd)
+                close(u->in_fd);
+            u->in_fd = -1;
+        }
+    }
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+}
+
 static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool is_write)
 {
     struct uart *u = opaque;
     uint8_t *d = data;
-    bool line_done = false;
+    bool line_done = false, resume_input = false;
     if (len != 1) {
         VDI_LOG_WARN_RL("vm=%s uart: %u-byte access at offset %u ignored", vmm__vm_name(u->vm), len,
                         (unsigned)off);
@@ -124,6 +175,11 @@ static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool i
             } else if (u->loop_rx) {
                 d[0] = u->loop_byte;
                 u->loop_rx = false;
+            } else if (u->rx_count) {
+                d[0] = u->rx[u->rx_head];
+                u->rx_head = (u->rx_head + 1) % RX_SIZE;
+                u->rx_count--;
+                resume_input = u->in_fd >= 0 && !u->in_polled && u->rx_count <= RX_SIZE / 2;
             }
             break;
         case 1:
@@ -131,7 +187,7 @@ static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool i
             break;
         case 2: {
             uint8_t fifo = (u->fcr & 1) ? 0xc0 : 0;
-            if ((u->ier & 1) && u->loop_rx) {
+            if ((u->ier & 1) && (u->loop_rx || u->rx_count)) {
                 d[0] = fifo | 0x04;
             } else if ((u->ier & IER_THRI) && u->thre_pending) {
                 d[0] = fifo | 0x02;
@@ -148,7 +204,7 @@ static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool i
             d[0] = u->mcr;
             break;
         case 5:
-            d[0] = LSR_THRE | LSR_TEMT | (u->loop_rx ? LSR_DR : 0);
+            d[0] = LSR_THRE | LSR_TEMT | (u->loop_rx || u->rx_count ? LSR_DR : 0);
             break;
         case 6:
             /* In loopback, the modem outputs appear on the inputs; otherwise DCD, DSR, CTS. */
@@ -165,6 +221,8 @@ static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool i
             break;
         }
     }
+    if (resume_input)
+        u->in_polled = vmm__iothread_add_fd(u->vm, u->in_fd, uart_input, u) == 0;
     update_irq(u);
     pthread_mutex_unlock(&u->lock);
     if (line_done)
@@ -179,6 +237,8 @@ static void uart_free(void *p)
     pthread_mutex_unlock(&u->lock);
     if (u->own_fd)
         close(u->fd);
+    if (u->in_fd >= 0 && u->own_in_fd)
+        close(u->in_fd);
     pthread_mutex_destroy(&u->lock);
     free(u);
 }
@@ -200,6 +260,36 @@ int vmm__uart_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         }
         u->own_fd = true;
     }
+    u->in_fd = -1;
+    if (cfg->serial_in) {
+        if (!strcmp(cfg->serial_in, "-")) {
+            u->in_fd = STDIN_FILENO;
+        } else {
+            /* O_RDWR on a FIFO: we never see EOF when writers come and go. */
+            u->in_fd = open(cfg->serial_in, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+            if (u->in_fd < 0)
+                u->in_fd = open(cfg->serial_in, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+            if (u->in_fd < 0) {
+                err = -errno;
+                uart_free(u);
+                return err;
+            }
+            u->own_in_fd = true;
+        }
+    }
     vmm__vm_own(vm, u, uart_free);
+    if (u->in_fd >= 0) {
+        err = vmm__iothread_add_fd(vm, u->in_fd, uart_input, u);
+        if (err == -EPERM) {
+            /* A regular file cannot be polled: take what fits now. */
+            pthread_mutex_lock(&u->lock);
+            fill_rx_locked(u, false);
+            pthread_mutex_unlock(&u->lock);
+        } else if (err < 0) {
+            return err;
+        } else {
+            u->in_polled = true;
+        }
+    }
     return vmm__io_add(vm, VMM_IO_PIO, COM1_BASE, 8, uart_rw, u, NULL);
 }

@@ -46,6 +46,7 @@ struct vmm_config {
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */
+    const char *serial_in;        /* COM1 input: NULL none, "-" stdin, else a file or FIFO */
 };
 
 /* ---- Port and MMIO dispatch --------------------------------------------------------------- */

@@ -33,6 +33,7 @@ static void usage(FILE *f)
         "  -m, --mem MIB             guest memory in MiB, or with a K/M/G suffix (default 512)\n"
         "  -n, --vcpus N             virtual CPUs, 1 to %d (default 1)\n"
         "      --serial-log FILE     write the guest's COM1 output to FILE (default: stdout)\n"
+        "      --serial-in FILE|-    feed COM1 input from FILE (a FIFO, or a file) or stdin\n"
         "      --control PATH        serve the control socket (JSON lines) at PATH\n"
         "      --on-reboot ACTION    exit (default: exit status 3) or restart\n"
         "      --disk PATH[,ro]      a raw virtio-blk disk (repeatable, up to %d)\n"
@@ -237,6 +238,7 @@ int main(int argc, char **argv)
     enum {
         OPT_GUEST_DECOMPRESS = 256,
         OPT_SERIAL_LOG,
+        OPT_SERIAL_IN,
         OPT_CONTROL,
         OPT_ON_REBOOT,
         OPT_DISK,
@@ -256,6 +258,7 @@ int main(int argc, char **argv)
         {"mem", required_argument, NULL, 'm'},
         {"vcpus", required_argument, NULL, 'n'},
         {"serial-log", required_argument, NULL, OPT_SERIAL_LOG},
+        {"serial-in", required_argument, NULL, OPT_SERIAL_IN},
         {"control", required_argument, NULL, OPT_CONTROL},
         {"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
         {"disk", required_argument, NULL, OPT_DISK},
@@ -311,6 +314,11 @@ int main(int argc, char **argv)
             break;
         case OPT_SERIAL_LOG:
             cfg.serial_log = optarg;
+            break;
+        case OPT_SERIAL_IN:
+            if (strcmp(optarg, "-") != 0 && access(optarg, R_OK) < 0)
+                return bad("--serial-in %s: %s", optarg, strerror(errno));
+            cfg.serial_in = optarg;
             break;
         case OPT_CONTROL:
             cfg.control_path = optarg;

@@ -62,6 +62,8 @@ listen = 127.0.0.1:0
 vmm = $bin/vdi-vmm
 log_level = ${BENCH_LOG_LEVEL:-warn}
 shutdown_timeout = 1
+[auth]
+max_checks_per_addr = 0
 [pool bench]
 image = testdesk
 memory = 128M

@@ -454,13 +454,19 @@ static void test_shared_flag(void)
 
 static void test_mode_change(struct fake_fb *f)
 {
-    /* ZRLE: a libvncclient 0.9.14 Tight client can stall right after a resize (docs/display.md) */
-    pid_t p = probe_start(ARGS("-s", sock_path, "-e", "zrle", "pixel", "50", "100", "ffffff",
+    pid_t p = probe_start(ARGS("-s", sock_path, "-e", "tight", "pixel", "50", "100", "ffffff",
                                "size", "1024", "768", "pixel", "64", "100", "ffffff", "pixel",
                                "832", "100", "0000ff", "pixel", "1000", "100", "000000"));
+    pid_t z =
+        probe_start(ARGS("-s", sock_path, "-e", "zrle", "size", "1024", "768", "pixel", "64", "100",
+                         "ffffff", "size", "800", "600", "pixel", "650", "100", "0000ff"));
     sleep_ms(500);
     set_mode(f, 1024, 768, 1024 * 4);
-    check(probe_wait(p, 20) == 0, "mode change: the client gets DesktopSize and the new picture");
+    check(probe_wait(p, 20) == 0,
+          "mode change: a Tight client gets DesktopSize and the new picture");
+    sleep_ms(300);
+    set_mode(f, 800, 600, 832 * 4);
+    check(probe_wait(z, 20) == 0, "mode change: a ZRLE client follows a change and its reversal");
 }
 
 static void test_config_errors(void)

@@ -3,7 +3,8 @@
 # bars arrive over the unix socket (Raw, Tight+JPEG, ZRLE), `ready` reaches the control socket,
 # typed text shows up in the guest's key line (pixels) and serial log (Linux key codes), the
 # pointer marker follows the pointer, clicks and the wheel arrive as events; two clients at once,
-# one dropping mid-update, a bad client dropped while the guest and the other client go on.
+# one dropping mid-update, a bad client dropped while the guest and the other client go on; an
+# animating guest streams over --display-tcp, bound to loopback.
 # timeout: 180
 . "$VDI_SRC/tests/lib.sh"
 t_require_kvm
@@ -94,4 +95,25 @@ t_check "the client sees ${W}x$H" grep -q "size ${W}x$H" <<<"$out"
 "$CTL" "$T/ctl" '{"cmd":"quit"}' >/dev/null
 wait $VMM_PID
 t_check "the display socket is removed on exit" test ! -e "$S"
+
+# An animating guest over --display-tcp only: a steady stream of updates (Tight+JPEG).
+for _ in 1 2 3 4 5; do # a free port: try a few random ones
+    PORT=$(shuf -i 20000-60000 -n 1)
+    t_bg "$VMM" --kernel "$ELF" --mem 128 --fb 640x480 --display-tcp "$PORT" \
+        --cmdline "testdesk.anim=30" --serial-log "$T/serial2" 2>"$T/vmm2.err"
+    VMM2=$!
+    t_wait_for 60 grep -qs "TESTDESK READY\|Address already in use" "$T/serial2" "$T/vmm2.err"
+    grep -q "Address already in use" "$T/vmm2.err" || break
+    wait $VMM2
+done
+grep -q "TESTDESK READY" "$T/serial2" || t_fail "testdesk (anim) did not get READY: $(tail -3 "$T/vmm2.err")"
+out=$(timeout 60 "$PROBE" -T 20 -t "127.0.0.1:$PORT" -e tight -q 6 frames 2 bench 2) ||
+    t_fail "TCP client: $out"
+echo "# $out"
+frames=$(sed -n 's/^frames=\([0-9]*\).*/\1/p' <<<"$out")
+t_check "TCP (--display-tcp): the animation streams at least 10 updates/s (got $frames in 2 s)" \
+    test "${frames:-0}" -ge 20
+listening() { awk -v p="$(printf ':%04X' "$PORT")" '$4 == "0A" && index($2, p) { print $2 }' /proc/net/tcp /proc/net/tcp6; }
+t_check "the TCP listener is bound to 127.0.0.1 only (got $(listening))" test "$(listening)" = "0100007F$(printf ':%04X' "$PORT")"
+kill $VMM2
 t_done

@@ -63,6 +63,10 @@ listen = 127.0.0.1:0
 vmm = $FAKE
 memory_budget = 4G
 
+# every viewer of this test comes from 127.0.0.1: no per-address cap on checks in progress
+[auth]
+max_checks_per_addr = 0
+
 [pool lab]
 image = testdesk
 memory = 64M
@@ -76,6 +80,7 @@ type = dedicated
 memory = 64M
 max_desktops = 1
 groups = staff
+idle_timeout = 2
 CONF
 
 start_vdid() {
@@ -152,6 +157,12 @@ dc=$(owner_desktop carol)
 t_check "her desktop is disconnected, not recycled, after she leaves" t_wait_for 5 state_is "$dc" disconnected
 sleep 1.5
 t_check "still there after the disconnect timeout" state_is "$dc" disconnected
+
+# ---- idle timeout (2 s in the office pool): a viewer that sends nothing is disconnected
+start=$(date +%s)
+login carol --hold 8000
+t_check "an idle viewer is disconnected before it would have left" test $(( $(date +%s) - start )) -lt 7
+t_check "its session ended for being idle" bash -c '"$1" sessions list --all | grep -q "idle timeout"' _ "$VDICTL"
 
 # ---- floating: recycled after disconnect_timeout (1 s), its files deleted
 t_check "bob's floating desktop is recycled after the disconnect timeout" t_wait_for 10 state_is "$db" gone

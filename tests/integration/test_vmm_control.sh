@@ -22,6 +22,7 @@ pid=$!
 t_wait_for 20 test -S "$T/c1" || t_fail "no control socket"
 t_wait_for 20 bash -c "[ \$(grep -c 'PAYLOAD tick' '$T/loop.serial') -ge 3 ]" || t_fail "the guest does not tick"
 
+t_check "the control socket is owner-only (0600)" test "$(stat -c %a "$T/c1")" = 600
 out=$("$CTL" "$T/c1" '{"cmd":"status","id":7}')
 t_check "status answers ok" grep -q '"ok":true' <<<"$out"
 t_check "status says running" grep -q '"state":"running"' <<<"$out"

@@ -184,6 +184,30 @@ static void test_nul_and_long_lines(void **state)
     assert_true(strlen(small) < sizeof(small));
 }
 
+static void test_auth_section(void **state)
+{
+    (void)state;
+    brk_config_t *cfg = parse_ok("");
+    assert_false(cfg->auth.allow_tlsplain);
+    assert_int_equal(cfg->auth.handshake_timeout_ms, 10000);
+    assert_int_equal(cfg->auth.max_checks_per_addr, 4);
+    assert_int_equal(cfg->auth.user_lockout_failures, 10);
+    assert_int_equal(cfg->auth.addr_free_failures, 5);
+    brk_config_free(cfg);
+    cfg = parse_ok("[auth]\nallow_tlsplain = yes\nmax_checks_per_addr = 0\n"
+                   "user_lockout_ms = 60000\n[vdid]\nlisten = 127.0.0.1:1\n");
+    assert_true(cfg->auth.allow_tlsplain);
+    assert_int_equal(cfg->auth.max_checks_per_addr, 0);
+    assert_int_equal(cfg->auth.user_lockout_ms, 60000);
+    brk_config_free(cfg);
+    parse_bad("[auth]\nallow_tlsplain = maybe\n",
+              "t.conf:2: allow_tlsplain: 'maybe' is not true or false");
+    parse_bad("[auth]\nmax_password_len = 4096\n",
+              "t.conf:2: max_password_len: '4096' is not a whole number from 1 to 1024");
+    parse_bad("[auth]\n[auth]\n", "t.conf:2: section [auth] appears twice");
+    parse_bad("[auth]\nlisten = 1.2.3.4:5\n", "t.conf:2: unknown key 'listen' in [auth]");
+}
+
 static void test_entitlement(void **state)
 {
     (void)state;
@@ -219,9 +243,13 @@ static void test_load_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_gives_defaults), cmocka_unit_test(test_full),
-        cmocka_unit_test(test_errors_name_the_line), cmocka_unit_test(test_nul_and_long_lines),
-        cmocka_unit_test(test_entitlement),          cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_empty_gives_defaults),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_nul_and_long_lines),
+        cmocka_unit_test(test_auth_section),
+        cmocka_unit_test(test_entitlement),
+        cmocka_unit_test(test_load_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

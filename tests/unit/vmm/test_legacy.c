@@ -1,0 +1,204 @@
+/* tests/unit/vmm/test_legacy.c: the legacy PC devices (dev-uart.c, dev-legacy.c) driven through
+ * the port dispatch of a VM without KVM (interrupt lines go nowhere): the ACPI PM block (power
+ * button, write-1-to-clear, S5 power-off), the i8042 (self-test, reset), the CMOS RTC (valid
+ * time in BCD and binary), the UART (line status, divisor latch, loopback), and a burst of random
+ * accesses of every width to every port, which must never crash. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "vmm/internal.h"
+#include "vmm/vm-private.h"
+
+static vmm_vm_t *new_vm(void)
+{
+    vmm_vm_t *vm = calloc(1, sizeof(*vm));
+    strcpy(vm->name, "test");
+    vm->kvm = vm->fd = vm->epfd = vm->io_wake_fd = -1;
+    vm->ram_size = vm->low_size = 64ULL << 20;
+    vm->stop_fd = eventfd(0, EFD_NONBLOCK);
+    vdi_list_init(&vm->owned);
+    vdi_list_init(&vm->fds);
+    pthread_mutex_init(&vm->stop_lock, NULL);
+    pthread_mutex_init(&vm->pause_lock, NULL);
+    pthread_cond_init(&vm->pause_cond, NULL);
+    pthread_mutex_init(&vm->fd_lock, NULL);
+    pthread_cond_init(&vm->fd_cond, NULL);
+    vmm__io_init(vm);
+    struct vmm_config cfg = {.serial_log = "/dev/null"};
+    assert_int_equal(vmm__uart_setup(vm, &cfg), 0);
+    assert_int_equal(vmm__legacy_setup(vm), 0);
+    return vm;
+}
+
+static void free_vm(vmm_vm_t *vm)
+{
+    vdi_list_t *it, *tmp;
+    vdi_list_foreach_safe(it, tmp, &vm->owned)
+    {
+        struct vm_owned *o = vdi_list_entry(it, struct vm_owned, link);
+        o->free_fn(o->ptr);
+        free(o);
+    }
+    vmm__io_fini(vm);
+    close(vm->stop_fd);
+    free(vm);
+}
+
+static uint32_t in(vmm_vm_t *vm, uint16_t port, uint32_t len)
+{
+    uint32_t v = 0;
+    vmm__io_dispatch(vm, VMM_IO_PIO, port, &v, len, false);
+    return v;
+}
+
+static void out(vmm_vm_t *vm, uint16_t port, uint32_t len, uint32_t v)
+{
+    vmm__io_dispatch(vm, VMM_IO_PIO, port, &v, len, true);
+}
+
+static void test_acpi_pm(void **state)
+{
+    (void)state;
+    vmm_vm_t *vm = new_vm();
+    const uint16_t sts = VMM_ACPI_PM_BASE, en = VMM_ACPI_PM_BASE + 2, cnt = VMM_ACPI_PM_BASE + 4;
+    assert_true(in(vm, cnt, 2) & 1); /* SCI_EN: always in ACPI mode */
+    /* The button before the guest enabled it: status set, but the guest was not told. */
+    assert_int_equal(vmm__vm_power_button(vm), -ENOTSUP);
+    assert_true(in(vm, sts, 2) & 0x100);
+    out(vm, sts, 2, 0x100); /* write 1 to clear */
+    assert_false(in(vm, sts, 2) & 0x100);
+    out(vm, en, 2, 0x100);
+    assert_int_equal(in(vm, en, 2), 0x100);
+    assert_int_equal(vmm__vm_power_button(vm), 0);
+    /* A 4-byte read of the event block sees status and enable at once. */
+    assert_int_equal(in(vm, sts, 4), 0x01000100);
+    /* The PM timer moves. */
+    uint32_t t0 = in(vm, VMM_ACPI_PM_BASE + 8, 4);
+    usleep(2000);
+    assert_true(in(vm, VMM_ACPI_PM_BASE + 8, 4) != t0);
+    assert_true(in(vm, VMM_ACPI_PM_BASE + 8, 4) <= 0xffffff);
+    /* A sleep type we do not offer: nothing happens. */
+    out(vm, cnt, 2, (3 << 10) | (1 << 13));
+    assert_false(atomic_load(&vm->stopping));
+    /* S5 with SLP_EN: power-off. */
+    out(vm, cnt, 2, (VMM_ACPI_S5_TYP << 10) | (1 << 13));
+    assert_true(atomic_load(&vm->stopping));
+    assert_int_equal(vm->stop_reason, VMM_STOP_POWEROFF);
+    free_vm(vm);
+}
+
+static void test_i8042(void **state)
+{
+    (void)state;
+    vmm_vm_t *vm = new_vm();
+    out(vm, 0x64, 1, 0xaa);
+    assert_true(in(vm, 0x64, 1) & 1); /* output buffer full */
+    assert_int_equal(in(vm, 0x60, 1), 0x55);
+    assert_false(in(vm, 0x64, 1) & 1);
+    out(vm, 0x64, 1, 0x60); /* write the command byte */
+    out(vm, 0x60, 1, 0x47);
+    out(vm, 0x64, 1, 0x20);
+    assert_int_equal(in(vm, 0x60, 1), 0x47);
+    assert_false(atomic_load(&vm->stopping));
+    out(vm, 0x64, 1, 0xfe);
+    assert_true(atomic_load(&vm->stopping));
+    assert_int_equal(vm->stop_reason, VMM_STOP_REBOOT);
+    free_vm(vm);
+}
+
+static unsigned from_bcd(unsigned v)
+{
+    return (v >> 4) * 10 + (v & 15);
+}
+
+static void test_rtc(void **state)
+{
+    (void)state;
+    vmm_vm_t *vm = new_vm();
+    out(vm, 0x70, 1, 0x0d);
+    assert_int_equal(in(vm, 0x71, 1), 0x80);
+    out(vm, 0x70, 1, 0x0a);
+    assert_false(in(vm, 0x71, 1) & 0x80); /* never update-in-progress */
+    out(vm, 0x70, 1, 0x08);
+    unsigned month = from_bcd(in(vm, 0x71, 1));
+    assert_true(month >= 1 && month <= 12);
+    out(vm, 0x70, 1, 0x32);
+    assert_int_equal(from_bcd(in(vm, 0x71, 1)), 20);
+    /* Binary mode through register B. */
+    out(vm, 0x70, 1, 0x0b);
+    out(vm, 0x71, 1, 0x06);
+    out(vm, 0x70, 1, 0x32);
+    assert_int_equal(in(vm, 0x71, 1), 20);
+    out(vm, 0x70, 1, 0x04);
+    assert_true(in(vm, 0x71, 1) < 24);
+    /* Memory size above 16 MiB, in 64 KiB units: (64 - 16) MiB. */
+    out(vm, 0x70, 1, 0x34);
+    unsigned lo = in(vm, 0x71, 1);
+    out(vm, 0x70, 1, 0x35);
+    assert_int_equal(lo | in(vm, 0x71, 1) << 8, (48u << 20) >> 16);
+    free_vm(vm);
+}
+
+static void test_uart(void **state)
+{
+    (void)state;
+    vmm_vm_t *vm = new_vm();
+    assert_int_equal(in(vm, 0x3fd, 1) & 0x61, 0x60); /* THRE, TEMT, no data */
+    out(vm, 0x3fb, 1, 0x80);                         /* DLAB */
+    out(vm, 0x3f8, 1, 0x01);
+    out(vm, 0x3f9, 1, 0x02);
+    assert_int_equal(in(vm, 0x3f8, 1), 0x01);
+    assert_int_equal(in(vm, 0x3f9, 1), 0x02);
+    out(vm, 0x3fb, 1, 0x03);
+    out(vm, 0x3fc, 1, 0x10); /* loopback */
+    out(vm, 0x3f8, 1, 'x');
+    assert_true(in(vm, 0x3fd, 1) & 1);
+    assert_int_equal(in(vm, 0x3f8, 1), 'x');
+    assert_false(in(vm, 0x3fd, 1) & 1);
+    /* THR-empty interrupt: enabling it raises it; reading IIR clears it. */
+    out(vm, 0x3f9, 1, 0x02);
+    assert_int_equal(in(vm, 0x3fa, 1) & 0x0f, 0x02);
+    assert_int_equal(in(vm, 0x3fa, 1) & 0x0f, 0x01);
+    out(vm, 0x3ff, 1, 0x5a);
+    assert_int_equal(in(vm, 0x3ff, 1), 0x5a);
+    free_vm(vm);
+}
+
+static void test_hostile(void **state)
+{
+    static const uint16_t ports[] = {0x3f8, 0x3f9, 0x3fa, 0x3fb, 0x3fc, 0x3fd, 0x3fe, 0x3ff,
+                                     0x60,  0x61,  0x62,  0x63,  0x64,  0x70,  0x71,  0x80,
+                                     0x600, 0x601, 0x602, 0x603, 0x604, 0x605, 0x606, 0x607,
+                                     0x608, 0x609, 0x60a, 0x60b, 0x92};
+    static const uint32_t lens[] = {1, 2, 4};
+    (void)state;
+    vmm_vm_t *vm = new_vm();
+    srand(42);
+    for (int i = 0; i < 200000; i++) {
+        uint16_t port = ports[rand() % VDI_ARRAY_SIZE(ports)];
+        uint32_t len = lens[rand() % 3];
+        if (rand() & 1)
+            in(vm, port, len);
+        else
+            out(vm, port, len, (uint32_t)rand());
+    }
+    /* Still answering sensibly. */
+    assert_int_equal(in(vm, 0x3fd, 1) & 0x60, 0x60);
+    free_vm(vm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_acpi_pm), cmocka_unit_test(test_i8042),   cmocka_unit_test(test_rtc),
+        cmocka_unit_test(test_uart),    cmocka_unit_test(test_hostile),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
