@@ -7,7 +7,7 @@ import { call, me } from './api.js';
 const $ = (id) => document.getElementById(id);
 const closeMessages = {
   4401: 'The connection link expired or was already used. Press Reconnect.',
-  4404: 'Your desktop is gone (it was shut down or recycled). Press Reconnect for a new one.',
+  4404: 'Your desktop is gone (it stopped, or was shut down or recycled). Press Reconnect for a new one.',
   4409: 'This connection was ended',
   4500: 'The server could not reach your desktop. Press Reconnect to try again.',
 };

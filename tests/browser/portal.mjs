@@ -170,6 +170,14 @@ try {
   await page.locator('#status').filter({ hasText: /^Desktop \d+$/ }).waitFor({ timeout: 60000 });
   ok('Reconnect gets the desktop back');
 
+  // ---- the desktop dies under the viewer (the test script kills its VMM when asked)
+  writeFileSync(join(env.VDI_WEB_OUT, 'kill-now'), '');
+  await page.locator('#message').filter({ hasText: /stopped unexpectedly|desktop is gone/ }).waitFor({ timeout: 30000 });
+  ok(`a desktop that dies shows a clear message ("${await page.locator('#message').textContent()}")`);
+  await page.click('#reconnect');
+  await page.locator('#status').filter({ hasText: /^Desktop \d+$/ }).waitFor({ timeout: 60000 });
+  ok(`Reconnect then gets a fresh desktop (${await page.locator('#status').textContent()})`);
+
   // ---- log out
   await page.goto(url + '/');
   await page.locator('#logout').click();

@@ -25,7 +25,7 @@ if [ -z "$libdir" ] || [ ! -f "$libdir/pam_wrapper/pam_matrix.so" ] || [ ! -f "$
 fi
 kill_vmms() {
     local p
-    for p in $(pgrep -f "$FAKE --control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 

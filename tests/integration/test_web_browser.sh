@@ -5,7 +5,7 @@
 # catalogue, and the browser must show testdesk's colour bars and the keys it types; without it
 # (and without VDI_REQUIRE_KVM) the stand-in VMM's screen and keys. Both: wrong password shown,
 # connect through noVNC over wss, Ctrl-Alt-Del, a reused and an expired console token refused,
-# takeover message, reconnect, log out, a phone-sized layout, the admin view for the admin group. VDI_WEB_FAKE_VMM=1 forces the
+# takeover message, reconnect, a desktop that dies under the viewer, log out, a phone-sized layout, the admin view for the admin group. VDI_WEB_FAKE_VMM=1 forces the
 # stand-in VMM.
 # timeout: 240
 . "$VDI_SRC/tests/lib.sh"
@@ -45,7 +45,7 @@ else
 fi
 kill_vmms() {
     local p
-    for p in $(pgrep -f "(vdi-vmm|vdid_fakevmm) --control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    for p in $(pgrep -f "(vdi-vmm|vdid_fakevmm) .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
@@ -97,10 +97,15 @@ port=$(sed -n 's/.*web portal listening on .* port \([0-9]*\).*/\1/p' "$T/vdid.l
 spki=$(openssl x509 -in "$T/state/tls/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
     openssl dgst -sha256 -binary | base64)
 
+# When the browser asks (tests/browser/portal.mjs writes out/kill-now), kill its desktop's VMM.
+( t_wait_for 150 test -e "$T/out/kill-now" &&
+    for p in $(pgrep -f "(vdi-vmm|vdid_fakevmm) .*--control $T/" || true); do kill -9 "$p"; done ) &
+killer=$!
 VDI_WEB_URL=https://localhost:$port VDI_WEB_SPKI=$spki VDI_WEB_USER=alice VDI_WEB_PASSWORD=pw-alice-7 \
 VDI_WEB_ADMIN=root2 VDI_WEB_ADMIN_PASSWORD=pw-root2-9 \
 VDI_WEB_FB=$fb VDI_WEB_MODE=$mode VDI_WEB_TOKEN_TTL=$ttl VDI_WEB_OUT=$T/out VDI_NPM_DIR=$NPM \
     timeout 200 node "$VDI_SRC/tests/browser/portal.mjs" | tee "$T/browser.out"
+kill "$killer" 2>/dev/null
 t_check "the browser checks passed (mode $mode)" grep -q '^all [0-9]* browser checks passed' "$T/browser.out"
 t_check "the console sessions were recorded" bash -c '"$1" sessions list --all | grep -q alice' _ "$VDICTL"
 kill -TERM "$vdid"; wait "$vdid"
