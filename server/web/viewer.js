@@ -1,8 +1,9 @@
 // server/web/viewer.js: the browser console. Asks vdid for a one-time console token
 // (POST /api/connect), opens wss://HOST/ws?desktop=ID&token=TOKEN itself (to read the close code
 // vdid sends: docs/api.md) and hands the socket to noVNC, which speaks RFB to the desktop.
-import RFB from '/novnc/core/rfb.js';
 import { call, me } from './api.js';
+
+let RFB = null;
 
 const $ = (id) => document.getElementById(id);
 const closeMessages = {
@@ -23,6 +24,15 @@ function message(text) {
 
 async function connect() {
   message('');
+  if (!RFB) {
+    try {
+      RFB = (await import('/novnc/core/rfb.js')).default;
+    } catch (e) {
+      status('Not connected');
+      message('The browser viewer (noVNC) is not installed on this server: ask the administrator.');
+      return;
+    }
+  }
   status('Starting your desktop…');
   const m = await me();
   if (m.status !== 200) { location.href = '/'; return; }

@@ -140,6 +140,11 @@ try {
   }
   check(await page.locator('#cad').isEnabled(), 'the viewer offers Ctrl-Alt-Del');
   await page.click('#cad');
+  await page.click('#fullscreen');
+  await page.waitForFunction(() => document.fullscreenElement !== null, null, { timeout: 5000 });
+  await page.click('#fullscreen');
+  await page.waitForFunction(() => document.fullscreenElement === null, null, { timeout: 5000 });
+  ok('the viewer goes full screen and back');
 
   // ---- one-time tokens: reuse and expiry, straight from the page (same origin, its cookie)
   const probe = async (wait) => page.evaluate(async ([wait]) => {

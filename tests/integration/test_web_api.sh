@@ -258,4 +258,17 @@ t_check "and refused with 401" grep -q '"error":"authentication failed"' "$T/log
 t_check "vdid is still serving" test "$(code "$B/")" = 200
 kill -TERM "$vdid"; wait "$vdid"
 t_check "vdid stopped cleanly" test $? = 0
+
+# ---- without noVNC the portal still serves (the viewer page says what is missing)
+sed -i "s|^web_listen = .*|&\nnovnc_dir = $T/no-novnc|" "$T/vdid.conf"
+: >"$T/vdid.log"
+t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
+vdid=$!
+t_wait_for 15 grep -q 'web portal listening' "$T/vdid.log" || t_fail "vdid did not start without noVNC: $(tail -5 "$T/vdid.log")"
+port=$(sed -n 's/.*web portal listening on .* port \([0-9]*\).*/\1/p' "$T/vdid.log" | tail -n1)
+B=https://localhost:$port
+t_check "without noVNC vdid warns" grep -q 'noVNC not found' "$T/vdid.log"
+t_check "and still serves the portal" test "$(code "$B/")" = 200
+t_check "but not noVNC" test "$(code "$B/novnc/core/rfb.js")" = 404
+kill -TERM "$vdid"; wait "$vdid"
 t_done
