@@ -309,3 +309,46 @@ const srv_httpreq_info_t *srv__httpreq_info(const srv_httpreq_t *r)
 {
     return &r->info;
 }
+
+bool srv__http_cookie(const char *header, const char *name, char *out, size_t n)
+{
+    size_t nl = strlen(name);
+    const char *c = header;
+    out[0] = 0;
+    while (*c) {
+        while (*c == ' ' || *c == '\t' || *c == ';')
+            c++;
+        if (strncmp(c, name, nl) == 0 && c[nl] == '=') {
+            const char *v = c + nl + 1;
+            size_t len = strcspn(v, "; \t");
+            if (len == 0 || len >= n)
+                return false;
+            memcpy(out, v, len);
+            out[len] = 0;
+            return true;
+        }
+        c += strcspn(c, ";");
+    }
+    return false;
+}
+
+bool srv__http_query(const char *query, const char *key, char *out, size_t n)
+{
+    size_t kl = strlen(key);
+    const char *q = query;
+    out[0] = 0;
+    while (*q) {
+        size_t len = strcspn(q, "&");
+        if (len > kl && strncmp(q, key, kl) == 0 && q[kl] == '=') {
+            if (len - kl - 1 >= n)
+                return false;
+            memcpy(out, q + kl + 1, len - kl - 1);
+            out[len - kl - 1] = 0;
+            return true;
+        }
+        q += len;
+        if (*q == '&')
+            q++;
+    }
+    return false;
+}

@@ -6,7 +6,8 @@
  * goes away first aborts it. Every answer carries the security headers: HSTS, a CSP allowing only
  * our own origin (no framing), nosniff, no referrer.
  *
- * Limits: SRV_HTTP_MAX_* per request (answered 413/414/431 and closed), MAX_CONNS connections,
+ * Limits: SRV_HTTP_MAX_* per request (answered 413/414/431 and closed), MAX_CONNS connections
+ * (MAX_CONNS_PER_ADDR from one address; WebSocket consoles are not counted: they have tokens),
  * a request must arrive within HEADER_TIMEOUT_MS of the previous answer (or of the TLS handshake)
  * and a kept-alive connection idle for IDLE_TIMEOUT_MS is closed.
  */
@@ -22,11 +23,12 @@
 #include "server/internal-web.h"
 #include "server/internal.h"
 
-#define MAX_CONNS         1024
-#define MAX_BUFFERED      (64 * 1024) /* pipelined bytes kept while a request is answered */
-#define HEADER_TIMEOUT_MS 15000
-#define IDLE_TIMEOUT_MS   60000
-#define WRITE_BACKLOG_MAX (4 * 1024 * 1024)
+#define MAX_CONNS          1024
+#define MAX_CONNS_PER_ADDR 64          /* browsers open about 6; more is someone hoarding */
+#define MAX_BUFFERED       (64 * 1024) /* pipelined bytes kept while a request is answered */
+#define HEADER_TIMEOUT_MS  15000
+#define IDLE_TIMEOUT_MS    60000
+#define WRITE_BACKLOG_MAX  (4 * 1024 * 1024)
 
 struct srv_web {
     srv_t *s;
@@ -438,10 +440,15 @@ static void on_accepted(auth_tls_t *t, int status, void *ctx)
         web_unref(w); /* auth/ logged and closed it */
         return;
     }
-    if (w->closing || w->n_conns >= MAX_CONNS) {
+    unsigned from_peer = 0;
+    vdi_list_t *it;
+    for (it = w->conns.next; it != &w->conns; it = it->next)
+        if (strcmp(vdi_list_entry(it, struct hconn, link)->peer, auth_tls_peer(t)) == 0)
+            from_peer++;
+    if (w->closing || w->n_conns >= MAX_CONNS || from_peer >= MAX_CONNS_PER_ADDR) {
         if (!w->closing)
-            VDI_LOG_WARN_RL("peer=%s refused: %u connections already", auth_tls_peer(t),
-                            w->n_conns);
+            VDI_LOG_WARN_RL("peer=%s refused: %u connections already (%u from it)",
+                            auth_tls_peer(t), w->n_conns, from_peer);
         auth_tls_close(t, NULL, NULL);
         web_unref(w);
         return;

@@ -79,6 +79,13 @@ void srv__httpreq_reset(srv_httpreq_t *r);
 int srv__httpreq_feed(srv_httpreq_t *r, const uint8_t *data, size_t len, size_t *consumed);
 /* The request, after feed() returned 1. Owned by @r. */
 const srv_httpreq_info_t *srv__httpreq_info(const srv_httpreq_t *r);
+/* The value of cookie @name in the Cookie header @header (the first one), copied to @out (@n
+ * bytes). False (and @out "") when absent, empty or longer than @n - 1. */
+bool srv__http_cookie(const char *header, const char *name, char *out, size_t n);
+/* The value of @key in the query string @query (the first one, not percent-decoded: our values
+ * are base64url and digits), copied to @out (@n bytes). False (and @out "") when absent or too
+ * long. */
+bool srv__http_query(const char *query, const char *key, char *out, size_t n);
 
 /* ---- ws.c: WebSocket framing -------------------------------------------------------------------- */
 #define SRV_WS_MAX_MSG (1024 * 1024) /* a client message larger than this closes with 1009 */

@@ -276,33 +276,11 @@ static void sess_free(struct srv_portal *p, struct wsess *ws)
     free(ws);
 }
 
-/* The cookie's token, or "" (copied to @out). */
-static void cookie_token(const char *cookie, char out[AUTH_TOKEN_LEN + 1])
-{
-    out[0] = 0;
-    const char *c = cookie;
-    size_t nl = strlen(COOKIE_NAME);
-    while (*c) {
-        while (*c == ' ' || *c == ';')
-            c++;
-        if (strncmp(c, COOKIE_NAME, nl) == 0 && c[nl] == '=') {
-            const char *v = c + nl + 1;
-            size_t n = strcspn(v, "; ");
-            if (n == AUTH_TOKEN_LEN) {
-                memcpy(out, v, n);
-                out[n] = 0;
-            }
-            return;
-        }
-        c += strcspn(c, ";");
-    }
-}
-
 /* The request's web session, or NULL (no cookie, expired, revoked). */
 static struct wsess *session_of(srv_portal_t *p, srv_httpx_t *x)
 {
     char tok[AUTH_TOKEN_LEN + 1];
-    cookie_token(srv__httpx_req(x)->cookie, tok);
+    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
     if (!tok[0])
         return NULL;
     uint8_t d[SHA256_DIGEST_LENGTH];
@@ -645,7 +623,7 @@ static const char clear_cookie[] =
 static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 {
     char tok[AUTH_TOKEN_LEN + 1];
-    cookie_token(srv__httpx_req(x)->cookie, tok);
+    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
     auth_session_revoke(p->tokens, tok);
     vdi_wipe(tok, sizeof(tok));
     srv__console_kick(p, NULL, 0, ws->id, "logged out");
@@ -764,26 +742,6 @@ static void api_admin(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws, const c
 }
 
 /* ---- WebSocket entry -------------------------------------------------------------------------- */
-/* The value of @key in the query string @q, copied to @out (@n bytes); false when absent. */
-static bool query_get(const char *q, const char *key, char *out, size_t n)
-{
-    size_t kl = strlen(key);
-    while (*q) {
-        size_t len = strcspn(q, "&");
-        if (len > kl && strncmp(q, key, kl) == 0 && q[kl] == '=') {
-            if (len - kl - 1 >= n)
-                return false;
-            memcpy(out, q + kl + 1, len - kl - 1);
-            out[len - kl - 1] = 0;
-            return true;
-        }
-        q += len;
-        if (*q == '&')
-            q++;
-    }
-    return false;
-}
-
 static void ws_entry(srv_portal_t *p, srv_httpx_t *x)
 {
     const srv_httpreq_info_t *r = srv__httpx_req(x);
@@ -800,9 +758,9 @@ static void ws_entry(srv_portal_t *p, srv_httpx_t *x)
         srv__httpx_error(x, 426, "this is a WebSocket endpoint");
         return;
     }
-    if (!query_get(r->query, "desktop", desk, sizeof(desk)) ||
+    if (!srv__http_query(r->query, "desktop", desk, sizeof(desk)) ||
         vdi_parse_u64(desk, 1, INT64_MAX, &id) < 0 ||
-        !query_get(r->query, "token", tok, sizeof(tok))) {
+        !srv__http_query(r->query, "token", tok, sizeof(tok))) {
         srv__httpx_error(x, 400, "desktop and token are required");
         return;
     }

@@ -1,7 +1,7 @@
 // fuzz-srcs: server/http-parse.c common/*.c
 // fuzz-libs: -lhttp_parser
 /* tests/fuzz/fuzz_web_http.c: the portal's HTTP request parser (http-parser under our limits and
- * header rules) on arbitrary bytes, fed in pieces whose sizes come from the input, with pipelined
+ * header rules) and the cookie and query lookups on arbitrary bytes, fed in pieces whose sizes come from the input, with pipelined
  * requests taken one at a time as vdid does. Every outcome is a request, "need more" or an HTTP
  * error status; a request's fields are NUL-terminated and within the limits. */
 #include <stdlib.h>
@@ -43,6 +43,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         VDI_ASSERT(strlen(in->host) < sizeof(in->host) && strlen(in->cookie) < sizeof(in->cookie));
         for (const char *c = in->origin; *c; c++)
             VDI_ASSERT((unsigned char)*c >= 0x20 || *c == '\t');
+        char v[64];
+        if (srv__http_cookie(in->cookie, "vdi_session", v, sizeof(v)))
+            VDI_ASSERT(v[0] && strlen(v) < sizeof(v) && !strchr(v, ';'));
+        if (srv__http_query(in->query, "token", v, sizeof(v)))
+            VDI_ASSERT(strlen(v) < sizeof(v) && !strchr(v, '&'));
         off += used;
         if (in->is_upgrade)
             break; /* the rest would be WebSocket frames */

@@ -248,6 +248,23 @@ many_pipelined() { # 300 requests in one go, the last one closing: 300 answers, 
 }
 t_check "300 pipelined requests are all answered, in order" many_pipelined
 
+# ---- connections per address: 64 held open, the 65th is refused, then served again
+python3 - "$port" "$ca" >"$T/hoard.out" 2>&1 <<'PY' &
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost") for _ in range(64)]
+print("holding", len(held), flush=True)
+time.sleep(4)
+PY
+hoarder=$!
+t_wait_for 20 grep -q '^holding 64' "$T/hoard.out" || t_fail "could not open 64 connections: $(cat "$T/hoard.out")"
+sleep 0.3
+t_check "a 65th connection from the same address is refused" test "$(code "$B/" 2>/dev/null)" = 000
+wait "$hoarder"
+served() { test "$(code "$B/")" = 200; }
+t_check "once they are closed, the address is served again" t_wait_for 5 served
+
 # ---- brute force: the same limits as the RFB port (3 free failures, then backoff, ...)
 for i in 1 2 3 4; do login eve wrong >/dev/null; done
 t0=$(date +%s%N)

@@ -137,6 +137,26 @@ static void test_chunked_body_limit(void **state)
     srv__httpreq_destroy(r);
 }
 
+static void test_cookie_and_query(void **state)
+{
+    (void)state;
+    char v[8];
+    assert_true(srv__http_cookie("a=1; vdi_session=tok; b=2", "vdi_session", v, sizeof(v)));
+    assert_string_equal(v, "tok");
+    assert_true(srv__http_cookie("vdi_session=x;vdi_session=y", "vdi_session", v, sizeof(v)));
+    assert_string_equal(v, "x");
+    assert_false(srv__http_cookie("xvdi_session=tok", "vdi_session", v, sizeof(v)));
+    assert_false(srv__http_cookie("vdi_session=", "vdi_session", v, sizeof(v)));
+    assert_false(srv__http_cookie("vdi_session=12345678", "vdi_session", v, sizeof(v)));
+    assert_string_equal(v, "");
+    assert_true(srv__http_query("desktop=12&token=abc", "token", v, sizeof(v)));
+    assert_string_equal(v, "abc");
+    assert_true(srv__http_query("xtoken=1&token=", "token", v, sizeof(v)));
+    assert_string_equal(v, "");
+    assert_false(srv__http_query("desktop=1", "token", v, sizeof(v)));
+    assert_false(srv__http_query("token=123456789", "token", v, sizeof(v)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_upgrade_leaves_the_rest),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_chunked_body_limit),
+        cmocka_unit_test(test_cookie_and_query),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
