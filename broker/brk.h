@@ -220,6 +220,7 @@ typedef enum {
     BRK_PICK_EXISTING = 1, /* the user's own desktop (reconnect, or a dedicated desktop) */
     BRK_PICK_SPARE = 2,    /* a ready, unassigned desktop of an entitled pool */
     BRK_PICK_NEW = 3,      /* make a new desktop in @pool */
+    BRK_PICK_RESTART = 4,  /* the user's failed dedicated desktop: start it again on its disk */
 } brk_pick_kind_t;
 
 typedef struct {
@@ -229,7 +230,8 @@ typedef struct {
 } brk_pick_t;
 
 /* Decide where @user (member of @groups) goes: their live desktop in an entitled pool if any
- * (provisioning, ready, in-use or disconnected), else a ready spare of the first entitled pool
+ * (provisioning, ready, in-use or disconnected), else their failed desktop of an entitled
+ * dedicated pool (restarted on the disk it kept; memory permitting), else a ready spare of the first entitled pool
  * in config order that has one, else a new desktop in the first entitled pool with room
  * (max_desktops) whose memory fits: @mem_used + pool memory <= @mem_budget. Reads the store,
  * changes nothing. Returns 0, VDI_EDENIED (entitled to no pool), VDI_ECAPACITY (every entitled

@@ -41,15 +41,24 @@ int brk_usage(brk_store_t *st, const char *pool, uint64_t *mem_used, unsigned *n
 
 struct find_ctx {
     const char *user; /* own desktop of this user, or a spare when NULL */
+    bool failed;      /* with user: the newest failed one instead of a live one */
     const char *pool;
     int64_t id;
     char pool_found[64];
+    uint64_t memory;
 };
 
 static int find_cb(const brk_desktop_t *d, void *ctx)
 {
     struct find_ctx *f = ctx;
-    if (f->user) {
+    if (f->user && f->failed) {
+        if (strcmp(d->owner, f->user) != 0 || d->state != BRK_DS_FAILED)
+            return 0;
+        f->id = d->id; /* keep going: the newest wins */
+        snprintf(f->pool_found, sizeof(f->pool_found), "%s", d->pool);
+        f->memory = d->memory;
+        return 0;
+    } else if (f->user) {
         if (strcmp(d->owner, f->user) != 0 || !live(d->state) || d->state == BRK_DS_RECYCLING)
             return 0;
     } else {
@@ -83,6 +92,20 @@ int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const c
     rc = brk_usage(st, NULL, &mem_used, NULL);
     if (rc < 0)
         return rc;
+    /* 1b. Their failed desktop of a dedicated pool: it kept its disk; start it again. */
+    struct find_ctx ff = {.user = user, .failed = true};
+    rc = brk_store_desktop_foreach(st, true, find_cb, &ff);
+    if (rc < 0)
+        return rc;
+    if (ff.id) {
+        const brk_pool_config_t *p = brk_config_pool(cfg, ff.pool_found);
+        if (p && p->type == BRK_POOL_DEDICATED && brk_pool_entitled(p, user, groups, n_groups)) {
+            if (mem_used + ff.memory > mem_budget)
+                return VDI_ECAPACITY;
+            *out = (brk_pick_t){.kind = BRK_PICK_RESTART, .desktop = ff.id, .pool = p};
+            return 0;
+        }
+    }
     /* 2. A ready spare; 3. a new desktop. Spares first across all pools: a spare is instant. */
     for (size_t i = 0; i < cfg->n_pools; i++) {
         const brk_pool_config_t *p = &cfg->pools[i];

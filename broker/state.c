@@ -7,7 +7,8 @@
  *                 recycling ──> gone        failed ──> recycling | gone
  *
  * Any live state may fail (the VMM died or never became ready). A dedicated desktop goes back
- * to ready when its user logs out; a floating one goes to recycling.
+ * to ready when its user logs out; a floating one goes to recycling. A failed dedicated desktop
+ * kept its disk and goes back to provisioning when its user logs in again.
  */
 #include <string.h>
 
@@ -35,7 +36,7 @@ static const unsigned allowed[BRK_DS__COUNT] = {
         B(BRK_DS_IN_USE) | B(BRK_DS_READY) | B(BRK_DS_RECYCLING) | B(BRK_DS_FAILED),
     [BRK_DS_RECYCLING] = B(BRK_DS_GONE) | B(BRK_DS_FAILED),
     [BRK_DS_GONE] = 0,
-    [BRK_DS_FAILED] = B(BRK_DS_RECYCLING) | B(BRK_DS_GONE),
+    [BRK_DS_FAILED] = B(BRK_DS_PROVISIONING) | B(BRK_DS_RECYCLING) | B(BRK_DS_GONE),
 };
 
 const char *brk_desktop_state_name(brk_desktop_state_t s)

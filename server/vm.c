@@ -491,7 +491,14 @@ static int vm_clone(srv_vm_t *vm, char **overlay, char **kernel, char **initrd, 
     uint32_t version = 0;
     snprintf(holder, sizeof(holder), "desktop-%" PRId64, vm->id);
     *overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
-    int rc = img_catalog_clone(s->catalog, vm->image, 0, *overlay, holder, &version);
+    int rc;
+    if (vm->image_version && access(*overlay, F_OK) == 0) {
+        /* A dedicated desktop started again: its own disk, on the version it was made from. */
+        version = vm->image_version;
+        rc = 0;
+    } else {
+        rc = img_catalog_clone(s->catalog, vm->image, 0, *overlay, holder, &version);
+    }
     if (rc < 0) {
         snprintf(why, whylen, "cannot clone image %s: %s", vm->image,
                  rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(rc));
@@ -659,6 +666,31 @@ static int vm_provision(srv_t *s, const brk_pool_config_t *pool, const char *own
     return 0;
 }
 
+/* Start a failed dedicated desktop again on the disk it kept. */
+static int vm_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, srv_vm_t **out)
+{
+    brk_desktop_t d;
+    int rc = brk_store_desktop_get(s->store, id, &d);
+    if (rc < 0)
+        return rc;
+    srv_vm_t *vm = vm_new(s, &d);
+    vm->pid = 0;
+    rc = vm_set_state(vm, BRK_DS_PROVISIONING, "started again for its user");
+    if (rc < 0) {
+        vm_free(vm);
+        return rc;
+    }
+    char why[200] = "";
+    rc = vm_spawn(vm, pool, why, sizeof(why));
+    if (rc < 0) {
+        VDI_LOG_ERR("desktop=%" PRId64 " %s", id, why);
+        vm_gone(vm, true, why);
+        return rc;
+    }
+    *out = vm;
+    return 0;
+}
+
 /* The VMM is gone (or never started): the desktop ends failed or gone; its files go (a
  * dedicated desktop that failed keeps its disk for the admin). Frees @vm. */
 static void vm_gone(srv_vm_t *vm, bool failed, const char *reason)
@@ -673,7 +705,13 @@ static void vm_gone(srv_vm_t *vm, bool failed, const char *reason)
         vm_set_state(vm, BRK_DS_RECYCLING, reason);
     vm_set_state(vm, failed ? BRK_DS_FAILED : BRK_DS_GONE, reason);
     brk_store_audit(s->store, NULL, failed ? "vmm.failed" : "vmm.exit", vm->id, vm->owner, reason);
-    brk_store_desktop_set_vmm(s->store, vm->id, 0, "", 0);
+    if (keep_disk) {
+        char *disk = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
+        brk_store_desktop_set_vmm(s->store, vm->id, 0, disk, vm->image_version);
+        free(disk);
+    } else {
+        brk_store_desktop_set_vmm(s->store, vm->id, 0, "", 0);
+    }
     if (vm->session) {
         srv_session_t *se = vm->session;
         vm->session = NULL;
@@ -923,6 +961,18 @@ int srv__login(srv_t *s, const char *user, const char *const *groups, size_t n_g
         l->status = rc;
         snprintf(l->msg, sizeof(l->msg), "internal error; the administrator was told");
         VDI_LOG_ERR("user=%s placement failed: %s", user, vdi_strerror(rc));
+    } else if (pick.kind == BRK_PICK_RESTART) {
+        srv_vm_t *vm;
+        rc = vm_restart(s, pick.desktop, pick.pool, &vm);
+        if (rc < 0) {
+            l->done = true;
+            l->status = rc;
+            snprintf(l->msg, sizeof(l->msg), "your desktop could not be started");
+        } else {
+            l->desktop = vm->id;
+            VDI_LOG_INFO("user=%s desktop=%" PRId64 " pool=%s: dedicated desktop restarted", user,
+                         vm->id, pick.pool->name);
+        }
     } else if (pick.kind == BRK_PICK_NEW) {
         srv_vm_t *vm;
         rc = vm_provision(s, pick.pool, user, &vm);
@@ -1004,7 +1054,12 @@ void srv__session_close(srv_session_t *se, const char *reason)
 {
     srv_vm_t *vm = se->vm;
     srv_t *s = se->s;
-    if (vm) {
+    if (vm && s->stopping) {
+        /* vdid is stopping, not the desktop: it stays as it is, and the next vdid marks it
+         * disconnected when it re-attaches. */
+        brk_store_session_close(s->store, se->id, reason);
+        vm->session = NULL;
+    } else if (vm) {
         brk_store_session_close(s->store, se->id, reason);
         vm->session = NULL;
         if (vm->state == BRK_DS_IN_USE) {

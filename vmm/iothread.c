@@ -14,6 +14,10 @@
 #include "vmm/internal.h"
 #include "vmm/vm-private.h"
 
+/* Set on the I/O thread itself: a callback that removes its own fd must not wait for itself
+ * (known from the first instruction, unlike the pthread_t the creator stores). */
+static __thread bool on_iothread;
+
 int vmm__iothread_init(vmm_vm_t *vm)
 {
     vm->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -66,7 +70,7 @@ int vmm__iothread_add_fd(vmm_vm_t *vm, int fd, vmm_fd_fn fn, void *opaque)
 
 void vmm__iothread_del_fd(vmm_vm_t *vm, int fd)
 {
-    bool self = vm->iothread_started && pthread_equal(pthread_self(), vm->iothread);
+    bool self = on_iothread;
     pthread_mutex_lock(&vm->fd_lock);
     struct vm_fd *f = find_fd(vm, fd);
     if (f) {
@@ -86,6 +90,7 @@ static void *iothread_main(void *arg)
 {
     vmm_vm_t *vm = arg;
     struct epoll_event evs[32];
+    on_iothread = true;
     pthread_setname_np(pthread_self(), "vmm-io");
     for (;;) {
         int n = epoll_wait(vm->epfd, evs, VDI_ARRAY_SIZE(evs), -1);

@@ -18,7 +18,7 @@ struct vcpu {
     int fd;
     struct kvm_run *run;
     pthread_t thread;
-    bool started;
+    atomic_bool started; /* set by the main thread, read by kick_all() on any thread */
 };
 
 struct vm_slot {

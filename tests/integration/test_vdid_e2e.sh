@@ -110,10 +110,15 @@ db=$(owner_desktop bob)
 t_check "to another desktop" bash -c 'test -n "$1" && test "$1" != "$2"' _ "$db" "$da"
 t_check "which does not show alice's keys" test "$(val region_before)" != "$shown"
 
-# ---- restart vdid with both desktops running
+# ---- restart vdid with both desktops running, one of them with a viewer attached
+VDI_TEST_PASSWORD=pw-bob "$VNC" "127.0.0.1:$port" bob --ca "$ca" --hold 20000 >"$T/held.out" 2>>"$T/vnc.log" &
+held=$!
+t_wait_for 20 grep -q first_frame "$T/held.out" || t_fail "bob's held viewer did not get in"
 kill -TERM "$vdid"; wait "$vdid"
+wait "$held"
 t_check "the VMMs outlive vdid" kill -0 "$pid_a"
 start_vdid
+t_check "bob's session record says why it ended" bash -c '"$1" sessions list --all | grep -q "the server is shutting down"' _ "$VDICTL"
 t_check "both desktops are still listed" bash -c 'test "$("$1" desktops list --json | grep -c "\"state\": \"disconnected\"")" = 2' _ "$VDICTL"
 login alice
 t_check "alice reaches her desktop after the restart" test "$rc" = 0

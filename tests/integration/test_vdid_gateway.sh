@@ -99,6 +99,7 @@ login() { # login USER [ARGS...]: the viewer's output line; its exit status in $
 }
 live_count() { "$VDICTL" desktops list --json | grep -c '"state"' || true; }
 count_is() { test "$(live_count)" = "$1"; }
+dfield() { "$VDICTL" desktops show "$1" --json | sed -n "s/^ *\"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p"; }
 state_of() { "$VDICTL" desktops show "$1" --json | sed -n 's/^ *"state": "\(.*\)",$/\1/p'; }
 state_is() { test "$(state_of "$1")" = "$2"; }
 owner_desktop() { # the live desktop of USER
@@ -163,6 +164,19 @@ start=$(date +%s)
 login carol --hold 8000
 t_check "an idle viewer is disconnected before it would have left" test $(( $(date +%s) - start )) -lt 7
 t_check "its session ended for being idle" bash -c '"$1" sessions list --all | grep -q "idle timeout"' _ "$VDICTL"
+
+# ---- a dedicated desktop whose VMM dies is started again on its own disk at the next login
+pc=$(dfield "$dc" vmm_pid)
+disk_c=$(dfield "$dc" overlay)
+kill -9 "$pc"
+t_check "carol's dedicated desktop is failed after kill -9" t_wait_for 10 state_is "$dc" failed
+t_check "its disk is kept" test -f "$disk_c"
+login carol --hold 100
+t_check "carol logs in again" test "$rc" = 0
+t_check "to the same desktop, started again" bash -c 'test "$1" = "$2"' _ "$(owner_desktop carol)" "$dc"
+t_check "on the same disk" test "$(dfield "$dc" overlay)" = "$disk_c"
+t_check "by a new VMM" test "$(dfield "$dc" vmm_pid)" != "$pc"
+t_check "the restart is audited" bash -c '"$1" audit tail -n 100 | grep -q "desktop=$2.*from=failed to=provisioning"' _ "$VDICTL" "$dc"
 
 # ---- floating: recycled after disconnect_timeout (1 s), its files deleted
 t_check "bob's floating desktop is recycled after the disconnect timeout" t_wait_for 10 state_is "$db" gone

@@ -84,7 +84,7 @@ t_check "a shutdown by deadline exits 5 (got $rc)" test "$rc" = 5
 # shutdown with a guest that listens to the power button: it powers off (status 0).
 t_bg "$VMM" --kernel "$P" --mem 64 --cmdline button --control "$T/c4" --serial-log "$T/button.serial" 2>"$T/button.err"
 pid=$!
-t_wait_for 20 grep -q "PAYLOAD button armed" "$T/button.serial" || t_fail "the guest did not arm the power button"
+t_wait_for 20 grep -qs "PAYLOAD button armed" "$T/button.serial" || t_fail "the guest did not arm the power button"
 out=$("$CTL" -w shutdown "$T/c4" '{"cmd":"shutdown","timeout_ms":20000}')
 wait $pid
 rc=$?

@@ -21,7 +21,7 @@ static int setup(void **state)
     static struct fx f;
     char err[128];
     const char *text = "[pool lab]\nimage=t\nusers=alice, bob\nmax_desktops=2\nmemory=256M\n"
-                       "[pool office]\nimage=t\ngroups=staff\nmemory=512M\n";
+                       "[pool office]\nimage=t\ntype=dedicated\ngroups=staff\nmemory=512M\n";
     if (brk_store_open(":memory:", &f.st) != 0 ||
         brk_config_parse(text, strlen(text), "t", &f.cfg, err, sizeof(err)) != 0)
         return -1;
@@ -67,6 +67,26 @@ static void test_new_then_existing(void **state)
     /* a failed desktop is not reused: a fresh one */
     assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_FAILED, "crash"), 0);
     assert_int_equal(brk_pick(f->st, f->cfg, "alice", NULL, 0, 1ull << 40, &p), 0);
+    assert_int_equal(p.kind, BRK_PICK_NEW);
+}
+
+static void test_dedicated_restart(void **state)
+{
+    struct fx *f = *state;
+    brk_pick_t p;
+    int64_t id;
+    const char *g[] = {"staff"};
+    assert_int_equal(brk_store_desktop_create(f->st, "office", "carol", "t", 512 * MIB, &id), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_FAILED, "killed"), 0);
+    /* a failed dedicated desktop is started again on its disk */
+    assert_int_equal(brk_pick(f->st, f->cfg, "carol", g, 1, 1ull << 40, &p), 0);
+    assert_int_equal(p.kind, BRK_PICK_RESTART);
+    assert_int_equal(p.desktop, id);
+    /* ...if its memory fits */
+    assert_int_equal(brk_pick(f->st, f->cfg, "carol", g, 1, 256 * MIB, &p), VDI_ECAPACITY);
+    /* once the admin cleared it away, she gets a new one */
+    assert_int_equal(brk_store_desktop_set_state(f->st, id, BRK_DS_GONE, "cleared"), 0);
+    assert_int_equal(brk_pick(f->st, f->cfg, "carol", g, 1, 1ull << 40, &p), 0);
     assert_int_equal(p.kind, BRK_PICK_NEW);
 }
 
@@ -129,6 +149,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_denied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_then_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedicated_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

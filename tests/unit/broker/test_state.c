@@ -31,6 +31,7 @@ static void test_lifecycle(void **state)
     for (int s = BRK_DS_PROVISIONING; s <= BRK_DS_RECYCLING; s++)
         assert_true(brk_desktop_transition_ok(s, BRK_DS_FAILED));
     assert_true(brk_desktop_transition_ok(BRK_DS_FAILED, BRK_DS_GONE));
+    assert_true(brk_desktop_transition_ok(BRK_DS_FAILED, BRK_DS_PROVISIONING));
 }
 
 static void test_forbidden(void **state)
@@ -38,7 +39,8 @@ static void test_forbidden(void **state)
     (void)state;
     for (int s = 0; s < BRK_DS__COUNT; s++) {
         assert_false(brk_desktop_transition_ok(BRK_DS_GONE, s)); /* gone is final */
-        assert_false(brk_desktop_transition_ok(s, BRK_DS_PROVISIONING));
+        if (s != BRK_DS_FAILED) /* only a failed (dedicated) desktop is started again */
+            assert_false(brk_desktop_transition_ok(s, BRK_DS_PROVISIONING));
         assert_false(brk_desktop_transition_ok(s, s));
     }
     assert_false(brk_desktop_transition_ok(BRK_DS_FAILED, BRK_DS_READY));
