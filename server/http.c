@@ -8,8 +8,8 @@
  *
  * Limits: SRV_HTTP_MAX_* per request (answered 413/414/431 and closed), MAX_CONNS connections
  * (MAX_CONNS_PER_ADDR from one address; WebSocket consoles are not counted: they have tokens),
- * a request must arrive within HEADER_TIMEOUT_MS of the previous answer (or of the TLS handshake)
- * and a kept-alive connection idle for IDLE_TIMEOUT_MS is closed.
+ * a request must arrive whole within HEADER_TIMEOUT_MS of the TLS handshake or of its own first
+ * byte, and a kept-alive connection idle for IDLE_TIMEOUT_MS is closed.
  */
 #define VDI_LOG_TAG "web"
 #include <arpa/inet.h>
@@ -60,6 +60,7 @@ struct hconn {
     bool closing;
     bool close_after; /* the answer in flight ends the connection */
     bool in_process;  /* process() is on the stack: it takes the next request itself */
+    bool started;     /* bytes of the next request arrived: it must be complete in time */
     unsigned refs;    /* self + tls + timer */
     char peer[64];
 };
@@ -225,7 +226,9 @@ static void finish(struct hconn *c)
         return;
     }
     srv__httpreq_reset(c->req);
-    arm(c, IDLE_TIMEOUT_MS);
+    /* Idle until the next request starts; from its first byte it has HEADER_TIMEOUT_MS. */
+    c->started = c->in.len > 0;
+    arm(c, c->started ? HEADER_TIMEOUT_MS : IDLE_TIMEOUT_MS);
     if (!c->reading) {
         c->reading = true;
         auth_tls_read_start(c->tls, on_read, c);
@@ -420,6 +423,10 @@ static void on_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx
     if (vdi_buf_append(&c->in, data, (size_t)nread) < 0) {
         conn_close(c);
         return;
+    }
+    if (!c->x && !c->started) {
+        c->started = true; /* slow senders (slowloris) get HEADER_TIMEOUT_MS for the request */
+        arm(c, HEADER_TIMEOUT_MS);
     }
     if (c->x && c->in.len > MAX_BUFFERED) {
         auth_tls_read_stop(c->tls); /* resumed when the answer is out */

@@ -96,6 +96,12 @@ post() { # post USER PATH [JSON] -> body, status in $T/status
 get() { c -b "$(jar "$1")" -w '\n%{http_code}' "$B$2"; }
 status_of() { tail -n1 <<<"$1"; }
 
+# A slow client (slowloris): half a request, then nothing. Checked at the end.
+slow_start=$(date +%s)
+{ (printf 'GET / HTTP/1.1\r\nHost: x\r\n'; sleep 17) |
+    { timeout 60 openssl s_client -quiet -connect "127.0.0.1:$port" >/dev/null 2>&1; date +%s >"$T/slow.end"; }; } \
+    >/dev/null 2>&1 &
+
 # ---- static files and headers
 c -D "$T/h-index" -o "$T/index.html" "$B/"
 t_check "the portal page is served" grep -q 'id="login-form"' "$T/index.html"
@@ -240,6 +246,10 @@ t_check "a control character in a header is 400" raw_is "GET / HTTP/1.1\r\nHost:
 chunk=$(head -c 20480 /dev/zero | tr '\0' a)
 t_check "a chunked body over the limit is 413" raw_is "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n$chunk\r\n0\r\n\r\n" "HTTP/1.1 413 Content Too Large"
 t_check "pipelined requests are answered in order" bash -c 'printf "GET /style.css HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" | timeout 10 openssl s_client -quiet -connect "127.0.0.1:$1" 2>/dev/null | grep "^HTTP/1.1" | tr -d "\r" | paste -sd, | grep -qx "HTTP/1.1 200 OK,HTTP/1.1 404 Not Found"' _ "$port"
+t_check "a request that does not complete in 15 s is dropped" t_wait_for 40 test -s "$T/slow.end"
+slow=$(( $(cat "$T/slow.end") - slow_start ))
+t_check "after 15 s, not before (${slow} s)" test "$slow" -ge 14 -a "$slow" -le 22
+
 many_pipelined() { # 300 requests in one go, the last one closing: 300 answers, in order
     { for i in $(seq 1 299); do printf 'GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n'; done
       printf 'GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'; } |
