@@ -39,6 +39,7 @@ typedef struct srv {
     uv_timer_t tick_timer;    /* vm.c: deadlines, retries, polls, spares */
     uv_timer_t deliver_timer; /* vm.c: login results, delivered from the loop */
     uint64_t last_spares;
+    uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */
     bool spares_wanted;
     char *vmm_path; /* cfg->vmm, or vdi-vmm next to vdid */
     bool vms_started;

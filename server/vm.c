@@ -28,9 +28,11 @@
 #define SPARES_EVERY_MS  2000
 #define CTL_MAX_LINE     (64 * 1024)
 #define CONNECT_RETRY_MS 50
+#define SPARE_BACKOFF_MS 30000 /* after a spare failed to start: no image, a broken VMM... */
 
 struct ctl_conn;
 struct vmproc;
+struct prep;
 
 struct srv_vm {
     srv_t *s;
@@ -44,6 +46,7 @@ struct srv_vm {
     pid_t pid;
     struct vmproc *proc;   /* NULL when we did not start it (re-attached) or it was reaped */
     struct ctl_conn *ctl;  /* NULL between connection attempts */
+    struct prep *prep;     /* disk being made in the thread pool */
     bool ctl_up;           /* connected at least once */
     uint64_t next_connect; /* ms: next control connect attempt (0: none wanted) */
     uint64_t deadline;     /* ms: ready / shutdown deadline for the current state (0: none) */
@@ -163,9 +166,15 @@ static srv_vm_t *vm_new(srv_t *s, const brk_desktop_t *d)
     return vm;
 }
 
+static void prep_abandon(struct prep *p, bool stopping);
+
 static void vm_free(srv_vm_t *vm)
 {
     vdi_list_remove(&vm->link);
+    if (vm->prep) {
+        prep_abandon(vm->prep, vm->s->stopping);
+        vm->prep = NULL;
+    }
     ctl_close(vm);
     if (vm->proc) {
         vm->proc->vm = NULL; /* its exit callback frees it */
@@ -480,44 +489,76 @@ static void read_small(const char *path, char *buf, size_t n)
         buf[--got] = 0;
 }
 
-/* The desktop's system disk: an O(1) qcow2 overlay on the current version of the pool's image,
- * with a reference in the catalogue for this desktop. Blocking, but small: a header and a
- * reference file, no data copy. */
-static int vm_clone(srv_vm_t *vm, char **overlay, char **kernel, char **initrd, char *cmdline,
-                    size_t cmdlen, char *why, size_t whylen)
-{
-    srv_t *s = vm->s;
+/* Getting a desktop's disk and boot files ready runs in libuv's thread pool: the clone writes
+ * and syncs a small qcow2 header and a reference file, which the loop must not wait for. */
+struct prep {
+    uv_work_t req;
+    srv_vm_t *vm; /* NULL once abandoned (the desktop went away, or vdid is stopping) */
+    const brk_pool_config_t *pool;
+    img_catalog_t *cat;
+    char image[64];
     char holder[32];
-    uint32_t version = 0;
-    snprintf(holder, sizeof(holder), "desktop-%" PRId64, vm->id);
-    *overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
+    uint32_t version; /* in: the version of a kept disk (0: clone a new one); out: the version */
+    bool cloned;      /* out: a new overlay was made */
+    bool cat_closing; /* abandoned because vdid is stopping */
+    char *datadir, *rundir, *overlay;
+    char *kernel, *initrd;
+    char cmdline[2048];
     int rc;
-    if (vm->image_version && access(*overlay, F_OK) == 0) {
-        /* A dedicated desktop started again: its own disk, on the version it was made from. */
-        version = vm->image_version;
-        rc = 0;
-    } else {
-        rc = img_catalog_clone(s->catalog, vm->image, 0, *overlay, holder, &version);
+    char why[200];
+};
+
+static void prep_work(uv_work_t *req) /* Thread: pool */
+{
+    struct prep *p = vdi_container_of(req, struct prep, req);
+    if (mkdir(p->rundir, 0700) < 0 && errno != EEXIST) {
+        p->rc = -errno;
+        snprintf(p->why, sizeof(p->why), "cannot create %s: %s", p->rundir, vdi_strerror(p->rc));
+        return;
     }
-    if (rc < 0) {
-        snprintf(why, whylen, "cannot clone image %s: %s", vm->image,
-                 rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(rc));
-        return rc;
+    if (mkdir(p->datadir, 0700) < 0 && errno != EEXIST) {
+        p->rc = -errno;
+        snprintf(p->why, sizeof(p->why), "cannot create %s: %s", p->datadir, vdi_strerror(p->rc));
+        return;
     }
-    vm->image_version = version;
-    rc = img_catalog_path(s->catalog, vm->image, version, "kernel", kernel);
-    if (rc < 0) {
-        snprintf(why, whylen, "image %s version %u has no kernel", vm->image, version);
-        return rc;
+    if (!p->version || access(p->overlay, F_OK) != 0) {
+        p->rc = img_catalog_clone(p->cat, p->image, 0, p->overlay, p->holder, &p->version);
+        if (p->rc < 0) {
+            snprintf(p->why, sizeof(p->why), "cannot clone image %s: %s", p->image,
+                     p->rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(p->rc));
+            return;
+        }
+        p->cloned = true;
     }
-    if (img_catalog_path(s->catalog, vm->image, version, "initrd", initrd) < 0)
-        *initrd = NULL;
+    /* else: a dedicated desktop started again on its own disk, on the version it came from */
+    p->rc = img_catalog_path(p->cat, p->image, p->version, "kernel", &p->kernel);
+    if (p->rc < 0) {
+        snprintf(p->why, sizeof(p->why), "image %s version %u has no kernel", p->image, p->version);
+        return;
+    }
+    if (img_catalog_path(p->cat, p->image, p->version, "initrd", &p->initrd) < 0)
+        p->initrd = NULL;
     char *cl = NULL;
-    cmdline[0] = 0;
-    if (img_catalog_path(s->catalog, vm->image, version, "cmdline", &cl) == 0)
-        read_small(cl, cmdline, cmdlen);
+    if (img_catalog_path(p->cat, p->image, p->version, "cmdline", &cl) == 0)
+        read_small(cl, p->cmdline, sizeof(p->cmdline));
     free(cl);
-    return 0;
+}
+
+static void prep_abandon(struct prep *p, bool stopping)
+{
+    p->vm = NULL;
+    p->cat_closing = stopping;
+    uv_cancel((uv_req_t *)&p->req); /* not started yet: prep_done runs with UV_ECANCELED */
+}
+
+static void prep_free(struct prep *p)
+{
+    free(p->datadir);
+    free(p->rundir);
+    free(p->overlay);
+    free(p->kernel);
+    free(p->initrd);
+    free(p);
 }
 
 static void vm_unref_image(srv_vm_t *vm)
@@ -533,28 +574,20 @@ static void vm_unref_image(srv_vm_t *vm)
     vm->image_version = 0;
 }
 
-static int vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen)
+/* Start the VMM once the disk is ready (loop). */
+static int vm_exec(srv_vm_t *vm, struct prep *pr, char *why, size_t whylen)
 {
     srv_t *s = vm->s;
-    char mem[32], vcpus[16], fb[32], cmdline[2048];
-    char *overlay = NULL, *kernel = NULL, *initrd = NULL, *log = NULL;
+    const brk_pool_config_t *pool = pr->pool;
+    char mem[32], vcpus[16], fb[32];
+    char *overlay = pr->overlay, *kernel = pr->kernel, *initrd = pr->initrd;
+    char *cmdline = pr->cmdline;
+    char *log = NULL;
     int logfd = -1, rc;
 
-    if (mkdir(vm->rundir, 0700) < 0 && errno != EEXIST) {
-        rc = -errno;
-        snprintf(why, whylen, "cannot create %s: %s", vm->rundir, vdi_strerror(rc));
-        return rc;
-    }
-    if (mkdir(vm->datadir, 0700) < 0 && errno != EEXIST) {
-        rc = -errno;
-        snprintf(why, whylen, "cannot create %s: %s", vm->datadir, vdi_strerror(rc));
-        return rc;
-    }
+    vm->image_version = pr->version;
     unlink(vm->ctl_path);
     unlink(vm->dpy_path);
-    rc = vm_clone(vm, &overlay, &kernel, &initrd, cmdline, sizeof(cmdline), why, whylen);
-    if (rc < 0)
-        goto out;
     log = vdi_xasprintf("%s/vmm.log", vm->datadir);
     logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (logfd < 0) {
@@ -635,10 +668,59 @@ out:
     if (logfd >= 0)
         close(logfd);
     free(log);
-    free(overlay);
-    free(kernel);
-    free(initrd);
     return rc;
+}
+
+static void prep_done(uv_work_t *req, int status)
+{
+    struct prep *p = vdi_container_of(req, struct prep, req);
+    srv_vm_t *vm = p->vm;
+    if (status == UV_ECANCELED && p->rc == 0) {
+        p->rc = -ECANCELED;
+        snprintf(p->why, sizeof(p->why), "cancelled");
+    }
+    if (!vm) {
+        /* The desktop was destroyed meanwhile: take back a disk made for it. With vdid
+         * stopping, leave it: the next vdid finds the desktop and decides. */
+        if (p->cloned && !p->cat_closing) {
+            unlink(p->overlay);
+            rmdir(p->datadir);
+            img_catalog_unref(p->cat, p->image, p->version, p->holder);
+        }
+        prep_free(p);
+        return;
+    }
+    vm->prep = NULL;
+    char why[200];
+    int rc = p->rc;
+    if (rc == 0) {
+        vm->image_version = p->version;
+        rc = vm_exec(vm, p, why, sizeof(why));
+    } else {
+        snprintf(why, sizeof(why), "%s", p->why);
+    }
+    prep_free(p);
+    if (rc < 0) {
+        VDI_LOG_ERR("desktop=%" PRId64 " %s", vm->id, why);
+        vm_gone(vm, true, why);
+    }
+}
+
+/* Get the disk ready (thread pool), then start the VMM (prep_done). */
+static void vm_spawn(srv_vm_t *vm, const brk_pool_config_t *pool)
+{
+    struct prep *p = vdi_xcalloc(1, sizeof(*p));
+    p->vm = vm;
+    p->pool = pool;
+    p->cat = vm->s->catalog;
+    snprintf(p->image, sizeof(p->image), "%s", vm->image);
+    snprintf(p->holder, sizeof(p->holder), "desktop-%" PRId64, vm->id);
+    p->version = vm->image_version;
+    p->datadir = vdi_xstrdup(vm->datadir);
+    p->rundir = vdi_xstrdup(vm->rundir);
+    p->overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
+    vm->prep = p;
+    uv_queue_work(vm->s->loop, &p->req, prep_work, prep_done);
 }
 
 /* A new desktop in @pool for @owner ("" for a spare). On failure nothing is left but the
@@ -654,13 +736,7 @@ static int vm_provision(srv_t *s, const brk_pool_config_t *pool, const char *own
     snprintf(d.owner, sizeof(d.owner), "%s", owner);
     snprintf(d.image, sizeof(d.image), "%s", pool->image);
     srv_vm_t *vm = vm_new(s, &d);
-    char why[200] = "";
-    rc = vm_spawn(vm, pool, why, sizeof(why));
-    if (rc < 0) {
-        VDI_LOG_ERR("desktop=%" PRId64 " %s", id, why);
-        vm_gone(vm, true, why);
-        return rc;
-    }
+    vm_spawn(vm, pool);
     if (out)
         *out = vm;
     return 0;
@@ -680,13 +756,7 @@ static int vm_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, srv_v
         vm_free(vm);
         return rc;
     }
-    char why[200] = "";
-    rc = vm_spawn(vm, pool, why, sizeof(why));
-    if (rc < 0) {
-        VDI_LOG_ERR("desktop=%" PRId64 " %s", id, why);
-        vm_gone(vm, true, why);
-        return rc;
-    }
+    vm_spawn(vm, pool);
     *out = vm;
     return 0;
 }
@@ -701,6 +771,13 @@ static void vm_gone(srv_vm_t *vm, bool failed, const char *reason)
 
     if (vm->state == BRK_DS_RECYCLING && failed)
         failed = false;
+    if (failed && !vm->owner[0] && vm->state == BRK_DS_PROVISIONING && pool) {
+        /* A spare that never came up: do not make another at once (and another...). */
+        size_t i = (size_t)(pool - s->cfg->pools);
+        s->spare_retry_at[i] = vdi_now_ms() + SPARE_BACKOFF_MS;
+        VDI_LOG_WARN("pool=%s: a spare failed to start (%s); next try in %d s", pool->name, reason,
+                     SPARE_BACKOFF_MS / 1000);
+    }
     if (!failed && vm->state != BRK_DS_RECYCLING)
         vm_set_state(vm, BRK_DS_RECYCLING, reason);
     vm_set_state(vm, failed ? BRK_DS_FAILED : BRK_DS_GONE, reason);
@@ -822,6 +899,8 @@ static void spares_check(srv_t *s)
             if (!vm->owner[0] && (vm->state == BRK_DS_PROVISIONING || vm->state == BRK_DS_READY))
                 spares++;
         }
+        if (vdi_now_ms() < s->spare_retry_at[i])
+            continue;
         while (spares < p->min_spares && live < p->max_desktops) {
             uint64_t used = 0;
             if (brk_usage(s->store, NULL, &used, NULL) < 0 || used + p->memory > s->memory_budget)
@@ -1159,6 +1238,7 @@ int srv__vms_start(srv_t *s)
 {
     vdi_list_init(&s->vms);
     vdi_list_init(&s->logins);
+    s->spare_retry_at = vdi_xcalloc(s->cfg->n_pools + 1, sizeof(*s->spare_retry_at));
     /* Sessions are connections: none survives the vdid that carried it. */
     struct ids open = {0};
     int rc = brk_store_session_foreach(s->store, false, collect_session, &open);
@@ -1221,4 +1301,6 @@ void srv__vms_stop(srv_t *s)
     }
     uv_close((uv_handle_t *)&s->tick_timer, NULL);
     uv_close((uv_handle_t *)&s->deliver_timer, NULL);
+    free(s->spare_retry_at);
+    s->spare_retry_at = NULL;
 }

@@ -41,6 +41,12 @@ image = testdesk
 memory = 128M
 min_spares = 2
 users = alice
+
+# a pool whose image does not exist: its spare fails, and is not retried in a loop
+[pool ghost]
+image = nosuch
+memory = 16M
+min_spares = 1
 CONF
 
 # count STATE: desktops in that state
@@ -66,6 +72,15 @@ t_check "its control socket is in the run dir" test -S "$T/run/vm/$d1/control.so
 t_check "its log is in the state dir" test -f "$T/state/desktops/$d1/vmm.log"
 out=$("$VDICTL" status --json)
 t_check "status counts the memory in use" grep -q "\"used\": $((256 << 20))" <<<"$out"
+
+ghost_failed() { "$VDICTL" desktops list --pool ghost --state failed --json | grep -c '"id"' || true; }
+t_check "the ghost pool's spare failed" t_wait_for 10 test "$(ghost_failed)" -ge 1
+t_check "saying why" bash -c '"$1" desktops list --pool ghost --state failed | grep -q "cannot clone image nosuch: no such image"' _ "$VDICTL"
+sleep 3
+t_check "and was not retried at once" test "$(ghost_failed)" = 1
+t_check "the log says when it retries" grep -q "pool=ghost: a spare failed to start.*next try in 30 s" "$T/vdid.log"
+gid=$("$VDICTL" desktops list --pool ghost --state failed --json | sed -n 's/^ *"id": \([0-9]*\),$/\1/p')
+t_check "nothing of it is left on disk" test ! -e "$T/state/desktops/$gid"
 
 # ---- kill -9 of a VMM
 kill -9 "$p1"
