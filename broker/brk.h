@@ -71,6 +71,13 @@ typedef struct {
     uint32_t ready_timeout_s;    /* a new desktop that is not ready after this long has failed */
     uint32_t shutdown_timeout_s; /* a recycled VMM that has not exited after this long is killed */
     int log_level;               /* VDI_LOG_LEVEL_* */
+    /* The web portal (server/http.c, server/portal*.c). */
+    char *web_listen;            /* HTTPS address "HOST:PORT"; NULL when "off" */
+    char *web_root;              /* portal pages (NULL: found next to vdid) */
+    char *novnc_dir;             /* the noVNC package (NULL: found next to vdid) */
+    uint32_t web_session_idle_s; /* a web session unused this long ends */
+    uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
+    uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
     brk_auth_config_t auth;
     brk_pool_config_t *pools;
     size_t n_pools;

@@ -31,6 +31,7 @@ enum opt_type {
     T_STRING,   /* any non-empty text */
     T_NAME,     /* [A-Za-z0-9._-]+, at most MAX_NAME bytes */
     T_ADDR,     /* HOST:PORT */
+    T_ADDR_OFF, /* HOST:PORT, or "off" (the field stays NULL) */
     T_U32,      /* integer in [min, max] */
     T_SIZE,     /* size with K/M/G/T suffix in [min, max] */
     T_DURATION, /* seconds, or a number with s/m/h/d suffix, in [min, max] seconds */
@@ -74,6 +75,13 @@ static const struct opt daemon_opts[] = {
     {"ready_timeout", T_DURATION, CF(ready_timeout_s), 0, "60", 1, DAY, false},
     {"shutdown_timeout", T_DURATION, CF(shutdown_timeout_s), 0, "10", 1, 3600, false},
     {"log_level", T_LOGLEVEL, CF(log_level), 0, "info", 0, 0, false},
+    /* The web portal (server/http.c, server/portal*.c). */
+    {"web_listen", T_ADDR_OFF, CF(web_listen), 0, "0.0.0.0:8443", 0, 0, false},
+    {"web_root", T_PATH, CF(web_root), 0, NULL, 0, 0, false},   /* found next to vdid */
+    {"novnc_dir", T_PATH, CF(novnc_dir), 0, NULL, 0, 0, false}, /* found next to vdid */
+    {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
+    {"web_session_max", T_DURATION, CF(web_session_max_s), 0, "12h", 60, 7 * DAY, false},
+    {"web_token_ttl", T_DURATION, CF(web_token_ttl_s), 0, "30", 1, 300, false},
 };
 
 #define AF(f) offsetof(brk_config_t, auth.f)
@@ -282,6 +290,13 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         free(*(char **)field);
         *(char **)field = vdi_xstrdup(v);
         return 0;
+    case T_ADDR_OFF:
+        if (strcmp(v, "off") == 0) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+            return 0;
+        }
+        /* fall through */
     case T_ADDR:
         if (!valid_addr(v))
             return fail(p, "%s: '%s' is not HOST:PORT (port 0-65535)", o->key, v);
@@ -397,6 +412,9 @@ void brk_config_free(brk_config_t *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->pam_service);
+    free(cfg->web_listen);
+    free(cfg->web_root);
+    free(cfg->novnc_dir);
     for (size_t i = 0; i < cfg->n_pools; i++)
         pool_free_fields(&cfg->pools[i]);
     free(cfg->pools);

@@ -5,12 +5,14 @@
 # var/demo-password), then runs vdid in the foreground. Ctrl-C stops vdid; the desktops keep
 # running and the next `make demo` re-attaches to them (stop them with `vdictl desktops destroy`).
 #
-# Environment: VDI_DEMO_LISTEN (default 0.0.0.0:5900), VDI_DEMO_DIR (default ./var).
+# Environment: VDI_DEMO_LISTEN (default 0.0.0.0:5900), VDI_DEMO_WEB_LISTEN (the web portal,
+# default 0.0.0.0:8443), VDI_DEMO_DIR (default ./var).
 set -euo pipefail
 src=${VDI_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 bin=${VDI_BIN:-$src/build/bin}
 var=${VDI_DEMO_DIR:-$src/var}
 listen=${VDI_DEMO_LISTEN:-0.0.0.0:5900}
+web_listen=${VDI_DEMO_WEB_LISTEN:-0.0.0.0:8443} # the web portal (docs/api.md)
 user=vdi-demo
 elf=$src/build/testdesk/testdesk.elf
 disk=$src/build/testdesk/system.qcow2
@@ -58,6 +60,7 @@ cat >"$var/vdid.conf" <<CONF
 state_dir = $state
 run_dir = $run
 listen = $listen
+web_listen = $web_listen
 vmm = $bin/vdi-vmm
 pam_service = vdi
 
@@ -90,6 +93,8 @@ cat <<EOF
 
   connect with TigerVNC:
     vncviewer -SecurityTypes X509Plain -X509CA $state/tls/cert.pem $host::$port
+  or with a browser:
+    https://$host:${web_listen##*:}/   (accept the self-signed certificate)
 
   admin:     VDI_ADMIN_SOCKET=$run/vdid.sock $bin/vdictl status | desktops list | sessions list
   stop:      Ctrl-C (desktops keep running; the next make demo re-attaches)

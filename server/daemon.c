@@ -16,6 +16,7 @@
 #include "auth/auth.h"
 #include "common/vdi.h"
 #include "golden-images/img.h"
+#include "server/internal-web.h"
 #include "server/internal.h"
 
 void srv__notify(const char *state)
@@ -249,6 +250,8 @@ void srv__daemon_stop(srv_t *s, const char *why)
         srv__gateway_close(s->gateway);
         s->gateway = NULL;
     }
+    srv__web_close(s->web); /* the web portal */
+    s->web = NULL;
     if (s->vms_started)
         srv__vms_stop(s);
     s->vms_started = false;
@@ -276,6 +279,9 @@ int srv__daemon_run(srv_t *s)
         goto out;
     }
     rc = srv__gateway_start(s, &s->gateway);
+    if (rc < 0)
+        goto out;
+    rc = srv__web_start(s, &s->web); /* the web portal */
     if (rc < 0)
         goto out;
     rc = srv__admin_start(s, &s->admin);

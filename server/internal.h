@@ -33,6 +33,7 @@ typedef struct srv {
     struct auth *auth;           /* auth/: TLS, PAM, VeNCrypt */
     struct img_catalog *catalog; /* golden-images/: STATE_DIR/images */
     srv_gateway_t *gateway;
+    struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
     vdi_list_t logins;        /* srv_login_t waiting for a desktop */
     uv_timer_t tick_timer;    /* vm.c: deadlines, retries, polls, spares */

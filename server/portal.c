@@ -1,0 +1,888 @@
+/* server/portal.c: the web portal's routes (docs/api.md): static pages and noVNC (loaded into
+ * memory at start, so serving them never touches the disk), the JSON API (login through PAM,
+ * session cookie, CSRF token, desktops, connect, disconnect, logout, admin calls) and the
+ * WebSocket entry /ws.
+ *
+ * Web sessions: the cookie `vdi_session` (HttpOnly, Secure, SameSite=Strict) holds an auth/
+ * session token (only its digest is stored; idle and absolute lifetimes from the config). Each
+ * session also has a CSRF token, returned by login and /api/me, which every POST but login must
+ * carry in X-CSRF-Token; a POST whose Origin is present must be our own origin. Login itself
+ * needs a JSON body (no cross-site form can send one) and the same Origin rule.
+ */
+#define VDI_LOG_TAG "portal"
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "common/vdi.h"
+#include "golden-images/img.h"
+#include "server/internal-web.h"
+#include "server/internal.h"
+
+#define COOKIE_NAME      "vdi_session"
+#define MAX_SESSIONS     4096
+#define MAX_FILE_BYTES   (4u << 20)
+#define MAX_STATIC_BYTES (64u << 20)
+#define MAX_STATIC_FILES 2048
+
+struct sfile {
+    char *path; /* URL path */
+    uint8_t *data;
+    size_t len;
+    const char *ctype;
+    char etag[40];
+    bool immutable_ish; /* scripts and styles: cache an hour; pages: revalidate */
+};
+
+struct wsess {
+    vdi_list_t link;
+    uint8_t digest[SHA256_DIGEST_LENGTH]; /* of the cookie token */
+    char id[40];                          /* tags consoles; not a secret */
+    char csrf[AUTH_TOKEN_LEN + 1];
+    auth_identity_t *who;
+};
+
+struct srv_portal {
+    srv_t *s;
+    auth_tokens_t *tokens;
+    vdi_list_t sessions; /* struct wsess */
+    size_t n_sessions;
+    vdi_list_t consoles; /* srv_console_t, portal-console.c */
+    struct sfile *files;
+    size_t n_files;
+    size_t static_bytes;
+};
+
+srv_t *srv__portal_srv(srv_portal_t *p)
+{
+    return p->s;
+}
+
+vdi_list_t *srv__portal_consoles(srv_portal_t *p)
+{
+    return &p->consoles;
+}
+
+/* ---- static files ----------------------------------------------------------------------------- */
+static const char *mime_type(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".woff2", "font/woff2"},
+    };
+    const char *dot = strrchr(path, '.');
+    if (dot)
+        for (size_t i = 0; i < VDI_ARRAY_SIZE(types); i++)
+            if (strcmp(dot, types[i].ext) == 0)
+                return types[i].type;
+    return NULL; /* not served */
+}
+
+static int load_file(srv_portal_t *p, const char *fs, const char *url)
+{
+    const char *ctype = mime_type(url);
+    if (!ctype)
+        return 0;
+    int fd = open(fs, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_FILE_BYTES ||
+        p->static_bytes + (size_t)st.st_size > MAX_STATIC_BYTES || p->n_files >= MAX_STATIC_FILES) {
+        close(fd);
+        VDI_LOG_ERR("web file %s: not a regular file, or over the size limits", fs);
+        return -EFBIG;
+    }
+    uint8_t *data = vdi_xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+        if (n <= 0) {
+            int err = n < 0 ? -errno : -EIO;
+            close(fd);
+            free(data);
+            return err;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    p->files = vdi_xrealloc(p->files, (p->n_files + 1) * sizeof(*p->files));
+    struct sfile *f = &p->files[p->n_files++];
+    f->path = vdi_xstrdup(url);
+    f->data = data;
+    f->len = got;
+    f->ctype = ctype;
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256(data, got, d);
+    snprintf(f->etag, sizeof(f->etag), "\"%02x%02x%02x%02x%02x%02x%02x%02x\"", d[0], d[1], d[2],
+             d[3], d[4], d[5], d[6], d[7]);
+    f->immutable_ish = strcmp(ctype, mime_type("x.html")) != 0;
+    p->static_bytes += got;
+    return 0;
+}
+
+/* Load @dir recursively under the URL prefix @url ("" or "/novnc"). */
+static int load_dir(srv_portal_t *p, const char *dir, const char *url, int depth)
+{
+    if (depth > 8)
+        return 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *fs = vdi_xasprintf("%s/%s", dir, e->d_name);
+        char *u = vdi_xasprintf("%s/%s", url, e->d_name);
+        struct stat st;
+        if (stat(fs, &st) == 0) {
+            if (S_ISDIR(st.st_mode))
+                rc = load_dir(p, fs, u, depth + 1);
+            else if (S_ISREG(st.st_mode))
+                rc = load_file(p, fs, u);
+        }
+        free(fs);
+        free(u);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The first of @cands (relative to vdid's own directory) that is a directory, or NULL. */
+static char *find_dir(const char *const *cands, size_t n)
+{
+    char self[512];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0)
+        return NULL;
+    self[len] = 0;
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return NULL;
+    *slash = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path = vdi_xasprintf("%s/%s", self, cands[i]);
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return path;
+        free(path);
+    }
+    return NULL;
+}
+
+static int load_static(srv_portal_t *p)
+{
+    const brk_config_t *cfg = p->s->cfg;
+    /* Installed: PREFIX/share/vdi/{web,novnc}; a checkout: build/bin/ or build/TAG/bin/. */
+    static const char *const web_cands[] = {"../share/vdi/web", "../../server/web",
+                                            "../../../server/web"};
+    static const char *const novnc_cands[] = {
+        "../share/vdi/novnc",
+        "../../deploy/deps/npm/node_modules/@novnc/novnc",
+        "../../../deploy/deps/npm/node_modules/@novnc/novnc",
+    };
+    char *web =
+        cfg->web_root ? vdi_xstrdup(cfg->web_root) : find_dir(web_cands, VDI_ARRAY_SIZE(web_cands));
+    if (!web) {
+        VDI_LOG_ERR("the portal's pages were not found next to vdid; set web_root");
+        return VDI_ECONFIG;
+    }
+    int rc = load_dir(p, web, "", 0);
+    if (rc < 0) {
+        VDI_LOG_ERR("web_root=%s: %s", web, vdi_strerror(rc));
+        free(web);
+        return rc == -ENOENT || rc == -ENOTDIR ? VDI_ECONFIG : rc;
+    }
+    char *novnc = cfg->novnc_dir ? vdi_xstrdup(cfg->novnc_dir)
+                                 : find_dir(novnc_cands, VDI_ARRAY_SIZE(novnc_cands));
+    if (novnc) {
+        char *core = vdi_xasprintf("%s/core", novnc);
+        char *vendor = vdi_xasprintf("%s/vendor", novnc);
+        rc = load_dir(p, core, "/novnc/core", 0);
+        if (rc == 0)
+            rc = load_dir(p, vendor, "/novnc/vendor", 0);
+        free(core);
+        free(vendor);
+    }
+    if (!novnc || rc < 0) {
+        /* The portal still works (login, desktops, admin); the viewer page says noVNC is
+         * missing. Pages are part of the source tree, noVNC comes from npm at install time. */
+        VDI_LOG_WARN("novnc_dir=%s: noVNC not found (%s): browser consoles will not work; run "
+                     "deploy/install-deps.sh or set novnc_dir",
+                     novnc ? novnc : "(auto)", novnc ? vdi_strerror(rc) : "no candidate");
+    }
+    VDI_LOG_INFO("portal: %zu files (%zu KiB) from %s and %s", p->n_files, p->static_bytes >> 10,
+                 web, novnc ? novnc : "(no noVNC)");
+    free(web);
+    free(novnc);
+    return 0;
+}
+
+static const struct sfile *find_file(const srv_portal_t *p, const char *path)
+{
+    for (size_t i = 0; i < p->n_files; i++)
+        if (strcmp(p->files[i].path, path) == 0)
+            return &p->files[i];
+    return NULL;
+}
+
+static void serve_static(srv_portal_t *p, srv_httpx_t *x)
+{
+    const srv_httpreq_info_t *r = srv__httpx_req(x);
+    const char *path = strcmp(r->path, "/") == 0 ? "/index.html" : r->path;
+    const struct sfile *f = find_file(p, path);
+    if (!f) {
+        srv__httpx_respond(x, 404, "text/plain; charset=utf-8", NULL, "not found\n", 10, false);
+        return;
+    }
+    char headers[256];
+    snprintf(headers, sizeof(headers), "ETag: %s\r\nCache-Control: %s\r\n", f->etag,
+             f->immutable_ish ? "public, max-age=3600" : "no-cache");
+    if (r->if_none_match[0] && strstr(r->if_none_match, f->etag)) {
+        srv__httpx_respond(x, 304, NULL, headers, NULL, 0, false);
+        return;
+    }
+    srv__httpx_respond(x, 200, f->ctype, headers, f->data, f->len, false);
+}
+
+/* ---- sessions --------------------------------------------------------------------------------- */
+static void sess_free(struct srv_portal *p, struct wsess *ws)
+{
+    vdi_list_remove(&ws->link);
+    p->n_sessions--;
+    auth_identity_free(ws->who);
+    vdi_wipe(ws, sizeof(*ws));
+    free(ws);
+}
+
+/* The request's web session, or NULL (no cookie, expired, revoked). */
+static struct wsess *session_of(srv_portal_t *p, srv_httpx_t *x)
+{
+    char tok[AUTH_TOKEN_LEN + 1];
+    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
+    if (!tok[0])
+        return NULL;
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)tok, strlen(tok), d);
+    struct wsess *found = NULL;
+    vdi_list_t *it;
+    for (it = p->sessions.next; it != &p->sessions; it = it->next) {
+        struct wsess *ws = vdi_list_entry(it, struct wsess, link);
+        if (CRYPTO_memcmp(ws->digest, d, sizeof(d)) == 0)
+            found = ws;
+    }
+    const char *user = NULL;
+    int rc = auth_session_check(p->tokens, tok, &user);
+    vdi_wipe(tok, sizeof(tok));
+    if (rc < 0) {
+        if (found)
+            sess_free(p, found); /* expired: forget it */
+        return NULL;
+    }
+    return found;
+}
+
+/* Drop our records of sessions auth/ no longer has (expired), oldest first, when full. */
+static void sessions_trim(srv_portal_t *p)
+{
+    if (p->n_sessions < MAX_SESSIONS)
+        return;
+    struct wsess *old = vdi_list_entry(p->sessions.next, struct wsess, link);
+    sess_free(p, old);
+}
+
+/* Same origin: Origin absent (not a browser, or a same-origin GET) or "https://" + Host. */
+static bool origin_ok(const srv_httpreq_info_t *r, bool required)
+{
+    if (!r->origin[0])
+        return !required;
+    return strncasecmp(r->origin, "https://", 8) == 0 && r->host[0] &&
+           strcasecmp(r->origin + 8, r->host) == 0;
+}
+
+static bool is_json(const srv_httpreq_info_t *r)
+{
+    return strncasecmp(r->content_type, "application/json", 16) == 0 &&
+           (r->content_type[16] == 0 || r->content_type[16] == ';' || r->content_type[16] == ' ');
+}
+
+/* A POST body as a JSON object (empty body: {}), or NULL after answering 400/415. */
+static json_t *json_body(srv_httpx_t *x)
+{
+    const srv_httpreq_info_t *r = srv__httpx_req(x);
+    if (r->body_len == 0)
+        return json_object();
+    if (!is_json(r)) {
+        srv__httpx_error(x, 415, "the body must be JSON (Content-Type: application/json)");
+        return NULL;
+    }
+    json_error_t e;
+    json_t *j = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &e);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        srv__httpx_error(x, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *me_json(const struct wsess *ws)
+{
+    return json_pack("{s:s, s:b, s:s}", "user", ws->who->username, "admin", ws->who->is_admin,
+                     "csrf", ws->csrf);
+}
+
+/* ---- login ------------------------------------------------------------------------------------ */
+struct login_job {
+    srv_portal_t *p;
+    srv_httpx_t *x; /* NULL once the client went away */
+};
+
+static void login_aborted(void *ctx)
+{
+    struct login_job *j = ctx;
+    j->x = NULL;
+}
+
+static void b64url(const uint8_t *in, size_t n, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc = acc << 8 | in[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = a[(acc >> bits) & 63];
+        }
+    }
+    if (bits)
+        out[o++] = a[(acc << (6 - bits)) & 63];
+    out[o] = 0;
+}
+
+static void on_checked(int status, auth_identity_t *id, const char *reason, void *ctx)
+{
+    struct login_job *j = ctx;
+    srv_portal_t *p = j->p;
+    srv_httpx_t *x = j->x;
+    free(j);
+    if (!x) {
+        auth_identity_free(id);
+        return;
+    }
+    srv__httpx_on_abort(x, NULL, NULL);
+    if (status < 0) {
+        int code = status == VDI_EAUTH                          ? 401
+                   : status == VDI_ELOCKOUT || status == -EBUSY ? 429
+                                                                : 500;
+        srv__httpx_error(x, code, reason && reason[0] ? reason : vdi_strerror(status));
+        return;
+    }
+    const brk_config_t *cfg = p->s->cfg;
+    char tok[AUTH_TOKEN_LEN + 1];
+    sessions_trim(p);
+    int rc = auth_session_create(p->tokens, id->username, cfg->web_session_idle_s * 1000u,
+                                 cfg->web_session_max_s * 1000u, tok);
+    uint8_t rnd[32];
+    if (rc == 0 && RAND_bytes(rnd, sizeof(rnd)) != 1)
+        rc = VDI_ETLS;
+    if (rc < 0) {
+        auth_identity_free(id);
+        srv__httpx_error(x, 503, "cannot open a session now; try again later");
+        return;
+    }
+    struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
+    SHA256((const uint8_t *)tok, strlen(tok), ws->digest);
+    b64url(rnd, sizeof(rnd), ws->csrf);
+    snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
+             ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
+             ws->digest[6], ws->digest[7]);
+    ws->who = id;
+    vdi_list_push_tail(&p->sessions, &ws->link);
+    p->n_sessions++;
+    brk_store_audit(p->s->store, "web", "web.login", 0, id->username, srv__httpx_peer(x));
+    char hdr[256];
+    snprintf(hdr, sizeof(hdr),
+             "Set-Cookie: " COOKIE_NAME "=%s; Path=/; Max-Age=%u; HttpOnly; Secure; "
+             "SameSite=Strict\r\n",
+             tok, cfg->web_session_max_s);
+    vdi_wipe(tok, sizeof(tok));
+    srv__httpx_json(x, 200, hdr, me_json(ws));
+    vdi_wipe(hdr, sizeof(hdr));
+}
+
+static void api_login(srv_portal_t *p, srv_httpx_t *x)
+{
+    const srv_httpreq_info_t *r = srv__httpx_req(x);
+    if (!is_json(r)) {
+        srv__httpx_error(x, 415, "the body must be JSON (Content-Type: application/json)");
+        return;
+    }
+    json_t *j = json_body(x);
+    if (!j)
+        return;
+    const char *user = json_string_value(json_object_get(j, "username"));
+    const char *pass = json_string_value(json_object_get(j, "password"));
+    if (!user || !pass || !user[0] || !pass[0]) {
+        json_decref(j);
+        srv__httpx_error(x, 400, "username and password are required");
+        return;
+    }
+    struct login_job *job = vdi_xcalloc(1, sizeof(*job));
+    job->p = p;
+    job->x = x;
+    int rc =
+        auth_check_password(p->s->auth, "web", user, pass, srv__httpx_peer(x), on_checked, job);
+    vdi_wipe((char *)pass, strlen(pass)); /* jansson's copy; the body is wiped by the caller */
+    json_decref(j);
+    if (rc < 0) {
+        free(job);
+        srv__httpx_error(x, rc == -EINVAL ? 400 : 503,
+                         rc == -EINVAL ? "username or password too long or malformed"
+                                       : "cannot check passwords now; try again later");
+        return;
+    }
+    srv__httpx_on_abort(x, login_aborted, job);
+}
+
+/* ---- the user's desktops ---------------------------------------------------------------------- */
+struct desk_ctx {
+    const char *user;
+    json_t *list;
+};
+
+static int desk_cb(const brk_desktop_t *d, void *ctx)
+{
+    struct desk_ctx *dc = ctx;
+    if (strcmp(d->owner, dc->user) != 0 || d->state == BRK_DS_FAILED)
+        return 0;
+    json_array_append_new(dc->list, json_pack("{s:I, s:s, s:s}", "id", (json_int_t)d->id, "pool",
+                                              d->pool, "state", brk_desktop_state_name(d->state)));
+    return 0;
+}
+
+static void api_desktops(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
+{
+    const brk_config_t *cfg = p->s->cfg;
+    struct desk_ctx dc = {.user = ws->who->username, .list = json_array()};
+    brk_store_desktop_foreach(p->s->store, false, desk_cb, &dc);
+    json_t *pools = json_array();
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        const brk_pool_config_t *pl = &cfg->pools[i];
+        if (!brk_pool_entitled(pl, ws->who->username, (const char *const *)ws->who->groups,
+                               ws->who->ngroups))
+            continue;
+        json_array_append_new(pools, json_pack("{s:s, s:s, s:s, s:I, s:i, s:i}", "name", pl->name,
+                                               "type", brk_pool_type_name(pl->type), "image",
+                                               pl->image, "memory", (json_int_t)pl->memory, "width",
+                                               (int)pl->fb_width, "height", (int)pl->fb_height));
+    }
+    srv__httpx_json(x, 200, NULL,
+                    json_pack("{s:s, s:o, s:o}", "user", ws->who->username, "desktops", dc.list,
+                              "pools", pools));
+}
+
+/* ---- connect ---------------------------------------------------------------------------------- */
+struct connect_job {
+    srv_portal_t *p;
+    srv_httpx_t *x;
+    srv_login_t *login;
+    char user[64];
+    char sess[40];
+    char peer[64];
+};
+
+static void connect_aborted(void *ctx)
+{
+    struct connect_job *j = ctx;
+    srv__login_cancel(j->login);
+    free(j);
+}
+
+static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
+{
+    struct connect_job *j = ctx;
+    srv_portal_t *p = j->p;
+    srv_httpx_t *x = j->x;
+    srv__httpx_on_abort(x, NULL, NULL);
+    if (status < 0) {
+        brk_store_audit(p->s->store, "web", "login.refused", 0, j->user, msg);
+        srv__httpx_error(x, status == VDI_ECAPACITY ? 503 : status == VDI_EDENIED ? 403 : 409, msg);
+        free(j);
+        return;
+    }
+    int64_t id = srv__vm_id(vm);
+    char desk[24], tok[AUTH_TOKEN_LEN + 1];
+    snprintf(desk, sizeof(desk), "%" PRId64, id);
+    uint32_t ttl_ms = p->s->cfg->web_token_ttl_s * 1000u;
+    int rc = srv__console_open(p, vm, j->user, j->peer, j->sess, ttl_ms);
+    if (rc == 0)
+        rc = auth_console_token_issue(p->tokens, j->user, desk, ttl_ms, tok);
+    if (rc < 0) {
+        srv__console_kick(p, j->user, id, NULL, "internal error");
+        srv__httpx_error(x, 500, "internal error; the administrator was told");
+        VDI_LOG_ERR("user=%s desktop=%" PRId64 " browser console: %s", j->user, id,
+                    vdi_strerror(rc));
+        free(j);
+        return;
+    }
+    char ws_url[128];
+    snprintf(ws_url, sizeof(ws_url), "/ws?desktop=%" PRId64 "&token=%s", id, tok);
+    srv__httpx_json(x, 200, NULL,
+                    json_pack("{s:I, s:s, s:s, s:i}", "desktop", (json_int_t)id, "token", tok, "ws",
+                              ws_url, "expires_in", (int)(ttl_ms / 1000)));
+    vdi_wipe(tok, sizeof(tok));
+    vdi_wipe(ws_url, sizeof(ws_url));
+    free(j);
+}
+
+static void api_connect(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
+{
+    struct connect_job *j = vdi_xcalloc(1, sizeof(*j));
+    j->p = p;
+    j->x = x;
+    snprintf(j->user, sizeof(j->user), "%s", ws->who->username);
+    snprintf(j->sess, sizeof(j->sess), "%s", ws->id);
+    snprintf(j->peer, sizeof(j->peer), "%s", srv__httpx_peer(x));
+    brk_store_audit(p->s->store, "web", "login", 0, j->user, j->peer);
+    int rc = srv__login(p->s, ws->who->username, (const char *const *)ws->who->groups,
+                        ws->who->ngroups, on_desktop, j, &j->login);
+    if (rc < 0) {
+        free(j);
+        srv__httpx_error(x, 500, "internal error; the administrator was told");
+        return;
+    }
+    srv__httpx_on_abort(x, connect_aborted, j);
+}
+
+/* ---- disconnect, logout ----------------------------------------------------------------------- */
+struct kick_ctx {
+    const char *user;
+    int64_t desktop;
+    int64_t ids[64];
+    size_t n;
+};
+
+static int sess_cb(const brk_session_t *se, void *ctx)
+{
+    struct kick_ctx *k = ctx;
+    if (strcmp(se->user, k->user) == 0 && (k->desktop == 0 || se->desktop == k->desktop) &&
+        k->n < VDI_ARRAY_SIZE(k->ids))
+        k->ids[k->n++] = se->id;
+    return 0;
+}
+
+static void api_disconnect(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
+{
+    json_t *j = json_body(x);
+    if (!j)
+        return;
+    json_t *d = json_object_get(j, "desktop");
+    if (!json_is_integer(d) || json_integer_value(d) <= 0) {
+        json_decref(j);
+        srv__httpx_error(x, 400, "\"desktop\" must be a desktop id");
+        return;
+    }
+    struct kick_ctx k = {.user = ws->who->username, .desktop = json_integer_value(d)};
+    json_decref(j);
+    unsigned n = srv__console_kick(p, k.user, k.desktop, NULL, "disconnected by the user");
+    brk_store_session_foreach(p->s->store, false, sess_cb, &k);
+    for (size_t i = 0; i < k.n; i++)
+        if (srv__session_kick(p->s, k.ids[i], "disconnected by the user") == 0)
+            n++;
+    srv__httpx_json(x, 200, NULL, json_pack("{s:i}", "disconnected", (int)n));
+}
+
+static const char clear_cookie[] =
+    "Set-Cookie: " COOKIE_NAME "=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict\r\n";
+
+static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
+{
+    char tok[AUTH_TOKEN_LEN + 1];
+    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
+    auth_session_revoke(p->tokens, tok);
+    vdi_wipe(tok, sizeof(tok));
+    srv__console_kick(p, NULL, 0, ws->id, "logged out");
+    brk_store_audit(p->s->store, "web", "web.logout", 0, ws->who->username, srv__httpx_peer(x));
+    sess_free(p, ws);
+    srv__httpx_json(x, 200, clear_cookie, json_pack("{s:b}", "ok", 1));
+}
+
+/* ---- admin ------------------------------------------------------------------------------------ */
+struct images_job {
+    uv_work_t req;
+    srv_portal_t *p;
+    srv_httpx_t *x;
+    char *state_dir;
+    json_t *result;
+    char err[160];
+};
+
+static void images_aborted(void *ctx)
+{
+    struct images_job *j = ctx;
+    j->x = NULL;
+}
+
+static void images_work(uv_work_t *req)
+{
+    struct images_job *j = req->data;
+    img_catalog_t *cat = NULL;
+    char **names = NULL;
+    size_t n = 0;
+    int rc = img_catalog_open(j->state_dir, &cat);
+    if (rc == 0)
+        rc = img_catalog_list(cat, &names, &n);
+    if (rc < 0) {
+        snprintf(j->err, sizeof(j->err), "image catalogue: %s", vdi_strerror(rc));
+        img_catalog_close(cat);
+        return;
+    }
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        uint32_t *vers = NULL, cur = 0;
+        size_t nv = 0;
+        json_t *v = json_array();
+        if (img_catalog_versions(cat, names[i], &vers, &nv) == 0)
+            for (size_t k = 0; k < nv; k++)
+                json_array_append_new(v, json_integer(vers[k]));
+        free(vers);
+        img_catalog_current(cat, names[i], &cur);
+        json_array_append_new(list, json_pack("{s:s, s:i, s:o}", "name", names[i], "current",
+                                              (int)cur, "versions", v));
+        free(names[i]);
+    }
+    free(names);
+    img_catalog_close(cat);
+    j->result = list;
+}
+
+static void images_done(uv_work_t *req, int status)
+{
+    struct images_job *j = req->data;
+    VDI_UNUSED(status);
+    if (j->x) {
+        srv__httpx_on_abort(j->x, NULL, NULL);
+        if (j->result)
+            srv__httpx_json(j->x, 200, NULL, json_pack("{s:b, s:O}", "ok", 1, "result", j->result));
+        else
+            srv__httpx_error(j->x, 500, j->err);
+    }
+    json_decref(j->result);
+    free(j->state_dir);
+    free(j);
+}
+
+static void api_images(srv_portal_t *p, srv_httpx_t *x)
+{
+    struct images_job *j = vdi_xcalloc(1, sizeof(*j));
+    j->p = p;
+    j->x = x;
+    j->req.data = j;
+    /* Our own handle on the catalogue (STATE_DIR/images), used in the thread pool only. */
+    j->state_dir = vdi_xstrdup(p->s->cfg->state_dir);
+    int rc = uv_queue_work(p->s->loop, &j->req, images_work, images_done);
+    if (rc < 0) {
+        free(j->state_dir);
+        free(j);
+        srv__httpx_error(x, 503, "busy; try again");
+        return;
+    }
+    srv__httpx_on_abort(x, images_aborted, j);
+}
+
+static void api_admin(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws, const char *cmd)
+{
+    if (!ws->who->is_admin) {
+        srv__httpx_error(x, 403, "administrators only");
+        return;
+    }
+    json_t *args = json_body(x);
+    if (!args)
+        return;
+    if (strcmp(cmd, "images.list") == 0) {
+        json_decref(args);
+        api_images(p, x);
+        return;
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail), "cmd=%.64s peer=%s", cmd, srv__httpx_peer(x));
+    if (!strstr(cmd, ".list") && strcmp(cmd, "status") != 0 && !strstr(cmd, ".show") &&
+        strcmp(cmd, "audit.tail") != 0)
+        brk_store_audit(p->s->store, ws->who->username, "web.admin", 0, ws->who->username, detail);
+    json_t *req = json_pack("{s:s, s:o}", "cmd", cmd, "args", args);
+    json_t *reply = srv__admin_dispatch(p->s, req);
+    json_decref(req);
+    bool ok = json_is_true(json_object_get(reply, "ok"));
+    srv__httpx_json(x, ok ? 200 : 400, NULL, reply);
+}
+
+/* ---- WebSocket entry -------------------------------------------------------------------------- */
+static void ws_entry(srv_portal_t *p, srv_httpx_t *x)
+{
+    const srv_httpreq_info_t *r = srv__httpx_req(x);
+    char desk[24], tok[AUTH_TOKEN_LEN + 8];
+    uint64_t id = 0;
+    /* Cross-site WebSocket hijacking: browsers always send Origin on WebSockets. */
+    if (!origin_ok(r, true)) {
+        VDI_LOG_WARN_RL("peer=%s WebSocket from a foreign origin '%.64s' refused",
+                        srv__httpx_peer(x), r->origin);
+        srv__httpx_error(x, 403, "WebSocket from another origin");
+        return;
+    }
+    if (!r->is_upgrade) {
+        srv__httpx_error(x, 426, "this is a WebSocket endpoint");
+        return;
+    }
+    if (!srv__http_query(r->query, "desktop", desk, sizeof(desk)) ||
+        vdi_parse_u64(desk, 1, INT64_MAX, &id) < 0 ||
+        !srv__http_query(r->query, "token", tok, sizeof(tok))) {
+        srv__httpx_error(x, 400, "desktop and token are required");
+        return;
+    }
+    char *user = NULL;
+    int rc = auth_console_token_redeem(p->tokens, tok, desk, &user);
+    vdi_wipe(tok, sizeof(tok));
+    auth_tls_t *tls = NULL;
+    vdi_buf_t early = VDI_BUF_INIT;
+    if (srv__httpx_upgrade(x, &tls, &early) < 0) {
+        free(user);
+        return;
+    }
+    if (rc < 0) {
+        VDI_LOG_WARN_RL("desktop=%s console token refused: %s", desk, vdi_strerror(rc));
+        vdi_buf_free(&early);
+        srv__console_refuse(p, tls, SRV_WS_CLOSE_TOKEN,
+                            rc == VDI_EDENIED ? "this token is for another desktop"
+                                              : "the connection link expired or was already used");
+        return;
+    }
+    srv__console_attach(p, (int64_t)id, user, tls, &early);
+    free(user);
+}
+
+/* ---- routing ---------------------------------------------------------------------------------- */
+void srv__portal_handle(srv_portal_t *p, srv_httpx_t *x)
+{
+    const srv_httpreq_info_t *r = srv__httpx_req(x);
+    const char *path = r->path;
+
+    if (strcmp(path, "/ws") == 0) {
+        ws_entry(p, x);
+        return;
+    }
+    if (strncmp(path, "/api/", 5) != 0) {
+        if (r->method != SRV_HTTP_GET && r->method != SRV_HTTP_HEAD) {
+            srv__httpx_respond(x, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
+                               "method not allowed\n", 19, false);
+            return;
+        }
+        serve_static(p, x);
+        return;
+    }
+    /* The API. */
+    bool post = r->method == SRV_HTTP_POST;
+    if (!post && r->method != SRV_HTTP_GET) {
+        srv__httpx_json(x, 405, "Allow: GET, POST\r\n",
+                        json_pack("{s:s}", "error", "method not allowed"));
+        return;
+    }
+    if (post && !origin_ok(r, false)) {
+        srv__httpx_error(x, 403, "request from another origin");
+        return;
+    }
+    if (strcmp(path, "/api/login") == 0) {
+        if (!post)
+            srv__httpx_json(x, 405, "Allow: POST\r\n", json_pack("{s:s}", "error", "use POST"));
+        else
+            api_login(p, x); /* the body is wiped when the request is done (http-parse.c) */
+        return;
+    }
+    struct wsess *ws = session_of(p, x);
+    if (!ws) {
+        srv__httpx_json(x, 401, clear_cookie,
+                        json_pack("{s:s}", "error", "not logged in, or the session expired"));
+        return;
+    }
+    if (post && (strlen(r->csrf) != strlen(ws->csrf) ||
+                 CRYPTO_memcmp(r->csrf, ws->csrf, strlen(ws->csrf)) != 0)) {
+        srv__httpx_error(x, 403, "missing or wrong X-CSRF-Token");
+        return;
+    }
+    if (strcmp(path, "/api/me") == 0 && !post) {
+        srv__httpx_json(x, 200, NULL, me_json(ws));
+    } else if (strcmp(path, "/api/desktops") == 0 && !post) {
+        api_desktops(p, x, ws);
+    } else if (strcmp(path, "/api/connect") == 0 && post) {
+        api_connect(p, x, ws);
+    } else if (strcmp(path, "/api/disconnect") == 0 && post) {
+        api_disconnect(p, x, ws);
+    } else if (strcmp(path, "/api/logout") == 0 && post) {
+        api_logout(p, x, ws);
+    } else if (strncmp(path, "/api/admin/", 11) == 0 && post) {
+        api_admin(p, x, ws, path + 11);
+    } else if (strncmp(path, "/api/admin/", 11) == 0 || strcmp(path, "/api/me") == 0 ||
+               strcmp(path, "/api/desktops") == 0 || strcmp(path, "/api/connect") == 0 ||
+               strcmp(path, "/api/disconnect") == 0 || strcmp(path, "/api/logout") == 0) {
+        srv__httpx_error(x, 405, "wrong method for this call");
+    } else {
+        srv__httpx_error(x, 404, "no such API call");
+    }
+}
+
+/* ---- life cycle ------------------------------------------------------------------------------- */
+int srv__portal_create(srv_t *s, srv_portal_t **out)
+{
+    srv_portal_t *p = vdi_xcalloc(1, sizeof(*p));
+    p->s = s;
+    vdi_list_init(&p->sessions);
+    vdi_list_init(&p->consoles);
+    int rc = load_static(p);
+    if (rc == 0)
+        rc = auth_tokens_create(2 * MAX_SESSIONS, NULL, NULL, &p->tokens);
+    if (rc < 0) {
+        srv__portal_destroy(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void srv__portal_destroy(srv_portal_t *p)
+{
+    if (!p)
+        return;
+    while (!vdi_list_empty(&p->sessions))
+        sess_free(p, vdi_list_entry(p->sessions.next, struct wsess, link));
+    auth_tokens_destroy(p->tokens);
+    for (size_t i = 0; i < p->n_files; i++) {
+        free(p->files[i].path);
+        free(p->files[i].data);
+    }
+    free(p->files);
+    free(p);
+}
