@@ -36,6 +36,16 @@ fi
 # npm packages (browser viewer and browser tests), if a module lists any.
 if [ -f "$here/deps/npm/package.json" ]; then
     npm_dir=$here/deps/npm
+    # A plain Debian 12 has no npm; Debian's own package brings it (with Debian's nodejs). Where
+    # node and npm came from elsewhere (e.g. a vendor nodejs package), those are used as they are.
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "install-deps: npm is missing; run as root (or: sudo apt-get install npm)" >&2
+            exit 1
+        fi
+        echo "install-deps: installing Debian's npm"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
+    fi
     if [ ! -d "$npm_dir/node_modules" ] || [ "$npm_dir/package-lock.json" -nt "$npm_dir/node_modules" ]; then
         echo "install-deps: installing npm packages into $npm_dir/node_modules"
         (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules)
