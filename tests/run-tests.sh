@@ -29,8 +29,10 @@ for suite in "$@"; do
     fi
     limit=$((limit * mult))
     start=$EPOCHREALTIME
-    # setsid: the suite and everything it started form one group the timeout can stop.
-    timeout --kill-after=10 "$limit" setsid "${cmd[@]}" </dev/null >"$log" 2>&1
+    # timeout runs the suite in a process group of its own and, when the time is up, signals the
+    # whole group, so what the suite started goes too (except daemons that made groups of their
+    # own, which the suites stop themselves).
+    timeout --kill-after=10 "$limit" "${cmd[@]}" </dev/null >"$log" 2>&1
     rc=$?
     secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
     cases=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | tail -n1 | sed -E 's/.* ([0-9]+) test.*/\1/')
