@@ -44,6 +44,7 @@ struct vmm_control {
     pthread_mutex_t ev_lock;
     vdi_buf_t events; /* queued event lines, each ending in \n */
     uint64_t shutdown_deadline;
+    bool quit; /* a quit or a signal came: no restart after this VM, whatever it stopped for */
     vmm_vm_t *vm;
 };
 
@@ -274,6 +275,7 @@ void vmm__control_handle(vmm_control_t *c, vmm_vm_t *vm, const char *line, char 
         if (ms == 0)
             vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "shutdown requested with no deadline");
     } else if (!strcmp(cmd, "quit")) {
+        c->quit = true;
         if (vm)
             vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "quit from the control socket");
     } else {
@@ -421,6 +423,7 @@ int vmm__control_serve(vmm_control_t *c, vmm_vm_t *vm)
             struct signalfd_siginfo si;
             if (read(c->sig_fd, &si, sizeof(si)) == sizeof(si)) {
                 VDI_LOG_INFO("vm=%s signal %u: stopping", vmm__vm_name(vm), si.ssi_signo);
+                c->quit = true;
                 vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "stopped by a signal");
             }
         }
@@ -484,4 +487,9 @@ void vmm__control_destroy(vmm_control_t *c)
     vdi_buf_free(&c->events);
     pthread_mutex_destroy(&c->ev_lock);
     free(c);
+}
+
+bool vmm__control_quit_requested(const vmm_control_t *c)
+{
+    return c->quit;
 }

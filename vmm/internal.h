@@ -285,6 +285,9 @@ void vmm__control_destroy(vmm_control_t *ctl); /* flushes pending events first; 
 int vmm__control_serve(vmm_control_t *ctl, vmm_vm_t *vm);
 /* Send what is queued to every client, waiting at most @timeout_ms. Thread: main. */
 void vmm__control_flush(vmm_control_t *ctl, unsigned timeout_ms);
+/* True once a client said quit or SIGTERM/SIGINT came, even if the VM was already stopping for
+ * another reason (a guest reboot): the caller must not restart the VM then. Thread: main. */
+bool vmm__control_quit_requested(const vmm_control_t *ctl);
 /* Queue an event for every client. Thread: any. */
 void vmm__control_event(vmm_control_t *ctl, const char *event, const char *reason);
 /* Handle one request line; the reply (one JSON object, no newline) is malloc'd in *reply. For

@@ -224,6 +224,12 @@ static int run(const struct vmm_config *cfg)
         vmm__vm_destroy(vm);
         vmm__control_flush(ctl, 1000);
         if (reason == VMM_STOP_REBOOT && cfg->restart_on_reboot) {
+            if (vmm__control_quit_requested(ctl)) {
+                /* The quit raced with the guest's reboot and lost (the first stop reason wins):
+                 * it still ends us, as if it had come first. */
+                status = exit_status(VMM_STOP_SHUTDOWN);
+                break;
+            }
             VDI_LOG_INFO("restarting the virtual machine after the guest's reboot");
             continue;
         }
