@@ -48,7 +48,11 @@ static void test_bad_lines_do_not_quit(void **state)
 {
     vmm_control_t *c = *state;
     static const char *const bad[] = {
-        "not json", "[1,2]", "{\"cmd\":42}", "{}", "{\"cmd\":\"quit\",\"cmd\":\"quit\"}",
+        "not json",
+        "[1,2]",
+        "{\"cmd\":42}",
+        "{}",
+        "{\"cmd\":\"quit\",\"cmd\":\"quit\"}",
         "{\"cmd\":\"frobnicate\"}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
