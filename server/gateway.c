@@ -553,20 +553,9 @@ int srv__gateway_start(srv_t *s, srv_gateway_t **out)
     char host[128];
     int rc;
 
-    const char *colon = strrchr(cfg->listen, ':');
-    size_t hl = (size_t)(colon - cfg->listen);
-    const char *h = cfg->listen;
-    if (h[0] == '[') {
-        h++;
-        hl -= 2;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)hl, h);
-    int port = atoi(colon + 1);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-        VDI_LOG_ERR("listen=%s: '%s' is not an IPv4 or IPv6 address", cfg->listen, host);
-        return VDI_ECONFIG;
-    }
+    rc = srv__listen_addr("listen", cfg->listen, &ss, host, sizeof(host));
+    if (rc < 0)
+        return rc;
     srv_gateway_t *gw = vdi_xcalloc(1, sizeof(*gw));
     gw->s = s;
     gw->refs = 1;
@@ -583,10 +572,7 @@ int srv__gateway_start(srv_t *s, srv_gateway_t **out)
         uv_close((uv_handle_t *)&gw->listener, on_listener_closed);
         return rc;
     }
-    int len = sizeof(ss);
-    uv_tcp_getsockname(&gw->listener, (struct sockaddr *)&ss, &len);
-    gw->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    gw->port = srv__bound_port(&gw->listener);
     auth_set_audit(s->auth, on_audit, s);
     VDI_LOG_INFO("RFB gateway listening on %s port %d", host, gw->port);
     *out = gw;

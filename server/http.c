@@ -508,20 +508,9 @@ int srv__web_start(srv_t *s, srv_web_t **out)
         VDI_LOG_INFO("web portal off (web_listen = off)");
         return 0;
     }
-    const char *colon = strrchr(listen, ':');
-    size_t hl = (size_t)(colon - listen);
-    const char *h = listen;
-    if (h[0] == '[') {
-        h++;
-        hl -= 2;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)hl, h);
-    int port = atoi(colon + 1);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-        VDI_LOG_ERR("web_listen=%s: '%s' is not an IPv4 or IPv6 address", listen, host);
-        return VDI_ECONFIG;
-    }
+    rc = srv__listen_addr("web_listen", listen, &ss, host, sizeof(host));
+    if (rc < 0)
+        return rc;
     srv_web_t *w = vdi_xcalloc(1, sizeof(*w));
     w->s = s;
     vdi_list_init(&w->conns);
@@ -542,10 +531,7 @@ int srv__web_start(srv_t *s, srv_web_t **out)
         uv_close((uv_handle_t *)&w->listener, on_listener_closed);
         return rc;
     }
-    int len = sizeof(ss);
-    uv_tcp_getsockname(&w->listener, (struct sockaddr *)&ss, &len);
-    w->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    w->port = srv__bound_port(&w->listener);
     VDI_LOG_INFO("web portal listening on %s port %d", host, w->port);
     *out = w;
     return 0;

@@ -20,6 +20,13 @@ typedef struct srv_session srv_session_t;
 typedef struct srv_gateway srv_gateway_t;
 struct auth;
 
+/* Listeners (listen.c). Parse a configured "HOST:PORT" or "[V6]:PORT" (config key @key, for the
+ * message) into @ss, with the host part in @host for logs. Returns 0 or VDI_ECONFIG (logged). */
+int srv__listen_addr(const char *key, const char *listen, struct sockaddr_storage *ss, char *host,
+                     size_t hostlen);
+/* The port @tcp is bound to (0 if unknown). */
+int srv__bound_port(const uv_tcp_t *tcp);
+
 /* The daemon. One per process; it borrows nothing and owns everything below. */
 typedef struct srv {
     uv_loop_t *loop;
