@@ -24,6 +24,26 @@ t_require_root() {
         t_skip "needs root"
     fi
 }
+# t_need REASON: skip with REASON, or fail under VDI_REQUIRE_KVM=1 (CI installs everything).
+t_need() {
+    if [ "${VDI_REQUIRE_KVM:-0}" = 1 ]; then t_fail "$*"; fi
+    t_skip "$*"
+}
+# t_require_pam_wrapper [nss]: set $libdir to the directory holding libpam_wrapper.so, with
+# pam_wrapper/pam_matrix.so under it (and libnss_wrapper.so, given "nss"); t_need otherwise.
+t_require_pam_wrapper() {
+    local d
+    libdir=
+    for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+        [ -r "$d/libpam_wrapper.so" ] && libdir=$d && break
+    done
+    if [ -z "$libdir" ] || [ ! -r "$libdir/pam_wrapper/pam_matrix.so" ]; then
+        t_need "libpam-wrapper (pam_wrapper, pam_matrix) is not installed"
+    fi
+    if [ "${1:-}" = nss ] && [ ! -r "$libdir/libnss_wrapper.so" ]; then
+        t_need "libnss-wrapper (nss_wrapper) is not installed"
+    fi
+}
 # Hardware virtualisation (vmx/svm) is needed for full guest-kernel boots.
 t_have_hw_virt() { grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; }
 

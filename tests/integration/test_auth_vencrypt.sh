@@ -8,17 +8,8 @@
 . "$VDI_SRC/tests/lib.sh"
 
 TOOLS=$VDI_BUILD/tests/tools
-libdir=
-for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
-    [ -r "$d/libpam_wrapper.so" ] && libdir=$d && break
-done
-need_skip() {
-    if [ "${VDI_REQUIRE_KVM:-0}" = 1 ]; then t_fail "$*"; fi
-    t_skip "$*"
-}
-[ -n "$libdir" ] && [ -r "$libdir/pam_wrapper/pam_matrix.so" ] ||
-    need_skip "libpam-wrapper (pam_wrapper, pam_matrix) is not installed"
-command -v openssl >/dev/null || need_skip "the openssl command is not installed"
+t_require_pam_wrapper
+command -v openssl >/dev/null || t_need "the openssl command is not installed"
 for t in auth_testserver auth_vncclient auth_rawclient; do
     [ -x "$TOOLS/$t" ] || t_fail "$TOOLS/$t is not built"
 done

@@ -20,14 +20,7 @@ DISK=$VDI_SRC/build/testdesk/system.qcow2
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 [ -f "$ELF" ] && [ -f "$DISK" ] || t_fail "build/testdesk/testdesk.elf or system.qcow2 missing (make testdesk)"
 
-libdir=
-for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
-    [ -f "$d/libpam_wrapper.so" ] && libdir=$d && break
-done
-if [ -z "$libdir" ] || [ ! -f "$libdir/pam_wrapper/pam_matrix.so" ] || [ ! -f "$libdir/libnss_wrapper.so" ]; then
-    [ "${VDI_REQUIRE_KVM:-0}" = 1 ] && t_fail "pam_wrapper, pam_matrix or nss_wrapper missing"
-    t_skip "pam_wrapper, pam_matrix or nss_wrapper missing (libpam-wrapper, libnss-wrapper)"
-fi
+t_require_pam_wrapper nss
 kill_vmms() {
     local p
     for p in $(pgrep -f "$VMM .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done

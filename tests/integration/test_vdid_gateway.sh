@@ -16,14 +16,7 @@ FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 VNC=$VDI_BUILD/tests/tools/vdid_vncclient
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
-libdir=
-for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
-    [ -f "$d/libpam_wrapper.so" ] && libdir=$d && break
-done
-if [ -z "$libdir" ] || [ ! -f "$libdir/pam_wrapper/pam_matrix.so" ] || [ ! -f "$libdir/libnss_wrapper.so" ]; then
-    [ "${VDI_REQUIRE_KVM:-0}" = 1 ] && t_fail "pam_wrapper, pam_matrix or nss_wrapper missing"
-    t_skip "pam_wrapper, pam_matrix or nss_wrapper missing (libpam-wrapper, libnss-wrapper)"
-fi
+t_require_pam_wrapper nss
 
 kill_vmms() {
     local p

@@ -16,16 +16,10 @@ FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 NPM=$VDI_SRC/deploy/deps/npm
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
-need() { [ "${VDI_REQUIRE_KVM:-0}" = 1 ] && t_fail "$1"; t_skip "$1"; }
-[ -x /usr/bin/chromium ] || need "chromium missing (deploy/deps/web.txt)"
-command -v node >/dev/null || need "node missing (deploy/deps/web.txt)"
-[ -f "$NPM/node_modules/playwright-core/index.mjs" ] || need "playwright-core missing: run deploy/install-deps.sh"
-libdir=
-for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
-    [ -f "$d/libpam_wrapper.so" ] && libdir=$d && break
-done
-[ -n "$libdir" ] && [ -f "$libdir/pam_wrapper/pam_matrix.so" ] && [ -f "$libdir/libnss_wrapper.so" ] ||
-    need "pam_wrapper, pam_matrix or nss_wrapper missing (libpam-wrapper, libnss-wrapper)"
+[ -x /usr/bin/chromium ] || t_need "chromium missing (deploy/deps/web.txt)"
+command -v node >/dev/null || t_need "node missing (deploy/deps/web.txt)"
+[ -f "$NPM/node_modules/playwright-core/index.mjs" ] || t_need "playwright-core missing: run deploy/install-deps.sh"
+t_require_pam_wrapper nss
 
 if [ -z "${VDI_WEB_FAKE_VMM:-}" ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     mode=testdesk
