@@ -241,5 +241,42 @@ int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const c
 /* Memory held by live desktops (every state but gone and failed), and how many each pool has
  * (@pool NULL: all). */
 int brk_usage(brk_store_t *st, const char *pool, uint64_t *mem_used, unsigned *n_live);
+/* The words a user sees when brk_pick() refuses them (@rc: VDI_EDENIED, VDI_ECAPACITY, anything
+ * else: an internal error), written to @buf. Thread: any. */
+void brk_pick_refusal(int rc, const char *user, char *buf, size_t n);
+
+/* ---- Policies: pure functions, no store, no clock ---------------------------------------------
+ * vdid's supervisor (server/) gathers the facts, asks these, and acts on the answers. */
+
+/* Spares. @live: the pool's desktops that are not gone or failed (spares included); @spares:
+ * its unassigned desktops that are provisioning or ready; @mem_used: memory held by every live
+ * desktop of the host; @mem_budget: what desktops may use. Decides how many spares to start now
+ * (while the pool is below min_spares, under max_desktops, and each new one fits the memory
+ * budget: logins get the memory first) and how many ready spares are surplus and may be
+ * recycled (more than min_spares, e.g. after min_spares was lowered). */
+typedef struct {
+    unsigned make; /* start this many new spares */
+    unsigned drop; /* recycle this many surplus ready spares */
+} brk_spares_t;
+brk_spares_t brk_spares_plan(const brk_pool_config_t *pool, unsigned live, unsigned spares,
+                             uint64_t mem_used, uint64_t mem_budget);
+
+/* Admission: may a desktop of @memory bytes start when live desktops hold @mem_used of
+ * @mem_budget? */
+bool brk_admit(uint64_t memory, uint64_t mem_used, uint64_t mem_budget);
+
+/* How a desktop's VMM process ended, as the supervisor saw it. */
+typedef struct {
+    bool signalled; /* killed by signal @sig, else exited with @status */
+    int sig;
+    int64_t status;      /* vdi-vmm's exit status (enum vmm_exit_status, vmm/vmm.h) */
+    bool killed_by_vdid; /* vdid sent the SIGKILL (destroy, or recycle past its deadline) */
+    bool recycling;      /* the desktop was being recycled: an end is expected, never a failure */
+    const char *crash;   /* what a crashed/reboot event or a ready timeout said ("" or NULL) */
+    const char *off;     /* what a shutdown event said ("" or NULL) */
+} brk_vmm_exit_t;
+/* Did the desktop fail, and why (one line for the desktop's reason and the audit log, into
+ * @reason)? A guest power-off and anything during a recycle are ends, not failures. */
+bool brk_vmm_exit_failed(const brk_vmm_exit_t *e, char *reason, size_t n);
 
 #endif /* VDI_BROKER_BRK_H */

@@ -43,8 +43,8 @@ typedef struct srv {
     struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
     vdi_list_t logins;        /* srv_login_t waiting for a desktop */
-    uv_timer_t tick_timer;    /* vm.c: deadlines, retries, polls, spares */
-    uv_timer_t deliver_timer; /* vm.c: login results, delivered from the loop */
+    uv_timer_t tick_timer;    /* supervisor.c: deadlines, retries, polls, spares */
+    uv_timer_t deliver_timer; /* login.c: login results, delivered from the loop */
     uint64_t last_spares;
     uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */
     bool spares_wanted;
@@ -88,11 +88,13 @@ void srv__gateway_close(srv_gateway_t *gw);
 /* The port actually bound (listen = HOST:0 picks one). */
 int srv__gateway_port(const srv_gateway_t *gw);
 
-/* ---- vm.c: desktops and their VMMs ---------------------------------------------------------- */
+/* ---- Desktops and their VMMs (supervisor.c, desktop.c, desktop-prep.c, login.c; their shared
+ * parts in desktop-internal.h) ------------------------------------------------------------------ */
 /* The VMM of a desktop is `vdi-vmm --control RUN_DIR/vm/ID/control.sock --display
  * RUN_DIR/vm/ID/display.sock ...`, started with uv_spawn in its own session and process group
  * (so it outlives vdid), its output in STATE_DIR/desktops/ID/vmm.log. vdid follows it through
- * the control socket (JSON lines: events booted, ready, shutdown, crashed) and its exit. */
+ * the control socket (vmm/vmm.h: the `status` reply, events ready, shutdown, reboot, crashed)
+ * and its exit. */
 
 /* Re-attach to the desktops in the store (VMMs that kept running while vdid was down), mark the
  * ones whose VMM is gone failed, close sessions that died with the previous vdid, and start

@@ -6,15 +6,16 @@ srv_CFLAGS := $(call pc_cflags,libuv jansson sqlite3 openssl) \
               $(if $(call pc_libs,libsystemd),-DVDI_HAVE_SYSTEMD)
 PROGS += vdid vdictl
 vdid_SRCS := server/vdid.c
-vdid_LIBS := srv brk auth img common
+vdid_LIBS := srv brk auth img vmm common
 vdid_CFLAGS := $(call pc_cflags,libuv jansson)
 vdid_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam $(IMG_LDLIBS)
 vdictl_SRCS := server/vdictl.c
 vdictl_LIBS += common
 vdictl_CFLAGS += $(call pc_cflags,jansson)
 vdictl_LDLIBS += $(call pc_libs,jansson)
-UNIT_server_LIBS := srv brk auth img common
+UNIT_server_LIBS := srv brk auth img vmm common
 UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -lpam $(IMG_LDLIBS)
 # Test tools: a stand-in VMM (control socket + libvncserver display) and a libvncclient viewer.
-TOOL_vdid_fakevmm_LDLIBS := -lvncserver
+TOOL_vdid_fakevmm_LIBS := vmm common
+TOOL_vdid_fakevmm_LDLIBS := -lvncserver $(call pc_libs,jansson) -lpthread
 TOOL_vdid_vncclient_LDLIBS := -lvncclient

@@ -1,11 +1,13 @@
-/* vmm/control.c: the control socket (docs/vmm-control.md): a unix stream socket speaking one
- * JSON object per line both ways. Requests carry "cmd" (status, pause, resume, shutdown, quit)
- * and an optional "id" echoed in the reply; events ({"event": ...}) go to every client.
+/* vmm/control.c: the server side of the control socket (vmm/vmm.h, docs/vmm-control.md): a unix
+ * stream socket speaking one JSON object per line both ways. Requests carry "cmd" (status, pause,
+ * resume, shutdown, quit) and an optional "id" echoed in the reply; events ({"event": ...}) go to
+ * every client.
  *
- * It runs on the main thread in a poll() loop that also watches the VM's stop eventfd, the
+ * It runs on the main thread in a poll() loop that also watches the machine's stop fd, the
  * event queue's eventfd (events come from any thread) and a signalfd for SIGTERM/SIGINT (a quit).
- * Clients are non-blocking; one that sends an over-long line or does not read its replies is
- * dropped; a malformed line gets an error object.
+ * Clients are non-blocking; one that does not read its replies is dropped; a malformed or
+ * over-long line gets an error object. The machine is reached only through struct
+ * vmm_control_ops, so vdid's tests run this very file in front of a stand-in machine.
  */
 #define VDI_LOG_TAG "vmm"
 #include <fcntl.h>
@@ -22,12 +24,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/vdi.h"
 #include "vmm/internal.h"
 
-#define MAX_CLIENTS     32
-#define MAX_LINE        (64 * 1024)
-#define MAX_OUTBUF      (1024 * 1024)
-#define SHUTDOWN_MS_DEF 10000
+#define MAX_CLIENTS 32
+#define MAX_LINE    VMM_CONTROL_MAX_LINE
+#define MAX_OUTBUF  (1024 * 1024)
 
 struct client {
     vdi_list_t link;
@@ -44,11 +46,11 @@ struct vmm_control {
     pthread_mutex_t ev_lock;
     vdi_buf_t events; /* queued event lines, each ending in \n */
     uint64_t shutdown_deadline;
-    bool quit; /* a quit or a signal came: no restart after this VM, whatever it stopped for */
-    vmm_vm_t *vm;
+    bool quit;  /* a quit or a signal came: no restart after this VM, whatever it stopped for */
+    bool ready; /* the current machine's `ready` event went out (written by any thread) */
 };
 
-int vmm__control_create(const char *path, vmm_control_t **out)
+int vmm_control_create(const char *path, vmm_control_t **out)
 {
     vmm_control_t *c = vdi_xcalloc(1, sizeof(*c));
     sigset_t set;
@@ -161,8 +163,12 @@ static void deliver_events(vmm_control_t *c)
     vdi_buf_free(&ev);
 }
 
-void vmm__control_event(vmm_control_t *c, const char *event, const char *reason)
+void vmm_control_event(vmm_control_t *c, enum vmm_event ev, const char *reason)
 {
+    const char *event = vmm_event_name(ev);
+    VDI_ASSERT(event);
+    if (ev == VMM_EVENT_READY)
+        __atomic_store_n(&c->ready, true, __ATOMIC_RELEASE);
     json_t *o = json_object();
     json_object_set_new(o, "event", json_string(event));
     if (reason)
@@ -207,7 +213,30 @@ static json_t *error_reply(const char *fmt, ...)
     return o;
 }
 
-void vmm__control_handle(vmm_control_t *c, vmm_vm_t *vm, const char *line, char **reply)
+void vmm_control_new_machine(vmm_control_t *c)
+{
+    __atomic_store_n(&c->ready, false, __ATOMIC_RELEASE);
+}
+
+static void status_reply(vmm_control_t *c, const struct vmm_control_ops *ops, void *ctx,
+                         json_t *rep)
+{
+    struct vmm_status st = {.state = VMM_RUN_STOPPED};
+    if (ops)
+        ops->status(ctx, &st);
+    st.ready = __atomic_load_n(&c->ready, __ATOMIC_ACQUIRE);
+    json_object_set_new(rep, "state", json_string(vmm__run_state_name(st.state)));
+    json_object_set_new(rep, "ready", json_boolean(st.ready));
+    if (ops) {
+        json_object_set_new(rep, "uptime_ms", json_integer((json_int_t)st.uptime_ms));
+        json_object_set_new(rep, "vcpus", json_integer(st.vcpus));
+        json_object_set_new(rep, "memory_mib", json_integer((json_int_t)st.memory_mib));
+    }
+    json_object_set_new(rep, "rss_kib", json_integer(rss_kib()));
+}
+
+void vmm_control_handle(vmm_control_t *c, const struct vmm_control_ops *ops, void *ctx,
+                        const char *line, char **reply)
 {
     json_error_t jerr;
     json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *rep;
@@ -228,56 +257,48 @@ void vmm__control_handle(vmm_control_t *c, vmm_vm_t *vm, const char *line, char 
     }
     rep = json_object();
     json_object_set_new(rep, "ok", json_true());
-    if (!strcmp(cmd, "status")) {
-        json_object_set_new(rep, "state",
-                            json_string(!vm                  ? "stopped"
-                                        : vmm__vm_paused(vm) ? "paused"
-                                                             : "running"));
-        if (vm) {
-            json_object_set_new(rep, "uptime_ms", json_integer((json_int_t)vmm__vm_uptime_ms(vm)));
-            json_object_set_new(rep, "vcpus", json_integer(vmm__vm_vcpus(vm)));
-            json_object_set_new(rep, "memory_mib",
-                                json_integer((json_int_t)(vmm__ram_size(vm) >> 20)));
-        }
-        json_object_set_new(rep, "rss_kib", json_integer(rss_kib()));
-    } else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
-        if (!vm) {
+    if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_STATUS))) {
+        status_reply(c, ops, ctx, rep);
+    } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_PAUSE)) ||
+               !strcmp(cmd, vmm_cmd_name(VMM_CMD_RESUME))) {
+        if (!ops) {
             json_decref(rep);
             rep = error_reply("no virtual machine is running");
-        } else if (cmd[0] == 'p') {
-            vmm__vm_pause(vm);
+        } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_PAUSE))) {
+            ops->pause(ctx);
         } else {
-            vmm__vm_resume(vm);
+            ops->resume(ctx);
         }
-    } else if (!strcmp(cmd, "shutdown")) {
+    } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_SHUTDOWN))) {
         json_t *t = json_object_get(req, "timeout_ms");
-        json_int_t ms = SHUTDOWN_MS_DEF;
+        json_int_t ms = VMM_SHUTDOWN_TIMEOUT_DEFAULT_MS;
         if (t && (!json_is_integer(t) || json_integer_value(t) < 0 ||
-                  json_integer_value(t) > 3600 * 1000)) {
+                  json_integer_value(t) > VMM_SHUTDOWN_TIMEOUT_MAX_MS)) {
             json_decref(rep);
-            rep = error_reply("\"timeout_ms\" must be an integer from 0 to 3600000");
+            rep = error_reply("\"timeout_ms\" must be an integer from 0 to %u",
+                              VMM_SHUTDOWN_TIMEOUT_MAX_MS);
             goto out;
         }
         if (t)
             ms = json_integer_value(t);
-        if (!vm) {
+        if (!ops) {
             json_decref(rep);
             rep = error_reply("no virtual machine is running");
             goto out;
         }
-        if (vmm__vm_paused(vm))
-            vmm__vm_resume(vm); /* a paused guest cannot answer the power button */
-        int err = vmm__vm_power_button(vm);
+        if (ops->paused(ctx))
+            ops->resume(ctx); /* a paused guest cannot answer the power button */
+        int err = ops->power_button(ctx);
         json_object_set_new(rep, "guest_notified", json_boolean(err == 0));
         uint64_t deadline = vdi_now_ms() + (uint64_t)ms;
         if (!c->shutdown_deadline || deadline < c->shutdown_deadline)
             c->shutdown_deadline = deadline ? deadline : 1;
         if (ms == 0)
-            vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "shutdown requested with no deadline");
-    } else if (!strcmp(cmd, "quit")) {
+            ops->request_stop(ctx, "shutdown requested with no deadline");
+    } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_QUIT))) {
         c->quit = true;
-        if (vm)
-            vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "quit from the control socket");
+        if (ops)
+            ops->request_stop(ctx, "quit from the control socket");
     } else {
         json_decref(rep);
         rep = error_reply("unknown command \"%.64s\"", cmd);
@@ -292,7 +313,8 @@ out:
         *reply = vdi_xstrdup("{\"ok\":false,\"error\":\"internal error\"}");
 }
 
-static void client_read(vmm_control_t *c, struct client *cl, vmm_vm_t *vm)
+static void client_read(vmm_control_t *c, struct client *cl, const struct vmm_control_ops *ops,
+                        void *ctx)
 {
     char buf[4096];
     for (;;) {
@@ -328,7 +350,7 @@ static void client_read(vmm_control_t *c, struct client *cl, vmm_vm_t *vm)
             if (n && line[n - 1] == '\r')
                 line[n - 1] = 0;
             if (line[0]) {
-                vmm__control_handle(c, vm, line, &reply);
+                vmm_control_handle(c, ops, ctx, line, &reply);
                 client_send(cl, reply, strlen(reply));
                 client_send(cl, "\n", 1);
                 free(reply);
@@ -379,13 +401,11 @@ static void reap(vmm_control_t *c)
     }
 }
 
-int vmm__control_serve(vmm_control_t *c, vmm_vm_t *vm)
+int vmm_control_serve(vmm_control_t *c, int stop_fd, const struct vmm_control_ops *ops, void *ctx)
 {
     struct pollfd pfd[4 + MAX_CLIENTS];
     struct client *map[4 + MAX_CLIENTS];
-    int stop_fd = vmm__vm_stop_fd(vm);
     c->shutdown_deadline = 0;
-    c->vm = vm;
     for (;;) {
         nfds_t n = 0;
         pfd[n++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
@@ -414,17 +434,18 @@ int vmm__control_serve(vmm_control_t *c, vmm_vm_t *vm)
         }
         if (c->shutdown_deadline && vdi_now_ms() >= c->shutdown_deadline) {
             c->shutdown_deadline = 0;
-            vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN,
-                                 "the guest did not power off before the shutdown deadline");
+            if (ops)
+                ops->request_stop(ctx, "the guest did not power off before the shutdown deadline");
         }
         if (r <= 0)
             continue;
         if (pfd[2].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(c->sig_fd, &si, sizeof(si)) == sizeof(si)) {
-                VDI_LOG_INFO("vm=%s signal %u: stopping", vmm__vm_name(vm), si.ssi_signo);
+                VDI_LOG_INFO("signal %u: stopping", si.ssi_signo);
                 c->quit = true;
-                vmm__vm_request_stop(vm, VMM_STOP_SHUTDOWN, "stopped by a signal");
+                if (ops)
+                    ops->request_stop(ctx, "stopped by a signal");
             }
         }
         if (pfd[1].revents & POLLIN)
@@ -433,7 +454,7 @@ int vmm__control_serve(vmm_control_t *c, vmm_vm_t *vm)
             accept_clients(c);
         for (nfds_t i = 4; i < n; i++) {
             if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
-                client_read(c, map[i], vm);
+                client_read(c, map[i], ops, ctx);
             if (pfd[i].revents & POLLOUT)
                 client_flush(map[i]);
         }
@@ -443,7 +464,7 @@ int vmm__control_serve(vmm_control_t *c, vmm_vm_t *vm)
     }
 }
 
-void vmm__control_flush(vmm_control_t *c, unsigned timeout_ms)
+void vmm_control_flush(vmm_control_t *c, unsigned timeout_ms)
 {
     uint64_t end = vdi_now_ms() + timeout_ms;
     deliver_events(c);
@@ -470,11 +491,11 @@ void vmm__control_flush(vmm_control_t *c, unsigned timeout_ms)
     }
 }
 
-void vmm__control_destroy(vmm_control_t *c)
+void vmm_control_destroy(vmm_control_t *c)
 {
     if (!c)
         return;
-    vmm__control_flush(c, 1000);
+    vmm_control_flush(c, 1000);
     while (!vdi_list_empty(&c->clients))
         client_free(c, vdi_list_entry(c->clients.next, struct client, link));
     if (c->listen_fd >= 0)
@@ -489,7 +510,7 @@ void vmm__control_destroy(vmm_control_t *c)
     free(c);
 }
 
-bool vmm__control_quit_requested(const vmm_control_t *c)
+bool vmm_control_quit_requested(const vmm_control_t *c)
 {
     return c->quit;
 }

@@ -226,7 +226,7 @@ static void uart_rw(void *opaque, uint64_t off, void *data, uint32_t len, bool i
     update_irq(u);
     pthread_mutex_unlock(&u->lock);
     if (line_done)
-        vmm__vm_event(u->vm, "booted", NULL);
+        vmm__vm_event(u->vm, VMM_EVENT_BOOTED, NULL);
 }
 
 static void uart_free(void *p)

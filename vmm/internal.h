@@ -138,15 +138,7 @@ const char *vmm__vm_name(const vmm_vm_t *vm);
 /* INTA# of PCI slot @slot (pci.c's routing, which the MP table describes). */
 #define VMM_PCI_INTX_GSI(slot) (16 + ((slot) % 8))
 
-/* Exit statuses of vdi-vmm (docs/vmm-control.md). */
-enum vmm_exit_status {
-    VMM_EXIT_POWEROFF = 0,
-    VMM_EXIT_FAILURE = 1, /* the VMM itself failed (KVM refused something, out of memory) */
-    VMM_EXIT_BADINPUT = 2,
-    VMM_EXIT_REBOOT = 3,
-    VMM_EXIT_CRASHED = 4,
-    VMM_EXIT_STOPPED = 5, /* stopped from the control socket before the guest powered off */
-};
+/* Exit statuses of vdi-vmm: enum vmm_exit_status in vmm/vmm.h (the contract with vdid). */
 
 /* Build the VM @cfg describes (KVM, RAM, devices, kernel loaded): vCPUs are created but not
  * running. Returns 0, -errno, VDI_EBADKERNEL or VDI_ECONFIG (bad input: *err_msg, when not
@@ -169,11 +161,11 @@ uint64_t vmm__vm_uptime_ms(const vmm_vm_t *vm); /* since vmm__vm_start() */
 /* Ask the guest to power off (the ACPI power button). Returns -ENOTSUP when the guest has not
  * enabled the power-button event. Thread: any. */
 int vmm__vm_power_button(vmm_vm_t *vm);
-/* Events for the control socket ("booted", ...). @fn runs on the posting thread and must only
- * queue. Thread: main sets it before vmm__vm_start(). */
-typedef void (*vmm_event_fn)(void *ctx, const char *event, const char *reason);
+/* Events for the control socket (enum vmm_event, vmm/vmm.h). @fn runs on the posting thread and
+ * must only queue. Thread: main sets it before vmm__vm_start(). */
+typedef void (*vmm_event_fn)(void *ctx, enum vmm_event ev, const char *reason);
 void vmm__vm_set_event_fn(vmm_vm_t *vm, vmm_event_fn fn, void *ctx);
-void vmm__vm_event(vmm_vm_t *vm, const char *event, const char *reason); /* Thread: any */
+void vmm__vm_event(vmm_vm_t *vm, enum vmm_event ev, const char *reason); /* Thread: any */
 
 /* Legacy devices (dev-*.c), created by devices.c. Each returns 0 or -errno. Thread: main. */
 int vmm__uart_setup(vmm_vm_t *vm, const struct vmm_config *cfg);
@@ -276,23 +268,10 @@ int vmm__acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, unsigned ncpus);
 uint8_t vmm__checksum(const void *p, size_t len);
 #define VMM_ACPI_S5_TYP 5 /* SLP_TYP our DSDT's \_S5 names */
 
-/* Control socket (control.c): a unix socket speaking one JSON object per line. */
-typedef struct vmm_control vmm_control_t;
-int vmm__control_create(const char *path, vmm_control_t **out);
-void vmm__control_destroy(vmm_control_t *ctl); /* flushes pending events first; NULL fine */
-/* Serve clients until the VM's stop fd fires (returns VMM_STOP_* of a control stop request, or
- * -1 when the VM stopped by itself). Thread: main. */
-int vmm__control_serve(vmm_control_t *ctl, vmm_vm_t *vm);
-/* Send what is queued to every client, waiting at most @timeout_ms. Thread: main. */
-void vmm__control_flush(vmm_control_t *ctl, unsigned timeout_ms);
-/* True once a client said quit or SIGTERM/SIGINT came, even if the VM was already stopping for
- * another reason (a guest reboot): the caller must not restart the VM then. Thread: main. */
-bool vmm__control_quit_requested(const vmm_control_t *ctl);
-/* Queue an event for every client. Thread: any. */
-void vmm__control_event(vmm_control_t *ctl, const char *event, const char *reason);
-/* Handle one request line; the reply (one JSON object, no newline) is malloc'd in *reply. For
- * tests and the server. Thread: main. */
-void vmm__control_handle(vmm_control_t *ctl, vmm_vm_t *vm, const char *line, char **reply);
+/* Control socket: the server is public (vmm_control_*, vmm/vmm.h: vdid's test VMM runs it too);
+ * main.c drives it with the VM's stop fd and an ops table over vmm__vm_*. */
+/* The wire name of a run state ("running"). Thread: any. */
+const char *vmm__run_state_name(enum vmm_run_state st);
 
 /* ---- PCI (implemented by pci.c and the devices) ------------------------------------------- */
 /* The guest-physical window pci.c assigns memory BARs from, below the IOAPIC (0xfec00000). The

@@ -127,17 +127,55 @@ static int exit_status(enum vmm_stop_reason r)
     }
 }
 
-static void on_vm_event(void *ctx, const char *event, const char *reason)
+static void on_vm_event(void *ctx, enum vmm_event ev, const char *reason)
 {
-    vmm__control_event(ctx, event, reason);
+    vmm_control_event(ctx, ev, reason);
 }
+
+/* The control server's view of the running VM (struct vmm_control_ops, vmm/vmm.h). */
+static void ctl_status(void *ctx, struct vmm_status *st)
+{
+    vmm_vm_t *vm = ctx;
+    st->state = vmm__vm_paused(vm) ? VMM_RUN_PAUSED : VMM_RUN_RUNNING;
+    st->uptime_ms = vmm__vm_uptime_ms(vm);
+    st->vcpus = vmm__vm_vcpus(vm);
+    st->memory_mib = vmm__ram_size(vm) >> 20;
+}
+static void ctl_pause(void *ctx)
+{
+    vmm__vm_pause(ctx);
+}
+static void ctl_resume(void *ctx)
+{
+    vmm__vm_resume(ctx);
+}
+static bool ctl_paused(void *ctx)
+{
+    return vmm__vm_paused(ctx);
+}
+static int ctl_power_button(void *ctx)
+{
+    return vmm__vm_power_button(ctx);
+}
+static void ctl_request_stop(void *ctx, const char *why)
+{
+    vmm__vm_request_stop(ctx, VMM_STOP_SHUTDOWN, why);
+}
+static const struct vmm_control_ops ctl_ops = {
+    .status = ctl_status,
+    .pause = ctl_pause,
+    .resume = ctl_resume,
+    .paused = ctl_paused,
+    .power_button = ctl_power_button,
+    .request_stop = ctl_request_stop,
+};
 
 /* The RFB display (display/), if --display or --display-tcp asked for one. */
 static struct dpy_config display_cfg;
 
 static void on_display_ready(void *ctx)
 {
-    vmm__vm_event(ctx, "ready", "first frame");
+    vmm__vm_event(ctx, VMM_EVENT_READY, "first frame");
 }
 
 static int display_start(const struct vmm_config *cfg, vmm_vm_t *vm, dpy_display_t **out)
@@ -168,7 +206,7 @@ static int run(const struct vmm_config *cfg)
     vmm_control_t *ctl = NULL;
     int err, status;
 
-    err = vmm__control_create(cfg->control_path, &ctl);
+    err = vmm_control_create(cfg->control_path, &ctl);
     if (err < 0) {
         if (cfg->control_path)
             return bad("--control %s: %s", cfg->control_path, vdi_strerror(err));
@@ -191,6 +229,7 @@ static int run(const struct vmm_config *cfg)
             free(why_msg);
             break;
         }
+        vmm_control_new_machine(ctl);
         vmm__vm_set_event_fn(vm, on_vm_event, ctl);
         dpy_display_t *display = NULL;
         err = display_start(cfg, vm, &display);
@@ -202,29 +241,27 @@ static int run(const struct vmm_config *cfg)
         err = vmm__vm_start(vm);
         if (err < 0)
             VDI_LOG_ERR("vm=%s cannot start: %s", vmm__vm_name(vm), vdi_strerror(err));
-        vmm__control_serve(ctl, vm);
+        vmm_control_serve(ctl, vmm__vm_stop_fd(vm), &ctl_ops, vm);
         enum vmm_stop_reason reason = vmm__vm_join(vm, &why);
         status = exit_status(reason);
         switch (reason) {
         case VMM_STOP_POWEROFF:
-            vmm__control_event(ctl, "shutdown", why);
-            break;
         case VMM_STOP_SHUTDOWN:
-            vmm__control_event(ctl, "shutdown", why);
+            vmm_control_event(ctl, VMM_EVENT_SHUTDOWN, why);
             break;
         case VMM_STOP_REBOOT:
-            vmm__control_event(ctl, "reboot", why);
+            vmm_control_event(ctl, VMM_EVENT_REBOOT, why);
             break;
         case VMM_STOP_CRASHED:
-            vmm__control_event(ctl, "crashed", why);
+            vmm_control_event(ctl, VMM_EVENT_CRASHED, why);
             break;
         }
         VDI_LOG_INFO("vm=%s stopped: %s (exit status %d)", vmm__vm_name(vm), why, status);
         dpy_display_destroy(display);
         vmm__vm_destroy(vm);
-        vmm__control_flush(ctl, 1000);
+        vmm_control_flush(ctl, 1000);
         if (reason == VMM_STOP_REBOOT && cfg->restart_on_reboot) {
-            if (vmm__control_quit_requested(ctl)) {
+            if (vmm_control_quit_requested(ctl)) {
                 /* The quit raced with the guest's reboot and lost (the first stop reason wins):
                  * it still ends us, as if it had come first. */
                 status = exit_status(VMM_STOP_SHUTDOWN);
@@ -235,7 +272,7 @@ static int run(const struct vmm_config *cfg)
         }
         break;
     }
-    vmm__control_destroy(ctl);
+    vmm_control_destroy(ctl);
     return status;
 }
 

@@ -79,12 +79,12 @@ void vmm__vm_set_event_fn(vmm_vm_t *vm, vmm_event_fn fn, void *ctx)
     vm->event_ctx = ctx;
 }
 
-void vmm__vm_event(vmm_vm_t *vm, const char *event, const char *reason)
+void vmm__vm_event(vmm_vm_t *vm, enum vmm_event ev, const char *reason)
 {
-    VDI_LOG_INFO("vm=%s event=%s%s%s", vm->name, event, reason ? " reason=" : "",
+    VDI_LOG_INFO("vm=%s event=%s%s%s", vm->name, vmm_event_name(ev), reason ? " reason=" : "",
                  reason ? reason : "");
     if (vm->event_fn)
-        vm->event_fn(vm->event_ctx, event, reason);
+        vm->event_fn(vm->event_ctx, ev, reason);
 }
 
 struct vmm_acpi_pm *vmm__vm_acpi_pm(vmm_vm_t *vm)

@@ -1,74 +1,66 @@
-// fuzz-srcs: vmm/control.c common/*.c
+// fuzz-srcs: vmm/control.c vmm/proto.c common/*.c
 // fuzz-libs: -ljansson
 /* libFuzzer target for vmm/control.c: each input is a sequence of request lines from a control
- * client (hostile JSON, huge numbers, nesting, unknown commands) handled against a fake VM. Every
- * line must get exactly one reply that is itself a JSON object with an "ok" member. */
+ * client (hostile JSON, huge numbers, nesting, unknown commands) handled against a stand-in
+ * machine. Every line must get exactly one reply that is itself a JSON object with an "ok"
+ * member, and vdid's parser (vmm_msg_parse) must read every reply as a reply. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "vmm/internal.h"
+#include "vmm/vmm.h"
 
-struct vmm_vm {
+struct machine {
     bool paused, stopping;
 };
 
-const char *vmm__vm_name(const vmm_vm_t *vm)
+static void m_status(void *ctx, struct vmm_status *st)
 {
-    (void)vm;
-    return "fuzz";
+    struct machine *m = ctx;
+    st->state = m->paused ? VMM_RUN_PAUSED : VMM_RUN_RUNNING;
+    st->uptime_ms = 1234;
+    st->vcpus = 2;
+    st->memory_mib = 512;
 }
-bool vmm__vm_paused(const vmm_vm_t *vm)
+static void m_pause(void *ctx)
 {
-    return vm->paused;
+    ((struct machine *)ctx)->paused = true;
 }
-void vmm__vm_pause(vmm_vm_t *vm)
+static void m_resume(void *ctx)
 {
-    vm->paused = true;
+    ((struct machine *)ctx)->paused = false;
 }
-void vmm__vm_resume(vmm_vm_t *vm)
+static bool m_paused(void *ctx)
 {
-    vm->paused = false;
+    return ((struct machine *)ctx)->paused;
 }
-unsigned vmm__vm_vcpus(const vmm_vm_t *vm)
+static int m_power_button(void *ctx)
 {
-    (void)vm;
-    return 2;
-}
-uint64_t vmm__ram_size(const vmm_vm_t *vm)
-{
-    (void)vm;
-    return 512ULL << 20;
-}
-uint64_t vmm__vm_uptime_ms(const vmm_vm_t *vm)
-{
-    (void)vm;
-    return 1234;
-}
-int vmm__vm_power_button(vmm_vm_t *vm)
-{
-    (void)vm;
+    (void)ctx;
     return -ENOTSUP;
 }
-void vmm__vm_request_stop(vmm_vm_t *vm, enum vmm_stop_reason reason, const char *why)
+static void m_request_stop(void *ctx, const char *why)
 {
-    (void)reason;
     (void)why;
-    vm->stopping = true;
+    ((struct machine *)ctx)->stopping = true;
 }
-int vmm__vm_stop_fd(const vmm_vm_t *vm)
-{
-    (void)vm;
-    return -1;
-}
+static const struct vmm_control_ops ops = {
+    .status = m_status,
+    .pause = m_pause,
+    .resume = m_resume,
+    .paused = m_paused,
+    .power_button = m_power_button,
+    .request_stop = m_request_stop,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static vmm_control_t *ctl;
-    struct vmm_vm vm = {0};
-    if (!ctl && vmm__control_create(NULL, &ctl) < 0)
+    struct machine m = {0};
+    if (!ctl && vmm_control_create(NULL, &ctl) < 0)
         abort();
     char *buf = malloc(size + 1);
     memcpy(buf, data, size);
@@ -78,11 +70,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (next)
             *next++ = 0;
         char *reply = NULL;
-        vmm__control_handle(ctl, &vm, line, &reply);
+        vmm_control_handle(ctl, (size & 1) ? NULL : &ops, &m, line, &reply);
         json_t *r = json_loads(reply, 0, NULL);
         if (!r || !json_is_object(r) || !json_is_boolean(json_object_get(r, "ok")))
             abort();
         json_decref(r);
+        struct vmm_msg msg;
+        if (vmm_msg_parse(reply, strlen(reply), &msg) != 0 || msg.kind != VMM_MSG_REPLY)
+            abort();
         free(reply);
     }
     free(buf);

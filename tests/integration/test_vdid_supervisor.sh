@@ -146,4 +146,9 @@ t_check "a VMM ignoring shutdown is killed after shutdown_timeout" t_wait_for 15
 t_check "and is really gone" bash -c "! kill -0 $p 2>/dev/null"
 t_check "the log says why ($(grep "desktop=$d" "$T/vdid.log" | tail -3))" grep -q "did not exit within 6s: killing it" "$T/vdid.log"
 kill -TERM "$vdid"; wait "$vdid"
+kill_vmms
+
+# ---- vdid stops while a desktop is provisioning; the desktop gets ready while vdid is down
+. "$VDI_SRC/tests/integration/restart_provisioning.sh"
+restart_while_provisioning "$FAKE"
 t_done

@@ -1,37 +1,48 @@
-/* tests/tools/vdid_fakevmm.c: a stand-in for vdi-vmm in vdid's supervisor tests: it takes
- * vdi-vmm's command line, serves the control socket protocol (docs/vmm-control.md: JSON lines;
- * commands status, shutdown, quit; events booted, ready, shutdown) and nothing else: no guest.
- * It exercises vdid's process and control-socket handling (spawn, ready, exit, kill -9,
- * re-attach) without KVM. Environment knobs, inherited through vdid:
- *   FAKEVMM_READY_MS=N        send `ready` N ms after start (default 100)
- *   FAKEVMM_NEVER_READY=1     never send `ready`
- *   FAKEVMM_IGNORE_SHUTDOWN=1 ignore the shutdown command (vdid must kill it)
- *   FAKEVMM_EXIT_MS=N         exit with status 3 N ms after start (a crash)
+/* tests/tools/vdid_fakevmm.c: a stand-in for vdi-vmm in vdid's tests on machines without KVM. It
+ * takes vdi-vmm's command line and runs vdi-vmm's own control server (vmm_control_*, vmm/vmm.h),
+ * so the control socket speaks exactly the real protocol: the same replies, the same `status`
+ * fields (`ready` included), the same events and the same exit statuses. Only the machine behind
+ * it is pretend: a "guest" thread that becomes ready after a while and powers off when the power
+ * button is pressed, and a libvncserver display on --display that paints the keys it receives.
+ * Environment knobs, inherited through vdid:
+ *   FAKEVMM_READY_MS=N        `booted` and `ready` N ms after start (default 100)
+ *   FAKEVMM_NEVER_READY=1     never ready
+ *   FAKEVMM_IGNORE_SHUTDOWN=1 a hung VMM: the guest ignores the power button and the machine does
+ *                             not stop on quit or at the shutdown deadline (vdid must kill it)
+ *   FAKEVMM_EXIT_MS=N         the guest crashes N ms after start (`crashed` event, exit status 4)
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
  *                             tests of the gateway's backpressure
  */
 #include <errno.h>
-#include <stdbool.h>
 #include <poll.h>
+#include <pthread.h>
 #include <rfb/rfb.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CLIENTS 8
+#include "vmm/vmm.h"
 
 static long long now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static long long env_ms(const char *name, long long def)
+{
+    const char *v = getenv(name);
+    return v ? atoll(v) : def;
 }
 
 static int listen_unix(const char *path)
@@ -47,6 +58,135 @@ static int listen_unix(const char *path)
     return fd;
 }
 
+/* ---- the pretend machine ---------------------------------------------------------------------- */
+enum stop {
+    STOP_NONE,
+    STOP_POWEROFF,
+    STOP_STOPPED,
+    STOP_CRASHED
+};
+
+struct machine {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    vmm_control_t *ctl;
+    int stop_fd;                                      /* eventfd: written once a stop is decided */
+    long long start, ready_at, crash_at, poweroff_at; /* ms; -1: never */
+    bool hung, paused;
+    enum stop stop;
+    char why[128];
+};
+
+static void stop_locked(struct machine *m, enum stop how, const char *why)
+{
+    if (m->stop != STOP_NONE)
+        return;
+    m->stop = how;
+    snprintf(m->why, sizeof(m->why), "%s", why);
+    uint64_t one = 1;
+    if (write(m->stop_fd, &one, sizeof(one)) < 0)
+        perror("fakevmm: stop eventfd");
+}
+
+static void m_status(void *ctx, struct vmm_status *st)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    st->state = m->paused ? VMM_RUN_PAUSED : VMM_RUN_RUNNING;
+    st->uptime_ms = (uint64_t)(now_ms() - m->start);
+    st->vcpus = 1;
+    st->memory_mib = 64;
+    pthread_mutex_unlock(&m->lock);
+}
+static void m_pause(void *ctx)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    m->paused = true;
+    pthread_mutex_unlock(&m->lock);
+}
+static void m_resume(void *ctx)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    m->paused = false;
+    pthread_mutex_unlock(&m->lock);
+}
+static bool m_paused(void *ctx)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    bool p = m->paused;
+    pthread_mutex_unlock(&m->lock);
+    return p;
+}
+static int m_power_button(void *ctx)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    if (!m->hung && m->poweroff_at < 0)
+        m->poweroff_at = now_ms() + 50; /* the guest takes a moment to shut down */
+    pthread_cond_signal(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+    return m->hung ? -ENOTSUP : 0;
+}
+static void m_request_stop(void *ctx, const char *why)
+{
+    struct machine *m = ctx;
+    pthread_mutex_lock(&m->lock);
+    if (!m->hung)
+        stop_locked(m, STOP_STOPPED, why);
+    pthread_mutex_unlock(&m->lock);
+}
+static const struct vmm_control_ops machine_ops = {
+    .status = m_status,
+    .pause = m_pause,
+    .resume = m_resume,
+    .paused = m_paused,
+    .power_button = m_power_button,
+    .request_stop = m_request_stop,
+};
+
+/* The "guest": becomes ready, crashes or powers off when its time comes. */
+static void *guest_main(void *arg)
+{
+    struct machine *m = arg;
+    pthread_mutex_lock(&m->lock);
+    while (m->stop == STOP_NONE) {
+        long long now = now_ms(), next = now + 1000;
+        if (m->ready_at >= 0 && now >= m->ready_at) {
+            m->ready_at = -1;
+            vmm_control_event(m->ctl, VMM_EVENT_BOOTED, NULL);
+            vmm_control_event(m->ctl, VMM_EVENT_READY, "first frame");
+        }
+        if (m->crash_at >= 0 && now >= m->crash_at) {
+            stop_locked(m, STOP_CRASHED, "the stand-in guest crashed on purpose");
+            break;
+        }
+        if (m->poweroff_at >= 0 && now >= m->poweroff_at) {
+            stop_locked(m, STOP_POWEROFF, "the guest powered off");
+            break;
+        }
+        const long long due[] = {m->ready_at, m->crash_at, m->poweroff_at};
+        for (size_t i = 0; i < sizeof(due) / sizeof(due[0]); i++)
+            if (due[i] >= 0 && due[i] < next)
+                next = due[i];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long long wait = next > now ? next - now : 0;
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&m->wake, &m->lock, &ts);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/* ---- the display -------------------------------------------------------------------------------- */
 static rfbScreenInfoPtr screen;
 static int fb_w = 320, fb_h = 240, n_keys;
 
@@ -98,8 +238,6 @@ static void flood(int fd)
 {
     char buf[65536];
     static const uint8_t si[24] = {0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0};
-    int flags = 0;
-    (void)flags;
     if (write(fd, "RFB 003.008\n", 12) != 12 || read_n(fd, buf, 12) < 0 ||
         write(fd, "\x01\x01", 2) != 2 || read_n(fd, buf, 1) < 0 || write(fd, "\0\0\0\0", 4) != 4 ||
         read_n(fd, buf, 1) < 0 || write(fd, si, 24) != 24)
@@ -110,15 +248,26 @@ static void flood(int fd)
             _exit(0);
 }
 
-static int clients[MAX_CLIENTS];
-static int n_clients;
-
-static void send_all(const char *line)
+/* The display thread: accepts viewers on --display and runs libvncserver for them. */
+static void *display_main(void *arg)
 {
-    for (int i = 0; i < n_clients; i++)
-        if (write(clients[i], line, strlen(line)) < 0) {
-            /* the reader went away; its EOF is handled by poll */
+    int dfd = *(int *)arg;
+    bool flooding = getenv("FAKEVMM_FLOOD") != NULL;
+    for (;;) {
+        struct pollfd p = {.fd = dfd, .events = POLLIN};
+        if (poll(&p, 1, 5) > 0 && (p.revents & POLLIN)) {
+            int c = accept4(dfd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0 && flooding) {
+                if (fork() == 0)
+                    flood(c);
+                close(c);
+            } else if (c >= 0) {
+                rfbNewClient(screen, c);
+            }
         }
+        rfbProcessEvents(screen, 0);
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -132,93 +281,60 @@ int main(int argc, char **argv)
     }
     if (!control) {
         fprintf(stderr, "fakevmm: --control PATH is required\n");
-        return 2;
+        return VMM_EXIT_BADINPUT;
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_IGN); /* flood children reap themselves */
-    long long start = now_ms();
-    long long ready_at = getenv("FAKEVMM_NEVER_READY") ? -1
-                         : getenv("FAKEVMM_READY_MS")  ? start + atoll(getenv("FAKEVMM_READY_MS"))
-                                                       : start + 100;
-    long long exit_at = getenv("FAKEVMM_EXIT_MS") ? start + atoll(getenv("FAKEVMM_EXIT_MS")) : -1;
-    bool ignore_shutdown = getenv("FAKEVMM_IGNORE_SHUTDOWN") != NULL;
-    int lfd = listen_unix(control);
-    if (lfd < 0) {
-        fprintf(stderr, "fakevmm: %s: %s\n", control, strerror(errno));
-        return 1;
+    /* As in vdi-vmm: SIGTERM/SIGINT reach the control server's signalfd (a quit). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    static struct machine m = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .wake = PTHREAD_COND_INITIALIZER,
+        .poweroff_at = -1,
+    };
+    m.start = now_ms();
+    m.ready_at = getenv("FAKEVMM_NEVER_READY") ? -1 : m.start + env_ms("FAKEVMM_READY_MS", 100);
+    m.crash_at = getenv("FAKEVMM_EXIT_MS") ? m.start + env_ms("FAKEVMM_EXIT_MS", 0) : -1;
+    m.hung = getenv("FAKEVMM_IGNORE_SHUTDOWN") != NULL;
+    m.stop_fd = eventfd(0, EFD_CLOEXEC);
+    int err = vmm_control_create(control, &m.ctl);
+    if (m.stop_fd < 0 || err < 0) {
+        fprintf(stderr, "fakevmm: --control %s: %s\n", control, strerror(err < 0 ? -err : errno));
+        return VMM_EXIT_BADINPUT;
     }
-    int dfd = display ? listen_unix(display) : -1;
-    if (dfd >= 0)
+    static int dfd = -1;
+    if (display) {
+        dfd = listen_unix(display);
+        if (dfd < 0) {
+            fprintf(stderr, "fakevmm: --display %s: %s\n", display, strerror(errno));
+            return VMM_EXIT_BADINPUT;
+        }
         display_init(argc, argv);
-    bool ready = false;
-    long long quit_at = -1;
-    fprintf(stderr, "fakevmm: pid %d control %s\n", (int)getpid(), control);
-    for (;;) {
-        long long now = now_ms();
-        if (!ready && ready_at >= 0 && now >= ready_at) {
-            ready = true;
-            send_all("{\"event\":\"booted\"}\n{\"event\":\"ready\"}\n");
-        }
-        if (exit_at >= 0 && now >= exit_at) {
-            fprintf(stderr, "fakevmm: crashing on purpose\n");
-            return 3;
-        }
-        if (quit_at >= 0 && now >= quit_at)
-            return 0;
-        struct pollfd p[MAX_CLIENTS + 2];
-        int n = 0;
-        p[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
-        p[n++] = (struct pollfd){.fd = dfd, .events = POLLIN};
-        for (int i = 0; i < n_clients; i++)
-            p[n++] = (struct pollfd){.fd = clients[i], .events = POLLIN};
-        poll(p, (nfds_t)n, 5);
-        if (screen)
-            rfbProcessEvents(screen, 0);
-        if (p[0].revents & POLLIN) {
-            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0 && n_clients < MAX_CLIENTS)
-                clients[n_clients++] = c;
-            else if (c >= 0)
-                close(c);
-        }
-        if (dfd >= 0 && (p[1].revents & POLLIN)) {
-            int c = accept4(dfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0 && getenv("FAKEVMM_FLOOD")) {
-                if (fork() == 0)
-                    flood(c);
-                close(c);
-            } else if (c >= 0) {
-                rfbNewClient(screen, c);
-            }
-        }
-        for (int i = 2; i < n; i++) {
-            if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            int fd = p[i].fd;
-            char buf[4096];
-            ssize_t r = read(fd, buf, sizeof(buf) - 1);
-            if (r <= 0) {
-                close(fd);
-                for (int j = 0; j < n_clients; j++)
-                    if (clients[j] == fd)
-                        clients[j] = clients[--n_clients];
-                continue;
-            }
-            buf[r] = 0;
-            if (strstr(buf, "\"status\"")) {
-                char line[128];
-                snprintf(line, sizeof(line),
-                         "{\"ok\":true,\"result\":{\"state\":\"running\",\"ready\":%s}}\n",
-                         ready ? "true" : "false");
-                if (write(fd, line, strlen(line)) < 0) {
-                }
-            }
-            if (strstr(buf, "\"shutdown\"") && !ignore_shutdown) {
-                send_all("{\"ok\":true}\n{\"event\":\"shutdown\"}\n");
-                quit_at = now_ms() + 50;
-            }
-            if (strstr(buf, "\"quit\""))
-                return 0;
-        }
     }
+    pthread_t guest, dpy;
+    if (pthread_create(&guest, NULL, guest_main, &m) != 0 ||
+        (dfd >= 0 && pthread_create(&dpy, NULL, display_main, &dfd) != 0)) {
+        fprintf(stderr, "fakevmm: cannot start threads\n");
+        return VMM_EXIT_FAILURE;
+    }
+    fprintf(stderr, "fakevmm: pid %d control %s\n", (int)getpid(), control);
+    vmm_control_serve(m.ctl, m.stop_fd, &machine_ops, &m);
+
+    pthread_mutex_lock(&m.lock);
+    enum stop how = m.stop;
+    char why[sizeof(m.why)];
+    snprintf(why, sizeof(why), "%s", m.why);
+    pthread_mutex_unlock(&m.lock);
+    int status = how == STOP_POWEROFF  ? VMM_EXIT_POWEROFF
+                 : how == STOP_CRASHED ? VMM_EXIT_CRASHED
+                                       : VMM_EXIT_STOPPED;
+    vmm_control_event(m.ctl, how == STOP_CRASHED ? VMM_EVENT_CRASHED : VMM_EVENT_SHUTDOWN, why);
+    fprintf(stderr, "fakevmm: stopped: %s (exit status %d)\n", why, status);
+    vmm_control_destroy(m.ctl);
+    return status;
 }

@@ -1,0 +1,152 @@
+/* server/desktop-internal.h: what vdid's desktop files share (desktop.c, desktop-prep.c,
+ * supervisor.c, login.c, vmm-ctl.c, vmm-proc.c). The rest of server/ sees desktops only through
+ * server/internal.h (srv__vm_*, srv__login*, srv__session_*).
+ *
+ * Who owns what: supervisor.c starts and stops the whole set and runs the periodic tick;
+ * desktop.c owns each srv_vm_t from vm_new to vm_gone (state, VMM process and control socket,
+ * recycle); desktop-prep.c makes a desktop's disk in a worker and starts its VMM; login.c owns
+ * logins waiting for a desktop and the sessions on desktops. vmm-ctl.c and vmm-proc.c are the two
+ * channels to a VMM and know nothing about desktops.
+ *
+ * Thread: everything here runs on vdid's loop thread.
+ */
+#ifndef VDI_SERVER_DESKTOP_INTERNAL_H
+#define VDI_SERVER_DESKTOP_INTERNAL_H
+
+#include <sys/types.h>
+
+#include "server/internal.h"
+#include "vmm/vmm.h"
+
+/* ---- vmm-ctl.c: a client of one VMM's control socket ------------------------------------------ */
+typedef struct srv_vmmctl srv_vmmctl_t;
+struct srv_vmmctl_cb {
+    void (*connected)(void *ctx);
+    /* The connection failed (@status: a uv error). Last callback: the client is closed. */
+    void (*failed)(void *ctx, int status);
+    /* One line from the VMM, parsed (vmm/vmm.h). May call srv__vmmctl_close(). */
+    void (*msg)(void *ctx, const struct vmm_msg *m);
+    /* The socket closed or broke (the VMM is exiting). Last callback: the client is closed. */
+    void (*lost)(void *ctx);
+};
+/* Connect to @path; @cb (borrowed, static) reports the outcome. Returns 0 (a callback follows)
+ * or a uv error. */
+int srv__vmmctl_connect(uv_loop_t *loop, const char *path, const struct srv_vmmctl_cb *cb,
+                        void *ctx, srv_vmmctl_t **out);
+/* Send request @cmd (@timeout_ms for VMM_CMD_SHUTDOWN) once connected; dropped otherwise. */
+void srv__vmmctl_send(srv_vmmctl_t *c, enum vmm_cmd cmd, uint32_t timeout_ms);
+/* Close; no callback runs after this. NULL is fine. */
+void srv__vmmctl_close(srv_vmmctl_t *c);
+
+/* ---- vmm-proc.c: a VMM process ------------------------------------------------------------------ */
+typedef struct srv_vmmproc srv_vmmproc_t;
+/* What to run: `vdi-vmm --kernel ... --control ... --display ...`, stdout and stderr appended to
+ * @log_path. Borrowed for the call. */
+struct srv_vmm_spec {
+    const char *vmm_path, *kernel, *initrd, *cmdline, *disk;
+    const char *control, *display, *log_path;
+    uint64_t memory;
+    unsigned vcpus, fb_width, fb_height;
+};
+/* The process ended: exit @status, or killed by signal @sig (0: none). */
+typedef void (*srv_vmmproc_exit_cb)(void *ctx, int64_t status, int sig);
+/* Start the VMM in a session and process group of its own (so that it outlives vdid). Returns 0
+ * with *pid set (@cb runs once, at its exit, unless srv__vmmproc_forget() came first), or a
+ * negative code with a message in @why. */
+int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmmproc_exit_cb cb,
+                       void *ctx, srv_vmmproc_t **out, pid_t *pid, char *why, size_t whylen);
+/* Stop following the process (it keeps running; a restarted vdid re-attaches). No callback
+ * after this. NULL is fine. */
+void srv__vmmproc_forget(srv_vmmproc_t *p);
+/* Is @pid a live process? A zombie is not (our parent may not reap the VMMs it inherited). */
+bool srv__pid_alive(pid_t pid);
+/* Signal @pid's process group (the VMM leads one), or @pid alone if it has none. */
+void srv__kill_group(pid_t pid, int sig);
+
+/* ---- desktop.c: one desktop at run time -------------------------------------------------------- */
+struct srv_vm {
+    srv_t *s;
+    int64_t id;
+    char pool[64];
+    char owner[64];
+    char image[64];
+    uint32_t image_version; /* 0 until cloned */
+    brk_desktop_state_t state;
+    uint64_t memory;
+    pid_t pid;
+    srv_vmmproc_t *proc;   /* NULL when we did not start it (re-attached) or it was reaped */
+    srv_vmmctl_t *ctl;     /* NULL between connection attempts */
+    struct srv_prep *prep; /* disk being made in a worker */
+    bool ctl_up;           /* connected at least once */
+    uint64_t next_connect; /* ms: next control connect attempt (0: none wanted) */
+    uint64_t deadline;     /* ms: ready / shutdown deadline for the current state (0: none) */
+    uint64_t disconnect_at;
+    bool exit_poll; /* control socket gone and no process handle: poll the pid */
+    bool killed;    /* we sent SIGKILL */
+    char crash[240]; /* from a crashed/reboot event, or a ready timeout */
+    char off[240];   /* from a shutdown event: how the VM stopped */
+    char *rundir;    /* RUN_DIR/vm/ID */
+    char *datadir;   /* STATE_DIR/desktops/ID */
+    char *ctl_path;
+    char *dpy_path;
+    srv_session_t *session;
+    vdi_list_t link; /* in srv_t.vms */
+};
+
+/* A desktop object for record @d, in s->vms. */
+srv_vm_t *srv__desktop_new(srv_t *s, const brk_desktop_t *d);
+/* Unlink and free @vm, forgetting its process and control socket (both keep running). */
+void srv__desktop_free(srv_vm_t *vm);
+const brk_pool_config_t *srv__desktop_pool(const srv_vm_t *vm);
+/* Move to @to in the store (checked against the state table) and log it. 0 or a store error. */
+int srv__desktop_set_state(srv_vm_t *vm, brk_desktop_state_t to, const char *reason);
+/* The VMM is gone (or never started): the desktop ends failed or gone; its files go (a dedicated
+ * desktop that failed keeps its disk for the admin). Frees @vm. */
+void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason);
+/* Begin recycling: the session is kicked, the guest asked to shut down (@hard: the VMM killed). */
+void srv__desktop_recycle(srv_vm_t *vm, bool hard, const char *why);
+/* Connect to the VMM's control socket now (the tick calls this when next_connect is due). */
+void srv__desktop_connect(srv_vm_t *vm);
+/* SIGKILL the VMM's process group; @as_failure: a ready timeout (a failure, not a recycle). */
+void srv__desktop_kill(srv_vm_t *vm, bool as_failure);
+/* A new desktop in @pool for @owner ("" for a spare), its disk made and its VMM started later.
+ * On failure nothing is left but the record (failed, with the reason). */
+int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *owner,
+                           srv_vm_t **out);
+/* Start a failed dedicated desktop again on the disk it kept. */
+int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, srv_vm_t **out);
+/* The exit callback of a desktop's VMM process (@ctx: the srv_vm_t). */
+void srv__desktop_on_exit(void *ctx, int64_t status, int sig);
+/* Drop holder @holder's ("desktop-ID") reference on @image version @version, off the loop (the
+ * catalogue takes a file lock that an import may hold for a while). */
+void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder);
+
+/* ---- desktop-prep.c: a desktop's disk and VMM start ---------------------------------------------- */
+/* Make @vm's disk (clone, or its kept disk) and find its boot files in a worker, then start its
+ * VMM on the loop. On failure the desktop ends failed with the reason. */
+void srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool);
+/* @vm goes away before its disk is ready: the worker's result is thrown away (a disk made for
+ * it is removed, unless vdid is stopping: the next vdid decides). */
+void srv__prep_abandon(struct srv_prep *p, bool stopping);
+
+/* ---- login.c: what desktops tell logins and sessions ------------------------------------------- */
+/* @vm became ready: logins waiting for it get it. */
+void srv__logins_desktop_ready(srv_vm_t *vm);
+/* @vm is gone: logins waiting for it hear why (@reason), its session is kicked. */
+void srv__logins_desktop_gone(srv_vm_t *vm, bool failed, const char *reason);
+/* Kick @vm's session (if any, and not kicked yet) with @reason. */
+void srv__session_kick_vm(srv_vm_t *vm, const char *reason);
+/* Detach @vm's session: the session lives on without a desktop (@kick: ask its owner to close). */
+void srv__session_detach(srv_vm_t *vm, const char *reason, bool kick);
+/* The tick: idle timeouts of sessions. */
+void srv__sessions_tick(srv_t *s, uint64_t now);
+/* Logins and their delivery timer. */
+void srv__logins_init(srv_t *s);
+/* Fail every waiting login ("the server is shutting down") and deliver the results now. */
+void srv__logins_fini(srv_t *s);
+
+/* ---- supervisor.c --------------------------------------------------------------------------------- */
+/* Recycle surplus spares and start missing ones (brk_spares_plan). */
+void srv__spares_check(srv_t *s);
+
+#endif /* VDI_SERVER_DESKTOP_INTERNAL_H */

@@ -1,0 +1,412 @@
+/* server/desktop.c: one desktop at run time, from its record to its end. Every desktop that is
+ * not gone or failed has a srv_vm_t mirroring its stored state. Its VMM is followed through two
+ * channels: the process (vmm-proc.c, when this vdid started it) and the control socket
+ * (vmm-ctl.c: always; after a vdid restart it is the only one). Either one ending means the VMM
+ * is gone: a process exit carries the status; a control socket EOF without a process handle is
+ * confirmed by polling the pid (supervisor.c's tick). What an end means for the desktop (failed
+ * or not, and why) is the broker's policy (brk_vmm_exit_failed).
+ */
+#define VDI_LOG_TAG "vm"
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/vdi.h"
+#include "golden-images/img.h"
+#include "server/desktop-internal.h"
+
+#define CONNECT_RETRY_MS 50
+#define SPARE_BACKOFF_MS 30000 /* after a spare failed to start: no image, a broken VMM... */
+#define KILL_GRACE_S     5     /* after the VMM's own shutdown deadline */
+
+/* ---- lookups and records ------------------------------------------------------------------- */
+srv_vm_t *srv__vm_find(srv_t *s, int64_t id)
+{
+    vdi_list_t *it;
+    for (it = s->vms.next; it != &s->vms; it = it->next) {
+        srv_vm_t *vm = vdi_list_entry(it, srv_vm_t, link);
+        if (vm->id == id)
+            return vm;
+    }
+    return NULL;
+}
+
+int64_t srv__vm_id(const srv_vm_t *vm)
+{
+    return vm->id;
+}
+
+const char *srv__vm_display(const srv_vm_t *vm)
+{
+    return vm->dpy_path;
+}
+
+const brk_pool_config_t *srv__desktop_pool(const srv_vm_t *vm)
+{
+    return brk_config_pool(vm->s->cfg, vm->pool);
+}
+
+int srv__desktop_set_state(srv_vm_t *vm, brk_desktop_state_t to, const char *reason)
+{
+    int rc = brk_store_desktop_set_state(vm->s->store, vm->id, to, reason);
+    if (rc < 0) {
+        VDI_LOG_ERR("desktop=%" PRId64 " cannot go from %s to %s: %s", vm->id,
+                    brk_desktop_state_name(vm->state), brk_desktop_state_name(to),
+                    vdi_strerror(rc));
+        return rc;
+    }
+    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s owner=%s %s -> %s%s%s", vm->id, vm->pool,
+                 vm->owner[0] ? vm->owner : "-", brk_desktop_state_name(vm->state),
+                 brk_desktop_state_name(to), reason ? " reason=" : "", reason ? reason : "");
+    vm->state = to;
+    return 0;
+}
+
+srv_vm_t *srv__desktop_new(srv_t *s, const brk_desktop_t *d)
+{
+    srv_vm_t *vm = vdi_xcalloc(1, sizeof(*vm));
+    vm->s = s;
+    vm->id = d->id;
+    snprintf(vm->pool, sizeof(vm->pool), "%s", d->pool);
+    snprintf(vm->owner, sizeof(vm->owner), "%s", d->owner);
+    snprintf(vm->image, sizeof(vm->image), "%s", d->image);
+    vm->image_version = (uint32_t)d->image_version;
+    vm->state = d->state;
+    vm->memory = d->memory;
+    vm->pid = (pid_t)d->vmm_pid;
+    vm->rundir = vdi_xasprintf("%s/vm/%" PRId64, s->cfg->run_dir, d->id);
+    vm->datadir = vdi_xasprintf("%s/desktops/%" PRId64, s->cfg->state_dir, d->id);
+    vm->ctl_path = vdi_xasprintf("%s/control.sock", vm->rundir);
+    vm->dpy_path = vdi_xasprintf("%s/display.sock", vm->rundir);
+    vdi_list_push_tail(&s->vms, &vm->link);
+    return vm;
+}
+
+void srv__desktop_free(srv_vm_t *vm)
+{
+    vdi_list_remove(&vm->link);
+    if (vm->prep) {
+        srv__prep_abandon(vm->prep, vm->s->stopping);
+        vm->prep = NULL;
+    }
+    srv__vmmctl_close(vm->ctl);
+    srv__vmmproc_forget(vm->proc);
+    free(vm->rundir);
+    free(vm->datadir);
+    free(vm->ctl_path);
+    free(vm->dpy_path);
+    free(vm);
+}
+
+/* rm -r of a desktop's own directory (flat: sockets, overlay, log). */
+static void remove_dir(const char *dir)
+{
+    static const char *const files[] = {"control.sock", "display.sock", "disk.qcow2", "vmm.log"};
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
+        char *p = vdi_xasprintf("%s/%s", dir, files[i]);
+        unlink(p);
+        free(p);
+    }
+    if (rmdir(dir) < 0 && errno != ENOENT)
+        VDI_LOG_WARN("dir=%s cannot remove: %s", dir, strerror(errno));
+}
+
+static void holder_of(int64_t id, char *buf, size_t n)
+{
+    snprintf(buf, n, "desktop-%" PRId64, id);
+}
+
+/* ---- the image reference, dropped off the loop ---------------------------------------------- */
+struct unref_job {
+    uv_work_t req;
+    img_catalog_t *cat;
+    char image[64];
+    char holder[32];
+    uint32_t version;
+    int rc;
+};
+
+static void unref_work(uv_work_t *req) /* Thread: worker */
+{
+    struct unref_job *j = vdi_container_of(req, struct unref_job, req);
+    j->rc = img_catalog_unref(j->cat, j->image, j->version, j->holder);
+}
+
+static void unref_done(uv_work_t *req, int status)
+{
+    struct unref_job *j = vdi_container_of(req, struct unref_job, req);
+    if (status == 0 && j->rc < 0 && j->rc != -ENOENT)
+        VDI_LOG_WARN("%s image=%s version=%u: cannot drop its reference: %s", j->holder, j->image,
+                     j->version, vdi_strerror(j->rc));
+    free(j);
+}
+
+void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder)
+{
+    if (!version || !s->catalog)
+        return;
+    struct unref_job *j = vdi_xcalloc(1, sizeof(*j));
+    j->cat = s->catalog;
+    snprintf(j->image, sizeof(j->image), "%s", image);
+    snprintf(j->holder, sizeof(j->holder), "%s", holder);
+    j->version = version;
+    uv_queue_work(s->loop, &j->req, unref_work, unref_done);
+}
+
+/* ---- the control socket ---------------------------------------------------------------------- */
+static void vm_ready(srv_vm_t *vm)
+{
+    if (vm->state != BRK_DS_PROVISIONING)
+        return;
+    vm->deadline = 0;
+    if (srv__desktop_set_state(vm, BRK_DS_READY, NULL) < 0)
+        return;
+    srv__logins_desktop_ready(vm);
+    srv__spares_kick(vm->s);
+}
+
+/* Ask the guest to shut down (ACPI power button); the VMM itself stops the VM when
+ * shutdown_timeout passes, and the tick kills the VMM if it is still there KILL_GRACE_S after. */
+static void send_shutdown(srv_vm_t *vm)
+{
+    uint32_t t = vm->s->cfg->shutdown_timeout_s;
+    srv__vmmctl_send(vm->ctl, VMM_CMD_SHUTDOWN, t * 1000);
+    vm->deadline = vdi_now_ms() + ((uint64_t)t + KILL_GRACE_S) * 1000;
+}
+
+static void ctl_connected(void *ctx)
+{
+    srv_vm_t *vm = ctx;
+    vm->ctl_up = true;
+    vm->next_connect = 0;
+    VDI_LOG_DEBUG("desktop=%" PRId64 " control socket connected", vm->id);
+    /* A VMM that became ready before we (re)connected will not send `ready` again: ask. */
+    srv__vmmctl_send(vm->ctl, VMM_CMD_STATUS, 0);
+    if (vm->state == BRK_DS_RECYCLING)
+        send_shutdown(vm);
+}
+
+static void ctl_failed(void *ctx, int status)
+{
+    srv_vm_t *vm = ctx;
+    vm->ctl = NULL;
+    /* Re-attached (not our child): a missing socket or pid means the VMM is gone; a recycled pid
+     * cannot fake the socket. Our own child: it is still starting; try again on a later tick. */
+    if (!vm->ctl_up && !vm->proc &&
+        (status == UV_ENOENT || status == UV_ECONNREFUSED || !srv__pid_alive(vm->pid))) {
+        srv__desktop_gone(vm, vm->state != BRK_DS_RECYCLING, "vmm not running");
+        return;
+    }
+    vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
+}
+
+static void ctl_msg(void *ctx, const struct vmm_msg *m)
+{
+    srv_vm_t *vm = ctx;
+    if (m->kind == VMM_MSG_REPLY) {
+        if (m->has_status && m->status.ready)
+            vm_ready(vm);
+        return;
+    }
+    const char *name = vmm_event_name(m->event);
+    const char *sep = m->reason[0] ? ": " : "";
+    VDI_LOG_DEBUG("desktop=%" PRId64 " event=%s", vm->id, name ? name : "(unknown)");
+    switch (m->event) {
+    case VMM_EVENT_READY:
+        vm_ready(vm);
+        break;
+    case VMM_EVENT_SHUTDOWN:
+        snprintf(vm->off, sizeof(vm->off), "guest stopped%s%s", sep, m->reason);
+        break;
+    case VMM_EVENT_REBOOT:
+        snprintf(vm->crash, sizeof(vm->crash), "guest rebooted");
+        break;
+    case VMM_EVENT_CRASHED:
+        snprintf(vm->crash, sizeof(vm->crash), "guest crashed%s%s", sep, m->reason);
+        break;
+    case VMM_EVENT_BOOTED:
+    case VMM_EVENT_UNKNOWN:
+        break;
+    }
+}
+
+/* The control socket closed: the VMM is exiting (or exited). */
+static void ctl_lost(void *ctx)
+{
+    srv_vm_t *vm = ctx;
+    vm->ctl = NULL;
+    if (!vm->proc && vm->pid > 0)
+        vm->exit_poll = true; /* not our child: the tick polls until the pid is gone */
+    else if (!vm->proc)
+        srv__desktop_gone(vm, vm->state != BRK_DS_RECYCLING, "control socket closed");
+}
+
+static const struct srv_vmmctl_cb ctl_cb = {
+    .connected = ctl_connected,
+    .failed = ctl_failed,
+    .msg = ctl_msg,
+    .lost = ctl_lost,
+};
+
+void srv__desktop_connect(srv_vm_t *vm)
+{
+    vm->next_connect = 0;
+    int rc = srv__vmmctl_connect(vm->s->loop, vm->ctl_path, &ctl_cb, vm, &vm->ctl);
+    if (rc < 0) {
+        VDI_LOG_WARN("desktop=%" PRId64 " control socket: %s", vm->id, uv_strerror(rc));
+        vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
+    }
+}
+
+/* ---- the VMM process -------------------------------------------------------------------------- */
+void srv__desktop_kill(srv_vm_t *vm, bool as_failure)
+{
+    srv__kill_group(vm->pid, SIGKILL);
+    vm->killed = !as_failure;
+    if (!vm->proc && vm->pid > 0)
+        vm->exit_poll = true;
+}
+
+void srv__desktop_on_exit(void *ctx, int64_t status, int sig)
+{
+    srv_vm_t *vm = ctx;
+    vm->proc = NULL;
+    brk_vmm_exit_t e = {
+        .signalled = sig != 0,
+        .sig = sig,
+        .status = status,
+        .killed_by_vdid = vm->killed,
+        .recycling = vm->state == BRK_DS_RECYCLING,
+        .crash = vm->crash,
+        .off = vm->off,
+    };
+    char reason[512];
+    bool failed = brk_vmm_exit_failed(&e, reason, sizeof(reason));
+    srv__desktop_gone(vm, failed, reason);
+}
+
+void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason)
+{
+    srv_t *s = vm->s;
+    const brk_pool_config_t *pool = srv__desktop_pool(vm);
+
+    if (vm->state == BRK_DS_RECYCLING)
+        failed = false;
+    bool keep_disk = failed && pool && pool->type == BRK_POOL_DEDICATED;
+    if (failed && !vm->owner[0] && vm->state == BRK_DS_PROVISIONING && pool) {
+        /* A spare that never came up: do not make another at once (and another...). */
+        size_t i = (size_t)(pool - s->cfg->pools);
+        s->spare_retry_at[i] = vdi_now_ms() + SPARE_BACKOFF_MS;
+        VDI_LOG_WARN("pool=%s: a spare failed to start (%s); next try in %d s", pool->name, reason,
+                     SPARE_BACKOFF_MS / 1000);
+    }
+    if (!failed && vm->state != BRK_DS_RECYCLING)
+        srv__desktop_set_state(vm, BRK_DS_RECYCLING, reason);
+    srv__desktop_set_state(vm, failed ? BRK_DS_FAILED : BRK_DS_GONE, reason);
+    brk_store_audit(s->store, NULL, failed ? "vmm.failed" : "vmm.exit", vm->id, vm->owner, reason);
+    if (keep_disk) {
+        char *disk = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
+        brk_store_desktop_set_vmm(s->store, vm->id, 0, disk, vm->image_version);
+        free(disk);
+    } else {
+        brk_store_desktop_set_vmm(s->store, vm->id, 0, "", 0);
+    }
+    srv__logins_desktop_gone(vm, failed, reason);
+    remove_dir(vm->rundir);
+    if (!keep_disk) {
+        char holder[32];
+        holder_of(vm->id, holder, sizeof(holder));
+        remove_dir(vm->datadir);
+        srv__image_unref(s, vm->image, vm->image_version, holder);
+    }
+    srv__desktop_free(vm);
+    srv__spares_kick(s);
+}
+
+void srv__desktop_recycle(srv_vm_t *vm, bool hard, const char *why)
+{
+    if (vm->state == BRK_DS_RECYCLING) {
+        if (hard)
+            srv__desktop_kill(vm, false);
+        return;
+    }
+    if (srv__desktop_set_state(vm, BRK_DS_RECYCLING, why) < 0)
+        return;
+    srv__session_kick_vm(vm, why);
+    vm->disconnect_at = 0;
+    if (vm->pid <= 0 || (!vm->proc && !vm->ctl_up && !srv__pid_alive(vm->pid))) {
+        srv__desktop_gone(vm, false, why);
+        return;
+    }
+    if (hard)
+        srv__desktop_kill(vm, false);
+    else
+        send_shutdown(vm);
+}
+
+int srv__vm_recycle(srv_t *s, int64_t id, bool hard, const char *why)
+{
+    srv_vm_t *vm = srv__vm_find(s, id);
+    if (!vm) {
+        brk_desktop_t d;
+        int rc = brk_store_desktop_get(s->store, id, &d);
+        if (rc < 0)
+            return rc;
+        if (d.state != BRK_DS_FAILED)
+            return VDI_ESTATE;
+        /* Clear a failed desktop away (its kept disk and its image reference too). */
+        char *dir = vdi_xasprintf("%s/desktops/%" PRId64, s->cfg->state_dir, id);
+        char holder[32];
+        remove_dir(dir);
+        free(dir);
+        holder_of(id, holder, sizeof(holder));
+        srv__image_unref(s, d.image, (uint32_t)d.image_version, holder);
+        return brk_store_desktop_set_state(s->store, id, BRK_DS_GONE, why);
+    }
+    if (vm->state == BRK_DS_RECYCLING && !hard)
+        return VDI_ESTATE;
+    brk_store_audit(s->store, "admin", hard ? "desktop.destroy" : "desktop.recycle", id, vm->owner,
+                    why);
+    srv__desktop_recycle(vm, hard, why);
+    return 0;
+}
+
+/* ---- new desktops ------------------------------------------------------------------------------ */
+int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *owner,
+                           srv_vm_t **out)
+{
+    int64_t id;
+    int rc = brk_store_desktop_create(s->store, pool->name, owner, pool->image, pool->memory, &id);
+    if (rc < 0)
+        return rc;
+    brk_desktop_t d = {.id = id, .state = BRK_DS_PROVISIONING, .memory = pool->memory};
+    snprintf(d.pool, sizeof(d.pool), "%s", pool->name);
+    snprintf(d.owner, sizeof(d.owner), "%s", owner);
+    snprintf(d.image, sizeof(d.image), "%s", pool->image);
+    srv_vm_t *vm = srv__desktop_new(s, &d);
+    srv__prep_start(vm, pool);
+    if (out)
+        *out = vm;
+    return 0;
+}
+
+int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, srv_vm_t **out)
+{
+    brk_desktop_t d;
+    int rc = brk_store_desktop_get(s->store, id, &d);
+    if (rc < 0)
+        return rc;
+    srv_vm_t *vm = srv__desktop_new(s, &d);
+    vm->pid = 0;
+    rc = srv__desktop_set_state(vm, BRK_DS_PROVISIONING, "started again for its user");
+    if (rc < 0) {
+        srv__desktop_free(vm);
+        return rc;
+    }
+    srv__prep_start(vm, pool);
+    *out = vm;
+    return 0;
+}
