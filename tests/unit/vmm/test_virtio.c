@@ -219,6 +219,33 @@ static void test_rng(void **state)
     fake_vm_free(vm);
 }
 
+/* ---- offered features -------------------------------------------------------------------- */
+/* Transport bits every device offers: INDIRECT_DESC (28), VERSION_1 (32), RING_RESET (40). */
+#define TRANSPORT_FEATURES (1ull << 28 | 1ull << 32 | 1ull << 40)
+
+static void test_offered_features(void **state)
+{
+    (void)state;
+    vmm_vm_t *vm = fake_vm_new(RAM);
+    struct vmm_virtio_dev *vd;
+    struct drv kbd, tab, rng;
+    struct vmm_config cfg = {.input = true};
+    assert_int_equal(vmm__pci_setup(vm, &cfg), 0);
+    assert_int_equal(vmm__virtio_rng_create(vm, &vd), 0);
+    drv_attach(&kbd, vm, 1);
+    drv_attach(&tab, vm, 2);
+    drv_attach(&rng, vm, 3);
+    /* Keyboard and tablet differ in their config space only; neither has feature bits. */
+    assert_int_equal(drv_offered(&kbd), TRANSPORT_FEATURES);
+    assert_int_equal(drv_offered(&tab), TRANSPORT_FEATURES);
+    assert_int_equal(drv_offered(&rng), TRANSPORT_FEATURES);
+    /* A driver may take any subset, and nothing more. */
+    assert_int_equal(drv_init(&kbd, 1ull << 40, 2, false), 0x0f);
+    assert_int_equal(drv_init(&rng, 1ull << 0, 1, false) & 0x08, 0);
+    vmm__pci_teardown(vm);
+    fake_vm_free(vm);
+}
+
 /* ---- virtio-input ------------------------------------------------------------------------- */
 static void input_cfg(struct drv *d, uint8_t sel, uint8_t sub, uint8_t *size, uint8_t *u)
 {
@@ -326,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_blk_queue_reset_and_bar_move),
         cmocka_unit_test(test_pci_cfg_window),
         cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_offered_features),
         cmocka_unit_test(test_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -118,6 +118,31 @@ static void test_blk_discard_write_zeroes(void **state)
     raw_teardown(c);
 }
 
+/* What each kind of disk offers (virtio 1.2 §5.2.3): SEG_MAX (2), BLK_SIZE (6) and FLUSH (9)
+ * always; DISCARD (13) and WRITE_ZEROES (14) when writable; RO (5) when read-only; plus the
+ * transport's INDIRECT_DESC (28), VERSION_1 (32) and RING_RESET (40). */
+#define BLK_FEATURES_RW                                                                            \
+    (1ull << 2 | 1ull << 6 | 1ull << 9 | 1ull << 13 | 1ull << 14 | 1ull << 28 | 1ull << 32 |       \
+     1ull << 40)
+#define BLK_FEATURES_RO                                                                            \
+    (1ull << 2 | 1ull << 5 | 1ull << 6 | 1ull << 9 | 1ull << 28 | 1ull << 32 | 1ull << 40)
+
+static void test_blk_offered_features(void **state)
+{
+    (void)state;
+    struct blkctx *c = raw_setup(false, false);
+    assert_int_equal(drv_offered(&c->d), BLK_FEATURES_RW);
+    /* The driver may take DISCARD and WRITE_ZEROES, not RO. */
+    assert_int_equal(drv_init(&c->d, 1ull << 13 | 1ull << 14, 1, false), 0x0f);
+    assert_int_equal(drv_init(&c->d, 1ull << 5, 1, false) & 0x08, 0);
+    raw_teardown(c);
+    c = raw_setup(true, false);
+    assert_int_equal(drv_offered(&c->d), BLK_FEATURES_RO);
+    assert_int_equal(drv_init(&c->d, 1ull << 5, 1, false), 0x0f);
+    assert_int_equal(drv_init(&c->d, 1ull << 13, 1, false) & 0x08, 0);
+    raw_teardown(c);
+}
+
 static void test_raw_backend(void **state)
 {
     (void)state;
@@ -157,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_blk_read_write_flush),
         cmocka_unit_test(test_blk_read_only),
         cmocka_unit_test(test_blk_discard_write_zeroes),
+        cmocka_unit_test(test_blk_offered_features),
         cmocka_unit_test(test_raw_backend),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -99,6 +99,15 @@ static inline void drv_attach(struct drv *d, vmm_vm_t *vm, unsigned slot)
     assert_int_not_equal(find_vcap(d, 5), 0);
 }
 
+/* The 64 feature bits the device offers, read through device_feature_select as a driver does. */
+static inline uint64_t drv_offered(struct drv *d)
+{
+    w32(d, 0x00, 0);
+    uint64_t f = c32(d, 0x04);
+    w32(d, 0x00, 1);
+    return f | (uint64_t)c32(d, 0x04) << 32;
+}
+
 /* Reset, negotiate @want (plus VERSION_1 and INDIRECT_DESC), set up @nq queues. Returns the
  * status read back after FEATURES_OK. */
 static inline uint8_t drv_init(struct drv *d, uint64_t want, unsigned nq, bool msix)
@@ -155,7 +164,7 @@ static inline uint8_t drv_init(struct drv *d, uint64_t want, unsigned nq, bool m
 }
 
 static inline void set_desc(struct drv *d, unsigned q, unsigned i, uint64_t addr, uint32_t len,
-                     uint16_t flags, uint16_t next)
+                            uint16_t flags, uint16_t next)
 {
     uint8_t *p = d->vm->ram + d->ring[q] + 16 * i;
     memcpy(p, &addr, 8);
