@@ -205,7 +205,6 @@ struct vmm_virtio_ops {
     uint16_t device_id;  /* virtio device type: PCI device id is 0x1040 + this */
     uint32_t class_code; /* PCI class << 8 | prog-if */
     unsigned nqueues;
-    uint64_t features; /* device-specific feature bits offered */
     uint32_t cfg_size; /* bytes of device-specific config */
     /* Required: read device config at @off (bounds already checked). Device lock held. */
     void (*cfg_read)(struct vmm_virtio_dev *vd, uint32_t off, void *data, uint32_t len);
@@ -243,7 +242,7 @@ struct vmm_virtio_dev {
     uint8_t isr;
     uint8_t config_gen;
     uint32_t dfsel, gfsel;
-    uint64_t features;        /* offered, transport bits included */
+    uint64_t features;        /* offered: the device's bits given at init, plus the transport's */
     uint64_t driver_features; /* as written by the driver */
     uint16_t queue_sel;
     uint16_t config_vector;
@@ -252,8 +251,12 @@ struct vmm_virtio_dev {
 };
 
 /* Initialise the transport in @vd (embedded in the device's own struct) and register it on the
- * bus. Returns 0 or -errno. Thread: main. */
-int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops, vmm_vm_t *vm);
+ * bus. @features are the device-specific feature bits this instance offers (one ops table serves
+ * every variant of a device type: a read-only disk differs from a writable one here, not in its
+ * ops); the transport adds VERSION_1, INDIRECT_DESC and RING_RESET. Returns 0 or -errno.
+ * Thread: main. */
+int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops,
+                         uint64_t features, vmm_vm_t *vm);
 /* Undo vmm__virtio_pci_init (the I/O-thread fds, MSI-X, eventfds). */
 void vmm__virtio_pci_fini(struct vmm_virtio_dev *vd);
 /* Interrupt the guest for used buffers on queue @q (honours VIRTQ_AVAIL_F_NO_INTERRUPT).

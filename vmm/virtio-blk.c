@@ -207,35 +207,6 @@ static const struct vmm_virtio_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .class_code = 0x018000,
     .nqueues = 1,
-    .features =
-        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH,
-    .cfg_size = 60,
-    .cfg_read = blk_cfg_read,
-    .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
-};
-
-static const struct vmm_virtio_ops blk_ro_ops = {
-    .name = "virtio-blk",
-    .device_id = VIRTIO_ID_BLOCK,
-    .class_code = 0x018000,
-    .nqueues = 1,
-    .features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_RO,
-    .cfg_size = 60,
-    .cfg_read = blk_cfg_read,
-    .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
-};
-
-static const struct vmm_virtio_ops blk_discard_ops = {
-    .name = "virtio-blk",
-    .device_id = VIRTIO_ID_BLOCK,
-    .class_code = 0x018000,
-    .nqueues = 1,
-    .features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_DISCARD |
-                1ull << VIRTIO_BLK_F_WRITE_ZEROES,
     .cfg_size = 60,
     .cfg_read = blk_cfg_read,
     .queue_notify = blk_queue_notify,
@@ -251,9 +222,8 @@ int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio
 {
     static unsigned counter;
     struct vblk *b = vdi_xcalloc(1, sizeof(*b));
-    const struct vmm_virtio_ops *ops = disk->read_only      ? &blk_ro_ops
-                                       : disk->ops->discard ? &blk_discard_ops
-                                                            : &blk_ops;
+    uint64_t features =
+        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH;
     uint64_t sectors = disk->size / SECTOR;
     int err;
 
@@ -269,7 +239,13 @@ int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio
     put32(b->config + 44, 1);
     put32(b->config + 48, MAX_DISCARD_SECTORS);
     put32(b->config + 52, MAX_DISCARD_SEG);
-    err = vmm__virtio_pci_init(&b->vd, ops, vm);
+    /* §5.2.3: a read-only disk says so; a writable one takes discards and write-zeroes when its
+     * back-end can discard. */
+    if (disk->read_only)
+        features |= 1ull << VIRTIO_BLK_F_RO;
+    else if (disk->ops->discard)
+        features |= 1ull << VIRTIO_BLK_F_DISCARD | 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
+    err = vmm__virtio_pci_init(&b->vd, &blk_ops, features, vm);
     if (err < 0) {
         free(b->zeroes);
         free(b);
