@@ -1,7 +1,7 @@
 /* vmm/pci-internal.h: what the PCI side of vdi-vmm shares between its files (pci.c, msix.c,
- * virtq.c, virtio-pci.c, the virtio devices, dev-bochs.c, blk-backend.c). Like internal.h it is
- * private to vmm/ (and its unit tests and fuzz targets); it builds only on the functions of
- * internal.h to reach KVM.
+ * virtq.c, virtio-pci.c, the virtio devices, dev-bochs.c). Like internal.h it is private to vmm/
+ * (and its unit tests and fuzz targets); it builds only on the functions of internal.h to reach
+ * KVM, and on golden-images/img.h for virtio-blk's disks.
  *
  * Layering, bottom up:
  *  - virtq: one split virtqueue in guest memory; walks descriptor chains defensively.
@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "golden-images/img.h"
 #include "vmm/internal.h"
 
 /* ---- Split virtqueues (virtq.c) ----------------------------------------------------------- */
@@ -273,33 +274,13 @@ static inline bool vmm__virtio_has(const struct vmm_virtio_dev *vd, unsigned bit
     return (vd->driver_features >> bit) & 1;
 }
 
-/* ---- Block back-ends (blk-backend.c) ------------------------------------------------------ */
-/* A disk as virtio-blk sees it. Calls come from the I/O thread only, one at a time. Offsets and
- * lengths are bytes; the device checks them against size before calling. */
-struct vmm_blk;
-struct vmm_blk_ops {
-    const char *name;
-    int (*pread)(struct vmm_blk *b, void *buf, size_t len, uint64_t off);        /* required */
-    int (*pwrite)(struct vmm_blk *b, const void *buf, size_t len, uint64_t off); /* required */
-    int (*flush)(struct vmm_blk *b);                                             /* required */
-    int (*discard)(struct vmm_blk *b, uint64_t off, uint64_t len);               /* optional */
-    void (*close)(struct vmm_blk *b);                                            /* required */
-};
-struct vmm_blk {
-    const struct vmm_blk_ops *ops;
-    uint64_t size; /* bytes */
-    bool read_only;
-};
-/* Open @path as a disk: a qcow2 or raw image through golden-images/ when that library is built
- * in, else a raw file. @read_only opens the file read-only. Returns 0, -errno or VDI_EBADIMAGE.
- * Thread: main. */
-int vmm__blk_open(const char *path, bool read_only, struct vmm_blk **out);
-int vmm__blk_open_raw(const char *path, bool read_only, struct vmm_blk **out);
-
 /* ---- Devices ------------------------------------------------------------------------------ */
 /* Each creates its device, registers it on the bus and returns an object for teardown. */
 struct vmm_virtio_dev;
-int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio_dev **out);
+/* virtio-blk over @disk, an image the caller opened with img_open() (raw or qcow2, read-only or
+ * writable: the device offers VIRTIO_BLK_F_RO for a read-only one). On success the device owns
+ * @disk and closes it when destroyed; on failure the caller still owns it. */
+int vmm__virtio_blk_create(vmm_vm_t *vm, img_disk_t *disk, struct vmm_virtio_dev **out);
 int vmm__virtio_rng_create(vmm_vm_t *vm, struct vmm_virtio_dev **out);
 int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out);
 enum vmm_input_kind {

@@ -1,6 +1,7 @@
-/* Unit tests for vmm/virtio-pci.c and the virtio devices (blk, rng, input), driven the way a
- * guest driver drives them: config space, the modern capabilities, the common config, rings in
- * (fake) guest RAM, notifications through ioeventfds and the I/O thread. */
+/* tests/unit/vmm/test_virtio.c: vmm/virtio-pci.c (through a virtio-blk device; virtio-blk itself
+ * is test_virtio_blk.c) and the rng and input devices, driven the way a guest driver drives them:
+ * config space, the modern capabilities, the common config, rings in (fake) guest RAM,
+ * notifications through ioeventfds and the I/O thread. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -216,16 +216,16 @@ struct blkctx {
     struct drv d;
 };
 
-/* Put the disk at @path (read-only with @ro) on a new VM's bus and bring the driver up, with
- * MSI-X (@msix) or INTx. */
+/* Open the disk image at @path with golden-images/ (read-only with @ro), put it on a new VM's bus
+ * and bring the driver up, with MSI-X (@msix) or INTx. */
 static inline struct blkctx *blk_attach(const char *path, bool ro, bool msix)
 {
     struct blkctx *c = calloc(1, sizeof(*c));
-    struct vmm_blk *disk;
+    img_disk_t *disk;
     struct vmm_virtio_dev *vd;
     c->vm = fake_vm_new(RAM);
     assert_int_equal(vmm__pci_bus_create(c->vm), 0);
-    assert_int_equal(vmm__blk_open(path, ro, &disk), 0);
+    assert_int_equal(img_open(path, ro ? IMG_OPEN_RDONLY : 0, &disk), 0);
     assert_int_equal(vmm__virtio_blk_create(c->vm, disk, &vd), 0);
     drv_attach(&c->d, c->vm, 1);
     assert_int_equal(cfg_read(c->vm, 1, 0x02, 2), 0x1042);
@@ -233,7 +233,7 @@ static inline struct blkctx *blk_attach(const char *path, bool ro, bool msix)
     return c;
 }
 
-/* Tear the VM down (closing the disk); nothing may be left registered. */
+/* Tear the VM down (the device closes the disk); nothing may be left registered. */
 static inline void blk_detach(struct blkctx *c)
 {
     vmm__pci_teardown(c->vm);
