@@ -47,7 +47,7 @@ struct vblk {
     bool read_only;
     uint8_t config[60];
     char serial[20];
-    uint8_t *zeroes; /* a zero-filled buffer for write-zeroes without discard */
+    uint8_t *zeroes; /* 1 MiB of zeroes that WRITE_ZEROES writes from */
 };
 
 static struct vblk *vblk_of(struct vmm_virtio_dev *vd)
