@@ -248,6 +248,11 @@ const char *img_path(const img_disk_t *d)
     return d->path;
 }
 
+bool img_read_only(const img_disk_t *d)
+{
+    return d->rdonly;
+}
+
 img_disk_t *img_backing(const img_disk_t *d)
 {
     return d->backing;

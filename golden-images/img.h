@@ -41,6 +41,9 @@ const char *img_format(const img_disk_t *d);
 /* Path the disk was opened with; valid until img_close(). */
 const char *img_path(const img_disk_t *d);
 
+/* Whether the disk was opened read-only (IMG_OPEN_RDONLY): writes and discards fail with -EROFS. */
+bool img_read_only(const img_disk_t *d);
+
 /* The backing disk of a qcow2 image, or NULL. Borrowed: owned by @d. */
 img_disk_t *img_backing(const img_disk_t *d);
 

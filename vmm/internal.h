@@ -1,13 +1,14 @@
 /* vmm/internal.h: what the files of vdi-vmm share. Not for other modules (make check-includes).
  *
  * Two halves meet here:
- *  - the core (vm.c, vcpu.c, memory, boot, legacy devices, control socket, main.c) owns struct
- *    vmm_vm and implements the vmm__vm_* / vmm__io_* / vmm__mem* / vmm__irq* / vmm__iothread_*
- *    functions below;
- *  - the PCI side (pci.c, virtio-pci.c, virtio-*.c, dev-bochs.c) implements vmm__pci_* and the
- *    devices, using only the functions below to reach KVM.
+ *  - the core (vm.c: KVM, memory and the vCPU threads; io.c, iothread.c, boot.c, tables.c,
+ *    the legacy devices dev-*.c, control.c, main.c) owns struct vmm_vm and implements the
+ *    vmm__vm_* / vmm__io_* / vmm__mem* / vmm__irq* / vmm__iothread_* functions below;
+ *  - the PCI side (pci.c, msix.c, virtq.c, virtio-pci.c, virtio-*.c, dev-bochs.c; its own
+ *    declarations in pci-internal.h) implements vmm__pci_* and the devices, using only the
+ *    functions below to reach KVM.
  *
- * Threads: vCPU threads run I/O handlers (struct vmm_io_ops.rw); the I/O thread runs fd
+ * Threads: vCPU threads run I/O handlers (vmm_io_fn); the I/O thread runs fd
  * callbacks (virtio queue back-ends); the main thread builds and tears down the VM. A device's
  * state is touched from vCPU threads (register access) and its I/O-thread callbacks: it holds its
  * own mutex where both touch the same fields.

@@ -13,3 +13,5 @@ vdi-vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4)
 UNIT_vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4)
 # The control-socket client the integration suites use.
 TOOL_vmm-ctl_LIBS := common
+# test_virtio_blk makes disk I/O fail on demand.
+vmm_test_virtio_blk_LDFLAGS := -Xlinker --wrap=pread -Xlinker --wrap=pwrite -Xlinker --wrap=fdatasync

@@ -1,7 +1,7 @@
 /* vmm/pci-internal.h: what the PCI side of vdi-vmm shares between its files (pci.c, msix.c,
- * virtq.c, virtio-pci.c, the virtio devices, dev-bochs.c, blk-backend.c). Like internal.h it is
- * private to vmm/ (and its unit tests and fuzz targets); it builds only on the functions of
- * internal.h to reach KVM.
+ * virtq.c, virtio-pci.c, the virtio devices, dev-bochs.c). Like internal.h it is private to vmm/
+ * (and its unit tests and fuzz targets); it builds only on the functions of internal.h to reach
+ * KVM, and on golden-images/img.h for virtio-blk's disks.
  *
  * Layering, bottom up:
  *  - virtq: one split virtqueue in guest memory; walks descriptor chains defensively.
@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "golden-images/img.h"
 #include "vmm/internal.h"
 
 /* ---- Split virtqueues (virtq.c) ----------------------------------------------------------- */
@@ -205,7 +206,6 @@ struct vmm_virtio_ops {
     uint16_t device_id;  /* virtio device type: PCI device id is 0x1040 + this */
     uint32_t class_code; /* PCI class << 8 | prog-if */
     unsigned nqueues;
-    uint64_t features; /* device-specific feature bits offered */
     uint32_t cfg_size; /* bytes of device-specific config */
     /* Required: read device config at @off (bounds already checked). Device lock held. */
     void (*cfg_read)(struct vmm_virtio_dev *vd, uint32_t off, void *data, uint32_t len);
@@ -243,7 +243,7 @@ struct vmm_virtio_dev {
     uint8_t isr;
     uint8_t config_gen;
     uint32_t dfsel, gfsel;
-    uint64_t features;        /* offered, transport bits included */
+    uint64_t features;        /* offered: the device's bits given at init, plus the transport's */
     uint64_t driver_features; /* as written by the driver */
     uint16_t queue_sel;
     uint16_t config_vector;
@@ -252,8 +252,12 @@ struct vmm_virtio_dev {
 };
 
 /* Initialise the transport in @vd (embedded in the device's own struct) and register it on the
- * bus. Returns 0 or -errno. Thread: main. */
-int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops, vmm_vm_t *vm);
+ * bus. @features are the device-specific feature bits this instance offers (one ops table serves
+ * every variant of a device type: a read-only disk differs from a writable one here, not in its
+ * ops); the transport adds VERSION_1, INDIRECT_DESC and RING_RESET. Returns 0 or -errno.
+ * Thread: main. */
+int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops,
+                         uint64_t features, vmm_vm_t *vm);
 /* Undo vmm__virtio_pci_init (the I/O-thread fds, MSI-X, eventfds). */
 void vmm__virtio_pci_fini(struct vmm_virtio_dev *vd);
 /* Interrupt the guest for used buffers on queue @q (honours VIRTQ_AVAIL_F_NO_INTERRUPT).
@@ -270,33 +274,13 @@ static inline bool vmm__virtio_has(const struct vmm_virtio_dev *vd, unsigned bit
     return (vd->driver_features >> bit) & 1;
 }
 
-/* ---- Block back-ends (blk-backend.c) ------------------------------------------------------ */
-/* A disk as virtio-blk sees it. Calls come from the I/O thread only, one at a time. Offsets and
- * lengths are bytes; the device checks them against size before calling. */
-struct vmm_blk;
-struct vmm_blk_ops {
-    const char *name;
-    int (*pread)(struct vmm_blk *b, void *buf, size_t len, uint64_t off);        /* required */
-    int (*pwrite)(struct vmm_blk *b, const void *buf, size_t len, uint64_t off); /* required */
-    int (*flush)(struct vmm_blk *b);                                             /* required */
-    int (*discard)(struct vmm_blk *b, uint64_t off, uint64_t len);               /* optional */
-    void (*close)(struct vmm_blk *b);                                            /* required */
-};
-struct vmm_blk {
-    const struct vmm_blk_ops *ops;
-    uint64_t size; /* bytes */
-    bool read_only;
-};
-/* Open @path as a disk: a qcow2 or raw image through golden-images/ when that library is built
- * in, else a raw file. @read_only opens the file read-only. Returns 0, -errno or VDI_EBADIMAGE.
- * Thread: main. */
-int vmm__blk_open(const char *path, bool read_only, struct vmm_blk **out);
-int vmm__blk_open_raw(const char *path, bool read_only, struct vmm_blk **out);
-
 /* ---- Devices ------------------------------------------------------------------------------ */
 /* Each creates its device, registers it on the bus and returns an object for teardown. */
 struct vmm_virtio_dev;
-int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio_dev **out);
+/* virtio-blk over @disk, an image the caller opened with img_open() (raw or qcow2, read-only or
+ * writable: the device offers VIRTIO_BLK_F_RO for a read-only one). On success the device owns
+ * @disk and closes it when destroyed; on failure the caller still owns it. */
+int vmm__virtio_blk_create(vmm_vm_t *vm, img_disk_t *disk, struct vmm_virtio_dev **out);
 int vmm__virtio_rng_create(vmm_vm_t *vm, struct vmm_virtio_dev **out);
 int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out);
 enum vmm_input_kind {

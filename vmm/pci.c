@@ -528,8 +528,8 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         }
     }
     for (unsigned i = 0; i < cfg->ndisks && i < VMM_MAX_DISKS; i++) {
-        struct vmm_blk *disk;
-        err = vmm__blk_open(cfg->disks[i].path, cfg->disks[i].read_only, &disk);
+        img_disk_t *disk;
+        err = img_open(cfg->disks[i].path, cfg->disks[i].read_only ? IMG_OPEN_RDONLY : 0, &disk);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
                         err == -EAGAIN
@@ -540,7 +540,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
         }
         err = vmm__virtio_blk_create(vm, disk, &vd);
         if (err < 0) {
-            disk->ops->close(disk);
+            img_close(disk);
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
                         vdi_strerror(err));
             goto err;

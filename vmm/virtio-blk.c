@@ -1,10 +1,15 @@
-/* vmm/virtio-blk.c: virtio block device (virtio 1.2 §5.2) over a struct vmm_blk back-end.
+/* vmm/virtio-blk.c: virtio block device (virtio 1.2 §5.2) over a disk image of golden-images/
+ * (img.h: raw files, host block devices and qcow2 images alike, locked as the library locks them).
  *
  * Requests are served on the I/O thread when the guest kicks the queue, synchronously, one after
- * the other: the back-end call blocks that thread only. A read-only disk offers VIRTIO_BLK_F_RO
- * and fails writes, discards and write-zeroes with IOERR whatever the guest does (the back-end's
- * file is open read-only too). FLUSH is offered and goes to the back-end's flush (fdatasync for
- * raw files). Each request is bounds-checked against the disk size before the back-end sees it.
+ * the other: an image call blocks that thread only. Each request is bounds-checked against the
+ * disk size before the library sees it, and whatever the library returns (-errno,
+ * VDI_EBADIMAGE) reaches the guest as IOERR; nothing the disk does stops the VMM. A read-only
+ * disk offers VIRTIO_BLK_F_RO and fails writes, discards and write-zeroes with IOERR whatever the
+ * guest does (the image is open read-only too). FLUSH is offered and goes to img_flush()
+ * (fdatasync for raw files, the ordered metadata flush for qcow2). A writable disk offers DISCARD
+ * (img_discard(): a punched hole, or freed qcow2 clusters) and WRITE_ZEROES (real zeroes
+ * written, since a discard may leave partial clusters alone).
  */
 #define VDI_LOG_TAG "vmm"
 #include <stdlib.h>
@@ -37,10 +42,12 @@
 
 struct vblk {
     struct vmm_virtio_dev vd;
-    struct vmm_blk *disk;
+    img_disk_t *disk; /* owned */
+    uint64_t size;    /* bytes */
+    bool read_only;
     uint8_t config[60];
     char serial[20];
-    uint8_t *zeroes; /* a zero-filled buffer for write-zeroes without discard */
+    uint8_t *zeroes; /* 1 MiB of zeroes that WRITE_ZEROES writes from */
 };
 
 static struct vblk *vblk_of(struct vmm_virtio_dev *vd)
@@ -60,8 +67,7 @@ static int do_rw(struct vblk *b, const struct vmm_virtq_req *req, uint64_t secto
 {
     uint64_t off = sector * SECTOR;
     uint64_t len = write ? req->out_len - 16 : req->in_len - 1;
-    if (sector > UINT64_MAX / SECTOR || len % SECTOR != 0 || off > b->disk->size ||
-        len > b->disk->size - off)
+    if (sector > UINT64_MAX / SECTOR || len % SECTOR != 0 || off > b->size || len > b->size - off)
         return VIRTIO_BLK_S_IOERR;
     if (write) {
         size_t skip = 16; /* header bytes at the start of the readable buffers */
@@ -74,7 +80,7 @@ static int do_rw(struct vblk *b, const struct vmm_virtq_req *req, uint64_t secto
             const uint8_t *p = (const uint8_t *)req->out[k].iov_base + skip;
             size_t n = seg - skip;
             skip = 0;
-            if (b->disk->ops->pwrite(b->disk, p, n, off) < 0)
+            if (img_pwrite(b->disk, p, n, off) < 0)
                 return VIRTIO_BLK_S_IOERR;
             off += n;
         }
@@ -82,7 +88,7 @@ static int do_rw(struct vblk *b, const struct vmm_virtq_req *req, uint64_t secto
         uint64_t left = len;
         for (unsigned k = 0; k < req->nin && left > 0; k++) {
             size_t n = VDI_MIN(req->in[k].iov_len, left);
-            if (b->disk->ops->pread(b->disk, req->in[k].iov_base, n, off) < 0)
+            if (img_pread(b->disk, req->in[k].iov_base, n, off) < 0)
                 return VIRTIO_BLK_S_IOERR;
             off += n;
             left -= n;
@@ -105,20 +111,20 @@ static int do_discard(struct vblk *b, const struct vmm_virtq_req *req, bool zero
         memcpy(&sector, seg, 8);
         memcpy(&num, seg + 8, 4);
         memcpy(&flags, seg + 12, 4);
-        if (num > MAX_DISCARD_SECTORS || sector > b->disk->size / SECTOR ||
-            num > b->disk->size / SECTOR - sector)
+        if (num > MAX_DISCARD_SECTORS || sector > b->size / SECTOR ||
+            num > b->size / SECTOR - sector)
             return VIRTIO_BLK_S_IOERR;
         uint64_t off = sector * SECTOR, len = (uint64_t)num * SECTOR;
         if (!zeroes) {
-            if (b->disk->ops->discard && b->disk->ops->discard(b->disk, off, len) < 0)
+            if (img_discard(b->disk, off, len) < 0)
                 return VIRTIO_BLK_S_IOERR;
             continue;
         }
-        /* Write zeroes: the back-end's discard reads back zeroes for raw files (a punched
-         * hole) only when asked to unmap; write real zeroes otherwise. */
+        /* Write zeroes: img_discard() leaves partial qcow2 clusters as they are, so it cannot
+         * promise zeroes; write real ones. */
         while (len > 0) {
             size_t n = VDI_MIN(len, (uint64_t)1 << 20);
-            if (b->disk->ops->pwrite(b->disk, b->zeroes, n, off) < 0)
+            if (img_pwrite(b->disk, b->zeroes, n, off) < 0)
                 return VIRTIO_BLK_S_IOERR;
             off += n;
             len -= n;
@@ -147,10 +153,10 @@ static void serve(struct vblk *b, struct vmm_virtq_req *req)
         status = do_rw(b, req, sector, false, &written);
         break;
     case VIRTIO_BLK_T_OUT:
-        status = b->disk->read_only ? VIRTIO_BLK_S_IOERR : do_rw(b, req, sector, true, &written);
+        status = b->read_only ? VIRTIO_BLK_S_IOERR : do_rw(b, req, sector, true, &written);
         break;
     case VIRTIO_BLK_T_FLUSH:
-        status = b->disk->ops->flush(b->disk) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+        status = img_flush(b->disk) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
         break;
     case VIRTIO_BLK_T_GET_ID: {
         size_t n = VDI_MIN(req->in_len - 1, sizeof(b->serial));
@@ -160,8 +166,8 @@ static void serve(struct vblk *b, struct vmm_virtq_req *req)
     }
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES:
-        status = b->disk->read_only ? VIRTIO_BLK_S_IOERR
-                                    : do_discard(b, req, type == VIRTIO_BLK_T_WRITE_ZEROES);
+        status = b->read_only ? VIRTIO_BLK_S_IOERR
+                              : do_discard(b, req, type == VIRTIO_BLK_T_WRITE_ZEROES);
         break;
     default:
         status = VIRTIO_BLK_S_UNSUPP;
@@ -197,7 +203,7 @@ static void blk_queue_notify(struct vmm_virtio_dev *vd, unsigned qi)
 static void blk_destroy(struct vmm_virtio_dev *vd)
 {
     struct vblk *b = vblk_of(vd);
-    b->disk->ops->close(b->disk);
+    img_close(b->disk);
     free(b->zeroes);
     free(b);
 }
@@ -207,35 +213,6 @@ static const struct vmm_virtio_ops blk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .class_code = 0x018000,
     .nqueues = 1,
-    .features =
-        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH,
-    .cfg_size = 60,
-    .cfg_read = blk_cfg_read,
-    .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
-};
-
-static const struct vmm_virtio_ops blk_ro_ops = {
-    .name = "virtio-blk",
-    .device_id = VIRTIO_ID_BLOCK,
-    .class_code = 0x018000,
-    .nqueues = 1,
-    .features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_RO,
-    .cfg_size = 60,
-    .cfg_read = blk_cfg_read,
-    .queue_notify = blk_queue_notify,
-    .destroy = blk_destroy,
-};
-
-static const struct vmm_virtio_ops blk_discard_ops = {
-    .name = "virtio-blk",
-    .device_id = VIRTIO_ID_BLOCK,
-    .class_code = 0x018000,
-    .nqueues = 1,
-    .features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_DISCARD |
-                1ull << VIRTIO_BLK_F_WRITE_ZEROES,
     .cfg_size = 60,
     .cfg_read = blk_cfg_read,
     .queue_notify = blk_queue_notify,
@@ -247,17 +224,18 @@ static void put32(uint8_t *p, uint32_t v)
     memcpy(p, &v, 4);
 }
 
-int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio_dev **out)
+int vmm__virtio_blk_create(vmm_vm_t *vm, img_disk_t *disk, struct vmm_virtio_dev **out)
 {
     static unsigned counter;
     struct vblk *b = vdi_xcalloc(1, sizeof(*b));
-    const struct vmm_virtio_ops *ops = disk->read_only      ? &blk_ro_ops
-                                       : disk->ops->discard ? &blk_discard_ops
-                                                            : &blk_ops;
-    uint64_t sectors = disk->size / SECTOR;
+    uint64_t features =
+        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH;
+    uint64_t sectors = img_size(disk) / SECTOR;
     int err;
 
     b->disk = disk;
+    b->size = img_size(disk);
+    b->read_only = img_read_only(disk);
     b->zeroes = vdi_xcalloc(1, 1 << 20);
     snprintf(b->serial, sizeof(b->serial), "vdi-disk-%u", __atomic_fetch_add(&counter, 1, 0));
     /* struct virtio_blk_config (§5.2.4) */
@@ -269,7 +247,12 @@ int vmm__virtio_blk_create(vmm_vm_t *vm, struct vmm_blk *disk, struct vmm_virtio
     put32(b->config + 44, 1);
     put32(b->config + 48, MAX_DISCARD_SECTORS);
     put32(b->config + 52, MAX_DISCARD_SEG);
-    err = vmm__virtio_pci_init(&b->vd, ops, vm);
+    /* §5.2.3: a read-only disk says so; a writable one takes discards and write-zeroes. */
+    if (b->read_only)
+        features |= 1ull << VIRTIO_BLK_F_RO;
+    else
+        features |= 1ull << VIRTIO_BLK_F_DISCARD | 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
+    err = vmm__virtio_pci_init(&b->vd, &blk_ops, features, vm);
     if (err < 0) {
         free(b->zeroes);
         free(b);

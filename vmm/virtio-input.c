@@ -233,7 +233,7 @@ int vmm__virtio_input_create(vmm_vm_t *vm, enum vmm_input_kind kind, struct vmm_
 {
     struct vinput *in = vdi_xcalloc(1, sizeof(*in));
     in->kind = kind;
-    int err = vmm__virtio_pci_init(&in->vd, &input_ops, vm);
+    int err = vmm__virtio_pci_init(&in->vd, &input_ops, 0, vm);
     if (err < 0) {
         free(in);
         return err;

@@ -129,7 +129,6 @@ static const struct vmm_virtio_ops net_ops = {
     .device_id = VIRTIO_ID_NET,
     .class_code = 0x020000,
     .nqueues = 2,
-    .features = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS,
     .cfg_size = 8,
     .cfg_read = net_cfg_read,
     .queue_notify = net_queue_notify,
@@ -175,7 +174,8 @@ int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev 
     if (getrandom(n->config + 3, 3, 0) != 3)
         memset(n->config + 3, 0x12, 3);
     memcpy(n->config + 6, &status, 2);
-    err = vmm__virtio_pci_init(&n->vd, &net_ops, vm);
+    err = vmm__virtio_pci_init(&n->vd, &net_ops,
+                               1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS, vm);
     if (err < 0)
         goto err_free;
     err = vmm__iothread_add_fd(vm, fd, on_tap, n);

@@ -432,7 +432,8 @@ static uint8_t add_vcap(struct vmm_pci_dev *dev, uint8_t type, uint32_t off, uin
     return vmm__pci_cap_add(dev, 0x09, body, caplen, wmask);
 }
 
-int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops, vmm_vm_t *vm)
+int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops *ops,
+                         uint64_t features, vmm_vm_t *vm)
 {
     unsigned nq = ops->nqueues;
     int err;
@@ -440,7 +441,7 @@ int vmm__virtio_pci_init(struct vmm_virtio_dev *vd, const struct vmm_virtio_ops 
     VDI_ASSERT(nq > 0 && nq <= VMM_VIRTIO_MAX_QUEUES);
     VDI_ASSERT(ops->cfg_size <= 0x1000);
     vd->ops = ops;
-    vd->features = ops->features | 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_INDIRECT_DESC |
+    vd->features = features | 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_INDIRECT_DESC |
                    1ull << VIRTIO_F_RING_RESET;
     vd->config_vector = VMM_MSIX_NO_VECTOR;
     pthread_mutex_init(&vd->lock, NULL);

@@ -77,7 +77,7 @@ static const struct vmm_virtio_ops rng_ops = {
 int vmm__virtio_rng_create(vmm_vm_t *vm, struct vmm_virtio_dev **out)
 {
     struct vrng *r = vdi_xcalloc(1, sizeof(*r));
-    int err = vmm__virtio_pci_init(&r->vd, &rng_ops, vm);
+    int err = vmm__virtio_pci_init(&r->vd, &rng_ops, 0, vm);
     if (err < 0) {
         free(r);
         return err;

@@ -1,5 +1,6 @@
-/* vmm/vm-private.h: the body of struct vmm_vm, shared by the core's vm.c, io.c and iothread.c
- * only. The PCI side and the devices go through vmm/internal.h and never see these fields. */
+/* vmm/vm-private.h: the body of struct vmm_vm, shared by the core's vm.c, io.c, iothread.c and
+ * boot.c only (and the core's unit tests). The PCI side and the devices go through
+ * vmm/internal.h and never see these fields. */
 #ifndef VDI_VMM_VM_PRIVATE_H
 #define VDI_VMM_VM_PRIVATE_H
 

@@ -1,4 +1,4 @@
-// fuzz-srcs: vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/dev-bochs.c vmm/blk-backend.c golden-images/disk.c golden-images/qcow2.c golden-images/create.c common/*.c
+// fuzz-srcs: vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/dev-bochs.c golden-images/disk.c golden-images/qcow2.c golden-images/create.c common/*.c
 // fuzz-libs: -lz -lzstd
 /* libFuzzer target for the PCI side of vdi-vmm as a guest sees it: the input is a program of
  * guest actions (config-space accesses through 0xcf8/0xcfc, MMIO accesses to whatever BARs are

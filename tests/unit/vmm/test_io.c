@@ -14,8 +14,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "vmm/internal.h"
-#include "vmm/vm-private.h"
+#include "tests/unit/vmm/bare_vm.h"
 
 struct hits {
     unsigned n;
@@ -36,34 +35,13 @@ static void handler(void *opaque, uint64_t off, void *data, uint32_t len, bool i
         memset(data, h->fill, len);
 }
 
-static vmm_vm_t *new_vm(void)
-{
-    vmm_vm_t *vm = calloc(1, sizeof(*vm));
-    strcpy(vm->name, "test");
-    vm->epfd = vm->io_wake_fd = -1;
-    vdi_list_init(&vm->fds);
-    pthread_mutex_init(&vm->fd_lock, NULL);
-    pthread_cond_init(&vm->fd_cond, NULL);
-    vmm__io_init(vm);
-    return vm;
-}
-
-static void free_vm(vmm_vm_t *vm)
-{
-    vmm__iothread_fini(vm);
-    vmm__io_fini(vm);
-    pthread_mutex_destroy(&vm->fd_lock);
-    pthread_cond_destroy(&vm->fd_cond);
-    free(vm);
-}
-
 static void test_dispatch(void **state)
 {
     struct hits a = {.fill = 0x11}, b = {.fill = 0x22};
     vmm_io_region_t *ra, *rb;
     uint8_t buf[8];
     (void)state;
-    vmm_vm_t *vm = new_vm();
+    vmm_vm_t *vm = bare_vm_new();
 
     assert_int_equal(vmm__io_add(vm, VMM_IO_PIO, 0x3f8, 8, handler, &a, &ra), 0);
     /* Overlaps in the same space are refused; the same range in the other space is fine. */
@@ -105,7 +83,7 @@ static void test_dispatch(void **state)
     vmm__io_dispatch(vm, VMM_IO_PIO, 0x3f8, buf, 1, false);
     assert_int_equal(a.n, 1);
     assert_int_equal(vmm__io_add(vm, VMM_IO_PIO, 0x3f8, 8, handler, &b, NULL), 0);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 struct fdcb {
@@ -134,7 +112,7 @@ static void test_iothread(void **state)
     struct fdcb c = {0};
     uint64_t one = 1;
     (void)state;
-    vmm_vm_t *vm = new_vm();
+    vmm_vm_t *vm = bare_vm_new();
     assert_int_equal(vmm__iothread_init(vm), 0);
     assert_int_equal(vmm__iothread_start(vm), 0);
     c.fd = eventfd(0, EFD_NONBLOCK);
@@ -158,7 +136,7 @@ static void test_iothread(void **state)
     usleep(50000);
     assert_int_equal(atomic_load(&c.calls), 2);
     close(c.fd);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 int main(void)

@@ -13,42 +13,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "vmm/internal.h"
-#include "vmm/vm-private.h"
+#include "tests/unit/vmm/bare_vm.h"
 
+/* A bare VM (no KVM) with the UART and the legacy devices, 64 MiB of RAM as the RTC reports it. */
 static vmm_vm_t *new_vm(void)
 {
-    vmm_vm_t *vm = calloc(1, sizeof(*vm));
-    strcpy(vm->name, "test");
-    vm->kvm = vm->fd = vm->epfd = vm->io_wake_fd = -1;
+    vmm_vm_t *vm = bare_vm_new();
     vm->ram_size = vm->low_size = 64ULL << 20;
-    vm->stop_fd = eventfd(0, EFD_NONBLOCK);
-    vdi_list_init(&vm->owned);
-    vdi_list_init(&vm->fds);
-    pthread_mutex_init(&vm->stop_lock, NULL);
-    pthread_mutex_init(&vm->pause_lock, NULL);
-    pthread_cond_init(&vm->pause_cond, NULL);
-    pthread_mutex_init(&vm->fd_lock, NULL);
-    pthread_cond_init(&vm->fd_cond, NULL);
-    vmm__io_init(vm);
     struct vmm_config cfg = {.serial_log = "/dev/null"};
     assert_int_equal(vmm__uart_setup(vm, &cfg), 0);
     assert_int_equal(vmm__legacy_setup(vm), 0);
     return vm;
-}
-
-static void free_vm(vmm_vm_t *vm)
-{
-    vdi_list_t *it, *tmp;
-    vdi_list_foreach_safe(it, tmp, &vm->owned)
-    {
-        struct vm_owned *o = vdi_list_entry(it, struct vm_owned, link);
-        o->free_fn(o->ptr);
-        free(o);
-    }
-    vmm__io_fini(vm);
-    close(vm->stop_fd);
-    free(vm);
 }
 
 static uint32_t in(vmm_vm_t *vm, uint16_t port, uint32_t len)
@@ -91,7 +66,7 @@ static void test_acpi_pm(void **state)
     out(vm, cnt, 2, (VMM_ACPI_S5_TYP << 10) | (1 << 13));
     assert_true(atomic_load(&vm->stopping));
     assert_int_equal(vm->stop_reason, VMM_STOP_POWEROFF);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 static void test_i8042(void **state)
@@ -110,7 +85,7 @@ static void test_i8042(void **state)
     out(vm, 0x64, 1, 0xfe);
     assert_true(atomic_load(&vm->stopping));
     assert_int_equal(vm->stop_reason, VMM_STOP_REBOOT);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 static unsigned from_bcd(unsigned v)
@@ -143,7 +118,7 @@ static void test_rtc(void **state)
     unsigned lo = in(vm, 0x71, 1);
     out(vm, 0x70, 1, 0x35);
     assert_int_equal(lo | in(vm, 0x71, 1) << 8, (48u << 20) >> 16);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 static void test_uart(void **state)
@@ -168,7 +143,7 @@ static void test_uart(void **state)
     assert_int_equal(in(vm, 0x3fa, 1) & 0x0f, 0x01);
     out(vm, 0x3ff, 1, 0x5a);
     assert_int_equal(in(vm, 0x3ff, 1), 0x5a);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 static void test_hostile(void **state)
@@ -191,7 +166,7 @@ static void test_hostile(void **state)
     }
     /* Still answering sensibly. */
     assert_int_equal(in(vm, 0x3fd, 1) & 0x60, 0x60);
-    free_vm(vm);
+    vmm__vm_destroy(vm);
 }
 
 int main(void)
