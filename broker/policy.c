@@ -55,8 +55,7 @@ bool brk_vmm_exit_failed(const brk_vmm_exit_t *e, char *reason, size_t n)
     } else if (e->status == VMM_EXIT_STOPPED) {
         /* Stopped from outside: our shutdown's deadline, quit, a signal. A failure unless we
          * were recycling it. */
-        snprintf(what, sizeof(what), "vmm stopped the guest (%s)",
-                 off[0] ? off : "exit status 5");
+        snprintf(what, sizeof(what), "vmm stopped the guest (%s)", off[0] ? off : "exit status 5");
         failed = true;
     } else {
         snprintf(what, sizeof(what), "vmm exited with status %lld (%s)", (long long)e->status,

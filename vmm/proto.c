@@ -21,7 +21,7 @@ static const char *const event_names[VMM_EVENT_COUNT] = {
 };
 
 static const char *const cmd_names[VMM_CMD_COUNT] = {
-    [VMM_CMD_STATUS] = "status", [VMM_CMD_PAUSE] = "pause", [VMM_CMD_RESUME] = "resume",
+    [VMM_CMD_STATUS] = "status",     [VMM_CMD_PAUSE] = "pause", [VMM_CMD_RESUME] = "resume",
     [VMM_CMD_SHUTDOWN] = "shutdown", [VMM_CMD_QUIT] = "quit",
 };
 
@@ -71,8 +71,8 @@ int vmm_request_format(enum vmm_cmd cmd, uint32_t timeout_ms, char *buf, size_t 
 {
     int len;
     if (cmd == VMM_CMD_SHUTDOWN)
-        len = snprintf(buf, n, "{\"cmd\":\"%s\",\"timeout_ms\":%u}\n", vmm_cmd_name(cmd),
-                       timeout_ms);
+        len =
+            snprintf(buf, n, "{\"cmd\":\"%s\",\"timeout_ms\":%u}\n", vmm_cmd_name(cmd), timeout_ms);
     else
         len = snprintf(buf, n, "{\"cmd\":\"%s\"}\n", vmm_cmd_name(cmd));
     return len < 0 || (size_t)len >= n ? -ENOSPC : len;

@@ -16,8 +16,8 @@
 static brk_pool_config_t pool(unsigned min_spares, unsigned max_desktops, uint64_t memory)
 {
     static char name[] = "lab";
-    return (brk_pool_config_t){.name = name, .min_spares = min_spares,
-                               .max_desktops = max_desktops, .memory = memory};
+    return (brk_pool_config_t){
+        .name = name, .min_spares = min_spares, .max_desktops = max_desktops, .memory = memory};
 }
 
 static void test_spares_fill_up_to_min(void **state)
@@ -90,28 +90,27 @@ static void test_vmm_exits(void **state)
     assert_true(failed((brk_vmm_exit_t){.signalled = true, .sig = SIGKILL}, why));
     assert_non_null(strstr(why, "vmm killed by signal 9"));
     assert_null(strstr(why, "by vdid"));
-    assert_false(failed((brk_vmm_exit_t){.signalled = true, .sig = SIGKILL, .killed_by_vdid = true},
-                        why));
+    assert_false(
+        failed((brk_vmm_exit_t){.signalled = true, .sig = SIGKILL, .killed_by_vdid = true}, why));
     assert_non_null(strstr(why, "by vdid"));
 
     /* a recycle ends the desktop whatever the status */
-    assert_false(failed((brk_vmm_exit_t){.status = VMM_EXIT_STOPPED, .recycling = true,
+    assert_false(failed((brk_vmm_exit_t){.status = VMM_EXIT_STOPPED,
+                                         .recycling = true,
                                          .off = "guest stopped: the guest did not power off"},
                         why));
     assert_string_equal(why, "vmm stopped the guest (guest stopped: the guest did not power off)");
     assert_true(failed((brk_vmm_exit_t){.status = VMM_EXIT_STOPPED}, why));
 
-    assert_true(failed((brk_vmm_exit_t){.status = VMM_EXIT_CRASHED,
-                                        .crash = "guest crashed: triple fault"},
-                       why));
-    assert_string_equal(why,
-                        "guest crashed: triple fault (vmm exited with status 4 (the guest crashed))");
+    assert_true(failed(
+        (brk_vmm_exit_t){.status = VMM_EXIT_CRASHED, .crash = "guest crashed: triple fault"}, why));
+    assert_string_equal(
+        why, "guest crashed: triple fault (vmm exited with status 4 (the guest crashed))");
     assert_true(failed((brk_vmm_exit_t){.status = 77}, why));
     assert_string_equal(why, "vmm exited with status 77 (unknown exit status)");
     /* a ready timeout: vdid's SIGKILL, but a failure, led by the timeout */
-    assert_true(failed((brk_vmm_exit_t){.signalled = true, .sig = SIGKILL,
-                                        .crash = "not ready after 2s"},
-                       why));
+    assert_true(failed(
+        (brk_vmm_exit_t){.signalled = true, .sig = SIGKILL, .crash = "not ready after 2s"}, why));
     assert_true(strncmp(why, "not ready after 2s (vmm killed by signal 9", 41) == 0);
 }
 
