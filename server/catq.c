@@ -153,7 +153,7 @@ int srv__catq_submit(srv_catq_t *q, srv_catq_work_fn work, srv_catq_done_fn done
                      srv_catq_job_t **job)
 {
     VDI_ASSERT(work && done);
-    if (q->closing)
+    if (!q || q->closing)
         return -ESHUTDOWN;
     srv_catq_job_t *j = vdi_xcalloc(1, sizeof(*j));
     j->q = q;

@@ -172,8 +172,9 @@ typedef void (*srv_catq_closed_fn)(void *ctx);
 int srv__catq_create(uv_loop_t *loop, srv_catq_t **out);
 /* Queue a job. @work and @done are required; @arg is the caller's and passed to both. With @job,
  * *job gets a handle for srv__catq_abandon(), valid until @done returns. Returns 0 (then @done
- * will run exactly once, later) or -ESHUTDOWN once srv__catq_close() was called (then nothing
- * runs). Thread: loop only. */
+ * will run exactly once, later) or -ESHUTDOWN once srv__catq_close() was called, or with a NULL
+ * @q (vdid's s->catq before srv__daemon_run() made it and after it closed); then nothing runs.
+ * Thread: loop only. */
 int srv__catq_submit(srv_catq_t *q, srv_catq_work_fn work, srv_catq_done_fn done, void *arg,
                      srv_catq_job_t **job);
 /* The job's owner went away. Not started yet: @work will not run and @done runs (soon, from the

@@ -292,7 +292,7 @@ static void test_close_with_queued_jobs(void **state)
     log_fini(&l);
 }
 
-/* Closing an idle queue, and NULL. */
+/* Closing an idle queue; a NULL queue refuses jobs and closes as nothing. */
 static void test_close_idle(void **state)
 {
     uv_loop_t *loop = *state;
@@ -300,6 +300,9 @@ static void test_close_idle(void **state)
     struct log l;
     log_init(&l);
     srv__catq_close(NULL, on_closed, &l);
+    assert_false(l.closed);
+    struct job j = {.log = &l};
+    assert_int_equal(srv__catq_submit(NULL, job_work, job_done, &j, NULL), -ESHUTDOWN);
     assert_int_equal(srv__catq_create(loop, &q), 0);
     assert_int_equal(uv_run(loop, UV_RUN_NOWAIT), 0); /* idle: nothing keeps the loop alive */
     srv__catq_close(q, on_closed, &l);
