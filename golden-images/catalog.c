@@ -3,13 +3,25 @@
  *
  * STATE/images/NAME/
  *   .lock            flock: exclusive for changes, shared for clone/ref
+ *   .last            the highest version number ever given (numbers are never reused)
  *   current          "N\n", replaced atomically (rename)
- *   vN/              one version, made under .tmp-vN-PID/ and renamed into place when complete
+ *   .tmp-XXXXXX/     a version in the making (import, publish), flocked by its maker
+ *   vN/              one version, renamed into place from its .tmp- directory when complete
  *     disk.qcow2     flattened, or an overlay on ../vK/disk.qcow2 (published from a clone)
  *     kernel initrd cmdline   boot files (each optional)
  *     manifest.json  {"image","version","parent","backing_version","created","virtual_size",
  *                     "cmdline","files":{NAME:{"sha256","size"}},"notes"}
  *     refs/HOLDER    one empty file per desktop using the version
+ *
+ * Locking: the long part of making a version (copying and converting the disk, copying the boot
+ * files, hashing them all) runs in NAME/.tmp-XXXXXX/ WITHOUT the image lock, so clones and
+ * references (vdid, at every login and recycle) never wait for an import. The exclusive lock is
+ * held only for the commit: pick the next number, write the manifest, rename the directory to vN
+ * and update `current`. Two makers of one image therefore both succeed, with distinct numbers.
+ * A maker holds an exclusive flock on its .tmp- directory while it works: a .tmp- directory whose
+ * flock can be taken was left by a maker that died (crash, kill -9) and is removed by the next
+ * img_catalog_open() or the next import or publish of that image. Versions are only ever names
+ * starting with 'v', so a half-made one is never visible.
  */
 #define VDI_LOG_TAG "img"
 #include <dirent.h>
@@ -56,6 +68,8 @@ static int check_name(const char *name)
     return 0;
 }
 
+static void sweep_all(img_catalog_t *cat);
+
 int img_catalog_open(const char *state_dir, img_catalog_t **out)
 {
     char *root = vdi_xasprintf("%s/images", state_dir);
@@ -73,6 +87,7 @@ int img_catalog_open(const char *state_dir, img_catalog_t **out)
     }
     img_catalog_t *cat = vdi_xcalloc(1, sizeof(*cat));
     cat->root = root;
+    sweep_all(cat);
     *out = cat;
     return 0;
 }
@@ -85,35 +100,45 @@ void img_catalog_close(img_catalog_t *cat)
     free(cat);
 }
 
-/* Lock image @name (creating its directory when @create). Returns an fd to close, or -errno. */
+/* Lock image @name (creating its directory when @create). Returns an fd to close, or -errno.
+ * The last version's removal removes NAME/ with its .lock while others may wait for that lock:
+ * a waiter that then holds a lock on a removed file locks the file that is there now instead. */
 static int lock_image(img_catalog_t *cat, const char *name, bool exclusive, bool create)
 {
     char *dir = vdi_xasprintf("%s/%s", cat->root, name);
-    if (create && mkdir(dir, 0755) < 0 && errno != EEXIST) {
-        int err = -errno;
-        free(dir);
-        return err;
-    }
     char *lock = vdi_xasprintf("%s/.lock", dir);
-    struct stat st;
-    int fd = -ENOENT;
-    if (stat(dir, &st) == 0)
-        fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd == -1)
-        fd = -errno;
+    int fd;
+    for (;;) {
+        struct stat st, held;
+        if (create && mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            fd = -errno;
+            break;
+        }
+        fd = -ENOENT;
+        if (stat(dir, &st) == 0)
+            fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd == -1)
+            fd = -errno;
+        if (fd < 0)
+            break;
+        while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
+            if (errno != EINTR) {
+                int err = -errno;
+                close(fd);
+                fd = err;
+                break;
+            }
+        if (fd < 0)
+            break;
+        if (fstat(fd, &held) == 0 && stat(lock, &st) == 0 && held.st_ino == st.st_ino &&
+            held.st_dev == st.st_dev)
+            break;
+        close(fd);
+    }
+    if (fd == -ENOENT)
+        VDI_LOG_ERR("image %s does not exist", name);
     free(lock);
     free(dir);
-    if (fd < 0) {
-        if (fd == -ENOENT)
-            VDI_LOG_ERR("image %s does not exist", name);
-        return fd;
-    }
-    while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
-        if (errno != EINTR) {
-            int err = -errno;
-            close(fd);
-            return err;
-        }
     return fd;
 }
 
@@ -440,7 +465,7 @@ static void now_iso(char out[32])
 }
 
 /* Version numbers are never reused, even after the highest version was removed: NAME/.last
- * records the highest number ever given. */
+ * records the highest number ever given. Caller holds the image's exclusive lock. */
 static uint32_t next_version(img_catalog_t *cat, const char *name)
 {
     uint32_t *v, next = 1;
@@ -471,10 +496,187 @@ static void record_last(img_catalog_t *cat, const char *name, uint32_t v)
     free(p);
 }
 
-/* Fill tmp/ with the boot files, hash everything, write the manifest, make it read-only and
- * rename it to vN. */
-static int finish_version(img_catalog_t *cat, const char *name, const char *tmp, uint32_t v,
-                          uint32_t parent, uint32_t backing_v, const struct img_import_opts *o)
+/* ---- versions in the making --------------------------------------------------------------- */
+
+/* A version in the making: NAME/.tmp-XXXXXX, its maker holding the exclusive flock on @fd. */
+struct tmpdir {
+    char *path; /* NULL once renamed into place */
+    int fd;
+};
+
+/* Open the directory @path and take its flock without waiting. Returns the fd, or -1 when its
+ * maker still holds it or it is no longer what @path names. */
+static int claim_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat a, b;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0 || fstat(fd, &a) < 0 || stat(path, &b) < 0 ||
+        a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Remove the .tmp- directories of image @name whose maker is gone (crashed or killed mid-copy).
+ * Returns how many are still held by a live maker. */
+static size_t sweep_image(img_catalog_t *cat, const char *name)
+{
+    char *dir = vdi_xasprintf("%s/%s", cat->root, name);
+    DIR *dp = opendir(dir);
+    size_t live = 0;
+    struct dirent *de;
+    while (dp && (de = readdir(dp))) {
+        if (strncmp(de->d_name, ".tmp-", 5) != 0)
+            continue;
+        char *p = vdi_xasprintf("%s/%s", dir, de->d_name);
+        int fd = claim_dir(p);
+        if (fd >= 0) {
+            VDI_LOG_WARN("image=%s removing %s, left by an import or publish that did not finish",
+                         name, p);
+            rm_tree(p);
+            close(fd);
+        } else {
+            live++;
+        }
+        free(p);
+    }
+    if (dp)
+        closedir(dp);
+    free(dir);
+    return live;
+}
+
+/* With the image's exclusive lock held and no version left: remove NAME/, unless a maker is
+ * working in it (then only `current` goes; that maker's version becomes current). */
+static void remove_empty_locked(img_catalog_t *cat, const char *name)
+{
+    char *dir = vdi_xasprintf("%s/%s", cat->root, name);
+    if (sweep_image(cat, name) > 0) {
+        char *cur = vdi_xasprintf("%s/current", dir);
+        unlink(cur);
+        free(cur);
+        free(dir);
+        return;
+    }
+    DIR *dp = opendir(dir);
+    struct dirent *de;
+    while (dp && (de = readdir(dp))) {
+        char *p = vdi_xasprintf("%s/%s", dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && !S_ISDIR(st.st_mode))
+            unlink(p); /* .lock, .last, current, a crashed writer's .current.PID */
+        free(p);
+    }
+    if (dp)
+        closedir(dp);
+    /* ENOTEMPTY: a new maker came meanwhile; NAME/ is its now. */
+    rmdir(dir);
+    free(dir);
+}
+
+static void sweep_all(img_catalog_t *cat)
+{
+    DIR *dp = opendir(cat->root);
+    struct dirent *de;
+    while (dp && (de = readdir(dp))) {
+        if (!valid_name(de->d_name))
+            continue;
+        sweep_image(cat, de->d_name);
+    }
+    if (dp)
+        closedir(dp);
+}
+
+/* After a failed import: an image left with no version is removed, so a failed first import
+ * leaves nothing behind. */
+static void drop_if_empty(img_catalog_t *cat, const char *name)
+{
+    uint32_t *vs;
+    size_t n;
+    if (list_versions(cat, name, &vs, &n) < 0 || n > 0) {
+        free(vs);
+        return;
+    }
+    free(vs);
+    int lk = lock_image(cat, name, true, false);
+    if (lk < 0)
+        return;
+    if (list_versions(cat, name, &vs, &n) == 0 && n == 0)
+        remove_empty_locked(cat, name);
+    free(vs);
+    close(lk);
+}
+
+/* Make NAME/.tmp-XXXXXX (and NAME/ when new), flocked by us; sweep stale ones first. */
+static int tmp_make(img_catalog_t *cat, const char *name, struct tmpdir *t)
+{
+    char *dir = vdi_xasprintf("%s/%s", cat->root, name);
+    int err = -EAGAIN;
+    t->path = NULL;
+    t->fd = -1;
+    sweep_image(cat, name);
+    /* Try again when a failed first import of the same name removed NAME/ between our mkdir and
+     * mkdtemp, or a sweeper took our directory before we had locked it. */
+    for (int tries = 0; tries < 16 && !t->path; tries++) {
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            err = -errno;
+            break;
+        }
+        char *p = vdi_xasprintf("%s/.tmp-XXXXXX", dir);
+        int fd = -1;
+        if (!mkdtemp(p)) {
+            err = -errno;
+        } else if ((fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            err = -errno;
+        } else {
+            while ((err = flock(fd, LOCK_EX) < 0 ? -errno : 0) == -EINTR)
+                ;
+            struct stat a, b;
+            if (err == 0 && (fstat(fd, &a) < 0 || stat(p, &b) < 0 || a.st_ino != b.st_ino ||
+                             a.st_dev != b.st_dev))
+                err = -ENOENT;
+            /* mkdtemp makes it 0700; a version is readable by the jailed VMMs. */
+            if (err == 0 && fchmod(fd, 0755) < 0)
+                err = -errno;
+        }
+        if (err == 0) {
+            t->path = p;
+            t->fd = fd;
+            break;
+        }
+        if (fd >= 0)
+            close(fd);
+        free(p);
+        if (err != -ENOENT)
+            break;
+    }
+    if (err < 0)
+        VDI_LOG_ERR("image %s: cannot make a temporary directory in %s: %s", name, dir,
+                    vdi_strerror(err));
+    free(dir);
+    return err;
+}
+
+/* Remove what is left of @t (nothing once it was renamed into place) and release it. */
+static void tmp_drop(struct tmpdir *t)
+{
+    if (t->path)
+        rm_tree(t->path);
+    if (t->fd >= 0)
+        close(t->fd);
+    free(t->path);
+    t->path = NULL;
+    t->fd = -1;
+}
+
+/* Fill @tmp with the boot files (from @o, else inherited from version @parent), hash every file,
+ * make them read-only and describe the version in @m, all but its number and date. Runs without
+ * the image lock. */
+static int prepare_version(img_catalog_t *cat, const char *name, const char *tmp, uint32_t parent,
+                           uint32_t backing_v, const struct img_import_opts *o, json_t *m)
 {
     int err = 0;
     const char *srcs[3] = {o->kernel, o->initrd, NULL};
@@ -505,20 +707,15 @@ static int finish_version(img_catalog_t *cat, const char *name, const char *tmp,
     if (err < 0)
         return err;
 
-    json_t *m = json_object(), *files = json_object();
-    char created[32];
-    now_iso(created);
+    json_t *files = json_object();
     json_object_set_new(m, "image", json_string(name));
-    json_object_set_new(m, "version", json_integer(v));
     json_object_set_new(m, "parent", parent ? json_integer(parent) : json_null());
     json_object_set_new(m, "backing_version", backing_v ? json_integer(backing_v) : json_null());
-    json_object_set_new(m, "created", json_string(created));
     char *disk = vdi_xasprintf("%s/disk.qcow2", tmp);
     struct img_info info;
     err = img_info(disk, &info);
     free(disk);
     if (err < 0) {
-        json_decref(m);
         json_decref(files);
         return err;
     }
@@ -549,75 +746,110 @@ static int finish_version(img_catalog_t *cat, const char *name, const char *tmp,
     }
     json_object_set_new(m, "files", files);
     json_object_set_new(m, "notes", json_string(o->notes ? o->notes : ""));
-    char *mp = vdi_xasprintf("%s/manifest.json", tmp);
-    if (err == 0 && json_dump_file(m, mp, JSON_INDENT(2) | JSON_SORT_KEYS) < 0)
-        err = -EIO;
-    chmod(mp, 0444);
+    return err;
+}
+
+/* Write @m to the new file @path (read-only) and sync it. */
+static int write_manifest(const char *path, json_t *m)
+{
+    char *text = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text)
+        return -ENOMEM;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    int err = fd < 0 ? -errno : img__pwrite_full(fd, text, strlen(text), 0);
+    if (err == 0 && fsync(fd) < 0)
+        err = -errno;
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return err;
+}
+
+/* The commit, the only part under the image's exclusive lock: number the version in @t, write
+ * its manifest @m, rename it into place (a crash before that leaves only a .tmp- directory) and
+ * make it current when @make_current or when the image has no current version. @base: for
+ * publish, the version @t's disk is an overlay on, which must still be there. */
+static int commit_version(img_catalog_t *cat, const char *name, struct tmpdir *t, json_t *m,
+                          uint32_t base, bool make_current, uint32_t *version)
+{
+    int lk = lock_image(cat, name, true, false);
+    if (lk < 0)
+        return lk;
+    int err = 0;
+    if (base) {
+        char *bm = vdi_xasprintf("%s/%s/v%u/manifest.json", cat->root, name, base);
+        if (access(bm, F_OK) < 0) {
+            err = -errno;
+            VDI_LOG_ERR("image=%s version=%u, the base of the new version, was removed meanwhile",
+                        name, base);
+        }
+        free(bm);
+        if (err < 0)
+            goto out;
+    }
+    uint32_t v = next_version(cat, name);
+    char created[32];
+    now_iso(created);
+    json_object_set_new(m, "version", json_integer(v));
+    json_object_set_new(m, "created", json_string(created));
+    char *mp = vdi_xasprintf("%s/manifest.json", t->path);
+    err = write_manifest(mp, m);
     free(mp);
-    json_decref(m);
-    if (err < 0)
-        return err;
+    if (err == 0 && fsync(t->fd) < 0)
+        err = -errno;
     char *final = vdir(cat, name, v);
-    if (rename(tmp, final) < 0)
+    if (err == 0 && rename(t->path, final) < 0)
         err = -errno;
     free(final);
+    if (err < 0) {
+        VDI_LOG_ERR("image %s: version %u cannot be put in place: %s", name, v, vdi_strerror(err));
+        goto out;
+    }
+    free(t->path);
+    t->path = NULL; /* it is vN now */
+    record_last(cat, name, v);
+    uint32_t cur;
+    if (make_current || read_current(cat, name, &cur) < 0)
+        err = write_current(cat, name, v);
     if (err == 0)
-        record_last(cat, name, v);
+        *version = v;
+out:
+    close(lk);
     return err;
 }
 
 int img_catalog_import(img_catalog_t *cat, const char *name, const struct img_import_opts *o,
                        uint32_t *version)
 {
+    struct tmpdir t;
     int err = check_name(name);
     if (err < 0)
         return err;
     if (!o->disk)
         return -EINVAL;
-    int lk = lock_image(cat, name, true, true);
-    if (lk < 0)
-        return lk;
-    uint32_t v = next_version(cat, name);
-    char *tmp = vdi_xasprintf("%s/%s/.tmp-v%u-%d", cat->root, name, v, (int)getpid());
-    char *disk = vdi_xasprintf("%s/disk.qcow2", tmp);
-    rm_tree(tmp);
-    if (mkdir(tmp, 0755) < 0) {
-        err = -errno;
-        goto out;
+    err = tmp_make(cat, name, &t);
+    if (err < 0) {
+        drop_if_empty(cat, name);
+        return err;
     }
+    char *disk = vdi_xasprintf("%s/disk.qcow2", t.path);
     struct img_convert_opts co = {
         .format = "qcow2", .cluster_size = o->cluster_size, .progress = o->progress, .ctx = o->ctx};
+    json_t *m = json_object();
     err = img_convert(o->disk, disk, &co);
-    if (err < 0) {
-        VDI_LOG_ERR("image %s: %s cannot be imported: %s", name, o->disk, vdi_strerror(err));
-        goto out;
-    }
-    err = finish_version(cat, name, tmp, v, 0, 0, o);
     if (err < 0)
-        goto out;
-    uint32_t cur;
-    if (o->make_current || read_current(cat, name, &cur) < 0)
-        err = write_current(cat, name, v);
-    if (err == 0) {
-        *version = v;
-        VDI_LOG_INFO("image=%s version=%u imported from %s", name, v, o->disk);
-    }
-out:
-    if (err < 0) {
-        rm_tree(tmp);
-        uint32_t *vs;
-        size_t n;
-        /* A new image that got no version: leave nothing behind. */
-        if (list_versions(cat, name, &vs, &n) == 0 && n == 0) {
-            char *dir = vdi_xasprintf("%s/%s", cat->root, name);
-            rm_tree(dir);
-            free(dir);
-        }
-        free(vs);
-    }
+        VDI_LOG_ERR("image %s: %s cannot be imported: %s", name, o->disk, vdi_strerror(err));
+    if (err == 0)
+        err = prepare_version(cat, name, t.path, 0, 0, o, m);
+    if (err == 0)
+        err = commit_version(cat, name, &t, m, 0, o->make_current, version);
+    if (err == 0)
+        VDI_LOG_INFO("image=%s version=%u imported from %s", name, *version, o->disk);
+    json_decref(m);
     free(disk);
-    free(tmp);
-    close(lk);
+    tmp_drop(&t);
+    if (err < 0)
+        drop_if_empty(cat, name);
     return err;
 }
 
@@ -625,23 +857,26 @@ int img_catalog_publish(img_catalog_t *cat, const char *name, const char *overla
                         const struct img_import_opts *o, uint32_t *version)
 {
     struct img_info info;
+    struct tmpdir t;
+    uint32_t *vs = NULL, base = 0;
+    size_t n = 0;
     int err = check_name(name);
     if (err < 0)
         return err;
-    int lk = lock_image(cat, name, true, false);
-    if (lk < 0)
-        return lk;
+    if (list_versions(cat, name, &vs, &n) < 0 || n == 0) {
+        free(vs);
+        VDI_LOG_ERR("image %s does not exist", name);
+        return -ENOENT;
+    }
     /* The overlay must sit on a version of this image. */
     img_disk_t *ov;
-    uint32_t base = 0;
     err = img_open(overlay, IMG_OPEN_RDONLY, &ov); /* read lock: no VM may be writing it */
-    if (err < 0)
-        goto out_lock;
+    if (err < 0) {
+        free(vs);
+        return err;
+    }
     if (img_backing(ov)) {
         char *real_b = realpath(img_path(img_backing(ov)), NULL);
-        uint32_t *vs = NULL;
-        size_t n = 0;
-        list_versions(cat, name, &vs, &n);
         for (size_t i = 0; i < n && real_b && !base; i++) {
             char *p = vdi_xasprintf("%s/%s/v%u/disk.qcow2", cat->root, name, vs[i]);
             char *real_v = realpath(p, NULL);
@@ -650,25 +885,26 @@ int img_catalog_publish(img_catalog_t *cat, const char *name, const char *overla
             free(real_v);
             free(p);
         }
-        free(vs);
         free(real_b);
     }
+    free(vs);
     if (!base) {
         VDI_LOG_ERR("image %s: %s is not an overlay on one of its versions", name, overlay);
-        err = -EINVAL;
         img_close(ov);
-        goto out_lock;
+        return -EINVAL;
     }
-    uint32_t v = next_version(cat, name);
-    char *tmp = vdi_xasprintf("%s/%s/.tmp-v%u-%d", cat->root, name, v, (int)getpid());
-    char *disk = vdi_xasprintf("%s/disk.qcow2", tmp);
-    rm_tree(tmp);
-    err = mkdir(tmp, 0755) < 0 ? -errno : 0;
-    if (err == 0)
-        err = copy_file(overlay, disk);
+    err = tmp_make(cat, name, &t);
+    if (err < 0) {
+        img_close(ov);
+        return err;
+    }
+    char *disk = vdi_xasprintf("%s/disk.qcow2", t.path);
+    json_t *m = json_object();
+    err = copy_file(overlay, disk);
     img_close(ov);
     if (err == 0) {
-        /* Point the copy at its base by a path relative to the version directory. */
+        /* Point the copy at its base by a path relative to the version directory (the same from
+         * NAME/.tmp-XXXXXX/ as from NAME/vN/). */
         img_disk_t *d;
         char *rel = vdi_xasprintf("../v%u/disk.qcow2", base);
         err = img_open(disk, 0, &d);
@@ -682,22 +918,18 @@ int img_catalog_publish(img_catalog_t *cat, const char *name, const char *overla
         err = img_info(disk, &info);
     if (err == 0) {
         img_info_free(&info);
-        err = finish_version(cat, name, tmp, v, base, base, o);
+        err = prepare_version(cat, name, t.path, base, base, o, m);
     }
-    if (err == 0 && o->make_current)
-        err = write_current(cat, name, v);
-    if (err == 0) {
-        *version = v;
-        VDI_LOG_INFO("image=%s version=%u published from %s (overlay on version %u)", name, v,
-                     overlay, base);
-    } else {
+    if (err == 0)
+        err = commit_version(cat, name, &t, m, base, o->make_current, version);
+    if (err == 0)
+        VDI_LOG_INFO("image=%s version=%u published from %s (overlay on version %u)", name,
+                     *version, overlay, base);
+    else
         VDI_LOG_ERR("image %s: publishing %s failed: %s", name, overlay, vdi_strerror(err));
-        rm_tree(tmp);
-    }
+    json_decref(m);
     free(disk);
-    free(tmp);
-out_lock:
-    close(lk);
+    tmp_drop(&t);
     return err;
 }
 
@@ -841,11 +1073,8 @@ int img_catalog_remove(img_catalog_t *cat, const char *name, uint32_t version)
     rm_tree(dir);
     err = access(dir, F_OK) == 0 ? -EIO : 0;
     free(dir);
-    if (err == 0 && nvers == 1) {
-        char *d = vdi_xasprintf("%s/%s", cat->root, name);
-        rm_tree(d);
-        free(d);
-    }
+    if (err == 0 && nvers == 1)
+        remove_empty_locked(cat, name);
     if (err == 0)
         VDI_LOG_INFO("image=%s version=%u removed", name, version);
 out:

@@ -141,12 +141,16 @@ int img_rebase(const char *path, const char *backing, const char *backing_fmt, b
  * (files are made read-only). A version is in use while desktops hold references to it
  * (img_catalog_ref/unref: one file per holder under vN/refs/) or a later version's disk is an
  * overlay on it; it cannot be removed then, nor while it is current.
- * Mutations take an exclusive lock on the image (flock on NAME/.lock), so vdid and vdictl may
- * work on one catalogue at once. Thread: any; calls block on file I/O (keep them off the loop).
+ * Locks (flock on NAME/.lock): clones and references take a shared one, changes an exclusive one
+ * held only for moments: import and publish copy and hash into NAME/.tmp-XXXXXX/ without the
+ * lock and take it only to number the version and rename it into place. So vdid and vdictl may
+ * work on one catalogue at once, and a clone never waits for an import's copy (docs/images.md).
+ * Thread: any; calls block on file I/O (keep them off the loop).
  */
 typedef struct img_catalog img_catalog_t; /* opaque */
 
-/* Open (creating STATE/images/ if missing) the catalogue under @state_dir. */
+/* Open (creating STATE/images/ if missing) the catalogue under @state_dir. Removes what imports
+ * or publishes that died mid-copy left behind (.tmp- directories nobody holds). */
 int img_catalog_open(const char *state_dir, img_catalog_t **out);
 void img_catalog_close(img_catalog_t *cat);
 
@@ -162,7 +166,8 @@ struct img_import_opts {
     void *ctx;
 };
 /* Import a new version of image @name (created if new: [A-Za-z0-9._-], 1-64 characters, not
- * starting with a dot). *version gets its number. Returns 0, -EINVAL, -errno or VDI_EBADIMAGE. */
+ * starting with a dot). *version gets its number. Concurrent imports of one image (threads or
+ * processes) all succeed, with distinct numbers. Returns 0, -EINVAL, -errno or VDI_EBADIMAGE. */
 int img_catalog_import(img_catalog_t *cat, const char *name, const struct img_import_opts *o,
                        uint32_t *version);
 

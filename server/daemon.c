@@ -1,5 +1,6 @@
-/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, signals, systemd
- * readiness, and the orderly stop. Runs in the foreground and logs to stderr. */
+/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, the catalogue
+ * worker, signals, systemd readiness, and the orderly stop. Runs in the foreground and logs to
+ * stderr. */
 #define VDI_LOG_TAG "vdid"
 #include <fcntl.h>
 #include <grp.h>
@@ -233,6 +234,12 @@ err:
     return rc;
 }
 
+static void on_catq_closed(void *ctx)
+{
+    srv_t *s = ctx;
+    s->catq = NULL;
+}
+
 void srv__daemon_stop(srv_t *s, const char *why)
 {
     if (s->stopping)
@@ -255,6 +262,9 @@ void srv__daemon_stop(srv_t *s, const char *why)
     if (s->vms_started)
         srv__vms_stop(s);
     s->vms_started = false;
+    /* Last: the desktops abandoned their catalogue jobs above; what is still queued (dropping
+     * references) runs before the worker goes. */
+    srv__catq_close(s->catq, on_catq_closed, s);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -273,6 +283,9 @@ int srv__daemon_run(srv_t *s)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
+    rc = srv__catq_create(s->loop, &s->catq);
+    if (rc < 0)
+        goto out;
     rc = srv__vms_start(s);
     if (rc < 0) {
         VDI_LOG_ERR("cannot read the desktops from the state database: %s", vdi_strerror(rc));

@@ -39,6 +39,7 @@ typedef struct srv {
     srv_admin_t *admin;
     struct auth *auth;           /* auth/: TLS, PAM, VeNCrypt */
     struct img_catalog *catalog; /* golden-images/: STATE_DIR/images */
+    struct srv_catq *catq;       /* catq.c: the catalogue worker (srv__daemon_run() to its close) */
     srv_gateway_t *gateway;
     struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
@@ -140,5 +141,54 @@ void srv__session_close(srv_session_t *se, const char *reason);
 void srv__session_activity(srv_session_t *se);
 /* Admin: kick session @id. Returns 0 or -ENOENT (not open in this vdid). */
 int srv__session_kick(srv_t *s, int64_t id, const char *reason);
+
+/* ---- catq.c: the catalogue worker ------------------------------------------------------------ *
+ * One thread that runs vdid's image-catalogue jobs (clones, references, listings: file I/O and
+ * flock waits that must neither block the loop nor hold one of libuv's four pool threads, which
+ * PAM logins share), like redis bio.c. Jobs run one at a time, in the order they were submitted.
+ * A job is a pair: @work runs on the worker thread, then @done runs on the loop.
+ *
+ * Typical use (the owner keeps the handle to abandon the job if it goes away first):
+ *     p->job = NULL;
+ *     rc = srv__catq_submit(s->catq, clone_work, clone_done, p, &p->job);  // loop
+ *     ...owner destroyed meanwhile: srv__catq_abandon(p->job); p->owner = NULL;
+ *     clone_done(p, status): p->job is invalid from here on; free p at the end.
+ */
+typedef struct srv_catq srv_catq_t;         /* opaque; s->catq in vdid */
+typedef struct srv_catq_job srv_catq_job_t; /* opaque; valid until its @done returns */
+/* Thread: the catalogue worker. May block. Must not touch loop-owned state (desktops, the store,
+ * uv handles): copy what it needs into @arg before submitting, leave results in @arg. */
+typedef void (*srv_catq_work_fn)(void *arg);
+/* Thread: loop. Runs exactly once per job that srv__catq_submit() accepted, never from inside
+ * srv__catq_submit() or srv__catq_abandon() themselves. @status:
+ *   0            @work ran and the job was not abandoned: the owner is there, use the results;
+ *   -ECANCELED   @work never ran: the job was abandoned before the worker picked it up;
+ *   -EOWNERDEAD  @work ran (it was already running when the job was abandoned): undo what it
+ *                made for the owner that is gone (e.g. unlink a clone, drop its reference).
+ * @done usually frees @arg. It may submit new jobs and abandon other ones. */
+typedef void (*srv_catq_done_fn)(void *arg, int status);
+typedef void (*srv_catq_closed_fn)(void *ctx);
+
+/* Start the worker thread on @loop. The queue does not keep @loop alive while it has no jobs.
+ * Returns 0, or a uv error / -errno (logged). Thread: loop. */
+int srv__catq_create(uv_loop_t *loop, srv_catq_t **out);
+/* Queue a job. @work and @done are required; @arg is the caller's and passed to both. With @job,
+ * *job gets a handle for srv__catq_abandon(), valid until @done returns. Returns 0 (then @done
+ * will run exactly once, later) or -ESHUTDOWN once srv__catq_close() was called, or with a NULL
+ * @q (vdid's s->catq before srv__daemon_run() made it and after it closed); then nothing runs.
+ * Thread: loop only. */
+int srv__catq_submit(srv_catq_t *q, srv_catq_work_fn work, srv_catq_done_fn done, void *arg,
+                     srv_catq_job_t **job);
+/* The job's owner went away. Not started yet: @work will not run and @done runs (soon, from the
+ * loop) with -ECANCELED. Running: it finishes, then @done runs with -EOWNERDEAD. Calling it again
+ * before @done runs changes nothing; after @done returned, @job is gone (do not call it then).
+ * Thread: loop only. */
+void srv__catq_abandon(srv_catq_job_t *job);
+/* Shut the worker down: new submissions fail with -ESHUTDOWN; jobs already queued still run, in
+ * order (abandon those that should not), and every @done runs; then the worker thread is
+ * joined, @q is freed and @on_closed(@ctx) runs (optional), all from the loop, which the queue
+ * keeps alive until then. Never blocks the loop: the running job is waited for asynchronously.
+ * NULL, or a second call, does nothing. Thread: loop only. */
+void srv__catq_close(srv_catq_t *q, srv_catq_closed_fn on_closed, void *ctx);
 
 #endif /* VDI_SERVER_INTERNAL_H */

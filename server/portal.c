@@ -633,11 +633,12 @@ static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 }
 
 /* ---- admin ------------------------------------------------------------------------------------ */
+/* The image list reads the catalogue (STATE_DIR/images: directory scans, small files): on the
+ * catalogue worker, not the loop, and not in libuv's pool that PAM logins share. */
 struct images_job {
-    uv_work_t req;
-    srv_portal_t *p;
-    srv_httpx_t *x;
-    char *state_dir;
+    img_catalog_t *cat; /* vdid's, borrowed: it outlives the worker */
+    srv_httpx_t *x;     /* NULL once the client went away */
+    srv_catq_job_t *job;
     json_t *result;
     char err[160];
 };
@@ -646,20 +647,17 @@ static void images_aborted(void *ctx)
 {
     struct images_job *j = ctx;
     j->x = NULL;
+    srv__catq_abandon(j->job);
 }
 
-static void images_work(uv_work_t *req)
+static void images_work(void *arg) /* Thread: the catalogue worker */
 {
-    struct images_job *j = req->data;
-    img_catalog_t *cat = NULL;
+    struct images_job *j = arg;
     char **names = NULL;
     size_t n = 0;
-    int rc = img_catalog_open(j->state_dir, &cat);
-    if (rc == 0)
-        rc = img_catalog_list(cat, &names, &n);
+    int rc = img_catalog_list(j->cat, &names, &n);
     if (rc < 0) {
         snprintf(j->err, sizeof(j->err), "image catalogue: %s", vdi_strerror(rc));
-        img_catalog_close(cat);
         return;
     }
     json_t *list = json_array();
@@ -667,25 +665,23 @@ static void images_work(uv_work_t *req)
         uint32_t *vers = NULL, cur = 0;
         size_t nv = 0;
         json_t *v = json_array();
-        if (img_catalog_versions(cat, names[i], &vers, &nv) == 0)
+        if (img_catalog_versions(j->cat, names[i], &vers, &nv) == 0)
             for (size_t k = 0; k < nv; k++)
                 json_array_append_new(v, json_integer(vers[k]));
         free(vers);
-        img_catalog_current(cat, names[i], &cur);
+        img_catalog_current(j->cat, names[i], &cur);
         json_array_append_new(list, json_pack("{s:s, s:i, s:o}", "name", names[i], "current",
                                               (int)cur, "versions", v));
         free(names[i]);
     }
     free(names);
-    img_catalog_close(cat);
     j->result = list;
 }
 
-static void images_done(uv_work_t *req, int status)
+static void images_done(void *arg, int status)
 {
-    struct images_job *j = req->data;
-    VDI_UNUSED(status);
-    if (j->x) {
+    struct images_job *j = arg;
+    if (status == 0 && j->x) {
         srv__httpx_on_abort(j->x, NULL, NULL);
         if (j->result)
             srv__httpx_json(j->x, 200, NULL, json_pack("{s:b, s:O}", "ok", 1, "result", j->result));
@@ -693,23 +689,18 @@ static void images_done(uv_work_t *req, int status)
             srv__httpx_error(j->x, 500, j->err);
     }
     json_decref(j->result);
-    free(j->state_dir);
     free(j);
 }
 
 static void api_images(srv_portal_t *p, srv_httpx_t *x)
 {
     struct images_job *j = vdi_xcalloc(1, sizeof(*j));
-    j->p = p;
+    j->cat = p->s->catalog;
     j->x = x;
-    j->req.data = j;
-    /* Our own handle on the catalogue (STATE_DIR/images), used in the thread pool only. */
-    j->state_dir = vdi_xstrdup(p->s->cfg->state_dir);
-    int rc = uv_queue_work(p->s->loop, &j->req, images_work, images_done);
+    int rc = srv__catq_submit(p->s->catq, images_work, images_done, j, &j->job);
     if (rc < 0) {
-        free(j->state_dir);
         free(j);
-        srv__httpx_error(x, 503, "busy; try again");
+        srv__httpx_error(x, 503, "the server is shutting down");
         return;
     }
     srv__httpx_on_abort(x, images_aborted, j);
