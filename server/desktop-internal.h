@@ -122,9 +122,10 @@ void srv__desktop_on_exit(void *ctx, int64_t status, int sig);
 void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder);
 
 /* ---- desktop-prep.c: a desktop's disk and VMM start ---------------------------------------------- */
-/* Make @vm's disk (clone, or its kept disk) and find its boot files in a worker, then start its
- * VMM on the loop. On failure the desktop ends failed with the reason. */
-void srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool);
+/* Make @vm's disk (clone, or its kept disk) and find its boot files on the catalogue worker,
+ * then start its VMM on the loop; a failure there ends the desktop failed with the reason.
+ * Returns 0, or -ESHUTDOWN when the worker no longer takes jobs (nothing was started). */
+int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool);
 /* @vm goes away before its disk is ready: the worker's result is thrown away (a disk made for
  * it is removed, unless vdid is stopping: the next vdid decides). */
 void srv__prep_abandon(struct srv_prep *p, bool stopping);

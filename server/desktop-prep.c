@@ -1,6 +1,7 @@
 /* server/desktop-prep.c: getting a desktop's disk and boot files ready, then starting its VMM.
- * The disk work runs off the loop: a clone writes and syncs a small qcow2 header and a reference
- * file and takes the image's catalogue lock, none of which the loop may wait for. Back on the
+ * The disk work runs on the catalogue worker (catq.c), not on the loop and not in libuv's pool
+ * (PAM's): a clone writes and syncs a small qcow2 header and a reference file and takes the
+ * image's catalogue lock, none of which the loop may wait for. Back on the
  * loop, the VMM is spawned (vmm-proc.c) and the desktop waits for its control socket and its
  * `ready` event (desktop.c).
  */
@@ -19,7 +20,7 @@
 #define CONNECT_RETRY_MS 50
 
 struct srv_prep {
-    uv_work_t req;
+    srv_catq_job_t *job;
     srv_vm_t *vm; /* NULL once abandoned (the desktop went away, or vdid is stopping) */
     srv_t *s;
     const brk_pool_config_t *pool;
@@ -60,9 +61,9 @@ static int make_dir(struct srv_prep *p, const char *dir)
     return 0;
 }
 
-static void prep_work(uv_work_t *req) /* Thread: worker */
+static void prep_work(void *arg) /* Thread: the catalogue worker */
 {
-    struct srv_prep *p = vdi_container_of(req, struct srv_prep, req);
+    struct srv_prep *p = arg;
     if (make_dir(p, p->rundir) < 0 || make_dir(p, p->datadir) < 0)
         return;
     if (!p->version || access(p->overlay, F_OK) != 0) {
@@ -92,7 +93,7 @@ void srv__prep_abandon(struct srv_prep *p, bool stopping)
 {
     p->vm = NULL;
     p->stopping = stopping;
-    uv_cancel((uv_req_t *)&p->req); /* not started yet: prep_done runs with UV_ECANCELED */
+    srv__catq_abandon(p->job); /* prep_done runs with -ECANCELED or -EOWNERDEAD */
 }
 
 static void prep_free(struct srv_prep *p)
@@ -143,11 +144,11 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     return 0;
 }
 
-static void prep_done(uv_work_t *req, int status)
+static void prep_done(void *arg, int status)
 {
-    struct srv_prep *p = vdi_container_of(req, struct srv_prep, req);
+    struct srv_prep *p = arg;
     srv_vm_t *vm = p->vm;
-    if (status == UV_ECANCELED && p->rc == 0) {
+    if (status == -ECANCELED) {
         p->rc = -ECANCELED;
         snprintf(p->why, sizeof(p->why), "cancelled");
     }
@@ -176,7 +177,7 @@ static void prep_done(uv_work_t *req, int status)
     }
 }
 
-void srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool)
+int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool)
 {
     struct srv_prep *p = vdi_xcalloc(1, sizeof(*p));
     p->vm = vm;
@@ -190,5 +191,10 @@ void srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool)
     p->rundir = vdi_xstrdup(vm->rundir);
     p->overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
     vm->prep = p;
-    uv_queue_work(vm->s->loop, &p->req, prep_work, prep_done);
+    int rc = srv__catq_submit(vm->s->catq, prep_work, prep_done, p, &p->job);
+    if (rc < 0) {
+        vm->prep = NULL;
+        prep_free(p);
+    }
+    return rc;
 }

@@ -119,9 +119,8 @@ static void holder_of(int64_t id, char *buf, size_t n)
     snprintf(buf, n, "desktop-%" PRId64, id);
 }
 
-/* ---- the image reference, dropped off the loop ---------------------------------------------- */
+/* ---- the image reference, dropped on the catalogue worker ----------------------------------- */
 struct unref_job {
-    uv_work_t req;
     img_catalog_t *cat;
     char image[64];
     char holder[32];
@@ -129,15 +128,15 @@ struct unref_job {
     int rc;
 };
 
-static void unref_work(uv_work_t *req) /* Thread: worker */
+static void unref_work(void *arg) /* Thread: the catalogue worker */
 {
-    struct unref_job *j = vdi_container_of(req, struct unref_job, req);
+    struct unref_job *j = arg;
     j->rc = img_catalog_unref(j->cat, j->image, j->version, j->holder);
 }
 
-static void unref_done(uv_work_t *req, int status)
+static void unref_done(void *arg, int status)
 {
-    struct unref_job *j = vdi_container_of(req, struct unref_job, req);
+    struct unref_job *j = arg;
     if (status == 0 && j->rc < 0 && j->rc != -ENOENT)
         VDI_LOG_WARN("%s image=%s version=%u: cannot drop its reference: %s", j->holder, j->image,
                      j->version, vdi_strerror(j->rc));
@@ -153,7 +152,13 @@ void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char 
     snprintf(j->image, sizeof(j->image), "%s", image);
     snprintf(j->holder, sizeof(j->holder), "%s", holder);
     j->version = version;
-    uv_queue_work(s->loop, &j->req, unref_work, unref_done);
+    int rc = srv__catq_submit(s->catq, unref_work, unref_done, j, NULL);
+    if (rc < 0) {
+        /* vdid is stopping: the reference stays; `vdictl image verify` reports it stale. */
+        VDI_LOG_WARN("%s image=%s version=%u: reference kept: %s", holder, image, version,
+                     vdi_strerror(rc));
+        free(j);
+    }
 }
 
 /* ---- the control socket ---------------------------------------------------------------------- */
@@ -387,7 +392,11 @@ int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *
     snprintf(d.owner, sizeof(d.owner), "%s", owner);
     snprintf(d.image, sizeof(d.image), "%s", pool->image);
     srv_vm_t *vm = srv__desktop_new(s, &d);
-    srv__prep_start(vm, pool);
+    rc = srv__prep_start(vm, pool);
+    if (rc < 0) {
+        srv__desktop_gone(vm, true, "vdid is shutting down");
+        return rc;
+    }
     if (out)
         *out = vm;
     return 0;
@@ -406,7 +415,11 @@ int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, sr
         srv__desktop_free(vm);
         return rc;
     }
-    srv__prep_start(vm, pool);
+    rc = srv__prep_start(vm, pool);
+    if (rc < 0) {
+        srv__desktop_gone(vm, true, "vdid is shutting down");
+        return rc;
+    }
     *out = vm;
     return 0;
 }

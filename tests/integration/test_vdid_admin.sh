@@ -27,6 +27,7 @@ cat >"$T/vdid.conf" <<CONF
 state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
+web_listen = 127.0.0.1:0
 memory_budget = 4G
 log_level = debug
 

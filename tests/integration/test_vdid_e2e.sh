@@ -45,6 +45,7 @@ cat >"$T/vdid.conf" <<CONF
 state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
+web_listen = 127.0.0.1:0
 vmm = $VMM
 ready_timeout = 30
 shutdown_timeout = 2

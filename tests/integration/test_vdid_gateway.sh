@@ -53,6 +53,7 @@ cat >"$T/vdid.conf" <<CONF
 state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
+web_listen = 127.0.0.1:0
 vmm = $FAKE
 memory_budget = 4G
 
