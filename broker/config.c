@@ -30,8 +30,8 @@ enum opt_type {
     T_PATH,     /* absolute path */
     T_STRING,   /* any non-empty text */
     T_NAME,     /* [A-Za-z0-9._-]+, at most MAX_NAME bytes */
-    T_ADDR,     /* HOST:PORT */
-    T_ADDR_OFF, /* HOST:PORT, or "off" (the field stays NULL) */
+    T_ADDR,     /* HOST:PORT as vdi_hostport_addr() reads it */
+    T_ADDR_OFF, /* the same, or "off" (the field stays NULL) */
     T_U32,      /* integer in [min, max] */
     T_SIZE,     /* size with K/M/G/T suffix in [min, max] */
     T_DURATION, /* seconds, or a number with s/m/h/d suffix, in [min, max] seconds */
@@ -244,21 +244,13 @@ static int parse_duration(const char *v, uint64_t *out)
     return 0;
 }
 
+/* The listeners read the address with the same function (server/listen.c), so an address the
+ * config accepts is one vdid can bind. */
 static bool valid_addr(const char *v)
 {
-    const char *colon = strrchr(v, ':');
-    uint64_t port;
-    if (!colon || colon == v)
-        return false;
-    if (vdi_parse_u64(colon + 1, 0, 65535, &port) < 0 || !decimal(colon + 1, 0))
-        return false;
-    size_t hl = (size_t)(colon - v);
-    if (v[0] == '[') /* [IPv6]:port */
-        return hl >= 3 && v[hl - 1] == ']';
-    for (size_t i = 0; i < hl; i++)
-        if (!isalnum((unsigned char)v[i]) && v[i] != '.' && v[i] != '-')
-            return false;
-    return true;
+    struct sockaddr_storage ss;
+    char host[64];
+    return vdi_hostport_addr(v, &ss, host, sizeof(host)) == 0;
 }
 
 /* Set option @o in @base (a brk_config_t or brk_pool_config_t) from @v. */
@@ -299,7 +291,7 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         /* fall through */
     case T_ADDR:
         if (!valid_addr(v))
-            return fail(p, "%s: '%s' is not HOST:PORT (port 0-65535)", o->key, v);
+            return fail(p, "%s: '%s' is not " VDI_HOSTPORT_FORM, o->key, v);
         free(*(char **)field);
         *(char **)field = vdi_xstrdup(v);
         return 0;

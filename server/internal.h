@@ -20,8 +20,9 @@ typedef struct srv_session srv_session_t;
 typedef struct srv_gateway srv_gateway_t;
 struct auth;
 
-/* Listeners (listen.c). Parse a configured "HOST:PORT" or "[V6]:PORT" (config key @key, for the
- * message) into @ss, with the host part in @host for logs. Returns 0 or VDI_ECONFIG (logged). */
+/* Listeners (listen.c). Parse a configured "HOST:PORT", "[V6]:PORT" or "localhost:PORT" (config
+ * key @key, for the message) into @ss with vdi_hostport_addr(), as the config check does, with the
+ * host part in @host for logs. Returns 0 or VDI_ECONFIG (logged). */
 int srv__listen_addr(const char *key, const char *listen, struct sockaddr_storage *ss, char *host,
                      size_t hostlen);
 /* The port @tcp is bound to (0 if unknown). */

@@ -141,6 +141,10 @@ static void test_errors_name_the_line(void **state)
               "t.conf:2: state_dir: 'relative' is not an absolute");
     parse_bad("[vdid]\nlisten = nowhere\n", "t.conf:2: listen: 'nowhere' is not HOST:PORT");
     parse_bad("[vdid]\nlisten = h:70000\n", "listen: 'h:70000'");
+    parse_bad("[vdid]\nlisten = desktop.example:5900\n",
+              "t.conf:2: listen: 'desktop.example:5900' is not HOST:PORT (HOST an IPv4 address, "
+              "[IPv6 address] or localhost; PORT 0-65535)");
+    parse_bad("[vdid]\nweb_listen = ::1:8443\n", "web_listen: '::1:8443' is not HOST:PORT");
     parse_bad("[vdid]\novercommit = 5\n",
               "t.conf:2: overcommit: '5' is not a whole number from 10");
     parse_bad("[vdid]\novercommit = -100\n", "overcommit: '-100'");
@@ -182,6 +186,19 @@ static void test_nul_and_long_lines(void **state)
     char small[8];
     assert_int_equal(brk_config_parse("[x]", 3, "t.conf", &cfg, small, sizeof(small)), VDI_ECONFIG);
     assert_true(strlen(small) < sizeof(small));
+}
+
+static void test_listen_addresses(void **state)
+{
+    (void)state;
+    /* The forms the listeners accept (server/listen.c reads them the same way). */
+    brk_config_t *cfg = parse_ok("[vdid]\nlisten = localhost:5900\nweb_listen = [::1]:0\n");
+    assert_string_equal(cfg->listen, "localhost:5900");
+    assert_string_equal(cfg->web_listen, "[::1]:0");
+    brk_config_free(cfg);
+    cfg = parse_ok("[vdid]\nweb_listen = off\n");
+    assert_null(cfg->web_listen);
+    brk_config_free(cfg);
 }
 
 static void test_auth_section(void **state)
@@ -243,13 +260,10 @@ static void test_load_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_gives_defaults),
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_errors_name_the_line),
-        cmocka_unit_test(test_nul_and_long_lines),
-        cmocka_unit_test(test_auth_section),
-        cmocka_unit_test(test_entitlement),
-        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_empty_gives_defaults), cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors_name_the_line), cmocka_unit_test(test_nul_and_long_lines),
+        cmocka_unit_test(test_listen_addresses),     cmocka_unit_test(test_auth_section),
+        cmocka_unit_test(test_entitlement),          cmocka_unit_test(test_load_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
