@@ -1,5 +1,7 @@
-/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, signals, systemd
- * readiness, and the orderly stop. Runs in the foreground and logs to stderr. */
+/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, the memory budget,
+ * the image catalogue and auth/ (TLS, PAM, limits: the auth_config_t the config parser filled),
+ * then the listeners, signals, systemd readiness, and the orderly stop. Runs in the foreground
+ * and logs to stderr. */
 #define VDI_LOG_TAG "vdid"
 #include <fcntl.h>
 #include <grp.h>

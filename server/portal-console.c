@@ -4,9 +4,9 @@
  * WebSocket. When it comes with the burnt token, vdid connects to the desktop's display socket
  * and splices (splice.c, with the WebSocket framing in its hooks): each binary WebSocket message
  * from noVNC goes to the display as it is, each read from the display goes to noVNC as one
- * binary message. noVNC speaks RFB itself: the display
- * socket (RFB 3.8, security None, reachable only by vdid) offers it security None, and the
- * WebSocket behind the token is the authentication.
+ * binary message. noVNC speaks RFB itself: the display socket (RFB 3.8, security None, reachable
+ * only by vdid) offers it security None, and the WebSocket behind the token is the
+ * authentication.
  *
  * Backpressure is the splice's, as in the RFB gateway: a backlog towards one side stops reading
  * the other until it drains.

@@ -341,9 +341,9 @@ static void test_framing_both_ways(void **state)
 {
     (void)state;
     struct fixture f;
-    size_t d_sent = 0, d_got = 0;   /* display -> client payload */
-    size_t c_sent = 0, c_got = 0;   /* client -> display payload */
-    size_t piece = 1, framed = 0;   /* client bytes fed in pieces of 1, 2, ... 4096 bytes */
+    size_t d_sent = 0, d_got = 0; /* display -> client payload */
+    size_t c_sent = 0, c_got = 0; /* client -> display payload */
+    size_t piece = 1, framed = 0; /* client bytes fed in pieces of 1, 2, ... 4096 bytes */
     static uint8_t out[TOTAL / 4 + TOTAL / 4 / 100 * 4 + 8]; /* client side: frames */
     size_t out_len = 0;
     fixture_start(&f, &framed_ops);
