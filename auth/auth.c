@@ -14,31 +14,6 @@
 
 #include "auth/internal.h"
 
-void auth_config_defaults(auth_config_t *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->pam_service = "vdi";
-    cfg->admin_group = "vdi-admin";
-    cfg->handshake_timeout_ms = 10000;
-    cfg->pam_max_concurrent = 2;
-    cfg->pam_max_queued = 64;
-    cfg->max_checks_per_addr = 4;
-    cfg->max_username_len = AUTH_USERNAME_MAX;
-    cfg->max_password_len = AUTH_PASSWORD_MAX;
-    cfg->limit_user = (auth_limit_config_t){
-        .free_failures = 3,
-        .backoff_base_ms = 1000,
-        .backoff_max_ms = 30000,
-        .lockout_failures = 10,
-        .lockout_ms = 15 * 60 * 1000,
-        .forget_ms = 60 * 60 * 1000,
-        .max_entries = 65536,
-    };
-    cfg->limit_addr = cfg->limit_user;
-    cfg->limit_addr.free_failures = 5;
-    cfg->limit_addr.lockout_failures = 30;
-}
-
 int auth_create(uv_loop_t *loop, const auth_config_t *cfg, auth_t **out)
 {
     if (!cfg->pam_service || !*cfg->pam_service) {

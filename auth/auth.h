@@ -82,7 +82,8 @@ typedef struct {
     auth_limit_config_t limit_addr; /* default 5 free, 1 s..30 s, lock at 30 for 15 min */
 } auth_config_t;
 
-/* Fill @cfg with the defaults above (strings are static). */
+/* Fill @cfg with the defaults above (strings are static). The only place they are written
+ * (auth/config.c): vdid's config parser starts the [auth] section from them. */
 void auth_config_defaults(auth_config_t *cfg);
 
 /* ==== The RFB security handshake, sans IO ==================================================== */

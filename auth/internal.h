@@ -1,5 +1,5 @@
-/* auth/internal.h: what the files of auth/ share with each other (and with tests/unit/auth/). Nothing
- * outside auth/ includes this file. All of it is loop-thread only unless noted. */
+/* auth/internal.h: what the files of auth/ share with each other (and with tests/unit/auth/).
+ * Nothing outside auth/ includes this file. All of it is loop-thread only unless noted. */
 #ifndef VDI_AUTH_INTERNAL_H
 #define VDI_AUTH_INTERNAL_H
 

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/auth.h"
+
 /* ---- Configuration ------------------------------------------------------------------------ */
 /* The configuration is a plain value: callers read its fields. Every option, its default and its
  * range are documented in docs/config.md (kept in step with the table in broker/config.c). */
@@ -39,22 +41,6 @@ typedef struct {
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
-/* [auth]: the gateway's login limits, handed to auth/ (auth_config_t; docs/auth.md). */
-typedef struct {
-    bool allow_tlsplain; /* also offer VeNCrypt TLSPlain (anonymous TLS) */
-    bool tlsplain_only;
-    uint32_t handshake_timeout_ms;
-    uint32_t pam_max_concurrent;
-    uint32_t pam_max_queued;
-    uint32_t max_checks_per_addr; /* 0: no cap */
-    uint32_t max_username_len;
-    uint32_t max_password_len;
-    uint32_t user_free_failures, user_backoff_base_ms, user_backoff_max_ms;
-    uint32_t user_lockout_failures, user_lockout_ms;
-    uint32_t addr_free_failures, addr_backoff_base_ms, addr_backoff_max_ms;
-    uint32_t addr_lockout_failures, addr_lockout_ms;
-} brk_auth_config_t;
-
 typedef struct {
     char *state_dir;    /* vdi.db, desktops/ID/, images/ (the golden image catalogue) */
     char *run_dir;      /* vm/ID/{control,display}.sock */
@@ -64,7 +50,7 @@ typedef struct {
     char *vmm;          /* path of the vdi-vmm program */
     char *tls_cert;     /* PEM certificate and key for the gateway's TLS */
     char *tls_key;
-    char *pam_service;           /* PAM service name */
+    char *pam_service;           /* PAM service name (default: auth_config_defaults()'s) */
     uint64_t memory_budget;      /* bytes of host memory desktops may use (0: MemTotal - reserve) */
     uint64_t memory_reserve;     /* host memory kept for everything else when the budget is auto */
     uint32_t overcommit_pct;     /* admission: sum of desktop memory <= budget * pct / 100 */
@@ -78,7 +64,11 @@ typedef struct {
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
     uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
-    brk_auth_config_t auth;
+    /* What vdid hands to auth_create() as it is: [auth] (the login limits) over
+     * auth_config_defaults(), the only place their defaults are written, plus pam_service,
+     * tls_cert, tls_key, state_dir and admin_group (when set) from [vdid]; those strings are
+     * borrowed from the fields above and live as long as the config. */
+    auth_config_t auth;
     brk_pool_config_t *pools;
     size_t n_pools;
 } brk_config_t;

@@ -3,10 +3,12 @@
  *   # comment            ; comment too
  *   [vdid]               daemon-wide options
  *   key = value
+ *   [auth]               login limits, parsed into an auth_config_t for auth/
  *   [pool NAME]          one section per desktop pool
  *
- * Every option lives in one of the two tables below with its default, so docs/config.md can be
- * checked against them. Unknown sections, unknown or repeated keys and bad values are errors
+ * Every option lives in one of the tables below with its default, so docs/config.md can be
+ * checked against them; the defaults of [auth] (and of pam_service) are auth_config_defaults()'s
+ * and are not repeated here. Unknown sections, unknown or repeated keys and bad values are errors
  * that name the line. The parser reads untrusted bytes (tests/fuzz/fuzz_config.c).
  */
 #define VDI_LOG_TAG "config"
@@ -30,8 +32,8 @@ enum opt_type {
     T_PATH,     /* absolute path */
     T_STRING,   /* any non-empty text */
     T_NAME,     /* [A-Za-z0-9._-]+, at most MAX_NAME bytes */
-    T_ADDR,     /* HOST:PORT */
-    T_ADDR_OFF, /* HOST:PORT, or "off" (the field stays NULL) */
+    T_ADDR,     /* HOST:PORT as vdi_hostport_addr() reads it */
+    T_ADDR_OFF, /* the same, or "off" (the field stays NULL) */
     T_U32,      /* integer in [min, max] */
     T_SIZE,     /* size with K/M/G/T suffix in [min, max] */
     T_DURATION, /* seconds, or a number with s/m/h/d suffix, in [min, max] seconds */
@@ -68,7 +70,7 @@ static const struct opt daemon_opts[] = {
     {"vmm", T_PATH, CF(vmm), 0, NULL, 0, 0, false}, /* vdi-vmm next to vdid */
     {"tls_cert", T_PATH, CF(tls_cert), 0, NULL, 0, 0, false},
     {"tls_key", T_PATH, CF(tls_key), 0, NULL, 0, 0, false},
-    {"pam_service", T_NAME, CF(pam_service), 0, "vdi", 0, 0, false},
+    {"pam_service", T_NAME, CF(pam_service), 0, NULL, 0, 0, false}, /* auth_config_defaults() */
     {"memory_budget", T_SIZE, CF(memory_budget), 0, "0", 0, 1ull << 50, false},
     {"memory_reserve", T_SIZE, CF(memory_reserve), 0, "1G", 0, 1ull << 50, false},
     {"overcommit", T_U32, CF(overcommit_pct), 0, "100", 10, 1000, false},
@@ -86,26 +88,27 @@ static const struct opt daemon_opts[] = {
 
 #define AF(f) offsetof(brk_config_t, auth.f)
 #define H24   (24u * 3600 * 1000)
-/* [auth]: keep in step with docs/config.md (defaults as auth_config_defaults()). */
+/* [auth]: keep in step with docs/config.md. Fields of auth_config_t; no defaults here: the
+ * section starts from auth_config_defaults(). */
 static const struct opt auth_opts[] = {
-    {"allow_tlsplain", T_BOOL, AF(allow_tlsplain), 0, "false", 0, 0, false},
-    {"tlsplain_only", T_BOOL, AF(tlsplain_only), 0, "false", 0, 0, false},
-    {"handshake_timeout_ms", T_U32, AF(handshake_timeout_ms), 0, "10000", 100, 600000, false},
-    {"pam_max_concurrent", T_U32, AF(pam_max_concurrent), 0, "2", 1, 64, false},
-    {"pam_max_queued", T_U32, AF(pam_max_queued), 0, "64", 0, 100000, false},
-    {"max_checks_per_addr", T_U32, AF(max_checks_per_addr), 0, "4", 0, 100000, false},
-    {"max_username_len", T_U32, AF(max_username_len), 0, "256", 1, 256, false},
-    {"max_password_len", T_U32, AF(max_password_len), 0, "1024", 1, 1024, false},
-    {"user_free_failures", T_U32, AF(user_free_failures), 0, "3", 0, 1000, false},
-    {"user_backoff_base_ms", T_U32, AF(user_backoff_base_ms), 0, "1000", 0, 600000, false},
-    {"user_backoff_max_ms", T_U32, AF(user_backoff_max_ms), 0, "30000", 0, 600000, false},
-    {"user_lockout_failures", T_U32, AF(user_lockout_failures), 0, "10", 1, 100000, false},
-    {"user_lockout_ms", T_U32, AF(user_lockout_ms), 0, "900000", 0, H24, false},
-    {"addr_free_failures", T_U32, AF(addr_free_failures), 0, "5", 0, 1000, false},
-    {"addr_backoff_base_ms", T_U32, AF(addr_backoff_base_ms), 0, "1000", 0, 600000, false},
-    {"addr_backoff_max_ms", T_U32, AF(addr_backoff_max_ms), 0, "30000", 0, 600000, false},
-    {"addr_lockout_failures", T_U32, AF(addr_lockout_failures), 0, "30", 1, 100000, false},
-    {"addr_lockout_ms", T_U32, AF(addr_lockout_ms), 0, "900000", 0, H24, false},
+    {"allow_tlsplain", T_BOOL, AF(allow_tlsplain), 0, NULL, 0, 0, false},
+    {"tlsplain_only", T_BOOL, AF(tlsplain_only), 0, NULL, 0, 0, false},
+    {"handshake_timeout_ms", T_U32, AF(handshake_timeout_ms), 0, NULL, 100, 600000, false},
+    {"pam_max_concurrent", T_U32, AF(pam_max_concurrent), 0, NULL, 1, 64, false},
+    {"pam_max_queued", T_U32, AF(pam_max_queued), 0, NULL, 0, 100000, false},
+    {"max_checks_per_addr", T_U32, AF(max_checks_per_addr), 0, NULL, 0, 100000, false},
+    {"max_username_len", T_U32, AF(max_username_len), 0, NULL, 1, AUTH_USERNAME_MAX, false},
+    {"max_password_len", T_U32, AF(max_password_len), 0, NULL, 1, AUTH_PASSWORD_MAX, false},
+    {"user_free_failures", T_U32, AF(limit_user.free_failures), 0, NULL, 0, 1000, false},
+    {"user_backoff_base_ms", T_U32, AF(limit_user.backoff_base_ms), 0, NULL, 0, 600000, false},
+    {"user_backoff_max_ms", T_U32, AF(limit_user.backoff_max_ms), 0, NULL, 0, 600000, false},
+    {"user_lockout_failures", T_U32, AF(limit_user.lockout_failures), 0, NULL, 1, 100000, false},
+    {"user_lockout_ms", T_U32, AF(limit_user.lockout_ms), 0, NULL, 0, H24, false},
+    {"addr_free_failures", T_U32, AF(limit_addr.free_failures), 0, NULL, 0, 1000, false},
+    {"addr_backoff_base_ms", T_U32, AF(limit_addr.backoff_base_ms), 0, NULL, 0, 600000, false},
+    {"addr_backoff_max_ms", T_U32, AF(limit_addr.backoff_max_ms), 0, NULL, 0, 600000, false},
+    {"addr_lockout_failures", T_U32, AF(limit_addr.lockout_failures), 0, NULL, 1, 100000, false},
+    {"addr_lockout_ms", T_U32, AF(limit_addr.lockout_ms), 0, NULL, 0, H24, false},
 };
 
 /* [pool NAME]: keep in step with docs/config.md. */
@@ -244,21 +247,13 @@ static int parse_duration(const char *v, uint64_t *out)
     return 0;
 }
 
+/* The listeners read the address with the same function (server/listen.c), so an address the
+ * config accepts is one vdid can bind. */
 static bool valid_addr(const char *v)
 {
-    const char *colon = strrchr(v, ':');
-    uint64_t port;
-    if (!colon || colon == v)
-        return false;
-    if (vdi_parse_u64(colon + 1, 0, 65535, &port) < 0 || !decimal(colon + 1, 0))
-        return false;
-    size_t hl = (size_t)(colon - v);
-    if (v[0] == '[') /* [IPv6]:port */
-        return hl >= 3 && v[hl - 1] == ']';
-    for (size_t i = 0; i < hl; i++)
-        if (!isalnum((unsigned char)v[i]) && v[i] != '.' && v[i] != '-')
-            return false;
-    return true;
+    struct sockaddr_storage ss;
+    char host[64];
+    return vdi_hostport_addr(v, &ss, host, sizeof(host)) == 0;
 }
 
 /* Set option @o in @base (a brk_config_t or brk_pool_config_t) from @v. */
@@ -299,7 +294,7 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         /* fall through */
     case T_ADDR:
         if (!valid_addr(v))
-            return fail(p, "%s: '%s' is not HOST:PORT (port 0-65535)", o->key, v);
+            return fail(p, "%s: '%s' is not " VDI_HOSTPORT_FORM, o->key, v);
         free(*(char **)field);
         *(char **)field = vdi_xstrdup(v);
         return 0;
@@ -468,7 +463,7 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
         goto err_free;
     }
     set_defaults(&p, daemon_opts, VDI_ARRAY_SIZE(daemon_opts), cfg);
-    set_defaults(&p, auth_opts, VDI_ARRAY_SIZE(auth_opts), cfg);
+    auth_config_defaults(&cfg->auth); /* [auth]'s defaults live in auth/ alone */
     bool seen_auth = false;
 
     size_t pos = 0;
@@ -613,6 +608,17 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
     /* Derived defaults. */
     if (!cfg->admin_socket)
         cfg->admin_socket = vdi_xasprintf("%s/vdid.sock", cfg->run_dir);
+    if (!cfg->pam_service)
+        cfg->pam_service = vdi_xstrdup(cfg->auth.pam_service);
+    /* What auth/ takes from [vdid]; borrowed from cfg (see brk_config_t.auth). [vdid]
+     * admin_group (the admin socket's group) is also the group whose members get the admin
+     * role; unset, auth/ keeps its own default. */
+    cfg->auth.pam_service = cfg->pam_service;
+    cfg->auth.tls_cert = cfg->tls_cert;
+    cfg->auth.tls_key = cfg->tls_key;
+    cfg->auth.state_dir = cfg->state_dir;
+    if (cfg->admin_group)
+        cfg->auth.admin_group = cfg->admin_group;
     if (!cfg->tls_cert != !cfg->tls_key) {
         p.line = 0;
         rc = fail(&p, "tls_cert and tls_key go together: set both or neither");

@@ -1,5 +1,5 @@
 /* common/vdi.h: what every vdi module shares: error codes, logging, allocation, lists, byte
- * buffers, number parsing and the program version.
+ * buffers, number and listen-address parsing and the program version.
  *
  * Thread rules: everything here may be called from any thread unless a comment says otherwise.
  */
@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #ifndef VDI_VERSION
 #define VDI_VERSION "0.0.0-dev"
@@ -237,6 +238,25 @@ void vdi_buf_free(vdi_buf_t *b);
 int vdi_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Parse a size with an optional K, M, G or T suffix (powers of 1024), e.g. "512M". */
 int vdi_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* ---- Listen addresses (common/hostport.c) ------------------------------------------------- */
+/* One reading of "HOST:PORT" for the config check and the listeners, so both accept the same
+ * addresses. HOST is a numeric IPv4 address, a numeric IPv6 address in brackets ("[::1]:5900"),
+ * or "localhost" (127.0.0.1); other names are refused, never looked up (no DNS: nothing blocks,
+ * and the answer cannot change between the config check and the bind). PORT is decimal, 0 to
+ * 65535 (0: the kernel picks a free port). */
+#define VDI_HOSTPORT_FORM                                                                          \
+    "HOST:PORT (HOST an IPv4 address, [IPv6 address] or localhost; PORT 0-65535)"
+/* Split @s into @host (brackets removed, NUL-terminated, @hostlen bytes) and *port; checks the
+ * form and the host's characters, not the address itself. Writes @host and *port only on
+ * success. Returns 0, -EINVAL (not HOST:PORT), -ERANGE (port above 65535) or -ENAMETOOLONG
+ * (@hostlen too small). */
+int vdi_hostport_parse(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* Turn @host (as vdi_hostport_parse() returns it) and @port into a socket address in @ss.
+ * Returns 0 or -EINVAL (not an IPv4 or IPv6 address, nor localhost). */
+int vdi_hostport_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss);
+/* Both of the above: @s to @ss, with the host part in @host for messages. */
+int vdi_hostport_addr(const char *s, struct sockaddr_storage *ss, char *host, size_t hostlen);
 
 /* ---- Programs ----------------------------------------------------------------------------- */
 /* Print "@prog VERSION (git REV)" to stdout. */

@@ -1,6 +1,7 @@
-/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, the catalogue
- * worker, signals, systemd readiness, and the orderly stop. Runs in the foreground and logs to
- * stderr. */
+/* server/daemon.c: vdid's life cycle: directories, the state lock, the store, the memory budget,
+ * the image catalogue and its worker, auth/ (TLS, PAM, limits: the auth_config_t the config parser filled),
+ * then the listeners, signals, systemd readiness, and the orderly stop. Runs in the foreground
+ * and logs to stderr. */
 #define VDI_LOG_TAG "vdid"
 #include <fcntl.h>
 #include <grp.h>
@@ -195,34 +196,7 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         goto err;
     }
 
-    auth_config_t ac;
-    auth_config_defaults(&ac);
-    ac.pam_service = cfg->pam_service;
-    ac.tls_cert = cfg->tls_cert;
-    ac.tls_key = cfg->tls_key;
-    ac.state_dir = cfg->state_dir;
-    if (cfg->admin_group)
-        ac.admin_group = cfg->admin_group;
-    const brk_auth_config_t *au = &cfg->auth;
-    ac.allow_tlsplain = au->allow_tlsplain;
-    ac.tlsplain_only = au->tlsplain_only;
-    ac.handshake_timeout_ms = au->handshake_timeout_ms;
-    ac.pam_max_concurrent = au->pam_max_concurrent;
-    ac.pam_max_queued = au->pam_max_queued;
-    ac.max_checks_per_addr = au->max_checks_per_addr;
-    ac.max_username_len = au->max_username_len;
-    ac.max_password_len = au->max_password_len;
-    ac.limit_user.free_failures = au->user_free_failures;
-    ac.limit_user.backoff_base_ms = au->user_backoff_base_ms;
-    ac.limit_user.backoff_max_ms = au->user_backoff_max_ms;
-    ac.limit_user.lockout_failures = au->user_lockout_failures;
-    ac.limit_user.lockout_ms = au->user_lockout_ms;
-    ac.limit_addr.free_failures = au->addr_free_failures;
-    ac.limit_addr.backoff_base_ms = au->addr_backoff_base_ms;
-    ac.limit_addr.backoff_max_ms = au->addr_backoff_max_ms;
-    ac.limit_addr.lockout_failures = au->addr_lockout_failures;
-    ac.limit_addr.lockout_ms = au->addr_lockout_ms;
-    rc = auth_create(loop, &ac, &s->auth);
+    rc = auth_create(loop, &cfg->auth, &s->auth); /* [auth] and its [vdid] keys, as parsed */
     if (rc < 0) {
         VDI_LOG_ERR("cannot set up authentication (TLS, PAM): %s", vdi_strerror(rc));
         goto err;

@@ -2,12 +2,8 @@
  * VeNCrypt login (TLS, PAM) and hands over the TLS stream right after SecurityResult. The broker
  * finds the user's desktop (starting one if needed); the gateway then connects to the desktop's
  * display socket, completes that RFB handshake as a client (version 3.8, security None), and from
- * the viewer's ClientInit on copies bytes both ways without parsing them.
- *
- * Backpressure: bytes from one side are written to the other; when more than HIGH_WATER bytes wait
- * to be written to a side, reading from the opposite side stops until the backlog drops below
- * LOW_WATER. A slow viewer therefore slows the desktop's display server (its socket buffer fills),
- * and vdid never holds more than about HIGH_WATER plus one read per direction per connection.
+ * the viewer's ClientInit on splices bytes both ways without parsing them (splice.c: backpressure
+ * both ways, so a slow viewer slows the desktop's display server and vdid holds a bounded backlog).
  *
  * When no desktop can be had (not entitled, host full, the desktop failed), SecurityResult has
  * already said OK (auth/ sends it), so the refusal is a ServerInit whose desktop name is the
@@ -23,8 +19,6 @@
 #include "common/vdi.h"
 #include "server/internal.h"
 
-#define HIGH_WATER        (1024 * 1024)
-#define LOW_WATER         (256 * 1024)
 #define RFB_HANDSHAKE_MAX 4096
 
 struct srv_gateway {
@@ -65,15 +59,14 @@ struct gconn {
     srv_login_t *blogin;
     srv_session_t *se;
     int64_t desktop;
-    uv_pipe_t *vmm; /* allocated: its close callback may outlive nothing but the pipe */
+    uv_pipe_t *vmm; /* allocated; until the splice takes it over */
+    srv_splice_t *splice;
     uv_timer_t *refuse_timer;
     uv_connect_t connect_req;
     vdi_buf_t hs;           /* VMM handshake bytes; then client bytes waiting for the splice */
     vdi_buf_t client_early; /* client bytes (ClientInit...) that came before the splice */
     int hs_state;
-    bool tls_paused; /* we stopped reading the viewer (VMM side backlog) */
-    bool vmm_paused; /* we stopped reading the VMM (viewer side backlog) */
-    unsigned refs;   /* self + tls + vmm pipe */
+    unsigned refs; /* self + tls + vmm pipe (+ refuse timer); tls and pipe become one splice */
     uint64_t t_accept;
 };
 
@@ -107,6 +100,11 @@ static void on_vmm_closed(uv_handle_t *h)
     conn_unref(c);
 }
 
+static void on_splice_closed(void *ctx)
+{
+    conn_unref(ctx);
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
     struct gconn *c = h->data;
@@ -132,6 +130,10 @@ static void conn_close(struct gconn *c, const char *reason)
         srv__session_close(c->se, reason);
         c->se = NULL;
     }
+    if (c->splice) {
+        srv__splice_close(c->splice, on_splice_closed, c);
+        c->splice = NULL;
+    }
     if (c->vmm) {
         uv_close((uv_handle_t *)c->vmm, on_vmm_closed);
         c->vmm = NULL;
@@ -147,45 +149,32 @@ static void conn_close(struct gconn *c, const char *reason)
     conn_unref(c); /* the self reference */
 }
 
-/* ---- viewer -> VMM ----------------------------------------------------------------------------- */
-static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx);
-
-static void on_vmm_written(uv_write_t *req, int status)
+/* ---- the splice ------------------------------------------------------------------------------ */
+static void on_splice_end(void *ctx, enum srv_splice_end why, int err)
 {
-    struct gconn *c = req->data;
-    free(req);
-    if (c->phase != G_SPLICE)
-        return;
-    if (status < 0) {
-        conn_close(c, "desktop display closed");
-        return;
-    }
-    if (c->tls_paused && uv_stream_get_write_queue_size((uv_stream_t *)c->vmm) < LOW_WATER) {
-        c->tls_paused = false;
-        auth_tls_read_start(c->tls, on_tls_read, c);
-    }
+    static const char *const reasons[] = {
+        [SRV_SPLICE_CLIENT_CLOSED] = "client closed",
+        [SRV_SPLICE_CLIENT_ERROR] = "client connection error",
+        [SRV_SPLICE_DISPLAY_CLOSED] = "desktop display closed",
+        [SRV_SPLICE_NOMEM] = "out of memory",
+    };
+    struct gconn *c = ctx;
+    if (err < 0)
+        VDI_LOG_DEBUG("desktop=%" PRId64 " peer=%s splice ended: %s", c->desktop, c->peer,
+                      vdi_strerror(err));
+    conn_close(c, reasons[why]);
 }
 
-static int to_vmm(struct gconn *c, const uint8_t *data, size_t n)
+static void on_client_input(void *ctx)
 {
-    uv_write_t *req = vdi_trymalloc(sizeof(*req) + n);
-    if (!req)
-        return -ENOMEM;
-    memcpy(req + 1, data, n);
-    req->data = c;
-    uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)n);
-    int rc = uv_write(req, (uv_stream_t *)c->vmm, &b, 1, on_vmm_written);
-    if (rc < 0) {
-        free(req);
-        return rc;
-    }
-    if (!c->tls_paused && uv_stream_get_write_queue_size((uv_stream_t *)c->vmm) > HIGH_WATER) {
-        c->tls_paused = true;
-        auth_tls_read_stop(c->tls);
-    }
-    return 0;
+    struct gconn *c = ctx;
+    if (c->se)
+        srv__session_activity(c->se);
 }
 
+static const srv_splice_ops_t splice_ops = {.end = on_splice_end, .client_input = on_client_input};
+
+/* ---- viewer, before the splice ------------------------------------------------------------- */
 static void refuse_after_clientinit(struct gconn *c);
 
 static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx)
@@ -194,13 +183,6 @@ static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void 
     VDI_UNUSED(t);
     if (nread < 0) {
         conn_close(c, nread == UV_EOF ? "client closed" : "client connection error");
-        return;
-    }
-    if (c->phase == G_SPLICE) {
-        if (c->se)
-            srv__session_activity(c->se);
-        if (to_vmm(c, data, (size_t)nread) < 0)
-            conn_close(c, "desktop display closed");
         return;
     }
     if (c->phase == G_REFUSE) {
@@ -217,61 +199,57 @@ static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void 
     }
 }
 
-/* ---- VMM -> viewer ----------------------------------------------------------------------------- */
+/* ---- the desktop's display: connect, handshake, then the splice -------------------------------- */
 static void on_vmm_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 static void vmm_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     VDI_UNUSED(h);
     VDI_UNUSED(suggested);
-    static char chunk[65536]; /* consumed (copied by auth_tls_write) before the next read */
+    static char chunk[RFB_HANDSHAKE_MAX]; /* appended to c->hs before the next read */
     *buf = uv_buf_init(chunk, sizeof(chunk));
 }
 
-static void on_client_written(auth_tls_t *t, int status, void *ctx)
+static void on_hs_written(uv_write_t *req, int status)
 {
-    struct gconn *c = ctx;
-    if (c->phase != G_SPLICE)
-        return;
-    if (status < 0) {
-        conn_close(c, "client connection error");
-        return;
-    }
-    if (c->vmm_paused && auth_tls_write_queue_size(t) < LOW_WATER) {
-        c->vmm_paused = false;
-        uv_read_start((uv_stream_t *)c->vmm, vmm_alloc, on_vmm_read);
-    }
+    VDI_UNUSED(status); /* a display that went away shows up as a read error */
+    free(req);
 }
 
-static void splice_from_vmm(struct gconn *c, const uint8_t *data, size_t n)
+/* Send handshake bytes @msg (static storage) to the display. */
+static int hs_write(struct gconn *c, const char *msg, size_t n)
 {
-    if (auth_tls_write(c->tls, data, n, on_client_written, c) < 0) {
-        conn_close(c, "client connection error");
-        return;
-    }
-    if (!c->vmm_paused && auth_tls_write_queue_size(c->tls) > HIGH_WATER) {
-        c->vmm_paused = true;
-        uv_read_stop((uv_stream_t *)c->vmm);
-    }
+    uv_write_t *req = vdi_xmalloc(sizeof(*req));
+    uv_buf_t b = uv_buf_init((char *)msg, (unsigned)n);
+    int rc = uv_write(req, (uv_stream_t *)c->vmm, &b, 1, on_hs_written);
+    if (rc < 0)
+        free(req);
+    return rc;
 }
 
 static void start_splice(struct gconn *c)
 {
+    int rc = srv__splice_start(c->tls, c->vmm, &splice_ops, c, &c->splice);
+    if (rc < 0) {
+        VDI_LOG_WARN("desktop=%" PRId64 " peer=%s cannot start the splice: %s", c->desktop, c->peer,
+                     vdi_strerror(rc));
+        conn_close(c, "client connection error");
+        return;
+    }
+    c->tls = NULL;
+    c->vmm = NULL;
+    c->refs--; /* the tls and pipe references are now the splice's one */
     c->phase = G_SPLICE;
     VDI_LOG_INFO("user=%s desktop=%" PRId64 " peer=%s connected (%" PRIu64 " ms after accept)",
                  c->id->username, c->desktop, c->peer, vdi_now_ms() - c->t_accept);
-    /* Bytes the display sent past SecurityResult (none for a conforming server) go first. */
+    /* Bytes the display sent past SecurityResult (none for a conforming server) go first, then
+     * what the viewer sent meanwhile (ClientInit). */
     if (c->hs.len) {
-        splice_from_vmm(c, c->hs.data, c->hs.len);
+        srv__splice_display_bytes(c->splice, c->hs.data, c->hs.len);
         vdi_buf_reset(&c->hs);
     }
-    if (c->phase != G_SPLICE)
-        return;
-    if (c->client_early.len) {
-        if (to_vmm(c, c->client_early.data, c->client_early.len) < 0) {
-            conn_close(c, "desktop display closed");
-            return;
-        }
+    if (c->phase == G_SPLICE && c->client_early.len) {
+        srv__splice_client_bytes(c->splice, c->client_early.data, c->client_early.len);
         vdi_buf_reset(&c->client_early);
     }
 }
@@ -299,7 +277,7 @@ static int vmm_handshake(struct gconn *c)
                 VDI_LOG_WARN_RL("desktop=%" PRId64 " display: not an RFB server", c->desktop);
                 return VDI_EPROTOCOL;
             }
-            if (to_vmm(c, (const uint8_t *)"RFB 003.008\n", 12) < 0)
+            if (hs_write(c, "RFB 003.008\n", 12) < 0)
                 return -EPIPE;
             vdi_buf_consume(&c->hs, 12);
             c->hs_state = HS_NTYPES;
@@ -321,7 +299,7 @@ static int vmm_handshake(struct gconn *c)
                                 c->desktop);
                 return VDI_EPROTOCOL;
             }
-            if (to_vmm(c, (const uint8_t *)"\x01", 1) < 0)
+            if (hs_write(c, "\x01", 1) < 0)
                 return -EPIPE;
             c->hs_state = HS_RESULT;
             break;
@@ -357,16 +335,11 @@ static void on_vmm_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct gconn *c = st->data;
     if (nread < 0) {
-        conn_close(c, c->phase == G_SPLICE ? "desktop display closed"
-                                           : "desktop display closed during the handshake");
+        conn_close(c, "desktop display closed during the handshake");
         return;
     }
     if (nread == 0)
         return;
-    if (c->phase == G_SPLICE) {
-        splice_from_vmm(c, (const uint8_t *)buf->base, (size_t)nread);
-        return;
-    }
     if (c->hs.len + (size_t)nread > RFB_HANDSHAKE_MAX ||
         vdi_buf_append(&c->hs, buf->base, (size_t)nread) < 0) {
         conn_close(c, "desktop display misbehaved");

@@ -61,13 +61,18 @@ struct srv_httpreq {
     unsigned seen; /* bit per enum hdr */
     vdi_buf_t body;
     bool complete;
-    int status; /* the error to answer, when a callback stopped the parser */
+    int status; /* the HTTP status to answer with, once the request failed (0: none) */
+    int err;    /* and the error feed() returns for it: VDI_EPROTOCOL or -ENOMEM */
 };
 
+/* Record why the request cannot be served (the first reason wins) and stop http-parser (its
+ * callbacks stop it with a non-zero return). */
 static int fail(struct srv_httpreq *r, int status)
 {
-    if (!r->status)
+    if (!r->status) {
         r->status = status;
+        r->err = status == 503 ? -ENOMEM : VDI_EPROTOCOL;
+    }
     return -1;
 }
 
@@ -282,7 +287,7 @@ int srv__httpreq_feed(srv_httpreq_t *r, const uint8_t *data, size_t len, size_t 
 {
     *consumed = 0;
     if (r->status)
-        return -r->status;
+        return r->err;
     if (len == 0)
         return 0;
     size_t n = http_parser_execute(&r->p, &settings, (const char *)data, len);
@@ -293,16 +298,22 @@ int srv__httpreq_feed(srv_httpreq_t *r, const uint8_t *data, size_t len, size_t 
         return 1;
     }
     if (r->status)
-        return -r->status;
+        return r->err;
     if (e != HPE_OK && e != HPE_PAUSED) {
         /* http-parser's own limit (80 KiB) is above ours; everything else is malformed. */
-        return -(r->status = e == HPE_HEADER_OVERFLOW ? 431 : 400);
+        fail(r, e == HPE_HEADER_OVERFLOW ? 431 : 400);
+        return r->err;
     }
     if (r->p.upgrade) { /* CONNECT, or an upgrade without a message end: not for us */
-        r->status = 400;
-        return -400;
+        fail(r, 400);
+        return r->err;
     }
     return 0;
+}
+
+int srv__httpreq_status(const srv_httpreq_t *r)
+{
+    return r->status;
 }
 
 const srv_httpreq_info_t *srv__httpreq_info(const srv_httpreq_t *r)

@@ -401,9 +401,10 @@ static void process(struct hconn *c)
         c->x = vdi_xcalloc(1, sizeof(*c->x));
         c->x->c = c;
         if (rc < 0) {
-            VDI_LOG_WARN_RL("peer=%s bad request: HTTP %d", c->peer, -rc);
+            int status = srv__httpreq_status(c->req);
+            VDI_LOG_WARN_RL("peer=%s bad request: HTTP %d (%s)", c->peer, status, vdi_strerror(rc));
             c->close_after = true;
-            srv__httpx_error(c->x, -rc, reason_phrase(-rc));
+            srv__httpx_error(c->x, status, reason_phrase(status));
             break;
         }
         uv_timer_stop(c->timer);

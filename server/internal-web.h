@@ -73,10 +73,14 @@ void srv__httpreq_destroy(srv_httpreq_t *r); /* NULL: nothing */
 void srv__httpreq_reset(srv_httpreq_t *r);
 /* Feed @len bytes. Returns 0 (all consumed, the request is not complete yet), 1 (a whole request:
  * *consumed bytes were used; the rest belong to the next request, or to the WebSocket after an
- * upgrade) or a negative HTTP status for the error response: -400 malformed, -413 body too
- * large, -414 target too long, -431 headers too large, -505 not HTTP/1.x. After 1 or an error,
- * call srv__httpreq_reset() before feeding again. */
+ * upgrade), VDI_EPROTOCOL (the request is malformed or over a limit) or -ENOMEM (no memory for
+ * its body). After an error srv__httpreq_status() names the HTTP status to answer with, and
+ * feed() keeps returning the error. After 1 or an error, call srv__httpreq_reset() before
+ * feeding again. */
 int srv__httpreq_feed(srv_httpreq_t *r, const uint8_t *data, size_t len, size_t *consumed);
+/* The HTTP status for the error feed() returned: 400 malformed, 413 body too large, 414 target
+ * too long, 431 headers too large, 505 not HTTP/1.x, 503 out of memory; 0 while there is none. */
+int srv__httpreq_status(const srv_httpreq_t *r);
 /* The request, after feed() returned 1. Owned by @r. */
 const srv_httpreq_info_t *srv__httpreq_info(const srv_httpreq_t *r);
 /* The value of cookie @name in the Cookie header @header (the first one), copied to @out (@n

@@ -20,12 +20,68 @@ typedef struct srv_session srv_session_t;
 typedef struct srv_gateway srv_gateway_t;
 struct auth;
 
-/* Listeners (listen.c). Parse a configured "HOST:PORT" or "[V6]:PORT" (config key @key, for the
- * message) into @ss, with the host part in @host for logs. Returns 0 or VDI_ECONFIG (logged). */
+/* Listeners (listen.c). Parse a configured "HOST:PORT", "[V6]:PORT" or "localhost:PORT" (config
+ * key @key, for the message) into @ss with vdi_hostport_addr(), as the config check does, with the
+ * host part in @host for logs. Returns 0 or VDI_ECONFIG (logged). */
 int srv__listen_addr(const char *key, const char *listen, struct sockaddr_storage *ss, char *host,
                      size_t hostlen);
 /* The port @tcp is bound to (0 if unknown). */
 int srv__bound_port(const uv_tcp_t *tcp);
+
+/* ---- splice.c: a client's TLS stream joined to a desktop's display socket ------------------ */
+/* Bytes from the client go to the display and back, with backpressure both ways: when more than
+ * SRV_SPLICE_HIGH_WATER bytes wait to be written to one side, reading the other side stops until
+ * that backlog is below SRV_SPLICE_LOW_WATER. Without framing hooks bytes pass as they are (the
+ * RFB gateway); with them the client side carries frames (the browser console's WebSocket). */
+#define SRV_SPLICE_HIGH_WATER (1024 * 1024)
+#define SRV_SPLICE_LOW_WATER  (256 * 1024)
+
+typedef struct srv_splice srv_splice_t;
+struct auth_tls;
+
+enum srv_splice_end {
+    SRV_SPLICE_CLIENT_CLOSED,  /* the client closed (TLS close_notify or TCP EOF) */
+    SRV_SPLICE_CLIENT_ERROR,   /* reading or writing the client failed, or its framing did */
+    SRV_SPLICE_DISPLAY_CLOSED, /* the display socket closed, failed or refused a write */
+    SRV_SPLICE_NOMEM,          /* no memory for bytes in flight */
+};
+
+typedef struct {
+    /* Required. The splice ended: @why, with @err the cause (0 for an orderly close). Nothing
+     * more is read from either side; the owner calls srv__splice_close() (from here or later).
+     * Runs at most once, possibly from inside a srv__splice_* call. */
+    void (*end)(void *ctx, enum srv_splice_end why, int err);
+    /* Optional. Bytes came from the client (idle timeouts). */
+    void (*client_input)(void *ctx);
+    /* Framing of the client side: both or neither. from_client gets what the client sent
+     * (borrowed) and passes the payload on with srv__splice_to_display(); from_display gets what
+     * the display sent (borrowed) and sends it framed with srv__splice_to_client(). Each returns
+     * 0, or a negative error that ends the splice (SRV_SPLICE_CLIENT_ERROR). Either may call
+     * srv__splice_close(). */
+    int (*from_client)(void *ctx, const uint8_t *data, size_t len);
+    int (*from_display)(void *ctx, const uint8_t *data, size_t len);
+} srv_splice_ops_t;
+
+/* Join @tls (handshake done) and @display (connected; allocated with malloc) and start reading
+ * both; whatever read callbacks the caller had on them are replaced. On success *out holds the
+ * splice, which owns both sides from then on (srv__splice_close() closes them and frees
+ * @display); it borrows @ops (static) and @ctx. Returns 0, or the error of starting to read a
+ * side (then nothing was taken over and no callback runs). */
+int srv__splice_start(struct auth_tls *tls, uv_pipe_t *display, const srv_splice_ops_t *ops,
+                      void *ctx, srv_splice_t **out);
+/* Bytes that came from the client / the display before the splice started: they take the same
+ * way as bytes read later (framing, the other side, backpressure). */
+void srv__splice_client_bytes(srv_splice_t *sp, const uint8_t *data, size_t len);
+void srv__splice_display_bytes(srv_splice_t *sp, const uint8_t *data, size_t len);
+/* For the framing hooks (and a close frame before srv__splice_close()): write @len bytes
+ * (copied) to the display / the client. Returns 0, or a negative error, which has already ended
+ * the splice (or -EPIPE once it is closing). */
+int srv__splice_to_display(srv_splice_t *sp, const uint8_t *data, size_t len);
+int srv__splice_to_client(srv_splice_t *sp, const uint8_t *data, size_t len);
+/* Stop, close the display socket at once and the client once its queued bytes are out (at most
+ * auth_tls_close()'s 5 s), then free @sp and call @cb(@ctx) (@cb may be NULL). No ops callback
+ * runs after this call. NULL @sp, or a second call: nothing. */
+void srv__splice_close(srv_splice_t *sp, void (*cb)(void *ctx), void *ctx);
 
 /* The daemon. One per process; it borrows nothing and owns everything below. */
 typedef struct srv {

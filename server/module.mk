@@ -19,3 +19,6 @@ UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl) -
 TOOL_vdid_fakevmm_LIBS := vmm common
 TOOL_vdid_fakevmm_LDLIBS := -lvncserver $(call pc_libs,jansson) -lpthread
 TOOL_vdid_vncclient_LDLIBS := -lvncclient
+# tests/unit/server/test_splice.c fakes the client's TLS stream.
+server_test_splice_LDFLAGS := -Wl,--wrap=auth_tls_read_start,--wrap=auth_tls_read_stop \
+    -Wl,--wrap=auth_tls_write,--wrap=auth_tls_write_queue_size,--wrap=auth_tls_close

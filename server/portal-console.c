@@ -2,13 +2,14 @@
  * from the broker (srv__login) and opens the session at once (the desktop is in use from then
  * on); the console then waits, at most the console token's lifetime, for the browser's
  * WebSocket. When it comes with the burnt token, vdid connects to the desktop's display socket
- * and splices: each binary WebSocket message from noVNC goes to the display as it is, each read
- * from the display goes to noVNC as one binary message. noVNC speaks RFB itself: the display
- * socket (RFB 3.8, security None, reachable only by vdid) offers it security None, and the
- * WebSocket behind the token is the authentication.
+ * and splices (splice.c, with the WebSocket framing in its hooks): each binary WebSocket message
+ * from noVNC goes to the display as it is, each read from the display goes to noVNC as one
+ * binary message. noVNC speaks RFB itself: the display socket (RFB 3.8, security None, reachable
+ * only by vdid) offers it security None, and the WebSocket behind the token is the
+ * authentication.
  *
- * Backpressure as in the RFB gateway: more than HIGH_WATER bytes waiting towards one side stops
- * reading the other until the backlog is under LOW_WATER.
+ * Backpressure is the splice's, as in the RFB gateway: a backlog towards one side stops reading
+ * the other until it drains.
  *
  * Endings: the session is kicked (reconnect elsewhere, admin, logout, idle) -> close frame 4409
  * with the reason; the display closes -> 4404; the browser closes -> session closed "client
@@ -23,9 +24,6 @@
 #include "common/vdi.h"
 #include "server/internal-web.h"
 #include "server/internal.h"
-
-#define HIGH_WATER (1024 * 1024)
-#define LOW_WATER  (256 * 1024)
 
 enum cstate {
     C_PENDING, /* session open, waiting for the WebSocket */
@@ -44,13 +42,13 @@ struct srv_console {
     char peer[64];
     srv_session_t *se;
     uv_timer_t *timer;
-    auth_tls_t *tls;
+    auth_tls_t *tls; /* until the splice takes it over */
     srv_ws_t *ws;
-    uv_pipe_t *vmm;
+    uv_pipe_t *vmm; /* until the splice takes it over */
+    srv_splice_t *splice;
     uv_connect_t creq;
     vdi_buf_t early; /* WebSocket bytes that came with the upgrade request */
-    bool tls_paused, vmm_paused;
-    unsigned refs; /* self + timer + tls + vmm */
+    unsigned refs;   /* self + timer + tls + vmm; tls and vmm become one splice */
 };
 
 static void con_unref(struct srv_console *c)
@@ -81,6 +79,11 @@ static void on_tls_closed(void *ctx)
     con_unref(ctx);
 }
 
+static void on_splice_closed(void *ctx)
+{
+    con_unref(ctx);
+}
+
 /* End the console: the session record gets @reason; the browser gets a close frame @code (when
  * it is attached and @code is not 0). */
 static void con_close(struct srv_console *c, uint16_t code, const char *reason)
@@ -97,11 +100,15 @@ static void con_close(struct srv_console *c, uint16_t code, const char *reason)
         srv__session_close(c->se, reason);
         c->se = NULL;
     }
-    if (c->ws && c->tls && code)
-        srv__ws_close(c->ws, code, reason);
+    if (c->ws && (c->tls || c->splice) && code)
+        srv__ws_close(c->ws, code, reason); /* the frame goes out before the close below */
     if (c->timer) {
         uv_close((uv_handle_t *)c->timer, on_timer_closed);
         c->timer = NULL;
+    }
+    if (c->splice) {
+        srv__splice_close(c->splice, on_splice_closed, c); /* lets the close frame drain */
+        c->splice = NULL;
     }
     if (c->vmm) {
         uv_close((uv_handle_t *)c->vmm, on_vmm_closed);
@@ -154,25 +161,8 @@ int srv__console_open(srv_portal_t *p, srv_vm_t *vm, const char *user, const cha
     return 0;
 }
 
-/* ---- browser -> display ------------------------------------------------------------------------- */
-static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx);
-
-static void on_vmm_written(uv_write_t *req, int status)
-{
-    struct srv_console *c = req->data;
-    free(req);
-    if (c->state != C_SPLICE)
-        return;
-    if (status < 0) {
-        con_close(c, SRV_WS_CLOSE_GONE, "desktop display closed");
-        return;
-    }
-    if (c->tls_paused && uv_stream_get_write_queue_size((uv_stream_t *)c->vmm) < LOW_WATER) {
-        c->tls_paused = false;
-        auth_tls_read_start(c->tls, on_tls_read, c);
-    }
-}
-
+/* ---- the splice, with the WebSocket framing in its hooks ---------------------------------------- */
+/* A whole message from noVNC: RFB bytes for the display. */
 static void ws_message(void *ctx, const uint8_t *data, size_t n)
 {
     struct srv_console *c = ctx;
@@ -180,96 +170,66 @@ static void ws_message(void *ctx, const uint8_t *data, size_t n)
         return;
     if (c->se)
         srv__session_activity(c->se);
-    uv_write_t *req = vdi_trymalloc(sizeof(*req) + n);
-    if (!req) {
-        con_close(c, SRV_WS_CLOSE_ERROR, "out of memory");
-        return;
-    }
-    memcpy(req + 1, data, n);
-    req->data = c;
-    uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)n);
-    if (uv_write(req, (uv_stream_t *)c->vmm, &b, 1, on_vmm_written) < 0) {
-        free(req);
-        con_close(c, SRV_WS_CLOSE_GONE, "desktop display closed");
-        return;
-    }
-    if (!c->tls_paused && uv_stream_get_write_queue_size((uv_stream_t *)c->vmm) > HIGH_WATER) {
-        c->tls_paused = true;
-        auth_tls_read_stop(c->tls);
-    }
+    srv__splice_to_display(c->splice, data, n); /* a failure ends the splice: on_splice_end */
 }
 
-static void on_vmm_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
-static void vmm_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    VDI_UNUSED(h);
-    VDI_UNUSED(suggested);
-    static char chunk[65536]; /* framed and copied by srv__ws_send before the next read */
-    *buf = uv_buf_init(chunk, sizeof(chunk));
-}
-
-static void on_tls_written(auth_tls_t *t, int status, void *ctx)
-{
-    struct srv_console *c = ctx;
-    if (c->state != C_SPLICE)
-        return;
-    if (status < 0) {
-        con_close(c, 0, "client connection error");
-        return;
-    }
-    if (c->vmm_paused && auth_tls_write_queue_size(t) < LOW_WATER) {
-        c->vmm_paused = false;
-        uv_read_start((uv_stream_t *)c->vmm, vmm_alloc, on_vmm_read);
-    }
-}
-
+/* Frames for the browser: through the splice once it runs, before that (a refusal's close frame)
+ * straight to the TLS stream. */
 static int ws_output(void *ctx, const uint8_t *data, size_t n)
 {
     struct srv_console *c = ctx;
-    if (!c->tls)
-        return -EPIPE;
-    return auth_tls_write(c->tls, data, n, on_tls_written, c);
+    if (c->splice)
+        return srv__splice_to_client(c->splice, data, n);
+    if (c->tls)
+        return auth_tls_write(c->tls, data, n, NULL, NULL);
+    return -EPIPE;
 }
 
 static const srv_ws_ops_t ws_ops = {.message = ws_message, .output = ws_output};
 
-static void on_tls_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx)
+static int from_client(void *ctx, const uint8_t *data, size_t n)
 {
     struct srv_console *c = ctx;
-    VDI_UNUSED(t);
-    if (nread < 0) {
-        con_close(c, 0, "client closed");
-        return;
-    }
-    int rc = srv__ws_feed(c->ws, data, (size_t)nread);
+    int rc = srv__ws_feed(c->ws, data, n);
     if (c->state == C_CLOSING)
-        return;
-    if (rc < 0)
-        con_close(c, 0, "client connection error");
-    else if (rc == 1)
-        con_close(c, 0, "client closed");
+        return 0;
+    if (rc == 1)
+        con_close(c, 0, "client closed"); /* close handshake done, or a protocol error answered */
+    return rc < 0 ? rc : 0;
 }
 
-/* ---- display -> browser ------------------------------------------------------------------------- */
-static void on_vmm_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+/* One read from the display becomes one binary message. */
+static int from_display(void *ctx, const uint8_t *data, size_t n)
 {
-    struct srv_console *c = st->data;
-    if (nread < 0) {
-        con_close(c, SRV_WS_CLOSE_GONE, "desktop display closed");
-        return;
-    }
-    if (nread == 0 || c->state != C_SPLICE)
-        return;
-    if (srv__ws_send(c->ws, (const uint8_t *)buf->base, (size_t)nread) < 0) {
+    struct srv_console *c = ctx;
+    return srv__ws_send(c->ws, data, n);
+}
+
+static void on_splice_end(void *ctx, enum srv_splice_end why, int err)
+{
+    struct srv_console *c = ctx;
+    VDI_UNUSED(err);
+    switch (why) {
+    case SRV_SPLICE_CLIENT_CLOSED:
+        con_close(c, 0, "client closed");
+        break;
+    case SRV_SPLICE_CLIENT_ERROR:
         con_close(c, 0, "client connection error");
-        return;
-    }
-    if (!c->vmm_paused && auth_tls_write_queue_size(c->tls) > HIGH_WATER) {
-        c->vmm_paused = true;
-        uv_read_stop((uv_stream_t *)c->vmm);
+        break;
+    case SRV_SPLICE_DISPLAY_CLOSED:
+        con_close(c, SRV_WS_CLOSE_GONE, "desktop display closed");
+        break;
+    case SRV_SPLICE_NOMEM:
+        con_close(c, SRV_WS_CLOSE_ERROR, "out of memory");
+        break;
     }
 }
+
+static const srv_splice_ops_t splice_ops = {
+    .end = on_splice_end,
+    .from_client = from_client,
+    .from_display = from_display,
+};
 
 static void on_vmm_connect(uv_connect_t *req, int status)
 {
@@ -281,19 +241,25 @@ static void on_vmm_connect(uv_connect_t *req, int status)
         con_close(c, SRV_WS_CLOSE_ERROR, "desktop display unreachable");
         return;
     }
+    int rc = srv__splice_start(c->tls, c->vmm, &splice_ops, c, &c->splice);
+    if (rc < 0) {
+        VDI_LOG_WARN("desktop=%" PRId64 " peer=%s cannot start the splice: %s", c->desktop, c->peer,
+                     vdi_strerror(rc));
+        con_close(c, 0, "client connection error");
+        return;
+    }
+    c->tls = NULL;
+    c->vmm = NULL;
+    c->refs--; /* the tls and vmm references are now the splice's one */
     c->state = C_SPLICE;
     VDI_LOG_INFO("user=%s desktop=%" PRId64 " peer=%s browser console connected", c->user,
                  c->desktop, c->peer);
-    uv_read_start((uv_stream_t *)c->vmm, vmm_alloc, on_vmm_read);
     if (c->early.len) {
         vdi_buf_t e = c->early;
         c->early = (vdi_buf_t)VDI_BUF_INIT;
-        on_tls_read(c->tls, (ssize_t)e.len, e.data, c);
+        srv__splice_client_bytes(c->splice, e.data, e.len);
         vdi_buf_free(&e);
-        if (c->state != C_SPLICE)
-            return;
     }
-    auth_tls_read_start(c->tls, on_tls_read, c);
 }
 
 /* A WebSocket we will not serve: a close frame, then close. */

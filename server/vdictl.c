@@ -1,4 +1,7 @@
-/* server/vdictl.c: the admin command line. Each command group lives in its own table entry. */
+/* server/vdictl.c: the admin command line. status, pools, desktops, sessions and audit are
+ * requests to vdid's admin socket (one JSON line each way, docs/admin.md); image runs the golden
+ * image catalogue itself (golden-images/, img_cli_main). Each command group is one entry of
+ * commands[]; exit status 0 on success, 1 when the request failed, 2 for a usage error. */
 #define VDI_LOG_TAG "vdictl"
 #include <getopt.h>
 #include <jansson.h>
@@ -138,8 +141,8 @@ static void fmt_time(long long t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
-/* Common options of the listing commands: --json, plus what @extra names. Returns the index
- * of the first positional argument, or -1 after printing a usage error. */
+/* Common options of the listing commands: --json, --all, --pool, --state, -n. Returns the index
+ * of the first positional argument, or -EINVAL after printing what was wrong. */
 struct lopts {
     bool json, all;
     const char *pool, *state;
@@ -173,9 +176,11 @@ static int parse_opts(int argc, char **argv, const char *usage_line, struct lopt
             break;
         case 'n': {
             uint64_t v;
-            if (vdi_parse_u64(optarg, 1, 100000, &v) < 0) {
-                fprintf(stderr, "vdictl: -n: '%s' is not a number from 1 to 100000\n", optarg);
-                return -1;
+            int rc = vdi_parse_u64(optarg, 1, 100000, &v);
+            if (rc < 0) {
+                fprintf(stderr, "vdictl: -n: '%s' is not a number from 1 to 100000 (%s)\n", optarg,
+                        vdi_strerror(rc));
+                return rc;
             }
             o->n = (long)v;
             break;
@@ -183,20 +188,24 @@ static int parse_opts(int argc, char **argv, const char *usage_line, struct lopt
         case 'h':
             printf("Usage: vdictl %s\n", usage_line);
             exit(0);
-        default:
+        default: /* getopt named the bad option */
             fprintf(stderr, "Usage: vdictl %s\n", usage_line);
-            return -1;
+            return -EINVAL;
         }
     }
     return optind;
 }
 
+/* A desktop or session id (1 and up) as the request's {"id": N}. Returns 0, or -EINVAL or
+ * -ERANGE after printing what was wrong. */
 static int parse_id(const char *s, json_t **args)
 {
     uint64_t id;
-    if (vdi_parse_u64(s, 1, INT64_MAX, &id) < 0) {
-        fprintf(stderr, "vdictl: '%s' is not a desktop or session id\n", s);
-        return -1;
+    int rc = vdi_parse_u64(s, 1, INT64_MAX, &id);
+    if (rc < 0) {
+        fprintf(stderr, "vdictl: '%s' is not a desktop or session id (a whole number from 1): %s\n",
+                s, vdi_strerror(rc));
+        return rc;
     }
     *args = json_pack("{s:I}", "id", (json_int_t)id);
     return 0;
@@ -445,11 +454,8 @@ static void usage(FILE *f)
                "  -V, --version   show the version and exit\n"
                "\n"
                "Commands:\n");
-    int n = 0;
-    for (const struct vdictl_cmd *c = commands; c->name; c++, n++)
+    for (const struct vdictl_cmd *c = commands; c->name; c++)
         fprintf(f, "  %-14s %s\n", c->name, c->summary);
-    if (n == 0)
-        fprintf(f, "  (none yet in this build; see the status table in README.md)\n");
 }
 
 int main(int argc, char **argv)

@@ -1,9 +1,10 @@
 // fuzz-srcs: server/http-parse.c common/*.c
 // fuzz-libs: -lhttp_parser
 /* tests/fuzz/fuzz_web_http.c: the portal's HTTP request parser (http-parser under our limits and
- * header rules) and the cookie and query lookups on arbitrary bytes, fed in pieces whose sizes come from the input, with pipelined
- * requests taken one at a time as vdid does. Every outcome is a request, "need more" or an HTTP
- * error status; a request's fields are NUL-terminated and within the limits. */
+ * header rules) and the cookie and query lookups on arbitrary bytes, fed in pieces whose sizes
+ * come from the input, with pipelined requests taken one at a time as vdid does. Every outcome
+ * is a request, "need more" or an error code with the HTTP status to answer; a request's fields
+ * are NUL-terminated and within the limits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,8 +33,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         if (rc < 0) {
-            VDI_ASSERT(rc == -400 || rc == -413 || rc == -414 || rc == -431 || rc == -505 ||
-                       rc == -503);
+            int status = srv__httpreq_status(r);
+            VDI_ASSERT(rc == VDI_EPROTOCOL || rc == -ENOMEM);
+            VDI_ASSERT(status == 400 || status == 413 || status == 414 || status == 431 ||
+                       status == 505 || (status == 503 && rc == -ENOMEM));
             break;
         }
         const srv_httpreq_info_t *in = srv__httpreq_info(r);

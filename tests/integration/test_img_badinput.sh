@@ -4,7 +4,7 @@
 # clear error naming the file and the problem, never a crash, and never a write to the file.
 # timeout: 60
 . "$VDI_SRC/tests/lib.sh"
-command -v qemu-img >/dev/null || t_skip "qemu-img is not installed (apt install qemu-utils)"
+command -v qemu-img >/dev/null || t_need "qemu-img is not installed (apt install qemu-utils)"
 IO=$VDI_BUILD/tests/tools/imgio
 [ -x "$IO" ] || t_fail "$IO is missing (make build-tests)"
 t_tmpdir

@@ -3,7 +3,8 @@
 # verify) and the file tools (create, info, check, convert, commit, rebase), checked with qemu-img.
 # timeout: 120
 . "$VDI_SRC/tests/lib.sh"
-command -v qemu-img >/dev/null || t_skip "qemu-img is not installed (apt install qemu-utils)"
+command -v qemu-img >/dev/null || t_need "qemu-img is not installed (apt install qemu-utils)"
+command -v script >/dev/null || t_need "script is not installed (apt install bsdutils): the progress bar needs a terminal"
 V="$VDI_BIN/vdictl"
 t_tmpdir
 cd "$T"
@@ -34,10 +35,8 @@ qemu-io -c "write -P 0x42 100k 300k" ov.qcow2 >/dev/null
 t_check "convert a chain -> raw" "$V" image convert -q -O raw ov.qcow2 flat.raw
 t_check "flattened chain equals qemu's view" qemu-img compare -q ov.qcow2 flat.raw
 # the progress bar: on a terminal only
-if command -v script >/dev/null; then
-    out=$(script -qc "'$V' image convert disk.raw pb.qcow2" /dev/null | tr '\r' '\n')
-    t_check "convert draws a progress bar on a terminal" grep -q "convert \[#*\] 100%" <<<"$out"
-fi
+out=$(script -qc "'$V' image convert disk.raw pb.qcow2" /dev/null | tr '\r' '\n')
+t_check "convert draws a progress bar on a terminal" grep -q "convert \[#*\] 100%" <<<"$out"
 "$V" image convert disk.raw pb2.qcow2 2>pb.err
 t_check "no progress bar when stderr is not a terminal" test ! -s pb.err
 # commit: the overlay's data lands in the backing file

@@ -5,7 +5,7 @@
 # reference that received the same writes; a >4 GiB sparse image; crash and repair.
 # timeout: 240
 . "$VDI_SRC/tests/lib.sh"
-command -v qemu-img >/dev/null || t_skip "qemu-img is not installed (apt install qemu-utils)"
+command -v qemu-img >/dev/null || t_need "qemu-img is not installed (apt install qemu-utils)"
 IO=$VDI_BUILD/tests/tools/imgio
 [ -x "$IO" ] || t_fail "$IO is missing (make build-tests)"
 t_tmpdir

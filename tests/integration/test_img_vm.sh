@@ -7,7 +7,7 @@
 # timeout: 120
 . "$VDI_SRC/tests/lib.sh"
 t_require_kvm
-command -v qemu-img >/dev/null || t_skip "qemu-img is not installed (apt install qemu-utils)"
+command -v qemu-img >/dev/null || t_need "qemu-img is not installed (apt install qemu-utils)"
 ELF=$VDI_SRC/build/testdesk/testdesk.elf
 DISK=$VDI_SRC/build/testdesk/system.qcow2
 [ -f "$ELF" ] && [ -f "$DISK" ] || t_fail "make testdesk first ($ELF, $DISK)"

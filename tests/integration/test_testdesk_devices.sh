@@ -9,8 +9,8 @@
 . "${VDI_SRC:?}/tests/lib.sh"
 ELF=$VDI_SRC/build/testdesk/testdesk.elf
 [ -f "$ELF" ] || t_fail "$ELF is missing (make testdesk)"
-command -v qemu-system-x86_64 >/dev/null || t_fail "qemu-system-x86_64 is missing (deploy/deps/testdesk.txt)"
-command -v python3 >/dev/null || t_fail "python3 is missing (deploy/deps/testdesk.txt)"
+command -v qemu-system-x86_64 >/dev/null || t_need "qemu-system-x86_64 is missing (deploy/deps/testdesk.txt)"
+command -v python3 >/dev/null || t_need "python3 is missing (deploy/deps/testdesk.txt)"
 t_tmpdir
 
 cat >"$T/drive.py" <<'PY'

@@ -20,13 +20,22 @@ t_check "bad value: vdid does not start" test "$rc" = 1
 t_check "bad value: names the line and the value" grep -qF "bad2.conf:3: memory: 'lots' is not a size" <<<"$out"
 out=$("$VDID" -c "$T/missing.conf" 2>&1)
 t_check "missing config: named" grep -qF "$T/missing.conf: cannot open: No such file" <<<"$out"
+# A listen address is read one way by the check and by the listeners: names other than localhost
+# are refused by both, with the same message.
+printf '[vdid]\nlisten = desktop.example:5900\n' >"$T/bad3.conf"
+out=$("$VDID" --check-config -c "$T/bad3.conf" 2>&1); rc=$?
+t_check "host name in listen: --check-config refuses it" test "$rc" = 1
+t_check "and says what HOST may be" grep -qF "bad3.conf:2: listen: 'desktop.example:5900' is not HOST:PORT (HOST an IPv4 address, [IPv6 address] or localhost" <<<"$out"
+out2=$("$VDID" -c "$T/bad3.conf" 2>&1); rc=$?
+t_check "host name in listen: vdid does not start either, with the same message" \
+    bash -c '[ "$1" = 1 ] && grep -qF "$2" <<<"$3"' _ "$rc" "$out" "$out2"
 
 # ---- a running vdid
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state
 run_dir = $T/run
-listen = 127.0.0.1:0
+listen = localhost:0
 web_listen = 127.0.0.1:0
 memory_budget = 4G
 log_level = debug
@@ -47,6 +56,10 @@ sock=$T/run/vdid.sock
 t_check "admin socket appears" t_wait_for 10 test -S "$sock"
 t_check "admin socket is mode 0600" test "$(stat -c %a "$sock")" = 600
 t_check "state database created" test -f "$T/state/vdi.db"
+# listen = localhost:0 passed --check-config above; vdid binds it on the loopback address.
+port=$(sed -n 's/.*RFB gateway listening on localhost port \([0-9]*\).*/\1/p' "$T/vdid.log")
+t_check "listen = localhost:0: the gateway listens" test -n "$port"
+t_check "on 127.0.0.1" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port"
 export VDI_ADMIN_SOCKET=$sock
 
 out=$("$VDICTL" status) || t_fail "vdictl status failed"

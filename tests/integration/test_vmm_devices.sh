@@ -8,8 +8,8 @@
 . "$VDI_SRC/tests/lib.sh"
 t_require_kvm
 t_tmpdir
-command -v qemu-img >/dev/null || t_skip "qemu-img is missing (deploy/deps)"
-command -v python3 >/dev/null || t_skip "python3 is missing (deploy/deps)"
+command -v qemu-img >/dev/null || t_need "qemu-img is missing (deploy/deps)"
+command -v python3 >/dev/null || t_need "python3 is missing (deploy/deps)"
 ELF=$VDI_SRC/build/testdesk/testdesk.elf
 t_check "testdesk is built" test -f "$ELF"
 

@@ -8,8 +8,8 @@
 . "$VDI_SRC/tests/lib.sh"
 t_require_kvm
 t_tmpdir
-command -v qemu-img >/dev/null || t_skip "qemu-img is missing (deploy/deps)"
-command -v strace >/dev/null || t_skip "strace is missing (deploy/deps)"
+command -v qemu-img >/dev/null || t_need "qemu-img is missing (deploy/deps)"
+command -v strace >/dev/null || t_need "strace is missing (deploy/deps)"
 
 guest=$VDI_SRC/build/vmm-testguest/hostile.elf
 t_check "test guest is built" test -f "$guest"

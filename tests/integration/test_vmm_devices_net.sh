@@ -8,9 +8,9 @@
 t_require_kvm
 t_require_root
 t_tmpdir
-command -v ip >/dev/null || t_skip "ip (iproute2) is missing"
-command -v unshare >/dev/null || t_skip "unshare (util-linux) is missing"
-command -v python3 >/dev/null || t_skip "python3 is missing"
+command -v ip >/dev/null || t_need "ip (iproute2) is missing"
+command -v unshare >/dev/null || t_need "unshare (util-linux) is missing"
+command -v python3 >/dev/null || t_need "python3 is missing"
 guest=$VDI_SRC/build/vmm-testguest/hostile.elf
 t_check "test guest is built" test -f "$guest"
 

@@ -26,7 +26,7 @@ debian_kernel() { # sets K to the bzImage, fetching it once
     K=$(ls "$CACHE"/linux/root/boot/vmlinuz-* 2>/dev/null | head -n1)
     [ -n "$K" ]
 }
-debian_kernel || t_skip "cannot get Debian's linux-image-amd64 (apt-get download failed: no archive access?)"
+debian_kernel || t_need "cannot get Debian's linux-image-amd64 (apt-get download failed: no archive access?)"
 t_log "kernel: $K"
 export VDI_VMM_CACHE_DIR=$CACHE/vmlinux
 

@@ -10,7 +10,7 @@ t_have_hw_virt || t_skip "no vmx/svm in /proc/cpuinfo: a full Linux boot needs h
 t_tmpdir
 VMM=$VDI_BIN/vdi-vmm
 K=$(ls "$VDI_SRC"/build/cache/linux/root/boot/vmlinuz-* 2>/dev/null | head -n1)
-[ -n "$K" ] || t_skip "Debian's kernel is not in build/cache (test_vmm_linux.sh fetches it)"
+[ -n "$K" ] || t_need "Debian's kernel is not in build/cache (test_vmm_linux.sh fetches it)"
 
 cat >"$T/init.c" <<'C'
 #include <stdio.h>

@@ -14,7 +14,7 @@ VDICTL=$VDI_BIN/vdictl
 FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
-command -v curl >/dev/null || t_fail "curl missing"
+command -v curl >/dev/null || t_need "curl is missing (deploy/deps)"
 t_require_pam_wrapper nss
 kill_vmms() {
     local p

@@ -1,12 +1,16 @@
-/* Unit tests for broker/config.c: defaults, every value type, and errors that name the line. */
+/* Unit tests for broker/config.c: defaults, every value type, errors that name the line, and
+ * the [auth] section: it fills the auth_config_t vdid hands to auth/, from auth's defaults, which
+ * are the ones docs/config.md documents. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "broker/brk.h"
 #include "common/vdi.h"
 
@@ -141,6 +145,10 @@ static void test_errors_name_the_line(void **state)
               "t.conf:2: state_dir: 'relative' is not an absolute");
     parse_bad("[vdid]\nlisten = nowhere\n", "t.conf:2: listen: 'nowhere' is not HOST:PORT");
     parse_bad("[vdid]\nlisten = h:70000\n", "listen: 'h:70000'");
+    parse_bad("[vdid]\nlisten = desktop.example:5900\n",
+              "t.conf:2: listen: 'desktop.example:5900' is not HOST:PORT (HOST an IPv4 address, "
+              "[IPv6 address] or localhost; PORT 0-65535)");
+    parse_bad("[vdid]\nweb_listen = ::1:8443\n", "web_listen: '::1:8443' is not HOST:PORT");
     parse_bad("[vdid]\novercommit = 5\n",
               "t.conf:2: overcommit: '5' is not a whole number from 10");
     parse_bad("[vdid]\novercommit = -100\n", "overcommit: '-100'");
@@ -184,21 +192,52 @@ static void test_nul_and_long_lines(void **state)
     assert_true(strlen(small) < sizeof(small));
 }
 
+static void test_listen_addresses(void **state)
+{
+    (void)state;
+    /* The forms the listeners accept (server/listen.c reads them the same way). */
+    brk_config_t *cfg = parse_ok("[vdid]\nlisten = localhost:5900\nweb_listen = [::1]:0\n");
+    assert_string_equal(cfg->listen, "localhost:5900");
+    assert_string_equal(cfg->web_listen, "[::1]:0");
+    brk_config_free(cfg);
+    cfg = parse_ok("[vdid]\nweb_listen = off\n");
+    assert_null(cfg->web_listen);
+    brk_config_free(cfg);
+}
+
 static void test_auth_section(void **state)
 {
     (void)state;
     brk_config_t *cfg = parse_ok("");
+    auth_config_t def;
+    auth_config_defaults(&def);
+    /* Unset, [auth] is auth/'s defaults, and the [vdid] keys auth/ takes are linked in. */
     assert_false(cfg->auth.allow_tlsplain);
-    assert_int_equal(cfg->auth.handshake_timeout_ms, 10000);
-    assert_int_equal(cfg->auth.max_checks_per_addr, 4);
-    assert_int_equal(cfg->auth.user_lockout_failures, 10);
-    assert_int_equal(cfg->auth.addr_free_failures, 5);
+    assert_int_equal(cfg->auth.handshake_timeout_ms, def.handshake_timeout_ms);
+    assert_memory_equal(&cfg->auth.limit_user, &def.limit_user, sizeof(def.limit_user));
+    assert_memory_equal(&cfg->auth.limit_addr, &def.limit_addr, sizeof(def.limit_addr));
+    assert_string_equal(cfg->auth.pam_service, "vdi");
+    assert_ptr_equal(cfg->auth.pam_service, cfg->pam_service);
+    assert_ptr_equal(cfg->auth.state_dir, cfg->state_dir);
+    assert_null(cfg->auth.tls_cert);
+    assert_string_equal(cfg->auth.admin_group, def.admin_group);
     brk_config_free(cfg);
+    /* Keys set in the config reach the struct vdid hands to auth_create(). */
     cfg = parse_ok("[auth]\nallow_tlsplain = yes\nmax_checks_per_addr = 0\n"
-                   "user_lockout_ms = 60000\n[vdid]\nlisten = 127.0.0.1:1\n");
+                   "user_lockout_ms = 60000\naddr_free_failures = 7\n"
+                   "[vdid]\nlisten = 127.0.0.1:1\npam_service = vdi-x\nadmin_group = ops\n"
+                   "tls_cert = /c.pem\ntls_key = /k.pem\nstate_dir = /s\n");
     assert_true(cfg->auth.allow_tlsplain);
     assert_int_equal(cfg->auth.max_checks_per_addr, 0);
-    assert_int_equal(cfg->auth.user_lockout_ms, 60000);
+    assert_int_equal(cfg->auth.limit_user.lockout_ms, 60000);
+    assert_int_equal(cfg->auth.limit_addr.free_failures, 7);
+    assert_int_equal(cfg->auth.limit_user.free_failures, def.limit_user.free_failures);
+    assert_int_equal(cfg->auth.limit_addr.forget_ms, def.limit_addr.forget_ms);
+    assert_string_equal(cfg->auth.pam_service, "vdi-x");
+    assert_string_equal(cfg->auth.admin_group, "ops");
+    assert_string_equal(cfg->auth.tls_cert, "/c.pem");
+    assert_string_equal(cfg->auth.tls_key, "/k.pem");
+    assert_string_equal(cfg->auth.state_dir, "/s");
     brk_config_free(cfg);
     parse_bad("[auth]\nallow_tlsplain = maybe\n",
               "t.conf:2: allow_tlsplain: 'maybe' is not true or false");
@@ -206,6 +245,98 @@ static void test_auth_section(void **state)
               "t.conf:2: max_password_len: '4096' is not a whole number from 1 to 1024");
     parse_bad("[auth]\n[auth]\n", "t.conf:2: section [auth] appears twice");
     parse_bad("[auth]\nlisten = 1.2.3.4:5\n", "t.conf:2: unknown key 'listen' in [auth]");
+}
+
+/* The limits of @cfg's auth_config_t without its strings (which point into each config). */
+static void auth_limits(const brk_config_t *cfg, auth_config_t *out)
+{
+    memcpy(out, &cfg->auth, sizeof(*out));
+    out->pam_service = out->tls_cert = out->tls_key = out->state_dir = out->admin_group = NULL;
+}
+
+/* Split a docs table cell ("`a`, `b`" or "`256`, `1024`") into its backquoted items. */
+static size_t cell_items(const char *cell, char items[][48], size_t max)
+{
+    size_t n = 0;
+    const char *c = cell;
+    while (n < max && (c = strchr(c, '`')) != NULL) {
+        const char *e = strchr(c + 1, '`');
+        if (!e)
+            break;
+        snprintf(items[n++], 48, "%.*s", (int)(e - c - 1), c + 1);
+        c = e + 1;
+    }
+    return n;
+}
+
+/* docs/config.md's [auth] table is the truth admins read: setting each key to the default the
+ * table names changes nothing (so the table states the real default), and setting it to
+ * another value changes the struct handed to auth/ (so the key reaches it). */
+static void test_auth_defaults_are_documented(void **state)
+{
+    (void)state;
+    const char *src = getenv("VDI_SRC");
+    char *path = vdi_xasprintf("%s/docs/config.md", src && *src ? src : ".");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("cannot open %s (set VDI_SRC to the checkout)", path);
+    char line[1024];
+    bool in_auth = false;
+    unsigned keys = 0;
+    brk_config_t *cfg0 = parse_ok("");
+    auth_config_t base;
+    auth_limits(cfg0, &base);
+    brk_config_free(cfg0);
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "## ", 3) == 0)
+            in_auth = strncmp(line, "## [auth]", 9) == 0;
+        if (!in_auth || strncmp(line, "| `", 3) != 0)
+            continue;
+        /* | `key`, `key2` | `def`, `def2` | meaning | */
+        char *c1 = line + 1, *c2 = strchr(c1, '|');
+        assert_non_null(c2);
+        *c2++ = 0;
+        char *c3 = strchr(c2, '|');
+        assert_non_null(c3);
+        *c3 = 0;
+        char k[8][48], d[8][48];
+        size_t nk = cell_items(c1, k, 8), nd = cell_items(c2, d, 8);
+        if (nk != nd)
+            fail_msg("docs/config.md [auth]: %zu keys but %zu defaults in '%s'", nk, nd, c1);
+        for (size_t i = 0; i < nk; i++) {
+            char text[1024];
+            auth_config_t got;
+            snprintf(text, sizeof(text), "[auth]\n%s = %s\n", k[i], d[i]);
+            brk_config_t *cfg = parse_ok(text);
+            auth_limits(cfg, &got);
+            brk_config_free(cfg);
+            if (memcmp(&got, &base, sizeof(got)) != 0)
+                fail_msg("docs/config.md says %s defaults to %s, but it does not", k[i], d[i]);
+            /* Another value: the opposite boolean, or the default plus (or minus) one. */
+            const char *other = strcmp(d[i], "false") == 0 ? "true" : NULL;
+            char num[32];
+            if (!other) {
+                unsigned long v = strtoul(d[i], NULL, 10);
+                snprintf(text, sizeof(text), "[auth]\n%s = %lu\n", k[i], v + 1);
+                cfg = NULL;
+                if (brk_config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)) < 0)
+                    v -= 2;
+                brk_config_free(cfg);
+                snprintf(num, sizeof(num), "%lu", v + 1);
+                other = num;
+            }
+            snprintf(text, sizeof(text), "[auth]\n%s = %s\n", k[i], other);
+            cfg = parse_ok(text);
+            auth_limits(cfg, &got);
+            brk_config_free(cfg);
+            if (memcmp(&got, &base, sizeof(got)) == 0)
+                fail_msg("[auth] %s = %s does not reach auth_config_t", k[i], other);
+            keys++;
+        }
+    }
+    fclose(f);
+    free(path);
+    assert_int_equal(keys, 18); /* every key of the [auth] table in broker/config.c */
 }
 
 static void test_entitlement(void **state)
@@ -247,7 +378,9 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_nul_and_long_lines),
+        cmocka_unit_test(test_listen_addresses),
         cmocka_unit_test(test_auth_section),
+        cmocka_unit_test(test_auth_defaults_are_documented),
         cmocka_unit_test(test_entitlement),
         cmocka_unit_test(test_load_file),
     };

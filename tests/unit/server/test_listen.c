@@ -1,4 +1,5 @@
-/* Unit tests for server/listen.c: configured listen addresses, IPv4 and IPv6, and bad ones. */
+/* Unit tests for server/listen.c: configured listen addresses, IPv4, IPv6 and localhost (which
+ * binds the loopback address), and bad ones. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -31,6 +32,31 @@ static void test_ipv6(void **state)
     assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), 8443);
 }
 
+static void test_localhost(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    char host[64];
+    assert_int_equal(srv__listen_addr("listen", "localhost:0", &ss, host, sizeof(host)), 0);
+    assert_string_equal(host, "localhost");
+    assert_int_equal(ss.ss_family, AF_INET);
+    /* It binds, and on the loopback address. */
+    uv_loop_t loop;
+    uv_tcp_t tcp;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(uv_tcp_init(&loop, &tcp), 0);
+    assert_int_equal(uv_tcp_bind(&tcp, (struct sockaddr *)&ss, 0), 0);
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&bound, &len), 0);
+    assert_int_equal(bound.ss_family, AF_INET);
+    assert_int_equal(((struct sockaddr_in *)&bound)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    assert_true(srv__bound_port(&tcp) > 0);
+    uv_close((uv_handle_t *)&tcp, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_bad(void **state)
 {
     (void)state;
@@ -40,6 +66,9 @@ static void test_bad(void **state)
                      VDI_ECONFIG);
     assert_int_equal(srv__listen_addr("listen", "5900", &ss, host, sizeof(host)), VDI_ECONFIG);
     assert_int_equal(srv__listen_addr("listen", "[:5900", &ss, host, sizeof(host)), VDI_ECONFIG);
+    assert_int_equal(srv__listen_addr("listen", "::1:5900", &ss, host, sizeof(host)), VDI_ECONFIG);
+    assert_int_equal(srv__listen_addr("listen", "127.0.0.1:65536", &ss, host, sizeof(host)),
+                     VDI_ECONFIG);
 }
 
 static void test_bound_port(void **state)
@@ -63,9 +92,8 @@ int main(void)
 {
     vdi_log_set_level(VDI_LOG_LEVEL_ERR - 1); /* the refusals above are expected */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ipv4),
-        cmocka_unit_test(test_ipv6),
-        cmocka_unit_test(test_bad),
+        cmocka_unit_test(test_ipv4),       cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_localhost),  cmocka_unit_test(test_bad),
         cmocka_unit_test(test_bound_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
