@@ -38,6 +38,8 @@ typedef struct {
     size_t n_groups;
     uint32_t disconnect_timeout_s; /* disconnected this long: floating desktops are recycled */
     uint32_t idle_timeout_s;       /* no input for this long: the session is closed (0 = off) */
+    uint32_t cpu_weight;           /* the VMM's CPU weight against other desktops (1..10000) */
+    uint32_t cpu_max_pct;          /* CPU cap in percent of one CPU (0: none) */
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
@@ -64,6 +66,15 @@ typedef struct {
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
     uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
+    /* The VMM jail (server/jail.c, server/cgroup.c; docs/security.md). */
+    bool jail;              /* each VMM in its own uid, mount namespace, cgroup, seccomp */
+    uint32_t vmm_uid_first; /* VMM uids (and gids) come from [first, first + count) */
+    uint32_t vmm_uid_count;
+    uint64_t vmm_memory_overhead; /* cgroup memory limit = guest memory + this */
+    uint32_t vmm_pids_max;        /* cgroup pids limit per desktop */
+    bool vmm_seccomp_log;         /* forbidden system calls are logged, not fatal (debugging) */
+    char **vmm_env;               /* environment variables passed through to the VMM */
+    size_t n_vmm_env;
     /* What vdid hands to auth_create() as it is: [auth] (the login limits) over
      * auth_config_defaults(), the only place their defaults are written, plus pam_service,
      * tls_cert, tls_key, state_dir and admin_group (when set) from [vdid]; those strings are

@@ -42,6 +42,7 @@ enum opt_type {
     T_LIST,     /* comma separated names */
     T_LOGLEVEL, /* err | warn | info | debug */
     T_BOOL,     /* true | false | yes | no | on | off | 1 | 0 */
+    T_SECCOMP,  /* kill | log (a bool field: log) */
 };
 
 struct opt {
@@ -84,6 +85,14 @@ static const struct opt daemon_opts[] = {
     {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
     {"web_session_max", T_DURATION, CF(web_session_max_s), 0, "12h", 60, 7 * DAY, false},
     {"web_token_ttl", T_DURATION, CF(web_token_ttl_s), 0, "30", 1, 300, false},
+    /* The VMM jail (server/jail.c, server/cgroup.c; docs/security.md). */
+    {"jail", T_BOOL, CF(jail), 0, "yes", 0, 0, false},
+    {"vmm_uid_first", T_U32, CF(vmm_uid_first), 0, "4000000", 1000, 4000000000u, false},
+    {"vmm_uid_count", T_U32, CF(vmm_uid_count), 0, "65536", 1, 1000000, false},
+    {"vmm_memory_overhead", T_SIZE, CF(vmm_memory_overhead), 0, "128M", 16 * MIB, 64 * GIB, false},
+    {"vmm_pids_max", T_U32, CF(vmm_pids_max), 0, "256", 16, 65536, false},
+    {"vmm_seccomp", T_SECCOMP, CF(vmm_seccomp_log), 0, "kill", 0, 0, false},
+    {"vmm_env", T_LIST, CF(vmm_env), CF(n_vmm_env), "", 0, 0, false},
 };
 
 #define AF(f) offsetof(brk_config_t, auth.f)
@@ -124,6 +133,8 @@ static const struct opt pool_opts[] = {
     {"groups", T_LIST, PF(groups), PF(n_groups), "", 0, 0, false},
     {"disconnect_timeout", T_DURATION, PF(disconnect_timeout_s), 0, "300", 0, 30 * DAY, false},
     {"idle_timeout", T_DURATION, PF(idle_timeout_s), 0, "0", 0, 30 * DAY, false},
+    {"cpu_weight", T_U32, PF(cpu_weight), 0, "100", 1, 10000, false},
+    {"cpu_max", T_U32, PF(cpu_max_pct), 0, "0", 0, 100000, false},
 };
 
 struct parser {
@@ -365,6 +376,11 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         else
             return fail(p, "%s: '%s' is not true or false", o->key, v);
         return 0;
+    case T_SECCOMP:
+        if (strcmp(v, "kill") && strcmp(v, "log"))
+            return fail(p, "%s: '%s' is not kill or log", o->key, v);
+        *(bool *)field = !strcmp(v, "log");
+        return 0;
     case T_LOGLEVEL:
         rc = vdi_log_parse_level(v);
         if (rc < 0)
@@ -410,6 +426,7 @@ void brk_config_free(brk_config_t *cfg)
     free(cfg->web_listen);
     free(cfg->web_root);
     free(cfg->novnc_dir);
+    free_list(cfg->vmm_env, cfg->n_vmm_env);
     for (size_t i = 0; i < cfg->n_pools; i++)
         pool_free_fields(&cfg->pools[i]);
     free(cfg->pools);

@@ -19,7 +19,7 @@
 #include "common/vdi.h"
 #include "golden-images/img.h"
 #include "server/internal-web.h"
-#include "server/internal.h"
+#include "server/desktop-internal.h"
 
 void srv__notify(const char *state)
 {
@@ -79,6 +79,35 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     srv_t *s = h->data;
     srv__daemon_stop(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* jail = yes: every VMM in its own uid, namespaces, cgroup and seccomp filter (server/jail.c).
+ * That takes root and a cgroup hierarchy with a memory controller; say so at start, not at the
+ * first login. */
+static int jail_init(srv_t *s)
+{
+    char why[512] = "";
+    struct stat st;
+    if (!s->cfg->jail) {
+        VDI_LOG_WARN("jail = no: desktops' VMMs run unconfined as vdid's user (development only)");
+        return 0;
+    }
+    if (geteuid() != 0) {
+        VDI_LOG_ERR("jail = yes needs vdid to run as root (set jail = no for an unconfined "
+                    "development run)");
+        return VDI_ECONFIG;
+    }
+    int rc = srv__cgroups_init(s->cfg->state_dir, &s->cgroups, why, sizeof(why));
+    if (rc < 0) {
+        VDI_LOG_ERR("jail = yes needs cgroups for the desktops' limits: %s", why);
+        return rc;
+    }
+    if (stat("/dev/kvm", &st) == 0)
+        s->kvm_gid = (unsigned)st.st_gid;
+    VDI_LOG_INFO("jail: VMM uids %u-%u, memory limit guest + %" PRIu64 " MiB, seccomp %s",
+                 s->cfg->vmm_uid_first, s->cfg->vmm_uid_first + s->cfg->vmm_uid_count - 1,
+                 s->cfg->vmm_memory_overhead >> 20, s->cfg->vmm_seccomp_log ? "log" : "kill");
+    return 0;
 }
 
 int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *config_path)
@@ -188,6 +217,9 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
     if (access(s->vmm_path, X_OK) < 0)
         VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
                      strerror(errno));
+    rc = jail_init(s);
+    if (rc < 0)
+        goto err;
 
     rc = img_catalog_open(cfg->state_dir, &s->catalog);
     if (rc < 0) {
@@ -307,4 +339,6 @@ void srv__daemon_fini(srv_t *s)
     s->config_path = NULL;
     free(s->vmm_path);
     s->vmm_path = NULL;
+    srv__cgroups_fini(s->cgroups);
+    s->cgroups = NULL;
 }

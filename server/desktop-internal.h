@@ -38,15 +38,18 @@ void srv__vmmctl_send(srv_vmmctl_t *c, enum vmm_cmd cmd, uint32_t timeout_ms);
 /* Close; no callback runs after this. NULL is fine. */
 void srv__vmmctl_close(srv_vmmctl_t *c);
 
+struct srv_jail;
+
 /* ---- vmm-proc.c: a VMM process ------------------------------------------------------------------ */
 typedef struct srv_vmmproc srv_vmmproc_t;
 /* What to run: `vdi-vmm --kernel ... --control ... --display ...`, stdout and stderr appended to
- * @log_path. Borrowed for the call. */
+ * @log_path (opened without following a symlink), in jail @jail (NULL: none). Borrowed. */
 struct srv_vmm_spec {
     const char *vmm_path, *kernel, *initrd, *cmdline, *disk;
     const char *control, *display, *log_path;
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;
+    const struct srv_jail *jail;
 };
 /* The process ended: exit @status, or killed by signal @sig (0: none). */
 typedef void (*srv_vmmproc_exit_cb)(void *ctx, int64_t status, int sig);
@@ -63,6 +66,60 @@ bool srv__pid_alive(pid_t pid);
 /* Signal @pid's process group (the VMM leads one), or @pid alone if it has none. */
 void srv__kill_group(pid_t pid, int sig);
 
+/* ---- cgroup.c: a cgroup per desktop (v1 or v2 behind one interface) ------------------------- */
+typedef struct srv_cgroups srv_cgroups_t; /* the host's hierarchy, found at start */
+typedef struct srv_cgroup srv_cgroup_t;   /* one desktop's cgroup(s) */
+struct srv_cgroup_limits {
+    uint64_t memory_max; /* bytes: guest memory + vmm_memory_overhead */
+    uint32_t pids_max;
+    uint32_t cpu_weight;  /* 1..10000, 100 = normal */
+    uint32_t cpu_max_pct; /* of one CPU; 0: no cap */
+};
+/* Find the hierarchy (v2 with the memory and pids controllers, else v1's memory, pids and cpu)
+ * and make this vdid's part of it, named after @instance (the state directory). Returns 0, or a
+ * negative code with the reason in @why. Blocking (before the loop runs). */
+int srv__cgroups_init(const char *instance, srv_cgroups_t **out, char *why, size_t n);
+void srv__cgroups_fini(srv_cgroups_t *cgs); /* NULL is fine */
+int srv__cgroups_version(const srv_cgroups_t *cgs);
+/* Create desktop @id's cgroup with limits @l. 0, or a negative code with the reason in @why. */
+int srv__cgroup_create(const srv_cgroups_t *cgs, int64_t id, const struct srv_cgroup_limits *l,
+                       srv_cgroup_t **out, char *why, size_t n);
+/* The existing cgroup of desktop @id (after a vdid restart). */
+srv_cgroup_t *srv__cgroup_open(const srv_cgroups_t *cgs, int64_t id);
+/* The cgroup.procs files a process writes "0" to in order to join (malloc'd into @paths). */
+size_t srv__cgroup_procs(const srv_cgroup_t *g, char **paths, size_t max);
+/* Did the kernel kill a process of this cgroup at its memory limit? */
+bool srv__cgroup_oom_killed(const srv_cgroup_t *g);
+/* Remove the (empty) cgroup and free @g; srv__cgroup_close() only frees. NULL is fine. */
+void srv__cgroup_destroy(srv_cgroup_t *g);
+void srv__cgroup_close(srv_cgroup_t *g);
+
+/* ---- jail.c: the VMM's jail --------------------------------------------------------------------- */
+/* What vdid puts around one VMM (docs/security.md). Borrowed for the call. */
+struct srv_jail {
+    uid_t uid; /* the desktop's own uid and gid, from vmm_uid_first/count */
+    gid_t gid;
+    gid_t kvm_gid;         /* supplementary group for /dev/kvm (0: none) */
+    const char *stage;     /* an empty directory (root-owned) where the new root is assembled */
+    const char *const *ro; /* files and directories visible read-only at the same path */
+    size_t n_ro;
+    const char *const *rw; /* ... and read-write */
+    size_t n_rw;
+    char **cgroup_procs; /* cgroup.procs files to join */
+    size_t n_cgroup_procs;
+    const char *const *env; /* NAME=VALUE, the VMM's whole environment */
+    size_t n_env;
+    bool seccomp_log;
+};
+/* The arguments that run @vmm_argv in jail @j: "/proc/self/exe --jail ... -- VMM ARGV", a
+ * malloc'd NULL-terminated vector (free with vdi_strv_free-like srv__jail_argv_free). */
+char **srv__jail_argv(const struct srv_jail *j, const char *const *vmm_argv);
+void srv__jail_argv_free(char **argv);
+/* vdid --jail ...: set up the jail and exec the VMM. Returns only on failure, with the exit
+ * status SRV_JAIL_EXIT_FAILED (the reason on stderr, which is the desktop's vmm.log). */
+#define SRV_JAIL_EXIT_FAILED 119
+int srv__jail_main(int argc, char **argv);
+
 /* ---- desktop.c: one desktop at run time -------------------------------------------------------- */
 struct srv_vm {
     srv_t *s;
@@ -74,6 +131,8 @@ struct srv_vm {
     brk_desktop_state_t state;
     uint64_t memory;
     pid_t pid;
+    uid_t uid;             /* the jailed VMM's uid and gid (0: not jailed) */
+    srv_cgroup_t *cgroup;  /* NULL when not jailed */
     srv_vmmproc_t *proc;   /* NULL when we did not start it (re-attached) or it was reaped */
     srv_vmmctl_t *ctl;     /* NULL between connection attempts */
     struct srv_prep *prep; /* disk being made in a worker */

@@ -6,6 +6,7 @@
  * `ready` event (desktop.c).
  */
 #define VDI_LOG_TAG "vm"
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,10 +107,147 @@ static void prep_free(struct srv_prep *p)
     free(p);
 }
 
+/* The lowest uid of the range that no other desktop's VMM has. 0: none left. */
+static uid_t uid_alloc(srv_t *s)
+{
+    for (uint32_t i = 0; i < s->cfg->vmm_uid_count; i++) {
+        uid_t u = (uid_t)(s->cfg->vmm_uid_first + i);
+        bool used = false;
+        for (vdi_list_t *it = s->vms.next; it != &s->vms && !used; it = it->next)
+            used = vdi_list_entry(it, srv_vm_t, link)->uid == u;
+        if (!used)
+            return u;
+    }
+    return 0;
+}
+
+/* Give @path (not following a symlink: the directory may hold what an earlier VMM left) to the
+ * jailed VMM's uid, mode @mode. */
+static int give(const char *path, uid_t uid, mode_t mode, int flags)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | flags), rc = 0;
+    if (fd < 0 || fchown(fd, uid, uid) < 0 || fchmod(fd, mode) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* The environment a jailed VMM gets: the log level, the sanitizers' options, and what the admin
+ * listed in vmm_env. Strings are malloc'd into @env (at most @max). */
+static size_t jail_env(const brk_config_t *cfg, char **env, size_t max)
+{
+    static const char *const always[] = {"VDI_LOG_LEVEL", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                                         "LSAN_OPTIONS", "TSAN_OPTIONS"};
+    size_t n = 0;
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(always) + cfg->n_vmm_env && n < max; i++) {
+        const char *name =
+            i < VDI_ARRAY_SIZE(always) ? always[i] : cfg->vmm_env[i - VDI_ARRAY_SIZE(always)];
+        const char *v = getenv(name);
+        if (v)
+            env[n++] = vdi_xasprintf("%s=%s", name, v);
+    }
+    return n;
+}
+
+/* Everything the jail needs that lives on the host: the desktop's uid, directories given to it,
+ * its cgroup, the stage directory. Fills @j (its strings owned by @bufs, freed by the caller). */
+struct jail_bufs {
+    char *stage, *images, *cgroup_procs[4], *env[24];
+    const char *ro[2], *rw[2];
+    size_t n_procs, n_env;
+};
+
+static void jail_bufs_free(struct jail_bufs *b)
+{
+    free(b->stage);
+    free(b->images);
+    for (size_t i = 0; i < b->n_procs; i++)
+        free(b->cgroup_procs[i]);
+    for (size_t i = 0; i < b->n_env; i++)
+        free(b->env[i]);
+}
+
+static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j, struct jail_bufs *b,
+                        char *why, size_t whylen)
+{
+    srv_t *s = vm->s;
+    const brk_config_t *cfg = s->cfg;
+    int rc;
+    vm->uid = uid_alloc(s);
+    if (!vm->uid) {
+        snprintf(why, whylen, "no free uid in vmm_uid_first=%u vmm_uid_count=%u",
+                 cfg->vmm_uid_first, cfg->vmm_uid_count);
+        return -EAGAIN;
+    }
+    /* The run directory (its sockets) is the VMM's; the state directory stays root's (0711: it
+     * may reach its disk, not create files or read vmm.log); the disk is the VMM's. */
+    char *jails = vdi_xasprintf("%s/jail", cfg->run_dir);
+    b->stage = vdi_xasprintf("%s/%" PRId64, jails, vm->id);
+    rc = (mkdir(jails, 0700) < 0 && errno != EEXIST) ||
+                 (mkdir(b->stage, 0700) < 0 && errno != EEXIST)
+             ? -errno
+             : 0;
+    free(jails);
+    if (rc == 0)
+        rc = give(vm->rundir, vm->uid, 0700, O_DIRECTORY);
+    if (rc == 0 && chmod(vm->datadir, 0711) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = give(pr->overlay, vm->uid, 0600, 0);
+    if (rc < 0) {
+        snprintf(why, whylen, "cannot prepare the jail's files for uid %u: %s", (unsigned)vm->uid,
+                 vdi_strerror(rc));
+        return rc;
+    }
+    if (s->cgroups) {
+        struct srv_cgroup_limits l = {
+            .memory_max = pr->pool->memory + cfg->vmm_memory_overhead,
+            .pids_max = cfg->vmm_pids_max,
+            .cpu_weight = pr->pool->cpu_weight,
+            .cpu_max_pct = pr->pool->cpu_max_pct,
+        };
+        rc = srv__cgroup_create(s->cgroups, vm->id, &l, &vm->cgroup, why, whylen);
+        if (rc < 0)
+            return rc;
+        b->n_procs =
+            srv__cgroup_procs(vm->cgroup, b->cgroup_procs, VDI_ARRAY_SIZE(b->cgroup_procs));
+    }
+    b->images = vdi_xasprintf("%s/images/%s", cfg->state_dir, vm->image);
+    b->ro[0] = s->vmm_path; /* first: the one read-only mount that may hold a program */
+    b->ro[1] = b->images;
+    b->rw[0] = vm->datadir;
+    b->rw[1] = vm->rundir;
+    b->n_env = jail_env(cfg, b->env, VDI_ARRAY_SIZE(b->env));
+    *j = (struct srv_jail){
+        .uid = vm->uid,
+        .gid = (gid_t)vm->uid,
+        .kvm_gid = s->kvm_gid,
+        .stage = b->stage,
+        .ro = b->ro,
+        .n_ro = 2,
+        .rw = b->rw,
+        .n_rw = 2,
+        .cgroup_procs = b->cgroup_procs,
+        .n_cgroup_procs = b->n_procs,
+        .env = (const char *const *)b->env,
+        .n_env = b->n_env,
+        .seccomp_log = cfg->vmm_seccomp_log,
+    };
+    return 0;
+}
+
 /* Start the VMM on the disk the worker made (loop). */
 static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
 {
     srv_t *s = vm->s;
+    struct srv_jail jail;
+    struct jail_bufs jb = {0};
+    int rc;
+    if (s->cfg->jail && (rc = jail_prepare(vm, pr, &jail, &jb, why, whylen)) < 0) {
+        jail_bufs_free(&jb);
+        return rc;
+    }
     char *log = vdi_xasprintf("%s/vmm.log", vm->datadir);
     struct srv_vmm_spec spec = {
         .vmm_path = s->vmm_path,
@@ -124,13 +262,15 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
         .vcpus = pr->pool->vcpus,
         .fb_width = pr->pool->fb_width,
         .fb_height = pr->pool->fb_height,
+        .jail = s->cfg->jail ? &jail : NULL,
     };
     vm->image_version = pr->version;
     unlink(vm->ctl_path);
     unlink(vm->dpy_path);
-    int rc = srv__vmmproc_spawn(s->loop, &spec, srv__desktop_on_exit, vm, &vm->proc, &vm->pid, why,
-                                whylen);
+    rc = srv__vmmproc_spawn(s->loop, &spec, srv__desktop_on_exit, vm, &vm->proc, &vm->pid, why,
+                            whylen);
     free(log);
+    jail_bufs_free(&jb);
     if (rc < 0)
         return rc;
     vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
@@ -139,8 +279,9 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     if (rc < 0)
         VDI_LOG_ERR("desktop=%" PRId64 " cannot record vmm pid %d: %s", vm->id, (int)vm->pid,
                     vdi_strerror(rc));
-    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s image=%s version=%u vmm pid=%d started", vm->id,
-                 pr->pool->name, vm->image, vm->image_version, (int)vm->pid);
+    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s image=%s version=%u vmm pid=%d uid=%u started",
+                 vm->id, pr->pool->name, vm->image, vm->image_version, (int)vm->pid,
+                 (unsigned)vm->uid);
     return 0;
 }
 

@@ -7,6 +7,7 @@
  * or not, and why) is the broker's policy (brk_vmm_exit_failed).
  */
 #define VDI_LOG_TAG "vm"
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -94,6 +95,7 @@ void srv__desktop_free(srv_vm_t *vm)
     }
     srv__vmmctl_close(vm->ctl);
     srv__vmmproc_forget(vm->proc);
+    srv__cgroup_close(vm->cgroup);
     free(vm->rundir);
     free(vm->datadir);
     free(vm->ctl_path);
@@ -275,10 +277,49 @@ void srv__desktop_kill(srv_vm_t *vm, bool as_failure)
         vm->exit_poll = true;
 }
 
+/* The last line of the desktop's vmm.log (where the jail writes why it failed) into @buf. */
+static void log_tail(const srv_vm_t *vm, char *buf, size_t n)
+{
+    char *path = vdi_xasprintf("%s/vmm.log", vm->datadir), chunk[512];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    buf[0] = 0;
+    free(path);
+    if (fd < 0)
+        return;
+    off_t end = lseek(fd, 0, SEEK_END),
+          at = end > (off_t)sizeof(chunk) - 1 ? end - (off_t)sizeof(chunk) + 1 : 0;
+    ssize_t got = pread(fd, chunk, sizeof(chunk) - 1, at);
+    close(fd);
+    if (got <= 0)
+        return;
+    chunk[got] = 0;
+    while (got && (chunk[got - 1] == '\n' || chunk[got - 1] == '\r'))
+        chunk[--got] = 0;
+    const char *nl = strrchr(chunk, '\n');
+    snprintf(buf, n, "%s", nl ? nl + 1 : chunk);
+}
+
 void srv__desktop_on_exit(void *ctx, int64_t status, int sig)
 {
     srv_vm_t *vm = ctx;
     vm->proc = NULL;
+    if (!sig && status == SRV_JAIL_EXIT_FAILED && vm->uid) {
+        char line[512], reason[600];
+        log_tail(vm, line, sizeof(line));
+        snprintf(reason, sizeof(reason), "the vmm's jail could not be set up: %s",
+                 line[0] ? line : "(no message)");
+        srv__desktop_gone(vm, true, reason);
+        return;
+    }
+    if (sig == SIGKILL && !vm->killed && vm->cgroup && srv__cgroup_oom_killed(vm->cgroup)) {
+        char reason[160];
+        const brk_pool_config_t *p = srv__desktop_pool(vm);
+        snprintf(reason, sizeof(reason), "vmm killed at its memory limit (%" PRIu64 " MiB)",
+                 ((p ? p->memory : vm->memory) + vm->s->cfg->vmm_memory_overhead) >> 20);
+        brk_store_audit(vm->s->store, NULL, "desktop.oom", vm->id, vm->owner, reason);
+        srv__desktop_gone(vm, true, reason);
+        return;
+    }
     brk_vmm_exit_t e = {
         .signalled = sig != 0,
         .sig = sig,
@@ -321,6 +362,13 @@ void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason)
     }
     srv__logins_desktop_gone(vm, failed, reason);
     remove_dir(vm->rundir);
+    if (vm->uid) {
+        char *stage = vdi_xasprintf("%s/jail/%" PRId64, s->cfg->run_dir, vm->id);
+        rmdir(stage);
+        free(stage);
+    }
+    srv__cgroup_destroy(vm->cgroup);
+    vm->cgroup = NULL;
     if (!keep_disk) {
         char holder[32];
         holder_of(vm->id, holder, sizeof(holder));

@@ -105,7 +105,9 @@ typedef struct srv {
     uint64_t last_spares;
     uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */
     bool spares_wanted;
-    char *vmm_path; /* cfg->vmm, or vdi-vmm next to vdid */
+    char *vmm_path;              /* cfg->vmm, or vdi-vmm next to vdid */
+    struct srv_cgroups *cgroups; /* cgroup.c: the hierarchy desktops' cgroups live in (jail) */
+    unsigned kvm_gid;            /* /dev/kvm's group, a jailed VMM's supplementary group */
     bool vms_started;
     int lock_fd;
     bool stopping;

@@ -136,6 +136,22 @@ static int collect_live(const brk_desktop_t *d, void *ctx)
     return 0;
 }
 
+/* The real uid of process @pid (0 when unknown or root: not a jailed VMM). */
+static uid_t pid_uid(pid_t pid)
+{
+    char path[64], line[256];
+    unsigned uid = 0;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "Uid: %u", &uid) == 1)
+            break;
+    fclose(f);
+    return (uid_t)uid;
+}
+
 /* A desktop whose VMM an earlier vdid started: follow it again through its control socket. */
 static void attach_one(srv_t *s, const brk_desktop_t *d)
 {
@@ -145,8 +161,11 @@ static void attach_one(srv_t *s, const brk_desktop_t *d)
         srv__desktop_gone(vm, vm->state != BRK_DS_RECYCLING, "vmm gone while vdid was down");
         return;
     }
-    VDI_LOG_INFO("desktop=%" PRId64 " state=%s: re-attaching to vmm pid=%d", vm->id,
-                 brk_desktop_state_name(vm->state), (int)vm->pid);
+    vm->uid = pid_uid(vm->pid);
+    if (s->cgroups && vm->uid)
+        vm->cgroup = srv__cgroup_open(s->cgroups, vm->id);
+    VDI_LOG_INFO("desktop=%" PRId64 " state=%s: re-attaching to vmm pid=%d uid=%u", vm->id,
+                 brk_desktop_state_name(vm->state), (int)vm->pid, (unsigned)vm->uid);
     brk_store_audit(s->store, NULL, "vmm.reattach", vm->id, vm->owner, NULL);
     if (vm->state == BRK_DS_IN_USE)
         srv__desktop_set_state(vm, BRK_DS_DISCONNECTED, "vdid restarted");

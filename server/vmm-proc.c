@@ -1,5 +1,6 @@
 /* server/vmm-proc.c: a desktop's VMM as a process: start it (uv_spawn, in a session and process
- * group of its own so that it outlives vdid; its output appended to the desktop's vmm.log),
+ * group of its own so that it outlives vdid; its output appended to the desktop's vmm.log; in
+ * its jail, server/jail.c, when vdid jails VMMs),
  * report its exit, stop following it without killing it, signal its group, and tell whether a
  * pid that an earlier vdid started is still alive. It knows nothing about desktops.
  */
@@ -49,7 +50,9 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
 {
     char mem[32], vcpus[16], fb[32];
     int rc;
-    int logfd = open(spec->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: the directory is the (jailed, untrusted) VMM's; a symlink it left there must
+     * not make vdid append to a file of its choosing. */
+    int logfd = open(spec->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (logfd < 0) {
         rc = -errno;
         snprintf(why, whylen, "cannot open %s: %s", spec->log_path, vdi_strerror(rc));
@@ -77,17 +80,22 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     for (size_t i = 0; i < VDI_ARRAY_SIZE(rest); i++)
         argv_c[n++] = rest[i];
     VDI_ASSERT(n < VDI_ARRAY_SIZE(argv_c));
-    char *args[VDI_ARRAY_SIZE(argv_c) + 1];
-    for (size_t i = 0; i < n; i++)
-        args[i] = vdi_xstrdup(argv_c[i]); /* uv_process_options_t wants char ** */
-    args[n] = NULL;
+    argv_c[n] = NULL;
+    char **args;
+    if (spec->jail) {
+        args = srv__jail_argv(spec->jail, argv_c);
+    } else {
+        args = vdi_xcalloc(n + 1, sizeof(*args)); /* uv_process_options_t wants char ** */
+        for (size_t i = 0; i < n; i++)
+            args[i] = vdi_xstrdup(argv_c[i]);
+    }
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
     };
     uv_process_options_t o = {
-        .file = spec->vmm_path,
+        .file = args[0],
         .args = args,
         .flags = UV_PROCESS_DETACHED, /* setsid: own session and process group */
         .stdio_count = 3,
@@ -98,8 +106,7 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     p->cb = cb;
     p->ctx = ctx;
     rc = uv_spawn(loop, &p->h, &o);
-    for (size_t i = 0; i < n; i++)
-        free(args[i]);
+    srv__jail_argv_free(args);
     close(logfd);
     if (rc < 0) {
         /* libuv wants the handle closed even when spawn failed. */

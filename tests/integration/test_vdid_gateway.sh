@@ -54,6 +54,7 @@ state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
 web_listen = 127.0.0.1:0
+vmm_env = FAKEVMM_FLOOD
 vmm = $FAKE
 memory_budget = 4G
 

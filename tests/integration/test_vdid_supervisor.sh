@@ -32,6 +32,7 @@ state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
 web_listen = 127.0.0.1:0
+vmm_env = FAKEVMM_NEVER_READY, FAKEVMM_IGNORE_SHUTDOWN
 vmm = $FAKE
 memory_budget = 400M
 ready_timeout = 2

@@ -10,6 +10,12 @@
  *   FAKEVMM_IGNORE_SHUTDOWN=1 a hung VMM: the guest ignores the power button and the machine does
  *                             not stop on quit or at the shutdown deadline (vdid must kill it)
  *   FAKEVMM_EXIT_MS=N         the guest crashes N ms after start (`crashed` event, exit status 4)
+ *   FAKEVMM_TRIGGERS=1        hostile acts on request, for the jail's tests: when a file named
+ *                             `alloc` appears next to the control socket, allocate and touch
+ *                             FAKEVMM_ALLOC_MB MiB (default 1024) in a loop; when `syscall`
+ *                             appears, call mount(2), which no VMM may; when `peek` appears, try
+ *                             to open each path it lists (one a line) and write what happened
+ *                             to `peek.out` beside it
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
@@ -24,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -147,13 +155,67 @@ static const struct vmm_control_ops machine_ops = {
     .request_stop = m_request_stop,
 };
 
+/* FAKEVMM_TRIGGERS: the files the test drops into our run directory. */
+static char *trigger_dir;
+
+static bool take_trigger(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", trigger_dir, name);
+    return unlink(path) == 0;
+}
+
+static void peek(void)
+{
+    char in[512], out[512], line[512];
+    snprintf(in, sizeof(in), "%s/peek.list", trigger_dir);
+    snprintf(out, sizeof(out), "%s/peek.out", trigger_dir);
+    FILE *f = fopen(in, "re"), *o = fopen(out, "we");
+    while (f && o && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        int fd = open(line, O_RDONLY | O_CLOEXEC);
+        fprintf(o, "%s %s\n", line, fd >= 0 ? "opened" : strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    if (f)
+        fclose(f);
+    if (o)
+        fclose(o);
+}
+
+static void hostile_acts(void)
+{
+    if (!trigger_dir)
+        return;
+    if (take_trigger("peek"))
+        peek();
+    if (take_trigger("syscall")) {
+        fprintf(stderr, "fakevmm: calling mount(2) on purpose\n");
+        mount("none", "/tmp", "tmpfs", 0, NULL);
+        fprintf(stderr, "fakevmm: mount(2) returned: %s\n", strerror(errno));
+    }
+    if (take_trigger("alloc")) {
+        long long mb = env_ms("FAKEVMM_ALLOC_MB", 1024);
+        fprintf(stderr, "fakevmm: allocating %lld MiB on purpose\n", mb);
+        for (long long i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p)
+                break;
+            memset(p, 0x5a, 1 << 20);
+        }
+        fprintf(stderr, "fakevmm: allocated %lld MiB and still alive\n", mb);
+    }
+}
+
 /* The "guest": becomes ready, crashes or powers off when its time comes. */
 static void *guest_main(void *arg)
 {
     struct machine *m = arg;
     pthread_mutex_lock(&m->lock);
     while (m->stop == STOP_NONE) {
-        long long now = now_ms(), next = now + 1000;
+        hostile_acts();
+        long long now = now_ms(), next = now + (trigger_dir ? 100 : 1000);
         if (m->ready_at >= 0 && now >= m->ready_at) {
             m->ready_at = -1;
             vmm_control_event(m->ctl, VMM_EVENT_BOOTED, NULL);
@@ -315,6 +377,12 @@ int main(int argc, char **argv)
             return VMM_EXIT_BADINPUT;
         }
         display_init(argc, argv);
+    }
+    if (getenv("FAKEVMM_TRIGGERS")) {
+        trigger_dir = strdup(control);
+        char *slash = strrchr(trigger_dir, '/');
+        if (slash)
+            *slash = 0;
     }
     pthread_t guest, dpy;
     if (pthread_create(&guest, NULL, guest_main, &m) != 0 ||
