@@ -44,6 +44,7 @@ typedef struct srv_vmmproc srv_vmmproc_t;
  * @log_path. Borrowed for the call. */
 struct srv_vmm_spec {
     const char *vmm_path, *kernel, *initrd, *cmdline, *disk;
+    const char *backing_root; /* the catalogue: the disk's backing chain must stay inside it */
     const char *control, *display, *log_path;
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;
@@ -81,8 +82,8 @@ struct srv_vm {
     uint64_t next_connect; /* ms: next control connect attempt (0: none wanted) */
     uint64_t deadline;     /* ms: ready / shutdown deadline for the current state (0: none) */
     uint64_t disconnect_at;
-    bool exit_poll; /* control socket gone and no process handle: poll the pid */
-    bool killed;    /* we sent SIGKILL */
+    bool exit_poll;  /* control socket gone and no process handle: poll the pid */
+    bool killed;     /* we sent SIGKILL */
     char crash[240]; /* from a crashed/reboot event, or a ready timeout */
     char off[240];   /* from a shutdown event: how the VM stopped */
     char *rundir;    /* RUN_DIR/vm/ID */

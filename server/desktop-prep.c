@@ -110,12 +110,15 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
 {
     srv_t *s = vm->s;
     char *log = vdi_xasprintf("%s/vmm.log", vm->datadir);
+    /* The overlay's chain is the catalogue's: the VMM follows no backing file outside it. */
+    char *images = vdi_xasprintf("%s/images", s->cfg->state_dir);
     struct srv_vmm_spec spec = {
         .vmm_path = s->vmm_path,
         .kernel = pr->kernel,
         .initrd = pr->initrd,
         .cmdline = pr->cmdline,
         .disk = pr->overlay,
+        .backing_root = images,
         .control = vm->ctl_path,
         .display = vm->dpy_path,
         .log_path = log,
@@ -129,6 +132,7 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     unlink(vm->dpy_path);
     int rc = srv__vmmproc_spawn(s->loop, &spec, srv__desktop_on_exit, vm, &vm->proc, &vm->pid, why,
                                 whylen);
+    free(images);
     free(log);
     if (rc < 0)
         return rc;

@@ -71,8 +71,12 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
         argv_c[n++] = "--cmdline";
         argv_c[n++] = spec->cmdline;
     }
-    const char *rest[] = {"--mem",     mem,           "--vcpus",   vcpus,         "--fb",
-                          fb,          "--disk",      spec->disk,  "--control",   spec->control,
+    if (spec->backing_root) {
+        argv_c[n++] = "--backing-root";
+        argv_c[n++] = spec->backing_root;
+    }
+    const char *rest[] = {"--mem",     mem,          "--vcpus",  vcpus,       "--fb",
+                          fb,          "--disk",     spec->disk, "--control", spec->control,
                           "--display", spec->display};
     for (size_t i = 0; i < VDI_ARRAY_SIZE(rest); i++)
         argv_c[n++] = rest[i];

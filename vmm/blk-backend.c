@@ -183,7 +183,7 @@ static const struct vmm_blk_ops img_blk_ops = {
     .close = img_blk_close,
 };
 
-int vmm__blk_open(const char *path, bool read_only, struct vmm_blk **out)
+int vmm__blk_open(const char *path, bool read_only, const char *backing_root, struct vmm_blk **out)
 {
     struct stat st;
     img_disk_t *disk;
@@ -193,7 +193,9 @@ int vmm__blk_open(const char *path, bool read_only, struct vmm_blk **out)
         return -errno;
     if (S_ISBLK(st.st_mode))
         return vmm__blk_open_raw(path, read_only, out);
-    err = img_open(path, read_only ? IMG_OPEN_RDONLY : 0, &disk);
+    struct img_open_opts o = {.flags = read_only ? IMG_OPEN_RDONLY : 0,
+                              .backing_root = backing_root};
+    err = img_open_ex(path, &o, &disk);
     if (err < 0)
         return err;
     struct img_blk *ib = vdi_xcalloc(1, sizeof(*ib));

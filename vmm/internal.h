@@ -41,8 +41,9 @@ struct vmm_config {
     bool restart_on_reboot;
     struct vmm_disk_config disks[VMM_MAX_DISKS];
     unsigned ndisks;
-    const char *net_tap; /* NULL: no network */
-    bool rng;            /* virtio-rng (default on) */
+    const char *backing_root; /* NULL: a disk's backing files may lie anywhere (regular files) */
+    const char *net_tap;      /* NULL: no network */
+    bool rng;                 /* virtio-rng (default on) */
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */

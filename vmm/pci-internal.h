@@ -288,9 +288,11 @@ struct vmm_blk {
     bool read_only;
 };
 /* Open @path as a disk: a qcow2 or raw image through golden-images/ when that library is built
- * in, else a raw file. @read_only opens the file read-only. Returns 0, -errno or VDI_EBADIMAGE.
- * Thread: main. */
-int vmm__blk_open(const char *path, bool read_only, struct vmm_blk **out);
+ * in, else a raw file. @read_only opens the file read-only. A qcow2 image's backing files must be
+ * regular files and, with @backing_root (borrowed; NULL: anywhere), lie under that directory
+ * (img_open_opts.backing_root). Returns 0, -errno (-EPERM: a backing file outside the root) or
+ * VDI_EBADIMAGE. Thread: main. */
+int vmm__blk_open(const char *path, bool read_only, const char *backing_root, struct vmm_blk **out);
 int vmm__blk_open_raw(const char *path, bool read_only, struct vmm_blk **out);
 
 /* ---- Devices ------------------------------------------------------------------------------ */

@@ -529,7 +529,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
     }
     for (unsigned i = 0; i < cfg->ndisks && i < VMM_MAX_DISKS; i++) {
         struct vmm_blk *disk;
-        err = vmm__blk_open(cfg->disks[i].path, cfg->disks[i].read_only, &disk);
+        err = vmm__blk_open(cfg->disks[i].path, cfg->disks[i].read_only, cfg->backing_root, &disk);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
                         err == -EAGAIN

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 
 #include "display/dpy.h"
+#include "golden-images/img.h"
 #include "tests/unit/vmm/fake_vm.h"
 
 #define RAM        (4u << 20)
@@ -213,7 +214,7 @@ static struct blkctx *blk_setup(bool ro, bool msix)
     assert_int_equal(ftruncate(c->fd, 1 << 20), 0);
     assert_int_equal(pwrite(c->fd, "GOLDEN", 6, 4096), 6);
     assert_int_equal(vmm__pci_bus_create(c->vm), 0);
-    assert_int_equal(vmm__blk_open(c->path, ro, &disk), 0);
+    assert_int_equal(vmm__blk_open(c->path, ro, NULL, &disk), 0);
     assert_int_equal(vmm__virtio_blk_create(c->vm, disk, &vd), 0);
     drv_attach(&c->d, c->vm, 1);
     assert_int_equal(cfg_read(c->vm, 1, 0x02, 2), 0x1042);
@@ -517,9 +518,34 @@ static void test_raw_backend(void **state)
     b->ops->close(b);
     /* Not a file or block device; missing file. */
     assert_int_equal(vmm__blk_open_raw("/dev/null", false, &b), -EINVAL);
-    assert_int_equal(vmm__blk_open("/nonexistent/disk.img", false, &b), -ENOENT);
+    assert_int_equal(vmm__blk_open("/nonexistent/disk.img", false, NULL, &b), -ENOENT);
     close(fd);
     unlink(path);
+}
+
+/* The image back-end applies the backing root to the chain it opens (vdi-vmm --backing-root). */
+static void test_blk_backing_root(void **state)
+{
+    (void)state;
+    char raw[] = "/tmp/vdi-test-backing.XXXXXX", root[] = "/tmp/vdi-test-root.XXXXXX", ov[64];
+    struct vmm_blk *b;
+    int fd = mkstemp(raw);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 65536), 0);
+    close(fd);
+    assert_non_null(mkdtemp(root));
+    snprintf(ov, sizeof(ov), "%s/ov.qcow2", root);
+    struct img_create_opts co = {.backing = raw, .backing_fmt = "raw"};
+    assert_int_equal(img_create(ov, &co), 0);
+    assert_int_equal(vmm__blk_open(ov, true, root, &b), -EPERM);
+    assert_int_equal(vmm__blk_open(ov, true, "/tmp", &b), 0);
+    assert_int_equal(b->size, 65536);
+    b->ops->close(b);
+    assert_int_equal(vmm__blk_open(ov, true, NULL, &b), 0);
+    b->ops->close(b);
+    unlink(ov);
+    rmdir(root);
+    unlink(raw);
 }
 
 static void test_pci_cfg_window(void **state)
@@ -679,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_blk_queue_reset_and_bar_move),
         cmocka_unit_test(test_blk_discard_write_zeroes),
         cmocka_unit_test(test_raw_backend),
+        cmocka_unit_test(test_blk_backing_root),
         cmocka_unit_test(test_pci_cfg_window),
         cmocka_unit_test(test_rng),
         cmocka_unit_test(test_input),
