@@ -64,7 +64,7 @@ typedef struct {
     const char *tls_key;     /* PEM private key; set both or neither */
     const char *state_dir;   /* with no cert configured: <state_dir>/tls/{cert,key}.pem are made
                                  at first start (EC P-256, self-signed) and reused afterwards */
-    const char *admin_group; /* members get is_admin; default "vdi-admin" */
+    const char *admin_group; /* members get is_admin; default VDI_ADMIN_GROUP_DEFAULT */
     /* Offer VeNCrypt TLSPlain (anonymous TLS) after X509Plain. Off by default, see docs/auth.md:
      * the server is not authenticated, so a man in the middle reads the passwords. */
     bool allow_tlsplain;

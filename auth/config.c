@@ -7,12 +7,13 @@
 #include <string.h>
 
 #include "auth/auth.h"
+#include "common/vdi.h"
 
 void auth_config_defaults(auth_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->pam_service = "vdi";
-    cfg->admin_group = "vdi-admin";
+    cfg->admin_group = VDI_ADMIN_GROUP_DEFAULT;
     cfg->handshake_timeout_ms = 10000;
     cfg->pam_max_concurrent = 2;
     cfg->pam_max_queued = 64;

@@ -47,7 +47,7 @@ typedef struct {
     char *state_dir;    /* vdi.db, desktops/ID/, images/ (the golden image catalogue) */
     char *run_dir;      /* vm/ID/{control,display}.sock */
     char *admin_socket; /* the admin socket (JSON lines) */
-    char *admin_group;  /* group allowed on the admin socket (NULL: root only, mode 0600) */
+    char *admin_group;  /* admin socket group and portal admin role (VDI_ADMIN_GROUP_DEFAULT) */
     char *listen;       /* RFB gateway address, "HOST:PORT" */
     char *vmm;          /* path of the vdi-vmm program */
     char *tls_cert;     /* PEM certificate and key for the gateway's TLS */

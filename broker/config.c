@@ -66,7 +66,7 @@ static const struct opt daemon_opts[] = {
     {"state_dir", T_PATH, CF(state_dir), 0, "/var/lib/vdi", 0, 0, false},
     {"run_dir", T_PATH, CF(run_dir), 0, "/run/vdi", 0, 0, false},
     {"admin_socket", T_PATH, CF(admin_socket), 0, NULL, 0, 0, false}, /* run_dir/vdid.sock */
-    {"admin_group", T_NAME, CF(admin_group), 0, NULL, 0, 0, false},
+    {"admin_group", T_NAME, CF(admin_group), 0, VDI_ADMIN_GROUP_DEFAULT, 0, 0, false},
     {"listen", T_ADDR, CF(listen), 0, "0.0.0.0:5900", 0, 0, false},
     {"vmm", T_PATH, CF(vmm), 0, NULL, 0, 0, false}, /* vdi-vmm next to vdid */
     {"tls_cert", T_PATH, CF(tls_cert), 0, NULL, 0, 0, false},

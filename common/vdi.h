@@ -21,6 +21,10 @@
 #define VDI_GIT_REV "unknown"
 #endif
 
+/* The group whose members administer vdi: the admin socket's group and the web portal's admin
+ * role (config key admin_group; docs/config.md). One default for both. */
+#define VDI_ADMIN_GROUP_DEFAULT             "vdi"
+
 #define VDI_ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
 #define VDI_MIN(a, b)                       ((a) < (b) ? (a) : (b))
 #define VDI_MAX(a, b)                       ((a) > (b) ? (a) : (b))

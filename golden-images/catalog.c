@@ -870,7 +870,8 @@ int img_catalog_publish(img_catalog_t *cat, const char *name, const char *overla
     }
     /* The overlay must sit on a version of this image. */
     img_disk_t *ov;
-    err = img_open(overlay, IMG_OPEN_RDONLY, &ov); /* read lock: no VM may be writing it */
+    /* Read lock: no VM may be writing it. Its chain must stay inside the catalogue. */
+    err = img_open_ex(overlay, &(struct img_open_opts){IMG_OPEN_RDONLY, cat->root}, &ov);
     if (err < 0) {
         free(vs);
         return err;

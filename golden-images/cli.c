@@ -13,7 +13,7 @@
 #include "golden-images/img.h"
 
 struct cli {
-    bool json, quiet, repair, unsafe, current;
+    bool json, quiet, repair, unsafe, current, allow_backing_outside;
     const char *state, *format, *backing, *backing_fmt, *kernel, *initrd, *cmdline, *notes, *holder;
     uint32_t cluster_size;
     bool backing_set;
@@ -29,7 +29,8 @@ static void usage(FILE *f)
             "\n"
             "Catalogue:\n"
             "  list                         images with their versions and current version\n"
-            "  import NAME DISK             add a version (DISK raw or qcow2, flattened);\n"
+            "  import NAME DISK             add a version (DISK raw or qcow2, flattened; its\n"
+            "                               backing files must lie in DISK's directory);\n"
             "                               --kernel F --initrd F --cmdline S --notes S --current\n"
             "  publish NAME OVERLAY         add a version from an overlay on one of NAME's\n"
             "                               versions (kept as an overlay); same options\n"
@@ -46,7 +47,9 @@ static void usage(FILE *f)
             "                               errors, 3 leaks only)\n"
             "  commit FILE                  write an overlay's data into its backing file\n"
             "  rebase -b BACKING FILE       change the backing file (-b '' none; -u header only)\n"
-            "  convert SRC DST              -O raw|qcow2 (default qcow2), -c CLUSTER_SIZE\n"
+            "  convert SRC DST              -O raw|qcow2 (default qcow2), -c CLUSTER_SIZE;\n"
+            "                               SRC's backing files must lie in SRC's directory\n"
+            "                               unless --allow-backing-outside (never devices)\n"
             "\n"
             "Options:\n"
             "  --state DIR   state directory (default $VDI_STATE_DIR or /var/lib/vdi)\n"
@@ -295,9 +298,19 @@ static int cmd_convert(struct cli *c)
     if (rc)
         return rc;
     struct bar b = make_bar(c, "convert");
-    struct img_convert_opts o = {
-        .format = c->format, .cluster_size = c->cluster_size, .progress = progress, .ctx = &b};
+    struct img_convert_opts o = {.format = c->format,
+                                 .cluster_size = c->cluster_size,
+                                 .allow_backing_outside = c->allow_backing_outside,
+                                 .progress = progress,
+                                 .ctx = &b};
     int err = img_convert(c->args[0], c->args[1], &o);
+    if (err == -EPERM) {
+        fprintf(stderr,
+                "vdictl image convert: %s: a backing file lies outside its directory (see the "
+                "message above); check it, then pass --allow-backing-outside to follow it\n",
+                c->args[0]);
+        return 1;
+    }
     if (err < 0)
         return fail(c->args[1], err);
     return 0;
@@ -578,7 +591,8 @@ int img_cli_main(int argc, char **argv)
         O_CMDLINE,
         O_NOTES,
         O_CURRENT,
-        O_HOLDER
+        O_HOLDER,
+        O_ALLOW_BACKING_OUTSIDE
     };
     static const struct option opts[] = {
         {"json", no_argument, NULL, O_JSON},
@@ -597,6 +611,7 @@ int img_cli_main(int argc, char **argv)
         {"notes", required_argument, NULL, O_NOTES},
         {"current", no_argument, NULL, O_CURRENT},
         {"holder", required_argument, NULL, O_HOLDER},
+        {"allow-backing-outside", no_argument, NULL, O_ALLOW_BACKING_OUTSIDE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -657,6 +672,9 @@ int img_cli_main(int argc, char **argv)
             break;
         case O_HOLDER:
             c.holder = optarg;
+            break;
+        case O_ALLOW_BACKING_OUTSIDE:
+            c.allow_backing_outside = true;
             break;
         case 'h':
             usage(stdout);

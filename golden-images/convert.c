@@ -2,6 +2,7 @@
  * commit into the backing file and rebase, all through our own reader and writer. */
 #define VDI_LOG_TAG "img"
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -67,7 +68,15 @@ void img_info_free(struct img_info *info)
 int img_convert(const char *src, const char *dst, const struct img_convert_opts *o)
 {
     img_disk_t *s, *d;
-    int err = img_open(src, IMG_OPEN_RDONLY, &s);
+    /* The chain is followed inside the source's directory only, so that a crafted header cannot
+     * copy a host file (/etc/shadow as a raw backing file) into the result. */
+    char *copy = vdi_xstrdup(src);
+    struct img_open_opts oo = {
+        .flags = IMG_OPEN_RDONLY,
+        .backing_root = o->allow_backing_outside ? NULL : dirname(copy),
+    };
+    int err = img_open_ex(src, &oo, &s);
+    free(copy);
     if (err < 0)
         return err;
     struct img_create_opts co = {
@@ -188,7 +197,9 @@ int img_rebase(const char *path, const char *backing, const char *backing_fmt, b
     char *fmt_owned = NULL;
     if (backing) {
         char *bpath = img__qcow2_backing_path(path, backing);
-        err = img__open_chain(bpath, IMG_OPEN_RDONLY, backing_fmt, &(struct img__chain){0}, &nb);
+        /* Opened as the backing file it will be (depth 1): a regular file, like any other. */
+        err = img__open_chain(bpath, IMG_OPEN_RDONLY, backing_fmt,
+                              &(struct img__chain){.depth = 1, .parent = path}, &nb);
         free(bpath);
         if (err < 0) {
             VDI_LOG_ERR("image=%s new backing file '%s' cannot be used: %s", path, backing,

@@ -47,8 +47,9 @@ int img_create(const char *path, const struct img_create_opts *o)
     if (o->backing) {
         img_disk_t *b;
         char *bpath = img__qcow2_backing_path(path, o->backing);
+        /* Opened as the backing file it will be (depth 1): a regular file, like any other. */
         err = img__open_chain(bpath, IMG_OPEN_RDONLY | IMG_OPEN_NOLOCK, bfmt,
-                              &(struct img__chain){0}, &b);
+                              &(struct img__chain){.depth = 1, .parent = path}, &b);
         free(bpath);
         if (err < 0) {
             VDI_LOG_ERR("image=%s: backing file '%s' cannot be used: %s", path, o->backing,

@@ -5,6 +5,12 @@
  * opens of one image conflict even inside one process, and closing the fd drops them. A writable
  * open takes a write lock, a read-only open (and every backing file) a read lock: many desktops
  * may read one golden image, nobody may write it while they do.
+ *
+ * Backing files come from image headers, which a crafted image controls: each is checked to be a
+ * regular file before it is opened (a device or FIFO is never even opened) and again by fstat
+ * after, and under a backing root it is resolved with realpath(3), refused unless it lies under
+ * the root, and opened by the resolved path with O_NOFOLLOW. Every open is O_NONBLOCK so a FIFO
+ * named on the command line cannot hang us; the flag is cleared once the file is known.
  */
 #define VDI_LOG_TAG "img"
 #include <fcntl.h>
@@ -133,6 +139,83 @@ static int lock_fd(int fd, bool write)
     return 0;
 }
 
+static const char *file_kind(mode_t m)
+{
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISDIR(m))
+        return "a directory";
+    return "not a regular file";
+}
+
+/* Is the resolved path @p @root itself or below it? @root is resolved, without a trailing slash
+ * unless it is "/". */
+static bool under_root(const char *root, const char *p)
+{
+    size_t n = strlen(root);
+    if (n == 1)
+        return p[0] == '/';
+    return strncmp(p, root, n) == 0 && (p[n] == '/' || p[n] == 0);
+}
+
+/* Open the backing file @path for reading under the rules in the opening comment. Returns the fd
+ * or a negative code, logged naming the image that names @path (chain->parent). */
+static int open_backing(const char *path, const struct img__chain *chain)
+{
+    char *real = NULL;
+    const char *target = path;
+    struct stat st;
+    int fd, err;
+
+    if (chain->root) {
+        real = realpath(path, NULL);
+        if (!real) {
+            err = -errno;
+            VDI_LOG_ERR("image=%s backing file %s cannot be resolved: %s", chain->parent, path,
+                        vdi_strerror(err));
+            return err;
+        }
+        target = real;
+    }
+    /* Look before opening: opening a device can have effects of its own. */
+    if (stat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
+        err = VDI_EBADIMAGE;
+        VDI_LOG_ERR("image=%s backing file %s is %s, not a regular file: refused", chain->parent,
+                    path, file_kind(st.st_mode));
+        goto out;
+    }
+    if (real && !under_root(chain->root, real)) {
+        err = -EPERM;
+        VDI_LOG_ERR("image=%s backing file %s resolves to %s, outside %s: refused", chain->parent,
+                    path, real, chain->root);
+        goto out;
+    }
+    fd = open(target, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (real ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        err = -errno;
+        VDI_LOG_ERR("image=%s backing file %s cannot be opened: %s", chain->parent, path,
+                    vdi_strerror(err));
+        goto out;
+    }
+    /* It may have been replaced between stat and open: what counts is what we opened. */
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        err = VDI_EBADIMAGE;
+        VDI_LOG_ERR("image=%s backing file %s is not a regular file: refused", chain->parent, path);
+        close(fd);
+        goto out;
+    }
+    err = fd;
+out:
+    free(real);
+    return err;
+}
+
 int img__open_chain(const char *path, unsigned flags, const char *fmt, struct img__chain *chain,
                     img_disk_t **out)
 {
@@ -143,14 +226,20 @@ int img__open_chain(const char *path, unsigned flags, const char *fmt, struct im
 
     d->path = vdi_xstrdup(path);
     d->rdonly = rdonly;
-    d->fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (d->fd < 0) {
-        err = -errno;
-        if (chain->depth > 0)
-            VDI_LOG_ERR("image=%s backing file cannot be opened: %s", path, vdi_strerror(err));
-        else
+    if (chain->depth > 0) {
+        VDI_ASSERT(rdonly);
+        d->fd = open_backing(path, chain);
+        if (d->fd < 0) {
+            err = d->fd;
+            goto err_free;
+        }
+    } else {
+        d->fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (d->fd < 0) {
+            err = -errno;
             VDI_LOG_ERR("image=%s cannot be opened: %s", path, vdi_strerror(err));
-        goto err_free;
+            goto err_free;
+        }
     }
     if (fstat(d->fd, &st) < 0) {
         err = -errno;
@@ -160,6 +249,12 @@ int img__open_chain(const char *path, unsigned flags, const char *fmt, struct im
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
         err = -EINVAL;
         VDI_LOG_ERR("image=%s is neither a regular file nor a block device", path);
+        goto err_close;
+    }
+    int fl = fcntl(d->fd, F_GETFL);
+    if (fl < 0 || fcntl(d->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        err = -errno;
+        VDI_LOG_ERR("image=%s cannot clear O_NONBLOCK: %s", path, vdi_strerror(err));
         goto err_close;
     }
     for (int i = 0; i < chain->depth; i++)
@@ -229,8 +324,29 @@ err_free:
 
 int img_open(const char *path, unsigned flags, img_disk_t **out)
 {
+    struct img_open_opts o = {.flags = flags};
+    return img_open_ex(path, &o, out);
+}
+
+int img_open_ex(const char *path, const struct img_open_opts *o, img_disk_t **out)
+{
     struct img__chain chain = {0};
-    return img__open_chain(path, flags, NULL, &chain, out);
+    char *root = NULL;
+    int err;
+
+    if (o->backing_root) {
+        root = realpath(o->backing_root, NULL);
+        if (!root) {
+            err = -errno;
+            VDI_LOG_ERR("image=%s backing root %s cannot be resolved: %s", path, o->backing_root,
+                        vdi_strerror(err));
+            return err;
+        }
+        chain.root = root;
+    }
+    err = img__open_chain(path, o->flags, NULL, &chain, out);
+    free(root);
+    return err;
 }
 
 uint64_t img_size(const img_disk_t *d)

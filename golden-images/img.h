@@ -7,6 +7,13 @@
  * (write lock when writable, read lock when read-only; backing files get read locks), so two
  * processes can never write one image and nobody writes a golden image that is in use.
  *
+ * Backing files are image content, so a crafted image chooses them: a backing file must always be
+ * a regular file (never a block or character device, FIFO, socket or directory), and
+ * img_open_ex() can also confine the whole chain to one directory (the catalogue does, for its
+ * versions; vdi-vmm does, for a desktop's overlay), so that no image can pull a host file such as
+ * /etc/shadow into a disk. A backing file that breaks either rule is refused with an error naming
+ * the image and the backing path.
+ *
  * Threads: one disk is used by one thread at a time; the caller serialises every call on one
  * img_disk_t (vdi-vmm's virtio-blk runs them on its I/O thread). Different disks are independent.
  * Errors: 0, -errno or VDI_EBADIMAGE (corrupt or unsupported image); failures are logged once,
@@ -31,6 +38,20 @@ typedef struct img_disk img_disk_t; /* opaque */
  * (leaked clusters reclaimed) when opened writable. Returns 0, -errno (-EAGAIN: another process
  * holds a conflicting lock; -ENOENT: the file or a backing file is missing) or VDI_EBADIMAGE. */
 int img_open(const char *path, unsigned flags, img_disk_t **out);
+
+/* img_open_ex() options. Borrowed for the call. */
+struct img_open_opts {
+    unsigned flags; /* IMG_OPEN_* */
+    /* NULL: backing files may lie anywhere (they must still be regular files). Else a directory:
+     * every backing file in the chain must resolve (symlinks and ".." followed, as realpath(3)
+     * does) to a regular file under it, and is opened by that resolved path with O_NOFOLLOW and
+     * checked again with fstat. The image at @path itself is not confined. */
+    const char *backing_root;
+};
+
+/* img_open() with options. Returns what img_open() does; a backing file outside
+ * @o->backing_root is -EPERM, a backing file that is not a regular file VDI_EBADIMAGE. */
+int img_open_ex(const char *path, const struct img_open_opts *o, img_disk_t **out);
 
 /* Virtual size in bytes. */
 uint64_t img_size(const img_disk_t *d);
@@ -114,12 +135,16 @@ struct img_convert_opts {
     const char *format;    /* "qcow2" (default) or "raw" */
     uint32_t cluster_size; /* qcow2; 0 = 64 KiB */
     bool overwrite;
+    /* By default every backing file of @src must lie under @src's directory (see
+     * img_open_opts.backing_root); true lifts that rule (backing files must still be regular
+     * files). Only for an admin who checked where the chain points. */
+    bool allow_backing_outside;
     img_progress_fn progress; /* optional */
     void *ctx;
 };
 /* Copy what the disk at @src shows (its whole backing chain flattened) into a new image @dst.
- * Zero ranges are left unallocated (sparse). Returns 0, -errno or VDI_EBADIMAGE; @dst is removed
- * on failure. */
+ * Zero ranges are left unallocated (sparse). Returns 0, -errno (-EPERM: a backing file outside
+ * @src's directory) or VDI_EBADIMAGE; @dst is removed on failure. */
 int img_convert(const char *src, const char *dst, const struct img_convert_opts *o);
 
 /* Write every cluster allocated in the qcow2 overlay @path into its backing file (opened
@@ -167,14 +192,16 @@ struct img_import_opts {
 };
 /* Import a new version of image @name (created if new: [A-Za-z0-9._-], 1-64 characters, not
  * starting with a dot). *version gets its number. Concurrent imports of one image (threads or
- * processes) all succeed, with distinct numbers. Returns 0, -EINVAL, -errno or VDI_EBADIMAGE. */
+ * processes) all succeed, with distinct numbers. The backing chain of @o->disk must stay under
+ * @o->disk's directory (img_convert() without allow_backing_outside; there is no way around it
+ * here). Returns 0, -EINVAL, -EPERM, -errno or VDI_EBADIMAGE. */
 int img_catalog_import(img_catalog_t *cat, const char *name, const struct img_import_opts *o,
                        uint32_t *version);
 
 /* Publish the qcow2 overlay @overlay, whose backing file is a version of @name (e.g. a clone
  * patched by a maintenance VM), as the next version: its disk stays an overlay on that version
  * (which becomes referenced by it); boot files are copied from that version unless @o names new
- * ones (@o->disk is ignored). */
+ * ones (@o->disk is ignored). The overlay's backing chain must stay inside the catalogue. */
 int img_catalog_publish(img_catalog_t *cat, const char *name, const char *overlay,
                         const struct img_import_opts *o, uint32_t *version);
 

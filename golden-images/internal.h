@@ -22,8 +22,11 @@ struct img__ops {
         img_disk_t *d); /* frees format state; the fd and struct are freed by the caller */
 };
 
-/* The chain being opened, to detect backing loops (by device and inode). */
+/* The chain being opened, to detect backing loops (by device and inode), and the directory its
+ * backing files must stay under (img_open_opts.backing_root, resolved; NULL: anywhere). */
 struct img__chain {
+    const char *root;
+    const char *parent; /* the image naming the file being opened (for messages) */
     int depth;
     dev_t dev[IMG__MAX_CHAIN + 1];
     ino_t ino[IMG__MAX_CHAIN + 1];

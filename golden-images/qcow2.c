@@ -1464,10 +1464,13 @@ int img__qcow2_open(img_disk_t *d, unsigned flags, struct img__chain *chain)
     /* The backing chain, read-only. */
     if (q->backing_name) {
         char *bpath = img__qcow2_backing_path(d->path, q->backing_name);
+        const char *parent = chain->parent;
+        chain->parent = d->path;
         chain->depth++;
         err = img__open_chain(bpath, IMG_OPEN_RDONLY | (flags & IMG_OPEN_NOLOCK), q->backing_fmt,
                               chain, &d->backing);
         chain->depth--;
+        chain->parent = parent;
         if (err < 0) {
             VDI_LOG_ERR("image=%s backing file %s (named '%s') cannot be used: %s", d->path, bpath,
                         q->backing_name, vdi_strerror(err));

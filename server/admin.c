@@ -7,12 +7,21 @@
  * {"ok": false, "error": "what went wrong"}. Bad input gets an error reply, never a crash; a line
  * longer than MAX_LINE closes the connection after the reply. A client that does not read its
  * replies stops being read once MAX_QUEUED bytes wait for it (backpressure).
+ *
+ * The file mode is not the only gate: each connecting peer's credentials (SO_PEERCRED) are
+ * checked before a byte of it is read. Root, vdid's own uid, and members of the admin group (the
+ * peer's gid, or the group list of its uid's account) get in; anyone else gets one error line and
+ * the connection is closed, and the refusal is logged and audited (both rate-limited). The group
+ * list comes from NSS (getpwuid_r, getgrouplist), which may block, so it is looked up on libuv's
+ * thread pool; the connection is not read until the answer is back.
  */
 #define VDI_LOG_TAG "admin"
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +32,9 @@
 #define MAX_QUEUED (4 * 1024 * 1024)
 #define MAX_CONNS  64
 
+/* Refusals audited per minute at most (the log line has its own limit). */
+#define AUDIT_BURST 10
+
 struct srv_admin {
     srv_t *s;
     uv_pipe_t listener;
@@ -30,7 +42,11 @@ struct srv_admin {
     unsigned n_conns;
     unsigned open_handles; /* listener + conns not yet closed: free when it reaches 0 */
     bool closing;
+    gid_t admin_gid; /* (gid_t)-1: no admin group (root and our own uid only) */
+    vdi_ratelimit_t audit_rl;
 };
+
+struct peer_check;
 
 struct conn {
     uv_pipe_t pipe;
@@ -38,9 +54,21 @@ struct conn {
     vdi_list_t link;
     vdi_buf_t in;
     size_t queued; /* reply bytes not yet written */
+    struct ucred peer;
+    struct peer_check *check; /* group lookup in flight, or NULL */
+    bool allowed;             /* the peer passed the credential check */
     bool reading;
     bool closing;
     bool close_after_write;
+};
+
+/* A group-membership lookup on the thread pool. Owned by itself: freed in check_done(). */
+struct peer_check {
+    uv_work_t req;
+    struct conn *c; /* NULL once the connection went away */
+    uid_t uid;
+    gid_t admin_gid;
+    bool member; /* out */
 };
 
 struct wreq {
@@ -71,6 +99,10 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->check) {
+        c->check->c = NULL; /* the lookup finishes on its own and finds nobody waiting */
+        c->check = NULL;
+    }
     vdi_list_remove(&c->link);
     c->a->n_conns--;
     uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
@@ -102,7 +134,7 @@ static void on_written(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (!c->reading && c->queued < MAX_QUEUED / 2 && !c->close_after_write) {
+    if (c->allowed && !c->reading && c->queued < MAX_QUEUED / 2 && !c->close_after_write) {
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     }
@@ -198,6 +230,128 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* ---- who may connect ------------------------------------------------------------------------ */
+
+static const char *admin_group_name(const srv_admin_t *a)
+{
+    return a->s->cfg->admin_group ? a->s->cfg->admin_group : "";
+}
+
+static void allow(struct conn *c)
+{
+    VDI_LOG_DEBUG("admin connection from uid=%u pid=%d", (unsigned)c->peer.uid, (int)c->peer.pid);
+    c->allowed = true;
+    c->reading = true;
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void refuse(struct conn *c)
+{
+    srv_admin_t *a = c->a;
+    char why[200], detail[240];
+    uint32_t dropped;
+    if (a->admin_gid != (gid_t)-1)
+        snprintf(why, sizeof(why),
+                 "permission denied: uid %u is neither root nor a member of the admin group '%s'",
+                 (unsigned)c->peer.uid, admin_group_name(a));
+    else
+        snprintf(why, sizeof(why),
+                 "permission denied: uid %u is not root (no admin group exists: admin_group=%s)",
+                 (unsigned)c->peer.uid, admin_group_name(a));
+    VDI_LOG_WARN_RL("admin socket: refused uid=%u gid=%u pid=%d: not root, not in admin_group=%s",
+                    (unsigned)c->peer.uid, (unsigned)c->peer.gid, (int)c->peer.pid,
+                    admin_group_name(a));
+    if (vdi_ratelimit_ok(&a->audit_rl, AUDIT_BURST, 60000, &dropped)) {
+        snprintf(detail, sizeof(detail), "uid=%u gid=%u pid=%d%s", (unsigned)c->peer.uid,
+                 (unsigned)c->peer.gid, (int)c->peer.pid,
+                 dropped ? " (and earlier refusals not audited)" : "");
+        brk_store_audit(a->s->store, "admin-socket", "admin.refused", 0, NULL, detail);
+    }
+    send_reply(c, error_reply("%s", why));
+    c->close_after_write = true;
+}
+
+static void check_work(uv_work_t *req) /* Thread: worker (NSS may block) */
+{
+    struct peer_check *pc = vdi_container_of(req, struct peer_check, req);
+    struct passwd pw, *found = NULL;
+    size_t blen = 16384;
+    char *buf = vdi_xmalloc(blen);
+    int rc;
+    while ((rc = getpwuid_r(pc->uid, &pw, buf, blen, &found)) == ERANGE && blen < (1u << 20)) {
+        blen *= 2;
+        buf = vdi_xrealloc(buf, blen);
+    }
+    if (rc == 0 && found) {
+        int cap = 64, n = cap, got;
+        gid_t *groups = vdi_xmalloc(sizeof(*groups) * (size_t)cap);
+        /* getgrouplist() returns -1 and the needed count in n when the array is too small. */
+        while ((got = getgrouplist(pw.pw_name, pw.pw_gid, groups, &n)) < 0 && n > cap &&
+               n <= 65536) {
+            cap = n;
+            groups = vdi_xrealloc(groups, sizeof(*groups) * (size_t)cap);
+        }
+        for (int i = 0; got >= 0 && i < n && !pc->member; i++)
+            pc->member = groups[i] == pc->admin_gid;
+        free(groups);
+    }
+    free(buf);
+}
+
+static void check_done(uv_work_t *req, int status)
+{
+    struct peer_check *pc = vdi_container_of(req, struct peer_check, req);
+    struct conn *c = pc->c;
+    bool member = status == 0 && pc->member;
+    free(pc);
+    if (!c)
+        return; /* the connection was closed meanwhile */
+    c->check = NULL;
+    if (member)
+        allow(c);
+    else
+        refuse(c);
+}
+
+/* Decide whether the peer of the new connection @c may use the socket (see the top comment). */
+static void check_peer(struct conn *c)
+{
+    srv_admin_t *a = c->a;
+    socklen_t len = sizeof(c->peer);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) < 0) {
+        VDI_LOG_WARN_RL("admin socket: peer credentials unknown: %s", strerror(errno));
+        c->peer.uid = (uid_t)-1;
+        c->peer.gid = (gid_t)-1;
+        c->peer.pid = 0;
+        refuse(c);
+        return;
+    }
+    if (c->peer.uid == 0 || c->peer.uid == geteuid() ||
+        (a->admin_gid != (gid_t)-1 && c->peer.gid == a->admin_gid)) {
+        allow(c);
+        return;
+    }
+    if (a->admin_gid == (gid_t)-1) {
+        refuse(c);
+        return;
+    }
+    struct peer_check *pc = vdi_xcalloc(1, sizeof(*pc));
+    pc->c = c;
+    pc->uid = c->peer.uid;
+    pc->admin_gid = a->admin_gid;
+    int rc = uv_queue_work(a->s->loop, &pc->req, check_work, check_done);
+    if (rc < 0) {
+        free(pc);
+        VDI_LOG_WARN_RL("admin socket: cannot look up uid=%u's groups: %s", (unsigned)c->peer.uid,
+                        uv_strerror(rc));
+        refuse(c);
+        return;
+    }
+    c->check = pc;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     srv_admin_t *a = server->data;
@@ -223,8 +377,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->close_after_write = true;
         return;
     }
-    c->reading = true;
-    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    check_peer(c);
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -240,17 +393,26 @@ int srv__admin_start(srv_t *s, srv_admin_t **out)
     int rc;
 
     a->s = s;
+    a->admin_gid = (gid_t)-1;
+    a->audit_rl = (vdi_ratelimit_t)VDI_RATELIMIT_INIT;
     vdi_list_init(&a->conns);
     if (cfg->admin_group) {
         /* Before the loop runs: getgrnam may block on NSS. */
         struct group *g = getgrnam(cfg->admin_group);
-        if (!g) {
+        if (!g && strcmp(cfg->admin_group, VDI_ADMIN_GROUP_DEFAULT) == 0) {
+            /* The default need not exist: without it the socket is root's alone. */
+            VDI_LOG_WARN("admin_group=%s (the default): no such group; the admin socket is for "
+                         "root only",
+                         cfg->admin_group);
+        } else if (!g) {
             VDI_LOG_ERR("admin_group=%s: no such group", cfg->admin_group);
             free(a);
             return VDI_ECONFIG;
+        } else {
+            gid = g->gr_gid;
         }
-        gid = g->gr_gid;
     }
+    a->admin_gid = gid;
     uv_pipe_init(s->loop, &a->listener, 0);
     a->listener.data = a;
     a->open_handles = 1;

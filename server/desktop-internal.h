@@ -46,6 +46,7 @@ typedef struct srv_vmmproc srv_vmmproc_t;
  * @log_path (opened without following a symlink), in jail @jail (NULL: none). Borrowed. */
 struct srv_vmm_spec {
     const char *vmm_path, *kernel, *initrd, *cmdline, *disk;
+    const char *backing_root; /* the catalogue: the disk's backing chain must stay inside it */
     const char *control, *display, *log_path;
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;

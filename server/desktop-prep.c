@@ -249,12 +249,15 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
         return rc;
     }
     char *log = vdi_xasprintf("%s/vmm.log", vm->datadir);
+    /* The overlay's chain is the catalogue's: the VMM follows no backing file outside it. */
+    char *images = vdi_xasprintf("%s/images", s->cfg->state_dir);
     struct srv_vmm_spec spec = {
         .vmm_path = s->vmm_path,
         .kernel = pr->kernel,
         .initrd = pr->initrd,
         .cmdline = pr->cmdline,
         .disk = pr->overlay,
+        .backing_root = images,
         .control = vm->ctl_path,
         .display = vm->dpy_path,
         .log_path = log,
@@ -270,6 +273,7 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     rc = srv__vmmproc_spawn(s->loop, &spec, srv__desktop_on_exit, vm, &vm->proc, &vm->pid, why,
                             whylen);
     free(log);
+    free(images);
     jail_bufs_free(&jb);
     if (rc < 0)
         return rc;

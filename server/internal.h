@@ -129,8 +129,11 @@ void srv__notify(const char *state);
 int srv__host_memory(uint64_t *out);
 
 /* ---- admin.c: the admin socket (JSON lines) ------------------------------------------------ */
-/* Bind the admin socket at cfg->admin_socket (a stale socket file is replaced), mode 0600 or
- * 0660 with group cfg->admin_group. Returns 0 or -errno/VDI_ECONFIG (logged). */
+/* Bind the admin socket at cfg->admin_socket (a stale socket file is replaced), mode 0660 with
+ * group cfg->admin_group, or 0600 when that group is the default and does not exist. Each peer
+ * must be root, vdid's uid or a member of the group (SO_PEERCRED, then its account's groups,
+ * looked up on the thread pool); others get one error line and are disconnected. Returns 0 or
+ * -errno/VDI_ECONFIG (logged). Thread: loop only. */
 int srv__admin_start(srv_t *s, srv_admin_t **out);
 /* Close the listener and every connection; frees @a once libuv is done with it. */
 void srv__admin_close(srv_admin_t *a);

@@ -58,9 +58,11 @@ static json_t *request(const char *cmd, json_t *args)
     size_t len = strlen(line);
     line[len] = '\n'; /* json_dumps left room for the NUL */
     for (size_t off = 0; off < len + 1;) {
-        ssize_t n = write(fd, line + off, len + 1 - off);
+        ssize_t n = send(fd, line + off, len + 1 - off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EPIPE)
+            break; /* vdid closed first (it refused us): its reply is still there to read */
         if (n <= 0) {
             fprintf(stderr, "vdictl: %s: write: %s\n", path, strerror(errno));
             goto out;

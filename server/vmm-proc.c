@@ -74,6 +74,10 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
         argv_c[n++] = "--cmdline";
         argv_c[n++] = spec->cmdline;
     }
+    if (spec->backing_root) {
+        argv_c[n++] = "--backing-root";
+        argv_c[n++] = spec->backing_root;
+    }
     const char *rest[] = {"--mem",     mem,          "--vcpus",  vcpus,       "--fb",
                           fb,          "--disk",     spec->disk, "--control", spec->control,
                           "--display", spec->display};

@@ -4,7 +4,7 @@
  *    physical addresses and the BSP starts in 32-bit protected mode at the note's entry with
  *    %ebx pointing at an hvm_start_info (memory map, command line, initrd as module 0, RSDP).
  *  - A Linux bzImage (Documentation/arch/x86/boot.rst): by default its compressed payload is
- *    decompressed here (decompress.c, cached by checksum) and the resulting vmlinux is loaded at
+ *    decompressed here (decompress.c, cached by SHA-256) and the resulting vmlinux is loaded at
  *    its physical addresses and entered at startup_64 through the 64-bit boot protocol; with
  *    --guest-decompress the protected-mode code is loaded as is and entered at +0x200, so the
  *    kernel's own decompressor runs. Either way %rsi points at the zero page (boot_params).

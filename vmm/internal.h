@@ -42,8 +42,9 @@ struct vmm_config {
     bool restart_on_reboot;
     struct vmm_disk_config disks[VMM_MAX_DISKS];
     unsigned ndisks;
-    const char *net_tap; /* NULL: no network */
-    bool rng;            /* virtio-rng (default on) */
+    const char *backing_root; /* NULL: a disk's backing files may lie anywhere (regular files) */
+    const char *net_tap;      /* NULL: no network */
+    bool rng;                 /* virtio-rng (default on) */
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */
@@ -254,7 +255,9 @@ int vmm__elf_pvh_entry(const uint8_t *elf, size_t len, uint64_t *entry);
  * malloc'd ELF of *out_len bytes. Returns 0, VDI_EBADKERNEL or -ENOMEM. */
 int vmm__bzimage_decompress(const uint8_t *kernel, size_t len, uint8_t **out, size_t *out_len);
 /* vmm__bzimage_decompress() through the cache ($VDI_VMM_CACHE_DIR, else $XDG_CACHE_HOME/vdi-vmm,
- * else ~/.cache/vdi-vmm), keyed by the bzImage's CRC-64, CRC-32 and length. */
+ * else ~/.cache/vdi-vmm), keyed by the SHA-256 of the whole bzImage. An entry that does not hold
+ * (another kernel's, corrupt, truncated) is ignored and rewritten; a cache directory that is not
+ * ours alone is not used. The cache never changes the result, only how long it takes. */
 int vmm__kernel_cache_get(const uint8_t *kernel, size_t len, uint8_t **out, size_t *out_len);
 /* Load @kernel for @cfg into the VM: sets the registers each vCPU starts with. */
 int vmm__boot_load(vmm_vm_t *vm, const struct vmm_config *cfg, char **err_msg);

@@ -13,6 +13,7 @@
 
 #include "common/vdi.h"
 #include "display/dpy.h"
+#include "golden-images/img.h"
 #include "vmm/internal.h"
 
 #define MIN_MEM_MIB 16ULL
@@ -38,6 +39,9 @@ static void usage(FILE *f)
         "      --on-reboot ACTION    exit (default: exit status 3) or restart\n"
         "      --disk PATH[,ro]      a virtio-blk disk: a raw or qcow2 image, or a block device;\n"
         "                            ro: read-only (repeatable, up to %d)\n"
+        "      --backing-root DIR    every backing file of a qcow2 disk must lie under DIR\n"
+        "                            (default: anywhere); backing files must always be\n"
+        "                            regular files\n"
         "      --net tap=NAME        a virtio-net device on tap interface NAME\n"
         "      --no-rng              no virtio-rng device\n"
         "      --fb WxH|none         the display's preferred mode, up to 3840x2160 (default\n"
@@ -110,6 +114,30 @@ static int parse_disk(struct vmm_config *cfg, char *arg)
     cfg->disks[cfg->ndisks].path = arg;
     cfg->disks[cfg->ndisks].read_only = ro;
     cfg->ndisks++;
+    return 0;
+}
+
+/* Open each image disk's backing chain once, before any KVM set-up, so that a chain that leaves
+ * --backing-root or names a device is bad input (exit status 2) with a message naming the disk.
+ * The device open (vmm__blk_open) applies the same rules again to what it opens. */
+static int check_disk_chains(const struct vmm_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->ndisks; i++) {
+        const char *path = cfg->disks[i].path;
+        struct stat st;
+        img_disk_t *d;
+        if (stat(path, &st) == 0 && S_ISBLK(st.st_mode))
+            continue; /* a host block device: raw, no backing file */
+        struct img_open_opts o = {.flags = IMG_OPEN_RDONLY | IMG_OPEN_NOLOCK,
+                                  .backing_root = cfg->backing_root};
+        int err = img_open_ex(path, &o, &d);
+        if (err == -EPERM)
+            return bad("--disk %s: a backing file lies outside --backing-root %s (see above)", path,
+                       cfg->backing_root);
+        if (err < 0)
+            return bad("--disk %s: %s (see above)", path, vdi_strerror(err));
+        img_close(d);
+    }
     return 0;
 }
 
@@ -286,6 +314,7 @@ int main(int argc, char **argv)
         OPT_CONTROL,
         OPT_ON_REBOOT,
         OPT_DISK,
+        OPT_BACKING_ROOT,
         OPT_NET,
         OPT_NO_RNG,
         OPT_FB,
@@ -306,6 +335,7 @@ int main(int argc, char **argv)
         {"control", required_argument, NULL, OPT_CONTROL},
         {"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
         {"disk", required_argument, NULL, OPT_DISK},
+        {"backing-root", required_argument, NULL, OPT_BACKING_ROOT},
         {"net", required_argument, NULL, OPT_NET},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
         {"fb", required_argument, NULL, OPT_FB},
@@ -379,6 +409,15 @@ int main(int argc, char **argv)
             if ((err = parse_disk(&cfg, optarg)) != 0)
                 return err;
             break;
+        case OPT_BACKING_ROOT: {
+            struct stat st;
+            if (stat(optarg, &st) < 0)
+                return bad("--backing-root %s: %s", optarg, strerror(errno));
+            if (!S_ISDIR(st.st_mode))
+                return bad("--backing-root %s: not a directory", optarg);
+            cfg.backing_root = optarg;
+            break;
+        }
         case OPT_NET:
             if (strncmp(optarg, "tap=", 4) != 0 || !optarg[4] || strlen(optarg + 4) >= 16)
                 return bad("--net %s: expected tap=NAME (at most 15 characters)", optarg);
@@ -436,6 +475,8 @@ int main(int argc, char **argv)
         return bad("unexpected argument '%s' (see --help)", argv[optind]);
     if (!cfg.kernel)
         return bad("--kernel is required (see --help)");
+    if ((err = check_disk_chains(&cfg)) != 0)
+        return err;
     if (cfg.serial_log) {
         int fd = open(cfg.serial_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)

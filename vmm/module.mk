@@ -8,9 +8,9 @@ vdi-vmm_SRCS := vmm/main.c
 vdi-vmm_LIBS += vmm common
 vdi-vmm_LDLIBS +=
 UNIT_vmm_LIBS := vmm img common
-vmm_CFLAGS += $(call pc_cflags,jansson zlib liblzma libzstd liblz4)
-vdi-vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4)
-UNIT_vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4)
+vmm_CFLAGS += $(call pc_cflags,jansson zlib liblzma libzstd liblz4 libcrypto)
+vdi-vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4 libcrypto)
+UNIT_vmm_LDLIBS += $(call pc_libs,jansson zlib liblzma libzstd liblz4 libcrypto)
 # The control-socket client the integration suites use.
 TOOL_vmm-ctl_LIBS := common
 # test_virtio_blk makes disk I/O fail on demand.

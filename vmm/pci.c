@@ -529,7 +529,12 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
     }
     for (unsigned i = 0; i < cfg->ndisks && i < VMM_MAX_DISKS; i++) {
         img_disk_t *disk;
-        err = img_open(cfg->disks[i].path, cfg->disks[i].read_only ? IMG_OPEN_RDONLY : 0, &disk);
+        /* A qcow2's backing files must be regular files and, with --backing-root, lie under
+         * that directory (the catalogue, when vdid starts us). */
+        err = img_open_ex(cfg->disks[i].path,
+                          &(struct img_open_opts){cfg->disks[i].read_only ? IMG_OPEN_RDONLY : 0,
+                                                  cfg->backing_root},
+                          &disk);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s disk %s: %s", vmm__vm_name(vm), cfg->disks[i].path,
                         err == -EAGAIN

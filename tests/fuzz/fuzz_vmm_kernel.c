@@ -1,5 +1,5 @@
 // fuzz-srcs: vmm/boot.c vmm/decompress.c vmm/tables.c common/*.c
-// fuzz-libs: -lz -llzma -lzstd -llz4
+// fuzz-libs: -lz -llzma -lzstd -llz4 -lcrypto
 /* libFuzzer target for vdi-vmm's kernel-file parsers (a kernel may come from an image catalogue):
  * the input is a whole kernel file, tried as a PVH ELF (note walk), as a bzImage setup header
  * (zero page) and as a bzImage payload (host-side decompression in all four formats). Nothing may

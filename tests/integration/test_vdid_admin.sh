@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vdid without desktops: configuration errors name the line, the admin socket is private and
-# answers vdictl, bad admin input gets clear errors (and the daemon lives on), one vdid per
-# state directory, SIGTERM stops it cleanly.
+# answers vdictl, bad admin input gets clear errors (and the daemon lives on), a peer that is
+# neither root nor in the admin group is refused by its credentials even when the socket's mode
+# would let it in (and a member gets in), one vdid per state directory, SIGTERM stops it cleanly.
 # timeout: 60
 . "$VDI_SRC/tests/lib.sh"
 t_tmpdir
@@ -54,7 +55,11 @@ t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
 pid=$!
 sock=$T/run/vdid.sock
 t_check "admin socket appears" t_wait_for 10 test -S "$sock"
-t_check "admin socket is mode 0600" test "$(stat -c %a "$sock")" = 600
+if getent group vdi >/dev/null; then # the default admin_group exists on this host
+    t_check "admin socket is mode 0660, group vdi" test "$(stat -c %a:%G "$sock")" = 660:vdi
+else
+    t_check "admin socket is mode 0600" test "$(stat -c %a "$sock")" = 600
+fi
 t_check "state database created" test -f "$T/state/vdi.db"
 # listen = localhost:0 passed --check-config above; vdid binds it on the loopback address.
 port=$(sed -n 's/.*RFB gateway listening on localhost port \([0-9]*\).*/\1/p' "$T/vdid.log")
@@ -102,6 +107,34 @@ head -c 100000 /dev/urandom | "$SOCKCAT" "$sock" >/dev/null
 t_check "vdid survives garbage" kill -0 "$pid"
 t_check "and still answers" "$VDICTL" status
 
+# ---- peer credentials: the file mode is not the only gate
+# as UID GID CMD...: run CMD with those ids and no supplementary groups.
+as() { local u=$1 g=$2; shift 2; setpriv --reuid="$u" --regid="$g" --clear-groups "$@"; }
+peercred=0
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && getent group nogroup >/dev/null; then
+    peercred=1
+elif t_ci_requires_deps; then
+    t_fail "the peer-credential checks need root, setpriv and a nogroup group"
+else
+    t_log "skipping the peer-credential checks (they need root, setpriv and a nogroup group)"
+fi
+if [ $peercred = 1 ]; then
+    chmod 711 "$T" "$T/run"
+    chmod 666 "$sock" # so that what refuses is the credential check, not the file mode
+    out=$(as 65534 65534 "$VDICTL" status 2>&1); rc=$?
+    t_check "nobody is refused (exit 1)" test "$rc" = 1
+    t_check "with a message that says why" grep -qE \
+        "vdictl: status: permission denied: uid 65534 is (neither root nor a member of the admin group 'vdi'|not root \(no admin group exists: admin_group=vdi\))" <<<"$out"
+    out=$(printf '{"cmd":"status"}\n' | as 65534 65534 "$SOCKCAT" "$sock")
+    t_check "one error line, then the connection is closed" bash -c \
+        '[ "$(wc -l <<<"$1")" = 1 ] && grep -q "\"ok\": *false" <<<"$1"' _ "$out"
+    t_check "the refusal is logged" grep -q "refused uid=65534 gid=65534" "$T/vdid.log"
+    out=$("$VDICTL" audit tail -n 5 --json)
+    t_check "and audited" grep -q "admin.refused" <<<"$out"
+    t_check "root still works" "$VDICTL" status
+    t_check "vdid lives on" kill -0 "$pid"
+fi
+
 # ---- one vdid per state directory
 out=$("$VDID" -c "$T/vdid.conf" 2>&1); rc=$?
 t_check "a second vdid on the same state dir is refused" test "$rc" = 1
@@ -115,6 +148,31 @@ t_check "SIGTERM: exit status 0" test "$rc" = 0
 t_check "SIGTERM: admin socket removed" test ! -e "$sock"
 t_check "log says it stopped" grep -q "stopping (SIGTERM)" "$T/vdid.log"
 t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
+pid=$!
 t_check "restarts on the same state" t_wait_for 10 test -S "$sock"
 t_check "and answers" "$VDICTL" status
+
+# ---- members of the admin group get in, by their account's groups or their process's gid
+if [ $peercred = 1 ]; then
+    kill -TERM "$pid"
+    wait "$pid"
+    sed 's/^\[vdid\]$/&\nadmin_group = nogroup/' "$T/vdid.conf" >"$T/group.conf"
+    t_bg "$VDID" -c "$T/group.conf" 2>>"$T/vdid.log"
+    t_check "vdid starts with admin_group = nogroup" t_wait_for 10 test -S "$sock"
+    t_check "the socket is mode 0660, group nogroup" test "$(stat -c %a:%G "$sock")" = 660:nogroup
+    chmod 666 "$sock"
+    t_check "nobody (nogroup is its account's group) gets in with no groups in its process" \
+        as 65534 4242 "$VDICTL" status
+    t_check "a uid whose process gid is nogroup gets in" as 4242 65534 "$VDICTL" status
+    out=$(as 4242 4242 "$VDICTL" status 2>&1); rc=$?
+    t_check "a uid in neither is refused" test "$rc" = 1
+    t_check "naming the group" grep -qF \
+        "permission denied: uid 4242 is neither root nor a member of the admin group 'nogroup'" <<<"$out"
+    printf '[vdid]\nstate_dir = %s/state2\nrun_dir = %s/run2\nlisten = 127.0.0.1:0\n%s\n' \
+        "$T" "$T" "web_listen = off
+admin_group = no-such-group-here" >"$T/nogroup.conf"
+    out=$("$VDID" -c "$T/nogroup.conf" 2>&1); rc=$?
+    t_check "a named admin_group that does not exist stops vdid" test "$rc" = 1
+    t_check "with a reason" grep -qF "admin_group=no-such-group-here: no such group" <<<"$out"
+fi
 t_done

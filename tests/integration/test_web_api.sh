@@ -24,7 +24,7 @@ trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
 mkdir -p "$T/pam"
 : >"$T/pam/passdb"; : >"$T/pam/passwd"
-printf 'vdi-admin:x:2000:root2\n' >"$T/pam/group"
+printf 'vdi:x:2000:root2\n' >"$T/pam/group"
 add_user() { # name uid
     echo "$1:pw-$1:vdi" >>"$T/pam/passdb"
     echo "$1:x:$2:$2:$1:/nonexistent:/bin/false" >>"$T/pam/passwd"
@@ -191,7 +191,7 @@ r=$(post bob /api/admin/sessions.disconnect '{"id":1}')
 t_check "also state-changing ones" test "$(status_of "$r")" = 403
 
 # ---- admin
-t_check "root2 (group vdi-admin) logs in as admin" test "$(login root2)" = 200
+t_check "root2 (group vdi, the default admin_group) logs in as admin" test "$(login root2)" = 200
 t_check "the answer says admin" grep -q '"admin":true' "$T/login-root2.json"
 r=$(post root2 /api/connect)
 t_check "connect for a user entitled to no pool is 403 with the reason" grep -q 'not entitled to any desktop pool' <<<"$r"

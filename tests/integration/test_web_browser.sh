@@ -46,7 +46,7 @@ trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 mkdir -p "$T/pam" "$T/out"
 printf 'alice:pw-alice-7:vdi\nroot2:pw-root2-9:vdi\n' >"$T/pam/passdb"
 printf 'alice:x:3001:3001:alice:/nonexistent:/bin/false\nroot2:x:3002:3002:root2:/nonexistent:/bin/false\n' >"$T/pam/passwd"
-printf 'alice:x:3001:\nroot2:x:3002:\nvdi-admin:x:2000:root2\n' >"$T/pam/group"
+printf 'alice:x:3001:\nroot2:x:3002:\nvdi:x:2000:root2\n' >"$T/pam/group"
 printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 

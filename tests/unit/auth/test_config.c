@@ -15,7 +15,7 @@ static void test_documented_defaults(void **state)
     memset(&c, 0x5a, sizeof(c)); /* nothing is left from before */
     auth_config_defaults(&c);
     assert_string_equal(c.pam_service, "vdi");
-    assert_string_equal(c.admin_group, "vdi-admin");
+    assert_string_equal(c.admin_group, "vdi");
     assert_null(c.tls_cert);
     assert_null(c.tls_key);
     assert_null(c.state_dir);

@@ -47,7 +47,7 @@ static void test_empty_gives_defaults(void **state)
     assert_string_equal(cfg->listen, "0.0.0.0:5900");
     assert_string_equal(cfg->pam_service, "vdi");
     assert_null(cfg->vmm);
-    assert_null(cfg->admin_group);
+    assert_string_equal(cfg->admin_group, VDI_ADMIN_GROUP_DEFAULT);
     assert_int_equal(cfg->overcommit_pct, 100);
     assert_int_equal(cfg->memory_budget, 0);
     assert_int_equal(cfg->memory_reserve, 1024ull * 1024 * 1024);

@@ -1,4 +1,5 @@
-/* Unit tests for golden-images/disk.c: opening, the raw format, locking, range checks. */
+/* Unit tests for golden-images/disk.c: opening, the raw format, locking, range checks, the
+ * rules for backing files (regular files only; confined under a backing root). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -6,10 +7,12 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/vdi.h"
 #include "golden-images/img.h"
+#include "golden-images/internal.h"
 
 static char dir[64];
 static char path[128];
@@ -97,6 +100,84 @@ static void test_missing(void **state)
     assert_int_equal(img_open(dir, 0, &d), -EISDIR);
 }
 
+/* open_ex(FILE under dir, ROOT under dir or NULL): img_open_ex() read-only, closing on success. */
+static int open_ex(const char *file, const char *root)
+{
+    char p[192], r[192];
+    img_disk_t *d;
+    snprintf(p, sizeof(p), "%s/%s", dir, file);
+    snprintf(r, sizeof(r), "%s/%s", dir, root ? root : "");
+    struct img_open_opts o = {.flags = IMG_OPEN_RDONLY, .backing_root = root ? r : NULL};
+    int err = img_open_ex(p, &o, &d);
+    if (err == 0)
+        img_close(d);
+    return err;
+}
+
+static void overlay(const char *file, const char *backing)
+{
+    char p[192];
+    snprintf(p, sizeof(p), "%s/%s", dir, file);
+    assert_int_equal(img__qcow2_create(p, 1 << 20, 16, backing, "raw", true), 0);
+}
+
+static void test_backing_rules(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"in/out.qcow2",  "in/null.qcow2", "in/fifo.qcow2",
+                                        "in/link.qcow2", "in/self.qcow2", "in/fifo",
+                                        "in/link",       "in/inside.raw"};
+    char p[192];
+    snprintf(p, sizeof(p), "%s/in", dir);
+    assert_int_equal(mkdir(p, 0700), 0);
+
+    /* A regular file outside the root, by ../: followed without a root, refused under one. */
+    overlay("in/out.qcow2", "../raw.img");
+    assert_int_equal(open_ex("in/out.qcow2", NULL), 0);
+    assert_int_equal(open_ex("in/out.qcow2", "in"), -EPERM);
+    assert_int_equal(open_ex("in/out.qcow2", "in/"), -EPERM);
+    assert_int_equal(open_ex("in/out.qcow2", ""), 0); /* dir itself is the root */
+
+    /* Devices and FIFOs: refused always, and a FIFO does not hang the open. */
+    overlay("in/null.qcow2", "/dev/null");
+    assert_int_equal(open_ex("in/null.qcow2", NULL), VDI_EBADIMAGE);
+    assert_int_equal(open_ex("in/null.qcow2", "in"), VDI_EBADIMAGE);
+    snprintf(p, sizeof(p), "%s/in/fifo", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    overlay("in/fifo.qcow2", "fifo");
+    assert_int_equal(open_ex("in/fifo.qcow2", NULL), VDI_EBADIMAGE);
+    assert_int_equal(open_ex("in/fifo.qcow2", "in"), VDI_EBADIMAGE);
+    assert_int_equal(open_ex("in/fifo", NULL), -EINVAL); /* as the top image: not a disk */
+
+    /* A symlink inside the root that points out of it; the same name pointing inside. */
+    snprintf(p, sizeof(p), "%s/in/link", dir);
+    assert_int_equal(symlink("../raw.img", p), 0);
+    overlay("in/link.qcow2", "link");
+    assert_int_equal(open_ex("in/link.qcow2", "in"), -EPERM);
+    assert_int_equal(open_ex("in/link.qcow2", ""), 0);
+    unlink(p);
+    char q[192];
+    snprintf(q, sizeof(q), "%s/in/inside.raw", dir);
+    int fd = open(q, O_RDWR | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1 << 20), 0);
+    close(fd);
+    assert_int_equal(symlink("inside.raw", p), 0);
+    assert_int_equal(open_ex("in/link.qcow2", "in"), 0);
+
+    /* The top image is not confined: only what its header names is. */
+    overlay("in/self.qcow2", NULL);
+    assert_int_equal(open_ex("in/self.qcow2", "in/nonexistent"), -ENOENT);
+    assert_int_equal(open_ex("raw.img", "in"), 0);
+
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof(p), "%s/in", dir);
+    assert_int_equal(rmdir(p), 0);
+}
+
 int main(void)
 {
     vdi_log_set_level(VDI_LOG_LEVEL_ERR - 1); /* the failures below are expected */
@@ -104,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_raw_rw),
         cmocka_unit_test(test_lock),
         cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_backing_rules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

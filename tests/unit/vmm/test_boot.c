@@ -1,17 +1,23 @@
 /* tests/unit/vmm/test_boot.c: the boot structures vdi-vmm hands a guest, without KVM: the e820
  * map, Linux's zero page, PVH's hvm_start_info, the MP table and ACPI checksums, the PVH note
- * parser against hostile ELF files, and host-side decompression of bzImage payloads in all four
- * formats (built here with the same libraries). */
+ * parser against hostile ELF files, host-side decompression of bzImage payloads in all four
+ * formats (built here with the same libraries), and the decompressed-kernel cache: two kernels
+ * with the same CRC-64, CRC-32 and length get their own entries, a damaged or foreign entry is
+ * ignored and rewritten, and a cache directory others could write is not used. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <elf.h>
+#include <fcntl.h>
 #include <lz4.h>
 #include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -436,15 +442,300 @@ static void test_decompress_refuses(void **state)
     free(k);
 }
 
+/* ---- the decompressed-kernel cache -------------------------------------------------------- */
+
+typedef unsigned __int128 u128;
+
+/* The 96 bits the old cache key held besides the length: CRC-64 (xz's) and CRC-32 (zlib's). */
+static u128 crc96(const uint8_t *p, size_t n)
+{
+    return (u128)lzma_crc64(p, n, 0) << 32 | (uint32_t)crc32(0, p, (uInt)n);
+}
+
+/* Choose bits among the last 16 bytes of @b (@n bytes) so that crc96(b) == crc96(a) (same length).
+ * Both CRCs are affine in the message for a fixed length, so flipping bit i changes crc96 by a
+ * fixed s_i, and this is a linear system over GF(2): 128 unknowns, 96 equations. */
+static void forge_crc96(const uint8_t *a, uint8_t *b, size_t n)
+{
+    struct {
+        u128 v, m;
+        bool set;
+    } basis[96] = {{0}};
+    u128 base = crc96(b, n);
+    for (int i = 0; i < 128; i++) {
+        uint8_t *byte = b + n - 16 + i / 8, bit = (uint8_t)(1u << (i % 8));
+        *byte ^= bit;
+        u128 v = crc96(b, n) ^ base, m = (u128)1 << i;
+        *byte ^= bit;
+        for (int j = 95; j >= 0 && v; j--) {
+            if (!((v >> j) & 1))
+                continue;
+            if (!basis[j].set) {
+                basis[j].v = v, basis[j].m = m, basis[j].set = true;
+                break;
+            }
+            v ^= basis[j].v, m ^= basis[j].m;
+        }
+    }
+    u128 t = crc96(a, n) ^ base, m = 0;
+    for (int j = 95; j >= 0; j--)
+        if ((t >> j) & 1) {
+            assert_true(basis[j].set);
+            t ^= basis[j].v, m ^= basis[j].m;
+        }
+    assert_true(t == 0);
+    for (int i = 0; i < 128; i++)
+        if ((m >> i) & 1)
+            b[n - 16 + i / 8] ^= (uint8_t)(1u << (i % 8));
+}
+
+static size_t gzip_into(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(deflateInit2(&s, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    s.next_in = (Bytef *)in;
+    s.avail_in = (uInt)n;
+    s.next_out = out;
+    s.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&s, Z_FINISH), Z_STREAM_END);
+    size_t got = s.total_out;
+    deflateEnd(&s);
+    return got;
+}
+
+struct cache_fixture {
+    char root[64], dir[96];
+    uint8_t *va, *vb; /* two different vmlinux files */
+    uint8_t *ka, *kb; /* their bzImages: same length, same CRC-64 and CRC-32 */
+    size_t klen;
+};
+
+static int cache_setup(void **state)
+{
+    struct cache_fixture *f = calloc(1, sizeof(*f));
+    strcpy(f->root, "/tmp/vdi-test-kcache.XXXXXX");
+    if (!mkdtemp(f->root))
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "%s/cache", f->root);
+    setenv("VDI_VMM_CACHE_DIR", f->dir, 1);
+    f->va = fake_vmlinux();
+    f->vb = fake_vmlinux();
+    memcpy(f->vb + 4096, "another kernel", 14);
+    uint8_t *pa = malloc(VMLINUX_LEN * 2), *pb = malloc(VMLINUX_LEN * 2);
+    size_t la = gzip_into(f->va, VMLINUX_LEN, pa, VMLINUX_LEN * 2);
+    size_t lb = gzip_into(f->vb, VMLINUX_LEN, pb, VMLINUX_LEN * 2);
+    /* Same file length for both; 16 free bytes after the longer payload for the forgery. */
+    f->klen = 1024 + 0x100 + (la > lb ? la : lb) + 16;
+    f->ka = fake_bzimage(f->klen, pa, la);
+    f->kb = fake_bzimage(f->klen, pb, lb);
+    free(pa);
+    free(pb);
+    forge_crc96(f->ka, f->kb, f->klen);
+    *state = f;
+    return 0;
+}
+
+static void rm_dir(const char *d)
+{
+    DIR *dp = opendir(d);
+    struct dirent *de;
+    char p[512];
+    while (dp && (de = readdir(dp)))
+        if (de->d_name[0] != '.') {
+            snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+            unlink(p);
+        }
+    if (dp)
+        closedir(dp);
+    rmdir(d);
+}
+
+static int cache_teardown(void **state)
+{
+    struct cache_fixture *f = *state;
+    rm_dir(f->dir);
+    rmdir(f->root);
+    unsetenv("VDI_VMM_CACHE_DIR");
+    free(f->va);
+    free(f->vb);
+    free(f->ka);
+    free(f->kb);
+    free(f);
+    return 0;
+}
+
+/* The cache entries' names into @names (up to 4); returns how many. */
+static int entries(const struct cache_fixture *f, char names[4][256])
+{
+    DIR *dp = opendir(f->dir);
+    struct dirent *de;
+    int n = 0;
+    while (dp && (de = readdir(dp)))
+        if (de->d_name[0] != '.' && n < 4)
+            snprintf(names[n++], 256, "%s", de->d_name);
+    if (dp)
+        closedir(dp);
+    return n;
+}
+
+/* Load @k through the cache and check that it gives @want. */
+static void load_is(const uint8_t *k, size_t klen, const uint8_t *want)
+{
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    assert_int_equal(vmm__kernel_cache_get(k, klen, &out, &out_len), 0);
+    assert_int_equal(out_len, VMLINUX_LEN);
+    assert_memory_equal(out, want, VMLINUX_LEN);
+    free(out);
+}
+
+static void test_cache_crc_collision(void **state)
+{
+    struct cache_fixture *f = *state;
+    char names[4][256];
+    /* The two kernels differ but agree on everything the old key held. */
+    assert_true(memcmp(f->ka, f->kb, f->klen) != 0);
+    assert_true(crc96(f->ka, f->klen) == crc96(f->kb, f->klen));
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 1);
+    load_is(f->kb, f->klen, f->vb); /* must not be served A's vmlinux */
+    assert_int_equal(entries(f, names), 2);
+    /* Both come back right from their own entries. */
+    load_is(f->ka, f->klen, f->va);
+    load_is(f->kb, f->klen, f->vb);
+    assert_int_equal(entries(f, names), 2);
+    struct stat st;
+    assert_int_equal(stat(f->dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
+/* Overwrite (@data, @n at @off) or truncate (@data NULL: to @off) the cache entry @name. */
+static void damage(const struct cache_fixture *f, const char *name, off_t off, const void *data,
+                   size_t n)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/%s", f->dir, name);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    if (data)
+        assert_int_equal(pwrite(fd, data, n, off), (ssize_t)n);
+    else
+        assert_int_equal(ftruncate(fd, off), 0);
+    close(fd);
+}
+
+static uint8_t *slurp(const struct cache_fixture *f, const char *name, size_t *n)
+{
+    char p[256];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/%s", f->dir, name);
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    uint8_t *b = malloc((size_t)st.st_size);
+    assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *n = (size_t)st.st_size;
+    return b;
+}
+
+static void test_cache_damaged_entries(void **state)
+{
+    struct cache_fixture *f = *state;
+    char names[4][256];
+    size_t good_len, n;
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 1);
+    uint8_t *good = slurp(f, names[0], &good_len);
+    assert_int_equal(good_len, 96 + VMLINUX_LEN);
+
+    /* A flipped bit in the vmlinux (the header still matches): ignored and rewritten. */
+    damage(f, names[0], 96 + 5000, "\xff\x00", 2);
+    load_is(f->ka, f->klen, f->va);
+    uint8_t *now = slurp(f, names[0], &n);
+    assert_int_equal(n, good_len);
+    assert_memory_equal(now, good, good_len);
+    free(now);
+
+    /* Truncated; a bad magic: the same. */
+    damage(f, names[0], 96 + 1000, NULL, 0);
+    load_is(f->ka, f->klen, f->va);
+    damage(f, names[0], 0, "VDIKCACX", 8);
+    load_is(f->ka, f->klen, f->va);
+    now = slurp(f, names[0], &n);
+    assert_memory_equal(now, good, good_len);
+    free(now);
+
+    /* Another kernel's entry (B's, a valid one) under A's name: its key says so. */
+    char a_name[256];
+    snprintf(a_name, sizeof(a_name), "%s", names[0]);
+    load_is(f->kb, f->klen, f->vb);
+    assert_int_equal(entries(f, names), 2);
+    const char *b_name = strcmp(names[0], a_name) ? names[0] : names[1];
+    uint8_t *other = slurp(f, b_name, &n);
+    assert_int_equal(n, good_len);
+    damage(f, a_name, 0, other, n);
+    load_is(f->ka, f->klen, f->va);
+    now = slurp(f, a_name, &n);
+    assert_memory_equal(now, good, good_len);
+    free(now);
+    free(other);
+    free(good);
+}
+
+static void test_cache_dir_must_be_ours(void **state)
+{
+    struct cache_fixture *f = *state;
+    char names[4][256];
+    /* Group- or world-writable: not used (the kernel still loads, nothing is cached). */
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    assert_int_equal(chmod(f->dir, 0777), 0);
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 0);
+    assert_int_equal(chmod(f->dir, 0720), 0);
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 0);
+    /* Through a symlink: not used either. */
+    assert_int_equal(chmod(f->dir, 0700), 0);
+    char link[128];
+    snprintf(link, sizeof(link), "%s/link", f->root);
+    assert_int_equal(symlink(f->dir, link), 0);
+    setenv("VDI_VMM_CACHE_DIR", link, 1);
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 0);
+    unlink(link);
+    setenv("VDI_VMM_CACHE_DIR", f->dir, 1);
+    /* Owned by someone else (needs root to arrange). */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(f->dir, 65534, 65534), 0);
+        load_is(f->ka, f->klen, f->va);
+        assert_int_equal(entries(f, names), 0);
+        assert_int_equal(chown(f->dir, 0, 0), 0);
+    }
+    /* Ours and 0700: used. */
+    load_is(f->ka, f->klen, f->va);
+    assert_int_equal(entries(f, names), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_e820_small),     cmocka_unit_test(test_e820_high),
-        cmocka_unit_test(test_zero_page),      cmocka_unit_test(test_pvh_start_info),
-        cmocka_unit_test(test_mptable),        cmocka_unit_test(test_acpi),
-        cmocka_unit_test(test_pvh_note),       cmocka_unit_test(test_decompress_gzip),
-        cmocka_unit_test(test_decompress_xz),  cmocka_unit_test(test_decompress_zstd),
-        cmocka_unit_test(test_decompress_lz4), cmocka_unit_test(test_decompress_refuses),
+        cmocka_unit_test(test_e820_small),
+        cmocka_unit_test(test_e820_high),
+        cmocka_unit_test(test_zero_page),
+        cmocka_unit_test(test_pvh_start_info),
+        cmocka_unit_test(test_mptable),
+        cmocka_unit_test(test_acpi),
+        cmocka_unit_test(test_pvh_note),
+        cmocka_unit_test(test_decompress_gzip),
+        cmocka_unit_test(test_decompress_xz),
+        cmocka_unit_test(test_decompress_zstd),
+        cmocka_unit_test(test_decompress_lz4),
+        cmocka_unit_test(test_decompress_refuses),
+        cmocka_unit_test_setup_teardown(test_cache_crc_collision, cache_setup, cache_teardown),
+        cmocka_unit_test_setup_teardown(test_cache_damaged_entries, cache_setup, cache_teardown),
+        cmocka_unit_test_setup_teardown(test_cache_dir_must_be_ours, cache_setup, cache_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

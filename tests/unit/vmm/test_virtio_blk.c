@@ -529,6 +529,19 @@ static void test_blk_disk_config(void **state)
     vm = fake_vm_new(RAM);
     assert_int_equal(vmm__pci_setup(vm, &cfg), VDI_ECONFIG);
     fake_vm_free(vm);
+    /* --backing-root: an overlay whose backing file lies outside the root is refused. */
+    unlink(qcow_path);
+    make_qcow2(qcow_path, raw_path);
+    cfg = (struct vmm_config){.ndisks = 1, .backing_root = "/var/empty-vdi-root"};
+    cfg.disks[0] = (struct vmm_disk_config){.path = qcow_path, .read_only = true};
+    vm = fake_vm_new(RAM);
+    assert_int_equal(vmm__pci_setup(vm, &cfg), VDI_ECONFIG);
+    fake_vm_free(vm);
+    cfg.backing_root = dir; /* the raw backing file is in it */
+    vm = fake_vm_new(RAM);
+    assert_int_equal(vmm__pci_setup(vm, &cfg), 0);
+    vmm__pci_teardown(vm);
+    fake_vm_free(vm);
 }
 
 int main(void)
