@@ -74,7 +74,7 @@ static int make_dir(const char *path, mode_t mode)
 }
 
 /* Set @path's permission bits to @mode if it exists with others (an older vdid, an admin's cp or
- * tar, a umask): the state holds password-derived data and tokens. Logs what it changes. */
+ * tar, a umask): the state holds sessions, token hashes and the audit log. Logs what it changes. */
 static int tighten_mode(const char *path, mode_t mode)
 {
     struct stat st;
