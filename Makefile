@@ -5,7 +5,7 @@
 #   make test             install missing packages, build, run every test suite
 #   make unit             unit tests only (no root, no KVM)
 #   make SAN=address,undefined unit      the same under ASan+UBSan (own build directory)
-#   make demo | bench | fuzz | format | format-check | check-includes | install | clean
+#   make demo | bench | fuzz | format | format-check | check-includes | install | deb | clean
 
 VERSION := 0.1.0
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)

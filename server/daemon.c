@@ -75,6 +75,50 @@ static int make_dir(const char *path, mode_t mode)
     return 0;
 }
 
+/* Set @path's permission bits to @mode if it exists with others (an older vdid, an admin's cp or
+ * tar, a umask): the state holds sessions, token hashes and the audit log. Logs what it changes. */
+static int tighten_mode(const char *path, mode_t mode)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if ((st.st_mode & 07777) == mode)
+        return 0;
+    if (chmod(path, mode) < 0)
+        return -errno;
+    VDI_LOG_WARN("path=%s mode was %04o: set to %04o", path, (unsigned)(st.st_mode & 07777),
+                 (unsigned)mode);
+    return 0;
+}
+
+/* The state directory 0700, vdi.db and its WAL files 0600, whatever modes they had. SQLite makes
+ * a new database 0644 (less the umask) and gives -wal/-shm the database's mode, so a missing
+ * vdi.db is created here, empty and 0600, for SQLite to fill. */
+static int tighten_state(const char *state_dir)
+{
+    static const char *const files[] = {"vdi.db", "vdi.db-wal", "vdi.db-shm"};
+    int rc = tighten_mode(state_dir, 0700);
+    if (rc < 0) {
+        VDI_LOG_ERR("state_dir=%s cannot set mode 0700: %s", state_dir, vdi_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
+        char *path = vdi_xasprintf("%s/%s", state_dir, files[i]);
+        if (i == 0) {
+            int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+            if (fd >= 0)
+                close(fd);
+        }
+        rc = tighten_mode(path, 0600);
+        if (rc < 0)
+            VDI_LOG_ERR("path=%s cannot set mode 0600: %s", path, vdi_strerror(rc));
+        free(path);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     srv_t *s = h->data;
@@ -169,7 +213,11 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         goto err;
     }
     free(path);
+    path = NULL;
 
+    rc = tighten_state(cfg->state_dir);
+    if (rc < 0)
+        goto err;
     path = vdi_xasprintf("%s/vdi.db", cfg->state_dir);
     rc = brk_store_open(path, &s->store);
     if (rc < 0) {

@@ -2,7 +2,9 @@
 # vdid without desktops: configuration errors name the line, the admin socket is private and
 # answers vdictl, bad admin input gets clear errors (and the daemon lives on), a peer that is
 # neither root nor in the admin group is refused by its credentials even when the socket's mode
-# would let it in (and a member gets in), one vdid per state directory, SIGTERM stops it cleanly.
+# would let it in (and a member gets in), one vdid per state directory, SIGTERM stops it cleanly,
+# the state directory is 0700 and vdi.db (and its WAL files) 0600 even when they were looser
+# before a start.
 # timeout: 60
 . "$VDI_SRC/tests/lib.sh"
 t_tmpdir
@@ -51,6 +53,8 @@ type = dedicated
 groups = staff
 CONF
 t_check "good config passes --check-config" "$VDID" --check-config -c "$T/vdid.conf"
+# a state directory made by someone else, readable by all: vdid takes it and tightens it
+mkdir -m 0755 "$T/state"
 t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
 pid=$!
 sock=$T/run/vdid.sock
@@ -65,6 +69,12 @@ t_check "state database created" test -f "$T/state/vdi.db"
 port=$(sed -n 's/.*RFB gateway listening on localhost port \([0-9]*\).*/\1/p' "$T/vdid.log")
 t_check "listen = localhost:0: the gateway listens" test -n "$port"
 t_check "on 127.0.0.1" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port"
+mode_is() { test "$(stat -c %a "$1")" = "$2"; }
+t_check "a 0755 state directory is made 0700" mode_is "$T/state" 700
+t_check "and the log says so" grep -q "path=$T/state mode was 0755: set to 0700" "$T/vdid.log"
+t_check "vdi.db is made 0600" mode_is "$T/state/vdi.db" 600
+t_check "vdi.db-wal is 0600" mode_is "$T/state/vdi.db-wal" 600
+t_check "vdi.db-shm is 0600" mode_is "$T/state/vdi.db-shm" 600
 export VDI_ADMIN_SOCKET=$sock
 
 out=$("$VDICTL" status) || t_fail "vdictl status failed"
@@ -147,10 +157,18 @@ wait "$pid"; rc=$?
 t_check "SIGTERM: exit status 0" test "$rc" = 0
 t_check "SIGTERM: admin socket removed" test ! -e "$sock"
 t_check "log says it stopped" grep -q "stopping (SIGTERM)" "$T/vdid.log"
+# an admin's copy or restore left the state readable by all: the restart tightens it again
+chmod 0755 "$T/state"
+chmod 0644 "$T/state/vdi.db"
 t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
 pid=$!
 t_check "restarts on the same state" t_wait_for 10 test -S "$sock"
 t_check "and answers" "$VDICTL" status
+t_check "restart: the state directory is 0700 again" mode_is "$T/state" 700
+t_check "restart: vdi.db is 0600 again" mode_is "$T/state/vdi.db" 600
+t_check "and the log says so" grep -q "path=$T/state/vdi.db mode was 0644: set to 0600" "$T/vdid.log"
+t_check "restart: vdi.db-wal is 0600" mode_is "$T/state/vdi.db-wal" 600
+t_check "restart: vdi.db-shm is 0600" mode_is "$T/state/vdi.db-shm" 600
 
 # ---- members of the admin group get in, by their account's groups or their process's gid
 if [ $peercred = 1 ]; then
