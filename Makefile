@@ -164,11 +164,14 @@ BENCH_TARGETS ?=
 bench: all $(BENCH_TARGETS)
 	$(Q)VDI_BIN=$(CURDIR)/$(BINDIR) VDI_SRC=$(CURDIR) VDI_BUILD=$(CURDIR)/$(O) bash bench/run.sh
 
-# Fuzz targets: tests/fuzz/fuzz_*.c, built with clang and libFuzzer into build/fuzz/, linked with
-# FUZZ_<name>_SRCS (the module sources under test, compiled with the fuzzer's instrumentation).
+# Fuzz targets: tests/fuzz/fuzz_*.c, built with clang and libFuzzer into build/fuzz/ from the
+# sources each names in its `// fuzz-srcs:` line. `make fuzz FUZZ_S=N` runs each N seconds
+# (default 30); FUZZ_TARGETS="fuzz_qcow2 fuzz_config" runs only those. CI runs a short smoke.
 FUZZ_SECONDS ?= 30
+FUZZ_S ?= $(FUZZ_SECONDS)
+FUZZ_TARGETS ?=
 fuzz:
-	$(Q)bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+	$(Q)bash tests/fuzz/run.sh $(FUZZ_S) $(FUZZ_TARGETS)
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

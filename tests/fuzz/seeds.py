@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""tests/fuzz/seeds.py OUTDIR: write seed inputs for the fuzz targets whose inputs are binary
+(qcow2 images, kernels, guest programs for the PCI side), one folder per target under OUTDIR.
+tests/fuzz/run.sh calls it before each run, so the seeds are made, never committed; the text
+seeds live in tests/fuzz/corpus/. Needs qemu-img for the qcow2 seeds (skipped without it)."""
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+out = sys.argv[1] if len(sys.argv) > 1 else "build/fuzz/seeds"
+
+
+def put(target, name, data):
+    d = os.path.join(out, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# ---- qcow2: small images qemu-img writes (512-byte clusters keep them small) -------------------
+def qcow2_seeds():
+    if not shutil.which("qemu-img"):
+        return
+    with tempfile.TemporaryDirectory() as t:
+        def make(name, *args, write=None):
+            p = os.path.join(t, name)
+            opts, size = list(args[:-1]), args[-1]
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *opts, p, size], check=True)
+            if write:
+                subprocess.run(["qemu-io", "-c", write, p], check=True, stdout=subprocess.DEVNULL)
+            with open(p, "rb") as f:
+                put("fuzz_qcow2", name, f.read())
+
+        make("empty", "-o", "cluster_size=512", "64K")
+        make("data", "-o", "cluster_size=512", "64K", write="write -P 0x5a 0 4K")
+        make("compat", "-o", "cluster_size=512,compat=0.10", "32K")
+        make("lazy", "-o", "cluster_size=512,lazy_refcounts=on", "32K", write="write -P 1 512 1K")
+        base = os.path.join(t, "base.raw")
+        with open(base, "wb") as f:
+            f.truncate(32768)
+        make("backing", "-o", "cluster_size=512", "-b", "base.raw", "-F", "raw", "32K")
+
+
+# ---- kernels: a minimal PVH ELF, a bzImage header around a gzip payload ------------------------
+def elf_pvh():
+    entry = 0x100000
+    note = struct.pack("<III", 4, 4, 18) + b"Xen\0" + struct.pack("<I", entry)
+    code = b"\xf4" * 16  # hlt
+    ehdr_size, phdr_size = 64, 56
+    note_off = ehdr_size + 2 * phdr_size
+    code_off = note_off + len(note)
+    ehdr = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+            + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, entry, ehdr_size, 0, 0, ehdr_size,
+                          phdr_size, 2, 0, 0, 0))
+    load = struct.pack("<IIQQQQQQ", 1, 5, code_off, entry, entry, len(code), len(code), 16)
+    pnote = struct.pack("<IIQQQQQQ", 4, 4, note_off, 0, 0, len(note), len(note), 4)
+    return ehdr + load + pnote + note + code
+
+
+def bzimage(payload):
+    setup_sects = 1
+    setup = bytearray(512 * (setup_sects + 1))
+    setup[0x1f1] = setup_sects
+    struct.pack_into("<H", setup, 0x1fe, 0xAA55)
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, 0x020F)  # boot protocol 2.15
+    setup[0x211] = 0x01  # loadflags: LOADED_HIGH
+    struct.pack_into("<I", setup, 0x248, 0)  # payload_offset (relative to the protected part)
+    struct.pack_into("<I", setup, 0x24c, len(payload))  # payload_length
+    return bytes(setup) + payload
+
+
+def kernel_seeds():
+    elf = elf_pvh()
+    put("fuzz_vmm_kernel", "pvh.elf", elf)
+    put("fuzz_vmm_kernel", "bzimage_gzip", bzimage(gzip.compress(elf)))
+    put("fuzz_vmm_kernel", "bzimage_raw", bzimage(elf))
+
+
+# ---- the PCI side: guest programs (tests/fuzz/fuzz_virtio_pci.c's op format) -------------------
+def op_cfg_write(slot, reg, width_idx, val):
+    return bytes([0, slot, reg, width_idx]) + struct.pack("<I", val & 0xffffffff)
+
+
+def op_cfg_read(slot, reg):
+    return bytes([1, slot, reg])
+
+
+def op_mmio(write, region, off, val, width_idx):
+    return bytes([2 if write else 3, region]) + struct.pack("<HQ", off, val) + bytes([width_idx])
+
+
+def op_ram(off, val):
+    return bytes([4]) + struct.pack("<I", off)[:3] + struct.pack("<Q", val)
+
+
+def pci_seeds():
+    sweep = b"".join(op_cfg_read(s, r) for s in range(8) for r in range(0, 64, 4))
+    put("fuzz_virtio_pci", "cfg_sweep", sweep)
+    # Size and move a BAR, toggle decoding, as a driver probing and a hostile guest would.
+    bars = b""
+    for slot in range(1, 6):
+        bars += op_cfg_write(slot, 0x10, 2, 0xffffffff) + op_cfg_read(slot, 0x10)
+        bars += op_cfg_write(slot, 0x10, 2, 0xc0100000 + slot * 0x100000)
+        bars += op_cfg_write(slot, 0x04, 1, 0) + op_cfg_write(slot, 0x04, 1, 6)
+    put("fuzz_virtio_pci", "bars", bars)
+    # virtio 1.x common config: reset, ACK|DRIVER, features, queue 0 at RAM 0x1000, DRIVER_OK,
+    # a descriptor in RAM, then a notify and an I/O-thread turn.
+    dev = b""
+    for off, val, w in [(0x14, 0, 0), (0x14, 3, 0), (0x08, 0, 2), (0x0c, 1, 2), (0x14, 11, 0),
+                        (0x16, 0, 1), (0x20, 0x1000, 2), (0x24, 0, 2), (0x28, 0x1100, 2),
+                        (0x30, 0x1200, 2), (0x1c, 1, 1), (0x14, 15, 0)]:
+        dev += op_mmio(True, 0, off, val, w)
+    dev += op_ram(0x1000, 0x2000) + op_ram(0x1008, (1 << 32) | 16) + op_ram(0x1100, 1 << 16)
+    dev += op_mmio(True, 0, 0x3000, 0, 1) + bytes([5]) + bytes([7])
+    put("fuzz_virtio_pci", "queue_setup", dev)
+    put("fuzz_virtio_pci", "input", bytes([6, 0]) + struct.pack("<II", 30, 1)
+        + bytes([6, 1]) + struct.pack("<II", 100, 200) + bytes([6, 2]) + struct.pack("<II", 1, 0))
+
+
+qcow2_seeds()
+kernel_seeds()
+pci_seeds()
