@@ -5,7 +5,7 @@ DEB_VERSION ?= $(VERSION)
 DEB_DIR ?= build/deb
 DEB_BINDIR ?= $(BINDIR)
 .PHONY: deb
-deb: $(DEB_BINDIR)/vdid $(DEB_BINDIR)/vdictl $(DEB_BINDIR)/vdi-vmm
+deb: $(DEB_BINDIR)/vdid $(DEB_BINDIR)/vdictl $(DEB_BINDIR)/vdi-vmm $(DEB_BINDIR)/vdi-jail
 	$(Q)rm -rf $(DEB_DIR)/root
 	$(Q)$(MAKE) --no-print-directory install-web DESTDIR=$(abspath $(DEB_DIR)/root) PREFIX=/usr >/dev/null
 	$(Q)bash deploy/deb/build.sh $(DEB_DIR) $(DEB_VERSION) $^

@@ -125,6 +125,18 @@ static void on_signal(uv_signal_t *h, int signum)
     srv__daemon_stop(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* @name in vdid's own directory (a malloc'd path), or NULL. */
+static char *next_to_self(const char *name)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return NULL;
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    return vdi_xasprintf("%s/%s", self, name);
+}
+
 /* jail = yes: every VMM in its own uid, namespaces, cgroup and seccomp filter (server/jail.c).
  * That takes root and a cgroup hierarchy with a memory controller; say so at start, not at the
  * first login. */
@@ -148,6 +160,19 @@ static int jail_init(srv_t *s)
     }
     if (stat("/dev/kvm", &st) == 0)
         s->kvm_gid = (unsigned)st.st_gid;
+    /* vdi-jail: next to vdid in a build, in ../lib/vdi/ of vdid's directory when installed. */
+    static const char *const where[] = {"vdi-jail", "../lib/vdi/vdi-jail"};
+    for (size_t i = 0; i < VDI_ARRAY_SIZE(where) && !s->jail_path; i++) {
+        char *p = next_to_self(where[i]);
+        if (p && access(p, X_OK) == 0)
+            s->jail_path = p;
+        else
+            free(p);
+    }
+    if (!s->jail_path) {
+        VDI_LOG_ERR("jail = yes: vdi-jail is not installed next to vdid (nor in ../lib/vdi/)");
+        return VDI_ECONFIG;
+    }
     VDI_LOG_INFO("jail: VMM uids %u-%u, memory limit guest + %" PRIu64 " MiB, seccomp %s",
                  s->cfg->vmm_uid_first, s->cfg->vmm_uid_first + s->cfg->vmm_uid_count - 1,
                  s->cfg->vmm_memory_overhead >> 20, s->cfg->vmm_seccomp_log ? "log" : "kill");
@@ -249,18 +274,13 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         s->vmm_path = vdi_xstrdup(cfg->vmm);
     } else {
         /* vdi-vmm next to vdid: installed together, and build/bin in a checkout. */
-        char self[256];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n <= 0) {
+        s->vmm_path = next_to_self("vdi-vmm");
+        if (!s->vmm_path) {
             rc = -errno;
             VDI_LOG_ERR("cannot find vdid's own path to locate vdi-vmm: %s; set vmm",
                         vdi_strerror(rc));
             goto err;
         }
-        self[n] = 0;
-        char *slash = strrchr(self, '/');
-        *slash = 0;
-        s->vmm_path = vdi_xasprintf("%s/vdi-vmm", self);
     }
     if (access(s->vmm_path, X_OK) < 0)
         VDI_LOG_WARN("vmm=%s is not executable: %s; desktops cannot start", s->vmm_path,
@@ -387,6 +407,8 @@ void srv__daemon_fini(srv_t *s)
     s->config_path = NULL;
     free(s->vmm_path);
     s->vmm_path = NULL;
+    free(s->jail_path);
+    s->jail_path = NULL;
     srv__cgroups_fini(s->cgroups);
     s->cgroups = NULL;
 }

@@ -98,7 +98,8 @@ void srv__cgroup_close(srv_cgroup_t *g);
 /* ---- jail.c: the VMM's jail --------------------------------------------------------------------- */
 /* What vdid puts around one VMM (docs/security.md). Borrowed for the call. */
 struct srv_jail {
-    uid_t uid; /* the desktop's own uid and gid, from vmm_uid_first/count */
+    const char *program; /* vdi-jail (next to vdid) */
+    uid_t uid;           /* the desktop's own uid and gid, from vmm_uid_first/count */
     gid_t gid;
     gid_t kvm_gid;         /* supplementary group for /dev/kvm (0: none) */
     const char *stage;     /* an empty directory (root-owned) where the new root is assembled */
@@ -112,12 +113,13 @@ struct srv_jail {
     size_t n_env;
     bool seccomp_log;
 };
-/* The arguments that run @vmm_argv in jail @j: "/proc/self/exe --jail ... -- VMM ARGV", a
- * malloc'd NULL-terminated vector (free with vdi_strv_free-like srv__jail_argv_free). */
+/* The arguments that run @vmm_argv in jail @j: "vdi-jail ... -- VMM ARGV", a malloc'd
+ * NULL-terminated vector (free with srv__jail_argv_free). */
 char **srv__jail_argv(const struct srv_jail *j, const char *const *vmm_argv);
 void srv__jail_argv_free(char **argv);
-/* vdid --jail ...: set up the jail and exec the VMM. Returns only on failure, with the exit
- * status SRV_JAIL_EXIT_FAILED (the reason on stderr, which is the desktop's vmm.log). */
+/* vdi-jail's main (server/jail-main.c): set up the jail and exec the VMM. Returns only on
+ * failure, with the exit status SRV_JAIL_EXIT_FAILED (the reason on stderr, which is the
+ * desktop's vmm.log). */
 #define SRV_JAIL_EXIT_FAILED 119
 int srv__jail_main(int argc, char **argv);
 

@@ -220,6 +220,7 @@ static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j, s
     b->rw[1] = vm->rundir;
     b->n_env = jail_env(cfg, b->env, VDI_ARRAY_SIZE(b->env));
     *j = (struct srv_jail){
+        .program = s->jail_path,
         .uid = vm->uid,
         .gid = (gid_t)vm->uid,
         .kvm_gid = s->kvm_gid,

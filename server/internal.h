@@ -106,6 +106,7 @@ typedef struct srv {
     uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */
     bool spares_wanted;
     char *vmm_path;              /* cfg->vmm, or vdi-vmm next to vdid */
+    char *jail_path;             /* vdi-jail next to vdid (or in ../lib/vdi/), when jail = yes */
     struct srv_cgroups *cgroups; /* cgroup.c: the hierarchy desktops' cgroups live in (jail) */
     unsigned kvm_gid;            /* /dev/kvm's group, a jailed VMM's supplementary group */
     bool vms_started;

@@ -1,6 +1,7 @@
-/* server/jail.c: the jail around each desktop's VMM, like Firecracker's jailer but built into
- * vdid's spawn path: vdid starts `/proc/self/exe --jail SPEC -- vdi-vmm ARGS` (vdid itself in
- * this mode), which sets the jail up as root and then execs the VMM. In order:
+/* server/jail.c: the jail around each desktop's VMM, like Firecracker's jailer, on vdid's spawn
+ * path: vdid starts `vdi-jail SPEC -- vdi-vmm ARGS` (server/jail-main.c: a small program of its
+ * own, so that a desktop's start does not pay for loading vdid's libraries again), which sets the
+ * jail up as root and then execs the VMM. In order:
  *
  *   1. join the desktop's cgroups (memory, pids, CPU limits: server/cgroup.c);
  *   2. new mount, IPC, UTS and network namespaces (the VMM reaches vdid only through its unix
@@ -57,8 +58,7 @@ char **srv__jail_argv(const struct srv_jail *j, const char *const *vmm_argv)
 {
     char **v = NULL, num[32];
     size_t n = 0;
-    push(&v, &n, "/proc/self/exe");
-    push(&v, &n, "--jail");
+    push(&v, &n, j->program);
     snprintf(num, sizeof(num), "%u", (unsigned)j->uid);
     push(&v, &n, "--uid");
     push(&v, &n, num);
@@ -118,7 +118,7 @@ static int die(const char *fmt, ...) VDI_PRINTF(1, 2);
 static int die(const char *fmt, ...)
 {
     va_list ap;
-    fputs("vdid jail: ", stderr);
+    fputs("vdi-jail: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

@@ -1,14 +1,18 @@
 # server/: vdid (listeners, gateway, supervisor, admin socket) and vdictl (the admin command line).
 # vdid's parts are a library (libsrv.a) so that unit tests can link them.
 LIBS += srv
-srv_SRCS := $(filter-out server/vdid.c server/vdictl.c,$(wildcard server/*.c))
+srv_SRCS := $(filter-out server/vdid.c server/vdictl.c server/jail-main.c,$(wildcard server/*.c))
 srv_CFLAGS := $(call pc_cflags,libuv jansson sqlite3 openssl libseccomp) \
               $(if $(call pc_libs,libsystemd),-DVDI_HAVE_SYSTEMD)
-PROGS += vdid vdictl
+PROGS += vdid vdictl vdi-jail
 vdid_SRCS := server/vdid.c
 vdid_LIBS := srv brk auth img vmm common
 vdid_CFLAGS := $(call pc_cflags,libuv jansson)
 vdid_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl libseccomp) -lpam $(IMG_LDLIBS)
+# vdi-jail: server/jail.c alone out of libsrv.a (libc and libseccomp; docs/security.md).
+vdi-jail_SRCS := server/jail-main.c
+vdi-jail_LIBS := srv common
+vdi-jail_LDLIBS := $(call pc_libs,libseccomp)
 vdictl_SRCS := server/vdictl.c
 vdictl_LIBS += common
 vdictl_CFLAGS += $(call pc_cflags,jansson)

@@ -3,10 +3,9 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/vdi.h"
-#include "server/desktop-internal.h"
+#include "server/internal.h"
 
 static void usage(FILE *f)
 {
@@ -31,9 +30,6 @@ int main(int argc, char **argv)
     bool check_only = false, level_set = false;
     int c;
 
-    /* vdid --jail ... -- VMM...: vdid starting one desktop's VMM in its jail (server/jail.c). */
-    if (argc > 1 && strcmp(argv[1], "--jail") == 0)
-        return srv__jail_main(argc - 1, argv + 1);
     vdi_log_set_program("vdid");
     vdi_log_init_from_env();
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {

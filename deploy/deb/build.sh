@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# deploy/deb/build.sh OUT VERSION VDID VDICTL VDI_VMM: build the Debian package
+# deploy/deb/build.sh OUT VERSION VDID VDICTL VDI_VMM VDI_JAIL: build the Debian package
 # OUT/vdi_VERSION_ARCH.deb with plain dpkg-deb from the tree staged in OUT/root. `make deb` calls
 # it after `make install-web` has put the portal's pages and noVNC in OUT/root/usr/share/vdi/.
 #
-# Layout (docs/install.md): vdid and vdi-vmm in /usr/sbin (vdid starts the vdi-vmm next to it and
-# finds the web files in ../share/vdi/), vdictl in /usr/bin, the unit in /lib/systemd/system, the
+# Layout (docs/install.md): vdid and vdi-vmm in /usr/sbin (vdid starts the vdi-vmm next to it, the
+# jail helper in ../lib/vdi/vdi-jail, and finds the web files in ../share/vdi/), vdictl in /usr/bin, the unit in /lib/systemd/system, the
 # conffiles /etc/vdi/vdid.conf and /etc/pam.d/vdi, man pages in section 8. The control file's
 # Depends come from dpkg-shlibdeps; the maintainer scripts are the ones next to this file.
 set -euo pipefail
-[ $# = 5 ] || { echo "usage: $0 OUT VERSION VDID VDICTL VDI_VMM" >&2; exit 2; }
-out=$(realpath -m "$1") version=$2 vdid=$3 vdictl=$4 vmm=$5
+[ $# = 6 ] || { echo "usage: $0 OUT VERSION VDID VDICTL VDI_VMM VDI_JAIL" >&2; exit 2; }
+out=$(realpath -m "$1") version=$2 vdid=$3 vdictl=$4 vmm=$5 jail=$6
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 root=$out/root
@@ -28,9 +28,11 @@ maint=$(sed -n 's/^Maintainer: //p' "$here/control.in")
 install -D -m 0755 "$vdid" "$root/usr/sbin/vdid"
 install -D -m 0755 "$vmm" "$root/usr/sbin/vdi-vmm"
 install -D -m 0755 "$vdictl" "$root/usr/bin/vdictl"
+# vdi-jail: vdid's helper that jails each VMM (docs/security.md); not for people, no man page.
+install -D -m 0755 "$jail" "$root/usr/lib/vdi/vdi-jail"
 # as dh_strip does (the build keeps -g for developers)
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-    "$root/usr/sbin/vdid" "$root/usr/sbin/vdi-vmm" "$root/usr/bin/vdictl"
+    "$root/usr/sbin/vdid" "$root/usr/sbin/vdi-vmm" "$root/usr/bin/vdictl" "$root/usr/lib/vdi/vdi-jail"
 
 # ---- the systemd unit with the packaged paths
 install -d "$root/lib/systemd/system"
@@ -101,7 +103,7 @@ mkdir "$shl/debian"
 printf 'Source: vdi\n\nPackage: vdi\nArchitecture: any\n' >"$shl/debian/control"
 ln -s "$root" "$shl/debian/vdi" # where dpkg-shlibdeps expects a package's files
 shlibs=$(cd "$shl" && dpkg-shlibdeps -O --warnings=0 -edebian/vdi/usr/sbin/vdid \
-    -edebian/vdi/usr/sbin/vdi-vmm -edebian/vdi/usr/bin/vdictl | sed -n 's/^shlibs:Depends=//p')
+    -edebian/vdi/usr/sbin/vdi-vmm -edebian/vdi/usr/bin/vdictl -edebian/vdi/usr/lib/vdi/vdi-jail | sed -n 's/^shlibs:Depends=//p')
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@SHLIBS@/$shlibs/" \
