@@ -75,6 +75,7 @@ typedef struct {
     bool vmm_seccomp_log;         /* forbidden system calls are logged, not fatal (debugging) */
     char **vmm_env;               /* environment variables passed through to the VMM */
     size_t n_vmm_env;
+    uint64_t vdid_memory_max; /* vdid's own cgroup memory limit (0: none; jail = yes) */
     /* What vdid hands to auth_create() as it is: [auth] (the login limits) over
      * auth_config_defaults(), the only place their defaults are written, plus pam_service,
      * tls_cert, tls_key, state_dir and admin_group (when set) from [vdid]; those strings are

@@ -93,6 +93,7 @@ static const struct opt daemon_opts[] = {
     {"vmm_pids_max", T_U32, CF(vmm_pids_max), 0, "256", 16, 65536, false},
     {"vmm_seccomp", T_SECCOMP, CF(vmm_seccomp_log), 0, "kill", 0, 0, false},
     {"vmm_env", T_LIST, CF(vmm_env), CF(n_vmm_env), "", 0, 0, false},
+    {"vdid_memory_max", T_SIZE, CF(vdid_memory_max), 0, "1G", 0, 1ull << 50, false},
 };
 
 #define AF(f) offsetof(brk_config_t, auth.f)

@@ -41,6 +41,7 @@ struct srv_cgroups {
     int version;       /* 1 or 2 */
     char instance[24]; /* vdi-HASH of the state directory */
     char *base[CG_N];  /* v2: base[0] only; v1: MOUNT/OWN/vdi-HASH per controller */
+    char *self;        /* vdid's own memory cgroup (its leaf) */
 };
 
 struct srv_cgroup {
@@ -199,7 +200,40 @@ static int setup_v1(srv_cgroups_t *cg, char *why, size_t n)
     return 0;
 }
 
-int srv__cgroups_init(const char *instance, srv_cgroups_t **out, char *why, size_t n)
+/* vdid itself into the leaf LEAF of the memory hierarchy, with memory limit @max (0: none). v2
+ * made the leaf already (no internal processes); v1 makes it here beside the desktops. */
+static int self_limit(srv_cgroups_t *cg, uint64_t max, char *why, size_t n)
+{
+    char *leaf;
+    char num[32];
+    int rc = 0;
+    if (cg->version == 2) {
+        char *own = own_path("");
+        leaf = own ? vdi_xasprintf(CGROOT "%s", strcmp(own, "/") ? own : "") : NULL;
+        free(own);
+        if (!leaf)
+            return 0; /* at the root: nothing of its own to cap */
+        snprintf(num, sizeof(num), "%" PRIu64, max);
+        rc = max ? write_file(leaf, "memory.max", num) : 0;
+    } else {
+        leaf = vdi_xasprintf("%s/vdid", cg->base[CG_MEM]);
+        rc = mkdir(leaf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+        if (rc == 0)
+            rc = write_file(leaf, "cgroup.procs", "0");
+        snprintf(num, sizeof(num), "%" PRIu64, max);
+        if (rc == 0 && max)
+            rc = write_file(leaf, "memory.limit_in_bytes", num);
+    }
+    if (rc < 0)
+        snprintf(why, n, "cannot cap vdid's own memory in %s: %s", leaf, vdi_strerror(rc));
+    else
+        cg->self = leaf, leaf = NULL;
+    free(leaf);
+    return rc;
+}
+
+int srv__cgroups_init(const char *instance, uint64_t self_max, srv_cgroups_t **out, char *why,
+                      size_t n)
 {
     srv_cgroups_t *cg = vdi_xcalloc(1, sizeof(*cg));
     char why2[256] = "";
@@ -218,6 +252,11 @@ int srv__cgroups_init(const char *instance, srv_cgroups_t **out, char *why, size
         srv__cgroups_fini(cg);
         return rc;
     }
+    rc = self_limit(cg, self_max, why, n);
+    if (rc < 0) {
+        srv__cgroups_fini(cg);
+        return rc;
+    }
     VDI_LOG_INFO("cgroups: v%d, desktops under %s", cg->version, cg->base[0]);
     *out = cg;
     return 0;
@@ -227,12 +266,21 @@ void srv__cgroups_fini(srv_cgroups_t *cg)
 {
     if (!cg)
         return;
+    /* v1: vdid leaves its leaf for the cgroup it came from, so that the leaf can go. */
+    if (cg->version == 1 && cg->self) {
+        char *up = vdi_xstrdup(cg->base[CG_MEM]);
+        *strrchr(up, '/') = 0;
+        if (write_file(up, "cgroup.procs", "0") == 0)
+            rmdir(cg->self);
+        free(up);
+    }
     /* Empty once no desktop runs (after a test, or a last stop); desktops that live on keep it. */
     for (int i = 0; i < CG_N; i++)
         if (cg->base[i])
             rmdir(cg->base[i]);
     for (int i = 0; i < CG_N; i++)
         free(cg->base[i]);
+    free(cg->self);
     free(cg);
 }
 

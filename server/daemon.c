@@ -153,7 +153,8 @@ static int jail_init(srv_t *s)
                     "development run)");
         return VDI_ECONFIG;
     }
-    int rc = srv__cgroups_init(s->cfg->state_dir, &s->cgroups, why, sizeof(why));
+    int rc = srv__cgroups_init(s->cfg->state_dir, s->cfg->vdid_memory_max, &s->cgroups, why,
+                               sizeof(why));
     if (rc < 0) {
         VDI_LOG_ERR("jail = yes needs cgroups for the desktops' limits: %s", why);
         return rc;

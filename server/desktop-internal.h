@@ -77,9 +77,11 @@ struct srv_cgroup_limits {
     uint32_t cpu_max_pct; /* of one CPU; 0: no cap */
 };
 /* Find the hierarchy (v2 with the memory and pids controllers, else v1's memory, pids and cpu)
- * and make this vdid's part of it, named after @instance (the state directory). Returns 0, or a
- * negative code with the reason in @why. Blocking (before the loop runs). */
-int srv__cgroups_init(const char *instance, srv_cgroups_t **out, char *why, size_t n);
+ * and make this vdid's part of it, named after @instance (the state directory); vdid itself goes
+ * into a leaf of its own with memory limit @self_max (0: none). Returns 0, or a negative code
+ * with the reason in @why. Blocking (before the loop runs). */
+int srv__cgroups_init(const char *instance, uint64_t self_max, srv_cgroups_t **out, char *why,
+                      size_t n);
 void srv__cgroups_fini(srv_cgroups_t *cgs); /* NULL is fine */
 int srv__cgroups_version(const srv_cgroups_t *cgs);
 /* Create desktop @id's cgroup with limits @l. 0, or a negative code with the reason in @why. */

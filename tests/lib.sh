@@ -62,7 +62,26 @@ t_cleanup() {
     local p
     for p in "${_t_pids[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${_t_pids[@]}"; do wait "$p" 2>/dev/null; done
+    [ -n "${T:-}" ] && [ -d "$T/state" ] && t_cgroups_cleanup "$T/state"
     [ -n "${T:-}" ] && rm -rf "$T"
+}
+# t_cgroups_cleanup STATE_DIR: remove the (empty) cgroups a jailing vdid on STATE_DIR left behind
+# (server/cgroup.c names them vdi-FNV1A64(STATE_DIR)); call it once the test's VMMs are dead.
+t_cgroups_cleanup() {
+    local h=$((0xcbf29ce484222325)) i c d
+    for ((i = 0; i < ${#1}; i++)); do
+        printf -v c '%d' "'${1:i:1}"
+        h=$(((h ^ (c & 255)) * 0x100000001b3))
+    done
+    printf -v h 'vdi-%016x' "$h"
+    for i in 1 2 3 4 5; do
+        for d in $(find /sys/fs/cgroup -maxdepth 6 -type d -name "$h" 2>/dev/null); do
+            find "$d" -depth -mindepth 1 -type d -exec rmdir {} \; 2>/dev/null
+            rmdir "$d" 2>/dev/null
+        done
+        [ -z "$(find /sys/fs/cgroup -maxdepth 6 -type d -name "$h" 2>/dev/null)" ] && return 0
+        sleep 0.2
+    done
 }
 # t_bg CMD...: start a background process that is stopped (by PID) at exit; its PID in $!.
 t_bg() { "$@" & _t_pids+=($!); }

@@ -40,6 +40,7 @@ memory_budget = 1G
 vmm_uid_first = 4100000
 vmm_uid_count = 16
 vmm_memory_overhead = 16M
+vdid_memory_max = 300M
 vmm_env = FAKEVMM_TRIGGERS, FAKEVMM_ALLOC_MB
 
 [pool lab]
@@ -57,6 +58,12 @@ ids() { "$VDICTL" desktops list --json --state "$1" | sed -n 's/^ *"id": \([0-9]
 count_is() { test "$(count "$1")" = "$2"; }
 field_is() { test "$(field "$1" "$2")" = "$3"; }
 status_of() { sed -n "s/^$2:[[:space:]]*\([^[:space:]]*\).*/\1/p" "/proc/$1/status"; }
+# memdir PID: the directory of the process's memory cgroup (v1, else v2)
+memdir() {
+    local c
+    c=$(sed -n 's/^[0-9]*:memory:\(.*\)$/\1/p' "/proc/$1/cgroup")
+    if [ -n "$c" ]; then echo "/sys/fs/cgroup/memory$c"; else echo "/sys/fs/cgroup$(sed -n 's/^0::\(.*\)$/\1/p' "/proc/$1/cgroup")"; fi
+}
 vmm_uids() { for p in $(pgrep -f "$FAKE .*--control $T/"); do status_of "$p" Uid; done | sort; }
 
 t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
@@ -75,6 +82,9 @@ t_check "and a seccomp filter (Seccomp: 2)" test "$(status_of "$p1" Seccomp)" = 
 t_check "and no_new_privs" test "$(status_of "$p1" NoNewPrivs)" = 1
 t_check "and no effective capabilities" test "$(status_of "$p1" CapEff)" = 0000000000000000
 t_check "and an empty bounding set" test "$(status_of "$p1" CapBnd)" = 0000000000000000
+vdidmem=$(memdir "$vdid")
+t_check "vdid runs in a memory cgroup of its own ($vdidmem)" grep -q '/vdid$' <<<"$vdidmem"
+t_check "capped at vdid_memory_max" test "$(cat "$vdidmem/memory.limit_in_bytes" 2>/dev/null || cat "$vdidmem/memory.max")" = $((300 << 20))
 t_check "in its own mount namespace" test "$(readlink /proc/$p1/ns/mnt)" != "$(readlink /proc/self/ns/mnt)"
 t_check "and its own network namespace" test "$(readlink /proc/$p1/ns/net)" != "$(readlink /proc/self/ns/net)"
 
@@ -101,12 +111,6 @@ t_check "the desktop's disk belongs to its uid" test "$(stat -c %u "$T/state/des
 t_check "its vmm.log stays root's" test "$(stat -c %u:%a "$T/state/desktops/$d1/vmm.log")" = 0:600
 
 # ---- memory limit: the VMM that exceeds it is killed, nothing else
-# memdir PID: the directory of the process's memory cgroup (v1, else v2)
-memdir() {
-    local c
-    c=$(sed -n 's/^[0-9]*:memory:\(.*\)$/\1/p' "/proc/$1/cgroup")
-    if [ -n "$c" ]; then echo "/sys/fs/cgroup/memory$c"; else echo "/sys/fs/cgroup$(sed -n 's/^0::\(.*\)$/\1/p' "/proc/$1/cgroup")"; fi
-}
 cg1=$(memdir "$p1")
 lim=$(cat "$cg1/memory.limit_in_bytes" 2>/dev/null || cat "$cg1/memory.max")
 t_check "its cgroup is its own ($cg1)" grep -q "desktop-$d1\$" <<<"$cg1"
