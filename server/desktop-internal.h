@@ -169,7 +169,10 @@ int srv__desktop_set_state(srv_vm_t *vm, brk_desktop_state_t to, const char *rea
 void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason);
 /* Begin recycling: the session is kicked, the guest asked to shut down (@hard: the VMM killed). */
 void srv__desktop_recycle(srv_vm_t *vm, bool hard, const char *why);
-/* Connect to the VMM's control socket now (the tick calls this when next_connect is due). */
+/* Connect to @vm's control socket at @when (ms, vdi_now_ms() clock; supervisor.c's connect
+ * timer calls srv__desktop_connect() then). */
+void srv__desktop_connect_at(srv_vm_t *vm, uint64_t when);
+/* Connect to the VMM's control socket now. */
 void srv__desktop_connect(srv_vm_t *vm);
 /* SIGKILL the VMM's process group; @as_failure: a ready timeout (a failure, not a recycle). */
 void srv__desktop_kill(srv_vm_t *vm, bool as_failure);

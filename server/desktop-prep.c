@@ -18,7 +18,8 @@
 #include "golden-images/img.h"
 #include "server/desktop-internal.h"
 
-#define CONNECT_RETRY_MS 50
+/* The VMM makes its control socket first thing; through the jail that is ~5 ms after spawn. */
+#define FIRST_CONNECT_MS 5
 
 struct srv_prep {
     srv_catq_job_t *job;
@@ -278,7 +279,7 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     jail_bufs_free(&jb);
     if (rc < 0)
         return rc;
-    vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
+    srv__desktop_connect_at(vm, vdi_now_ms() + FIRST_CONNECT_MS);
     vm->deadline = vdi_now_ms() + (uint64_t)s->cfg->ready_timeout_s * 1000;
     rc = brk_store_desktop_set_vmm(s->store, vm->id, vm->pid, pr->overlay, vm->image_version);
     if (rc < 0)

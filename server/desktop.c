@@ -19,7 +19,7 @@
 #include "golden-images/img.h"
 #include "server/desktop-internal.h"
 
-#define CONNECT_RETRY_MS 50
+#define CONNECT_RETRY_MS 10    /* a connect to a socket not there yet fails at once: cheap */
 #define SPARE_BACKOFF_MS 30000 /* after a spare failed to start: no image, a broken VMM... */
 #define KILL_GRACE_S     5     /* after the VMM's own shutdown deadline */
 
@@ -207,7 +207,7 @@ static void ctl_failed(void *ctx, int status)
         srv__desktop_gone(vm, vm->state != BRK_DS_RECYCLING, "vmm not running");
         return;
     }
-    vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
+    srv__desktop_connect_at(vm, vdi_now_ms() + CONNECT_RETRY_MS);
 }
 
 static void ctl_msg(void *ctx, const struct vmm_msg *m)
@@ -264,7 +264,7 @@ void srv__desktop_connect(srv_vm_t *vm)
     int rc = srv__vmmctl_connect(vm->s->loop, vm->ctl_path, &ctl_cb, vm, &vm->ctl);
     if (rc < 0) {
         VDI_LOG_WARN("desktop=%" PRId64 " control socket: %s", vm->id, uv_strerror(rc));
-        vm->next_connect = vdi_now_ms() + CONNECT_RETRY_MS;
+        srv__desktop_connect_at(vm, vdi_now_ms() + CONNECT_RETRY_MS);
     }
 }
 

@@ -101,6 +101,8 @@ typedef struct srv {
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
     vdi_list_t logins;        /* srv_login_t waiting for a desktop */
     uv_timer_t tick_timer;    /* supervisor.c: deadlines, retries, polls, spares */
+    uv_timer_t connect_timer; /* supervisor.c: the next VMM control-socket connect that is due */
+    uint64_t connect_due;     /* ms: when connect_timer fires (0: not armed) */
     uv_timer_t deliver_timer; /* login.c: login results, delivered from the loop */
     uint64_t last_spares;
     uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */

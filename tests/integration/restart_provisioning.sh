@@ -24,7 +24,7 @@ restart_while_provisioning() {
     t_check "the spare is provisioning when vdid stops" field_is "$d" state provisioning
     kill -TERM "$vdid"; wait "$vdid"
     kill -CONT "$pid"
-    sleep 1 # the VMM gets ready with nobody listening
+    sleep 2 # the VMM gets ready with nobody listening
     t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
     vdid=$!
     t_check "after the restart the desktop is ready" t_wait_for 5 field_is "$d" state ready

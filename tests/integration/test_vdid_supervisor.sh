@@ -32,7 +32,7 @@ state_dir = $T/state
 run_dir = $T/run
 listen = 127.0.0.1:0
 web_listen = 127.0.0.1:0
-vmm_env = FAKEVMM_NEVER_READY, FAKEVMM_IGNORE_SHUTDOWN
+vmm_env = FAKEVMM_NEVER_READY, FAKEVMM_IGNORE_SHUTDOWN, FAKEVMM_READY_MS
 vmm = $FAKE
 memory_budget = 400M
 ready_timeout = 2
@@ -152,5 +152,6 @@ kill_vmms
 
 # ---- vdid stops while a desktop is provisioning; the desktop gets ready while vdid is down
 . "$VDI_SRC/tests/integration/restart_provisioning.sh"
-restart_while_provisioning "$FAKE"
+# A slow guest (ready 1.5 s after its start), so that the VMM is surely caught provisioning.
+FAKEVMM_READY_MS=1500 restart_while_provisioning "$FAKE"
 t_done
