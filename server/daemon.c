@@ -159,8 +159,15 @@ static int jail_init(srv_t *s)
         VDI_LOG_ERR("jail = yes needs cgroups for the desktops' limits: %s", why);
         return rc;
     }
-    if (stat("/dev/kvm", &st) == 0)
+    if (stat("/dev/kvm", &st) == 0) {
         s->kvm_gid = (unsigned)st.st_gid;
+        /* A jailed VMM opens /dev/kvm as its own uid, with the device's group as a supplementary
+         * group: the group (or everyone) needs read and write. */
+        if ((st.st_mode & 060) != 060 && (st.st_mode & 06) != 06)
+            VDI_LOG_WARN("/dev/kvm is mode %03o: jailed VMMs cannot open it; give it a group "
+                         "(usually kvm) with read and write (mode 0660)",
+                         (unsigned)(st.st_mode & 0777));
+    }
     /* vdi-jail: next to vdid in a build, in ../lib/vdi/ of vdid's directory when installed. */
     static const char *const where[] = {"vdi-jail", "../lib/vdi/vdi-jail"};
     for (size_t i = 0; i < VDI_ARRAY_SIZE(where) && !s->jail_path; i++) {
