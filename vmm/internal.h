@@ -71,7 +71,12 @@ int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t s
 /* Move a region (a guest reprogrammed a BAR); -EEXIST on overlap, region unchanged then.
  * Thread: vCPU or main. */
 int vmm__io_move(vmm_io_region_t *r, uint64_t new_base);
+/* Release a region: it stops answering and is freed before this returns (NULL does nothing). A
+ * vCPU that looked it up just before may still be running its handler. Thread: any. */
 void vmm__io_del(vmm_io_region_t *r);
+/* How many region objects the VM holds (allocated and not yet freed): it must not grow however
+ * often a guest toggles or moves BARs (tests watch it). Thread: any. */
+size_t vmm__io_region_count(vmm_vm_t *vm);
 
 /* ---- Guest memory ------------------------------------------------------------------------- */
 /* Host pointer to guest-physical [@gpa, @gpa+@len) if that range lies wholly inside guest RAM,
