@@ -1,5 +1,7 @@
-/* vmm/dev-uart.c: an 8250/16550A UART on COM1 (0x3f8, IRQ 4). What the guest writes goes to
- * --serial-log or stdout, line-buffered. The transmitter is always ready; a THR-empty interrupt
+/* vmm/dev-uart.c: an 8250/16550A UART on COM1 (0x3f8, IRQ 4). What the guest writes goes,
+ * line-buffered, through the serial sink (serial-sink.c: escapes neutralised, rate-limited,
+ * capped) to --serial-log or stdout. The transmitter is always ready, so a guest that floods the
+ * port is never slowed down: what the sink does not take is only counted. A THR-empty interrupt
  * is raised when enabled (Linux's 8250 driver transmits from that interrupt once the console is a
  * tty). Input comes from --serial-in (stdin, a FIFO or a file) through the I/O thread into a
  * 4 KiB receive buffer; while the buffer is full the input fd is left unpolled, so a fast
@@ -25,8 +27,8 @@
 struct uart {
     vmm_vm_t *vm;
     pthread_mutex_t lock;
-    int fd;
-    bool own_fd, saw_line;
+    vmm_serial_sink_t *sink;
+    bool own_sink, saw_line;
     uint8_t ier, lcr, mcr, scr, fcr, dll, dlm;
     bool thre_pending, loop_rx;
     bool irq_level; /* what we last told KVM: KVM_IRQ_LINE is costly, call it on changes only */
@@ -42,18 +44,8 @@ struct uart {
 
 static void flush_locked(struct uart *u)
 {
-    size_t off = 0;
-    while (off < u->len) {
-        ssize_t w = write(u->fd, u->buf + off, u->len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            VDI_LOG_WARN_RL("vm=%s serial output lost: %s", vmm__vm_name(u->vm),
-                            w < 0 ? strerror(errno) : "short write");
-            break;
-        }
-        off += (size_t)w;
-    }
+    if (u->len)
+        vmm__serial_sink_write(u->sink, u->buf, u->len, vdi_now_ms());
     u->len = 0;
 }
 
@@ -235,8 +227,10 @@ static void uart_free(void *p)
     pthread_mutex_lock(&u->lock);
     flush_locked(u);
     pthread_mutex_unlock(&u->lock);
-    if (u->own_fd)
-        close(u->fd);
+    if (u->own_sink)
+        vmm__serial_sink_destroy(u->sink, vdi_now_ms());
+    else
+        vmm__serial_sink_flush(u->sink, vdi_now_ms());
     if (u->in_fd >= 0 && u->own_in_fd)
         close(u->in_fd);
     pthread_mutex_destroy(&u->lock);
@@ -249,16 +243,22 @@ int vmm__uart_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
     int err;
     u->vm = vm;
     pthread_mutex_init(&u->lock, NULL);
-    u->fd = STDOUT_FILENO;
-    if (cfg->serial_log) {
-        u->fd = open(cfg->serial_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (u->fd < 0) {
-            err = -errno;
+    u->sink = cfg->serial_sink;
+    if (!u->sink) {
+        struct vmm_serial_sink_opts o = {
+            .path = cfg->serial_log,
+            .fd = STDOUT_FILENO,
+            .max_bytes = cfg->serial_log_max ? cfg->serial_log_max : VMM_SERIAL_LOG_MAX_DEFAULT,
+            .rate = VMM_SERIAL_RATE,
+            .now_ms = vdi_now_ms(),
+        };
+        err = vmm__serial_sink_create(&o, &u->sink);
+        if (err < 0) {
             pthread_mutex_destroy(&u->lock);
             free(u);
             return err;
         }
-        u->own_fd = true;
+        u->own_sink = true;
     }
     u->in_fd = -1;
     if (cfg->serial_in) {

@@ -37,7 +37,9 @@ struct vmm_config {
     unsigned vcpus;
     const char *kernel, *initrd, *cmdline;
     bool guest_decompress;
-    const char *serial_log; /* NULL: stdout */
+    const char *serial_log;              /* NULL: stdout */
+    uint64_t serial_log_max;             /* the serial log's cap (0: VMM_SERIAL_LOG_MAX_DEFAULT) */
+    struct vmm_serial_sink *serial_sink; /* NULL: the UART makes its own from the two above */
     const char *control_path;
     bool restart_on_reboot;
     struct vmm_disk_config disks[VMM_MAX_DISKS];
@@ -50,6 +52,43 @@ struct vmm_config {
     bool input;                   /* virtio keyboard + tablet */
     const char *serial_in;        /* COM1 input: NULL none, "-" stdin, else a file or FIFO */
 };
+
+/* ---- The serial log (serial-sink.c) ------------------------------------------------------- */
+/* Guest COM1 output on its way to a file: control characters and escape sequences rendered
+ * harmless (\xNN), a rate limit, a size cap (rotation to FILE.1 for a log file, suppression for
+ * stdout or a device), and the dropped bytes reported in the log. Design: serial-sink.c. */
+#define VMM_SERIAL_LOG_MAX_DEFAULT (1ull << 20)
+#define VMM_SERIAL_LOG_MAX_MIN     4096ull
+#define VMM_SERIAL_RATE            (64u << 10) /* bytes per second, sustained */
+#define VMM_SERIAL_BURST_S         4           /* seconds of VMM_SERIAL_RATE allowed at once */
+#define VMM_SERIAL_REPORT_MS       1000        /* at most one suppression line per ... */
+#define VMM_SERIAL_CAP_REPORT_MS   60000       /* ... and, once a log without rotation is full */
+
+typedef struct vmm_serial_sink vmm_serial_sink_t;
+struct vmm_serial_sink_opts {
+    const char *path;   /* the log file (opened for appending), or NULL to write to @fd */
+    int fd;             /* with @path NULL: borrowed, never closed (stdout) */
+    uint64_t max_bytes; /* >= VMM_SERIAL_LOG_MAX_MIN */
+    uint64_t rate;      /* bytes per second; VMM_SERIAL_RATE in the program */
+    uint64_t now_ms;    /* the clock the caller passes to every call (vdi_now_ms()) */
+};
+struct vmm_serial_stats {
+    uint64_t guest_bytes;  /* handed to vmm__serial_sink_write */
+    uint64_t written;      /* bytes written to the log, escapes and notices included */
+    uint64_t dropped_rate; /* guest bytes dropped by the rate limit */
+    uint64_t dropped_cap;  /* guest bytes dropped because the log was full */
+    uint64_t rotations;
+};
+/* Open the sink @o describes. Returns 0, -EINVAL (a cap below the minimum, rate 0) or -errno
+ * from opening @o->path. The caller owns *out. Thread: any; one thread at a time per sink. */
+int vmm__serial_sink_create(const struct vmm_serial_sink_opts *o, vmm_serial_sink_t **out);
+/* Log @len bytes the guest wrote at time @now_ms (milliseconds of one monotonic clock). Never
+ * blocks on the guest's behalf beyond writing what passes the limits. */
+void vmm__serial_sink_write(vmm_serial_sink_t *s, const void *data, size_t len, uint64_t now_ms);
+/* Write the pending suppression report now (the VM stops). */
+void vmm__serial_sink_flush(vmm_serial_sink_t *s, uint64_t now_ms);
+void vmm__serial_sink_stats(const vmm_serial_sink_t *s, struct vmm_serial_stats *st);
+void vmm__serial_sink_destroy(vmm_serial_sink_t *s, uint64_t now_ms); /* flushes; NULL is fine */
 
 /* ---- Port and MMIO dispatch --------------------------------------------------------------- */
 enum vmm_io_space {
@@ -71,7 +110,12 @@ int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t s
 /* Move a region (a guest reprogrammed a BAR); -EEXIST on overlap, region unchanged then.
  * Thread: vCPU or main. */
 int vmm__io_move(vmm_io_region_t *r, uint64_t new_base);
+/* Release a region: it stops answering and is freed before this returns (NULL does nothing). A
+ * vCPU that looked it up just before may still be running its handler. Thread: any. */
 void vmm__io_del(vmm_io_region_t *r);
+/* How many region objects the VM holds (allocated and not yet freed): it must not grow however
+ * often a guest toggles or moves BARs (tests watch it). Thread: any. */
+size_t vmm__io_region_count(vmm_vm_t *vm);
 
 /* ---- Guest memory ------------------------------------------------------------------------- */
 /* Host pointer to guest-physical [@gpa, @gpa+@len) if that range lies wholly inside guest RAM,

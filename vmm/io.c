@@ -1,6 +1,14 @@
 /* vmm/io.c: port and MMIO dispatch. Regions live in one list per VM, searched linearly (a VM has
  * a few dozen at most; hot paths such as virtqueue notifications go through ioeventfd and never
- * come here). A handler runs without the lock held, so it may move regions (BAR programming). */
+ * come here). A handler runs without the lock held, so it may move regions (BAR programming).
+ *
+ * Lifetime: dispatch copies the handler, its opaque pointer and the offset out of the region
+ * under the read lock and never touches the region again after dropping it; add, move and delete
+ * take the write lock. So once vmm__io_del() holds the write lock no vCPU can be looking at the
+ * region, and it is freed there and then. (Regions used to be parked on a list until the VM
+ * ended: a guest toggling a BAR's decoding grew the VMM by megabytes a second.) What stays alive
+ * is the handler's @opaque, which a vCPU may still be using after the delete: that is the
+ * device's, and devices live until the VM is torn down after its vCPUs stopped. */
 #define VDI_LOG_TAG "vmm"
 #include <inttypes.h>
 #include <stdlib.h>
@@ -13,18 +21,18 @@ void vmm__io_init(vmm_vm_t *vm)
 {
     pthread_rwlock_init(&vm->io_lock, NULL);
     vdi_list_init(&vm->io_regions);
-    vdi_list_init(&vm->io_dead);
+    vm->io_nregions = 0;
 }
 
 void vmm__io_fini(vmm_vm_t *vm)
 {
     vdi_list_t *it, *tmp;
-    vdi_list_splice_tail(&vm->io_dead, &vm->io_regions);
-    vdi_list_foreach_safe(it, tmp, &vm->io_dead)
+    vdi_list_foreach_safe(it, tmp, &vm->io_regions)
     {
         vdi_list_remove(it);
         free(vdi_list_entry(it, struct vmm_io_region, link));
     }
+    vm->io_nregions = 0;
     pthread_rwlock_destroy(&vm->io_lock);
 }
 
@@ -62,6 +70,7 @@ int vmm__io_add(vmm_vm_t *vm, enum vmm_io_space space, uint64_t base, uint64_t s
         return -EEXIST;
     }
     vdi_list_push_tail(&vm->io_regions, &r->link);
+    vm->io_nregions++;
     pthread_rwlock_unlock(&vm->io_lock);
     if (out)
         *out = r;
@@ -90,9 +99,18 @@ void vmm__io_del(vmm_io_region_t *r)
     vmm_vm_t *vm = r->vm;
     pthread_rwlock_wrlock(&vm->io_lock);
     vdi_list_remove(&r->link);
-    r->dead = true;
-    vdi_list_push_tail(&vm->io_dead, &r->link);
+    vm->io_nregions--;
     pthread_rwlock_unlock(&vm->io_lock);
+    /* No dispatch holds the lock, and none keeps a pointer to @r past it (see the top). */
+    free(r);
+}
+
+size_t vmm__io_region_count(vmm_vm_t *vm)
+{
+    pthread_rwlock_rdlock(&vm->io_lock);
+    size_t n = vm->io_nregions;
+    pthread_rwlock_unlock(&vm->io_lock);
+    return n;
 }
 
 void vmm__io_dispatch(vmm_vm_t *vm, enum vmm_io_space space, uint64_t addr, void *data,

@@ -33,7 +33,11 @@ static void usage(FILE *f)
         "                            decompress on the host, cached)\n"
         "  -m, --mem MIB             guest memory in MiB, or with a K/M/G suffix (default 512)\n"
         "  -n, --vcpus N             virtual CPUs, 1 to %d (default 1)\n"
-        "      --serial-log FILE     write the guest's COM1 output to FILE (default: stdout)\n"
+        "      --serial-log FILE     write the guest's COM1 output to FILE (default: stdout);\n"
+        "                            control characters are written as \\xNN, at most 64 KiB/s\n"
+        "      --serial-log-max SIZE cap the serial log at SIZE bytes (K/M/G suffix; default\n"
+        "                            1M): FILE is then renamed FILE.1 and a new FILE begun;\n"
+        "                            on stdout, further output is suppressed and counted\n"
         "      --serial-in FILE|-    feed COM1 input from FILE (a FIFO, or a file) or stdin\n"
         "      --control PATH        serve the control socket (JSON lines) at PATH\n"
         "      --on-reboot ACTION    exit (default: exit status 3) or restart\n"
@@ -310,6 +314,7 @@ int main(int argc, char **argv)
     enum {
         OPT_GUEST_DECOMPRESS = 256,
         OPT_SERIAL_LOG,
+        OPT_SERIAL_LOG_MAX,
         OPT_SERIAL_IN,
         OPT_CONTROL,
         OPT_ON_REBOOT,
@@ -331,6 +336,7 @@ int main(int argc, char **argv)
         {"mem", required_argument, NULL, 'm'},
         {"vcpus", required_argument, NULL, 'n'},
         {"serial-log", required_argument, NULL, OPT_SERIAL_LOG},
+        {"serial-log-max", required_argument, NULL, OPT_SERIAL_LOG_MAX},
         {"serial-in", required_argument, NULL, OPT_SERIAL_IN},
         {"control", required_argument, NULL, OPT_CONTROL},
         {"on-reboot", required_argument, NULL, OPT_ON_REBOOT},
@@ -354,9 +360,10 @@ int main(int argc, char **argv)
         .fb_width = 1280,
         .fb_height = 800,
         .input = true,
+        .serial_log_max = VMM_SERIAL_LOG_MAX_DEFAULT,
     };
     uint64_t v;
-    int c, err;
+    int c, err, status;
 
     vdi_log_set_program("vdi-vmm");
     vdi_log_init_from_env();
@@ -388,6 +395,10 @@ int main(int argc, char **argv)
             break;
         case OPT_SERIAL_LOG:
             cfg.serial_log = optarg;
+            break;
+        case OPT_SERIAL_LOG_MAX:
+            if (vdi_parse_size(optarg, VMM_SERIAL_LOG_MAX_MIN, 1ull << 40, &cfg.serial_log_max) < 0)
+                return bad("--serial-log-max %s: expected a size from 4K to 1T", optarg);
             break;
         case OPT_SERIAL_IN:
             if (strcmp(optarg, "-") != 0 && access(optarg, R_OK) < 0)
@@ -483,6 +494,17 @@ int main(int argc, char **argv)
             return bad("--serial-log %s: %s", cfg.serial_log, strerror(errno));
         close(fd);
     }
+    /* One sink for the process: its cap holds across guest reboots (--on-reboot restart). */
+    struct vmm_serial_sink_opts so = {
+        .path = cfg.serial_log,
+        .fd = STDOUT_FILENO,
+        .max_bytes = cfg.serial_log_max,
+        .rate = VMM_SERIAL_RATE,
+        .now_ms = vdi_now_ms(),
+    };
+    if ((err = vmm__serial_sink_create(&so, &cfg.serial_sink)) < 0)
+        return bad("--serial-log %s: %s", cfg.serial_log ? cfg.serial_log : "(stdout)",
+                   vdi_strerror(err));
 
     /* No core dumps of guest memory; SIGPIPE is handled per write; SIGTERM and SIGINT are
      * blocked in every thread and read from a signalfd by the control loop. */
@@ -493,5 +515,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    return run(&cfg);
+    status = run(&cfg);
+    vmm__serial_sink_destroy(cfg.serial_sink, vdi_now_ms());
+    return status;
 }

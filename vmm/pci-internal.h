@@ -282,7 +282,11 @@ struct vmm_virtio_dev;
  * @disk and closes it when destroyed; on failure the caller still owns it. */
 int vmm__virtio_blk_create(vmm_vm_t *vm, img_disk_t *disk, struct vmm_virtio_dev **out);
 int vmm__virtio_rng_create(vmm_vm_t *vm, struct vmm_virtio_dev **out);
+/* virtio-net on the tap interface @tap (opened with IFF_VNET_HDR, offloads off). */
 int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out);
+/* The same on @fd, which carries one frame per read and write behind a 12-byte virtio-net header
+ * as such a tap does (tests pass a SOCK_DGRAM socket). Takes ownership of @fd, also on failure. */
+int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, struct vmm_virtio_dev **out);
 enum vmm_input_kind {
     VMM_INPUT_KEYBOARD,
     VMM_INPUT_TABLET,

@@ -1,10 +1,20 @@
 /* vmm/virtio-net.c: virtio network device (virtio 1.2 §5.1) on a Linux tap interface.
  *
- * The tap is opened with IFF_VNET_HDR and a 12-byte header, so frames cross between the tap and
- * the rings with the virtio-net header as is. No offloads are offered: every header the guest
- * sees is the plain one (flags 0, num_buffers 1). Transmit runs when the guest kicks the TX
- * queue; receive runs when the tap is readable, both on the I/O thread. A frame that arrives
- * while the guest has posted no receive buffer is dropped, as a NIC with a full ring drops it.
+ * The tap is opened with IFF_VNET_HDR and a 12-byte header, and with every offload off
+ * (TUNSETOFFLOAD 0). We offer no offload features either, so the only header allowed on either
+ * side is the plain one (virtio 1.2 §5.1.6.2: flags 0, gso_type NONE). The guest's header is
+ * never handed to the tap: on TX it is read once, and the tap gets a header of our own, all
+ * zeroes; a frame whose header asks for checksum or segmentation offload (flags or gso_type set:
+ * something the driver may not do without the feature) is dropped and counted, with a
+ * rate-limited warning, as the other fields (hdr_len, gso_size, csum_start, csum_offset) would
+ * otherwise steer the host kernel's handling of the frame. On RX the tap's header is read into
+ * our own buffer and the guest gets a plain one (num_buffers 1, nothing else), so nothing it did
+ * not negotiate (DATA_VALID, NEEDS_CSUM, GSO) reaches it; a frame that would need an offload is
+ * dropped and counted (with offloads off the kernel should never send one).
+ *
+ * Transmit runs when the guest kicks the TX queue; receive runs when the tap is readable, both on
+ * the I/O thread. A frame that arrives while the guest has posted no receive buffer is dropped,
+ * as a NIC with a full ring drops it.
  */
 #define VDI_LOG_TAG "vmm"
 #include <fcntl.h>
@@ -24,6 +34,8 @@
 #define VIRTIO_NET_F_STATUS  16
 #define VIRTIO_NET_S_LINK_UP 1
 #define NET_HDR_LEN          12
+#define NET_HDR_F_NEEDS_CSUM 1
+#define NET_GSO_NONE         0
 #define RXQ                  0
 #define TXQ                  1
 #define BATCH                64
@@ -35,7 +47,37 @@ struct vnet {
     uint8_t config[8]; /* mac[6], status */
     uint8_t scratch[65536 + NET_HDR_LEN];
     struct vmm_virtq_req req;
+    struct iovec iov[VMM_VIRTQ_MAX_SEGS + 1]; /* our header + a chain's buffers past the guest's */
+    uint64_t tx_bad_hdr, rx_bad_hdr;          /* frames dropped for an offload header */
 };
+
+/* virtio 1.2 §5.1.6: struct virtio_net_hdr, as VERSION_1 lays it out (little-endian). */
+struct net_hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset, num_buffers;
+} __attribute__((packed));
+_Static_assert(sizeof(struct net_hdr) == NET_HDR_LEN, "virtio_net_hdr with num_buffers");
+
+/* iov[0] = @hdr, then @src's @n buffers from byte NET_HDR_LEN on. Returns the count. */
+static int iov_after_hdr(struct iovec *iov, struct net_hdr *hdr, const struct iovec *src,
+                         unsigned n)
+{
+    size_t skip = NET_HDR_LEN;
+    int k = 1;
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = NET_HDR_LEN;
+    for (unsigned i = 0; i < n; i++) {
+        if (src[i].iov_len <= skip) {
+            skip -= src[i].iov_len;
+            continue;
+        }
+        iov[k].iov_base = (uint8_t *)src[i].iov_base + skip;
+        iov[k].iov_len = src[i].iov_len - skip;
+        skip = 0;
+        k++;
+    }
+    return k;
+}
 
 static struct vnet *vnet_of(struct vmm_virtio_dev *vd)
 {
@@ -58,9 +100,21 @@ static void tx(struct vnet *n)
             break;
         }
         if (n->req.out_len > NET_HDR_LEN && n->req.out_len <= sizeof(n->scratch)) {
-            if (writev(n->tap, n->req.out, (int)n->req.nout) < 0)
-                VDI_LOG_WARN_RL("vm=%s virtio-net: tap write: %s", vmm__vm_name(vd->pci.vm),
-                                vdi_strerror(-errno));
+            struct net_hdr guest, plain = {0};
+            /* One copy: the guest may rewrite its header while we look at it. */
+            vmm__virtq_req_read(&n->req, 0, &guest, sizeof(guest));
+            if (guest.flags != 0 || guest.gso_type != NET_GSO_NONE) {
+                n->tx_bad_hdr++;
+                VDI_LOG_WARN_RL(
+                    "vm=%s virtio-net: TX frame dropped: its header asks for an "
+                    "offload that was not negotiated (flags=0x%x gso_type=%u; %" PRIu64 " so far)",
+                    vmm__vm_name(vd->pci.vm), guest.flags, guest.gso_type, n->tx_bad_hdr);
+            } else {
+                int cnt = iov_after_hdr(n->iov, &plain, n->req.out, n->req.nout);
+                if (writev(n->tap, n->iov, cnt) < 0)
+                    VDI_LOG_WARN_RL("vm=%s virtio-net: tap write: %s", vmm__vm_name(vd->pci.vm),
+                                    vdi_strerror(-errno));
+            }
         }
         vmm__virtq_push(&vd->q[TXQ].vq, n->req.head, 0);
         any = true;
@@ -99,14 +153,26 @@ static void on_tap(void *opaque)
                 break;
             continue;
         }
-        ssize_t got = readv(n->tap, n->req.in, (int)n->req.nin);
-        if (got < 0) {
-            /* Nothing to read after all: give the buffer back unused. */
+        struct net_hdr tap_hdr = {0};
+        int cnt = iov_after_hdr(n->iov, &tap_hdr, n->req.in, n->req.nin);
+        ssize_t got = readv(n->tap, n->iov, cnt);
+        if (got < NET_HDR_LEN || tap_hdr.gso_type != NET_GSO_NONE ||
+            (tap_hdr.flags & NET_HDR_F_NEEDS_CSUM)) {
+            /* Nothing to read after all, or a frame the guest could not take as it is: give
+             * the buffer back unused (what the frame left in it is the guest's own problem). */
             vd->q[RXQ].vq.last_avail--;
-            break;
+            if (got < 0)
+                break;
+            n->rx_bad_hdr++;
+            VDI_LOG_WARN_RL("vm=%s virtio-net: RX frame dropped: the tap sent an offload header "
+                            "(flags=0x%x gso_type=%u; %" PRIu64 " so far)",
+                            vmm__vm_name(vd->pci.vm), tap_hdr.flags, tap_hdr.gso_type,
+                            n->rx_bad_hdr);
+            continue;
         }
-        uint16_t one = 1;
-        vmm__virtq_req_write(&n->req, 10, &one, 2); /* num_buffers */
+        /* The guest negotiated no offload: a plain header, DATA_VALID and the rest cleared. */
+        struct net_hdr plain = {.num_buffers = 1};
+        vmm__virtq_req_write(&n->req, 0, &plain, sizeof(plain));
         vmm__virtq_push(&vd->q[RXQ].vq, n->req.head, (uint32_t)got);
         any = true;
     }
@@ -149,7 +215,9 @@ static int tap_open(const char *name)
     memset(&ifr, 0, sizeof(ifr));
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     memcpy(ifr.ifr_name, name, strlen(name));
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+    /* Offloads off: the kernel then sends us only plain frames (checksummed, unsegmented). */
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+        ioctl(fd, TUNSETOFFLOAD, 0ul) < 0) {
         int err = -errno;
         close(fd);
         return err;
@@ -157,14 +225,12 @@ static int tap_open(const char *name)
     return fd;
 }
 
-int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out)
+int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, struct vmm_virtio_dev **out)
 {
     struct vnet *n;
-    int fd = tap_open(tap), err;
+    int err;
     uint16_t status = VIRTIO_NET_S_LINK_UP;
 
-    if (fd < 0)
-        return fd;
     n = vdi_xcalloc(1, sizeof(*n));
     n->tap = fd;
     /* A locally administered unicast address: 52:54:00 (as QEMU) plus three random bytes. */
@@ -190,4 +256,12 @@ err_free:
     close(fd);
     free(n);
     return err;
+}
+
+int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out)
+{
+    int fd = tap_open(tap);
+    if (fd < 0)
+        return fd;
+    return vmm__virtio_net_create_fd(vm, fd, out);
 }

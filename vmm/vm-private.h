@@ -41,7 +41,6 @@ struct vmm_io_region {
     uint64_t base, size;
     vmm_io_fn fn;
     void *opaque;
-    bool dead;
 };
 
 struct vm_fd {
@@ -69,11 +68,12 @@ struct vmm_vm {
     struct kvm_irq_routing_entry *routes;
     uint32_t nroutes, routes_cap, next_gsi, max_gsi;
 
-    /* Port and MMIO regions: read-locked by dispatch, write-locked by add/move/del. Deleted
-     * regions go to io_dead and are freed with the VM, so a handler running on another vCPU
-     * never sees its region freed under it. */
+    /* Port and MMIO regions: read-locked by dispatch, write-locked by add/move/del. Dispatch
+     * keeps no pointer to a region past the read lock, so vmm__io_del() frees it at once
+     * (io.c's opening comment). */
     pthread_rwlock_t io_lock;
-    vdi_list_t io_regions, io_dead;
+    vdi_list_t io_regions;
+    size_t io_nregions; /* region objects allocated and not yet freed (tests watch it) */
 
     pthread_mutex_t stop_lock;
     atomic_bool stopping;

@@ -9,7 +9,13 @@
  *    leaves the flush out (tests/integration/test_vmm_devices_disk.sh);
  *  - "net": send Ethernet frames (type 0x88b5, "VDI-NET-GUEST") through virtio-net until a frame
  *    carrying "VDI-NET-HOST" arrives, print "NET tx=.. rx=..", power off
- *    (tests/integration/test_vmm_devices_net.sh answers from the tap's side).
+ *    (tests/integration/test_vmm_devices_net.sh answers from the tap's side);
+ *  - "bars": turn a virtio device's memory decoding off and on 8 x 8192 times (moving its BAR
+ *    away and back every 16th time), printing "BARS round n" after each 8192, check the device
+ *    still works, print "BARS DONE" and spin, so the test can compare the VMM's RSS between
+ *    round 1 and the end (each toggle used to leak the BARs' I/O regions);
+ *  - "flood": write 4 MiB of terminal escape sequences to COM1 as fast as `rep outsb` goes, then
+ *    power off (the test checks the serial log's cap, rotation and escaping).
  *
  * It stays in ring 0 for its whole (short) life: on machines without hardware virtualisation
  * that code is emulated, which is fine for a few hundred thousand instructions. Output goes to
@@ -430,6 +436,41 @@ static void net_test(struct vdev *d)
     puts_(rx_ok ? "ok\n" : "fail\n");
 }
 
+/* ---- BAR toggling and serial flood ---------------------------------------------------------- */
+static void bars_test(struct vdev *d)
+{
+    uint32_t bar4 = cfg_rd(d->slot, 0x20);
+    for (uint32_t round = 1; round <= 8; round++) {
+        for (unsigned i = 0; i < 8192; i++) {
+            cfg_wr(d->slot, 0x04, 0x0); /* decoding off (Status is read-only here) */
+            cfg_wr(d->slot, 0x04, 0x6);
+            if ((i & 15) == 0) {
+                cfg_wr(d->slot, 0x20, 0xd0000000u | (bar4 & 0xf));
+                cfg_wr(d->slot, 0x20, bar4);
+            }
+        }
+        puts_("BARS round ");
+        putdec(round);
+        puts_("\n");
+    }
+    check(works(d), "device works after BAR toggling", d->id);
+}
+
+static uint8_t flood_page[4096];
+
+static void flood_test(void)
+{
+    static const char line[] = "FLOOD \x1b[2J\x1b]0;owned\x07\x1b[31mred\x9b"
+                               "6n\r\x00\x01 ...............................\n";
+    for (unsigned i = 0; i < sizeof(flood_page); i++)
+        flood_page[i] = (uint8_t)line[i % (sizeof(line) - 1)];
+    for (unsigned k = 0; k < 1024; k++) {
+        const uint8_t *p = flood_page;
+        uint32_t n = sizeof(flood_page);
+        __asm__ volatile("cld; rep outsb" : "+S"(p), "+c"(n) : "d"((uint16_t)0x3f8) : "memory");
+    }
+}
+
 static void abuse_virtio(struct vdev *d)
 {
     /* 1. A ring outside guest RAM. */
@@ -578,6 +619,23 @@ void gmain(const uint32_t *start_info)
             if (v[i].id == 0x1041)
                 net_test(&v[i]);
         puts_("NET DONE\n");
+        outw(0x604, 5 << 10 | 0x2000);
+        for (;;)
+            __asm__ volatile("hlt");
+    }
+    if (has_word(cmdline, "bars")) {
+        for (unsigned i = 0; i < nv; i++)
+            if (v[i].id == 0x1044) {
+                bars_test(&v[i]);
+                break;
+            }
+        puts_("BARS DONE\n");
+        for (;;)
+            __asm__ volatile("hlt");
+    }
+    if (has_word(cmdline, "flood")) {
+        flood_test();
+        puts_("FLOOD DONE\n");
         outw(0x604, 5 << 10 | 0x2000);
         for (;;)
             __asm__ volatile("hlt");

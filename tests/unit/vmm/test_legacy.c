@@ -1,16 +1,20 @@
 /* tests/unit/vmm/test_legacy.c: the legacy PC devices (dev-uart.c, dev-legacy.c) driven through
  * the port dispatch of a VM without KVM (interrupt lines go nowhere): the ACPI PM block (power
  * button, write-1-to-clear, S5 power-off), the i8042 (self-test, reset), the CMOS RTC (valid
- * time in BCD and binary), the UART (line status, divisor latch, loopback), and a burst of random
+ * time in BCD and binary), the UART (line status, divisor latch, loopback; a guest flooding COM1
+ * is never held up, its escape sequences do not reach the log and the log stays under
+ * --serial-log-max), and a burst of random
  * accesses of every width to every port, which must never crash. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tests/unit/vmm/bare_vm.h"
@@ -146,6 +150,47 @@ static void test_uart(void **state)
     vmm__vm_destroy(vm);
 }
 
+static void test_uart_flood(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vdi-test-uart.XXXXXX", rotated[64];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    snprintf(rotated, sizeof(rotated), "%s.1", path);
+    vmm_vm_t *vm = bare_vm_new();
+    struct vmm_config cfg = {.serial_log = path, .serial_log_max = 64 << 10};
+    assert_int_equal(vmm__uart_setup(vm, &cfg), 0);
+    /* 2 MiB of a terminal attack, each byte accepted at once: THRE never drops. */
+    static const char evil[] = "\x1b[2J\x1b]0;owned\x07\x1b[31mred\x9b"
+                               "6n\n";
+    for (unsigned i = 0; i < (2u << 20) / (sizeof(evil) - 1); i++) {
+        for (unsigned k = 0; k < sizeof(evil) - 1; k++)
+            out(vm, 0x3f8, 1, (uint8_t)evil[k]);
+        assert_true(in(vm, 0x3fd, 1) & 0x20);
+    }
+    vmm__vm_destroy(vm);
+    close(fd);
+
+    /* The log and the one rotated file: each under the cap, no escape or bell left in them. */
+    char buf[256 << 10];
+    for (int f = 0; f < 2; f++) {
+        fd = open(f ? rotated : path, O_RDONLY);
+        assert_true(fd >= 0);
+        ssize_t n = read(fd, buf, sizeof(buf));
+        close(fd);
+        assert_true(n > 1000);
+        assert_true(n <= 64 << 10);
+        assert_null(memchr(buf, 0x1b, (size_t)n));
+        assert_null(memchr(buf, 0x07, (size_t)n));
+        assert_non_null(memmem(buf, (size_t)n, "\\x1b[2J\\x1b]0;owned\\x07", 23));
+        /* The rate limit held the rest back, and the log says so at the end. */
+        if (f == 0)
+            assert_non_null(memmem(buf, (size_t)n, "serial output suppressed: ", 26));
+    }
+    unlink(path);
+    unlink(rotated);
+}
+
 static void test_hostile(void **state)
 {
     static const uint16_t ports[] = {0x3f8, 0x3f9, 0x3fa, 0x3fb, 0x3fc, 0x3fd, 0x3fe, 0x3ff,
@@ -172,8 +217,9 @@ static void test_hostile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acpi_pm), cmocka_unit_test(test_i8042),   cmocka_unit_test(test_rtc),
-        cmocka_unit_test(test_uart),    cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_acpi_pm),    cmocka_unit_test(test_i8042),
+        cmocka_unit_test(test_rtc),        cmocka_unit_test(test_uart),
+        cmocka_unit_test(test_uart_flood), cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
