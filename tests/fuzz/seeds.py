@@ -122,6 +122,28 @@ def pci_seeds():
         + bytes([6, 1]) + struct.pack("<II", 100, 200) + bytes([6, 2]) + struct.pack("<II", 1, 0))
 
 
+# ---- the PCI side on the real core (tests/fuzz/fuzz_pci_core.c's op format) -------------------
+def core_seeds():
+    def addr(slot, reg):
+        return bytes([0 | (2 << 6)]) + bytes(8) + struct.pack("<H", (slot << 11) | reg)
+
+    def data(val, write=True, width=2):
+        return bytes([1 | (4 if write else 0) | (width << 6)]) + struct.pack("<Q", val) + bytes([0])
+
+    def mmio(gpa, val=0, write=False, width=2):
+        return (bytes([2 | (4 if write else 0) | (width << 6)]) + struct.pack("<Q", val)
+                + struct.pack("<I", gpa - 0xc0000000))
+
+    prog = b""
+    for slot in range(1, 5):
+        base = 0xc0000000 + slot * 0x100000
+        prog += addr(slot, 0x10) + data(0xffffffff) + data(0, write=False)
+        prog += addr(slot, 0x10) + data(base) + addr(slot, 0x04) + data(6, width=1)
+        prog += mmio(base) + mmio(base + 0x14, 3, True, 0) + addr(slot, 0x04) + data(0, width=1)
+    put("fuzz_pci_core", "bars", prog)
+
+
 qcow2_seeds()
 kernel_seeds()
 pci_seeds()
+core_seeds()
