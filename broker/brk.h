@@ -128,6 +128,11 @@ typedef struct brk_store brk_store_t; /* opaque */
 
 #define BRK_STORE_SCHEMA_VERSION 2
 
+/* Bytes that hold any user name a login may carry, with its NUL: every struct field that stores
+ * a user name (a desktop's owner, a session's user, ...) is this long, here and in server/, so
+ * that the name compared at the next login is the whole name, never a cut one. */
+#define BRK_USER_MAX (AUTH_USERNAME_MAX + 1)
+
 /* Open (creating if needed) the database at @path (":memory:" for tests) and migrate it to
  * BRK_STORE_SCHEMA_VERSION. A database newer than this build is refused with VDI_ECORRUPT.
  * On success *out holds a store the caller owns (brk_store_close()). Returns 0, -errno,
@@ -144,7 +149,7 @@ int brk_store_sync_pools(brk_store_t *st, const brk_config_t *cfg);
 typedef struct {
     int64_t id;
     char pool[64];
-    char owner[64]; /* "" when unassigned (a spare) */
+    char owner[BRK_USER_MAX]; /* "" when unassigned (a spare) */
     brk_desktop_state_t state;
     char image[64];
     int64_t image_version; /* 0 when unknown */
@@ -175,7 +180,7 @@ int brk_store_desktop_foreach(brk_store_t *st, bool include_gone, brk_desktop_fn
 
 typedef struct {
     int64_t id;
-    char user[64];
+    char user[BRK_USER_MAX];
     int64_t desktop;
     char client[64]; /* peer address */
     int64_t started; /* Unix seconds */
@@ -205,7 +210,7 @@ typedef struct {
     char actor[64];
     char event[48];
     int64_t desktop; /* 0 when none */
-    char user[64];
+    char user[BRK_USER_MAX];
     char detail[256];
 } brk_audit_t;
 

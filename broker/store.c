@@ -637,7 +637,7 @@ int brk_store_token_take(brk_store_t *st, const char *hash, int64_t now, char *u
     int64_t dt = sqlite3_column_int64(s, 1);
     int64_t expires = sqlite3_column_int64(s, 2);
     int used = sqlite3_column_int(s, 3);
-    char u[64];
+    char u[BRK_USER_MAX];
     copy_col(u, sizeof(u), s, 0);
     sqlite3_finalize(s);
     /* Burn it whatever happens next: a token is tried once. */

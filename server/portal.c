@@ -511,7 +511,7 @@ struct connect_job {
     srv_portal_t *p;
     srv_httpx_t *x;
     srv_login_t *login;
-    char user[64];
+    char user[BRK_USER_MAX];
     char sess[40];
     char peer[64];
 };

@@ -214,6 +214,42 @@ static void test_reopen_keeps_everything(void **state)
     assert_string_equal(d.owner, "bob");
 }
 
+/* A user name as long as a login allows (AUTH_USERNAME_MAX bytes) comes back whole, as a
+ * desktop's owner, a session's user and an audit record's user: the next login compares it with
+ * the name it carries, so a cut name would give that user a new desktop every time. */
+static void test_long_user_names(void **state)
+{
+    struct fx *f = *state;
+    char name[AUTH_USERNAME_MAX + 1];
+    for (size_t i = 0; i < AUTH_USERNAME_MAX; i++)
+        name[i] = (char)('a' + i % 26);
+    name[AUTH_USERNAME_MAX] = 0;
+    int64_t id, sid;
+    assert_int_equal(brk_store_desktop_create(f->st, "lab", name, "testdesk", 1 << 28, &id), 0);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_int_equal(strlen(d.owner), AUTH_USERNAME_MAX);
+    assert_string_equal(d.owner, name);
+    assert_int_equal(brk_store_desktop_set_owner(f->st, id, name), 0);
+    brk_store_close(f->st);
+    assert_int_equal(brk_store_open(f->path, &f->st), 0);
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_string_equal(d.owner, name);
+    assert_int_equal(brk_store_session_open(f->st, name, id, "127.0.0.1", &sid), 0);
+    brk_session_t se;
+    assert_int_equal(brk_store_session_get(f->st, sid, &se), 0);
+    assert_string_equal(se.user, name);
+    struct audit_rec r = {0};
+    assert_int_equal(brk_store_audit_tail(f->st, 1, collect_audit, &r), 0);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.recs[0].user, name);
+    char user[BRK_USER_MAX];
+    int64_t desk;
+    assert_int_equal(brk_store_token_put(f->st, "h", name, id, INT64_MAX), 0);
+    assert_int_equal(brk_store_token_take(f->st, "h", 1, user, sizeof(user), &desk), 0);
+    assert_string_equal(user, name);
+}
+
 static void test_migration_from_v1(void **state)
 {
     struct fx *f = *state;
@@ -279,6 +315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tokens_burn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pools_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_user_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_foreign_and_newer, setup, teardown),
     };
