@@ -42,12 +42,13 @@
 #define AUTH_USERNAME_MAX 256
 #define AUTH_PASSWORD_MAX 1024
 
-/* Brute-force limits for one kind of key (a username, or a source address). Consecutive failures
- * are counted per key; a success resets the count. After @free_failures failures each further
- * attempt waits backoff_base_ms * 2^(n - free_failures - 1), at most backoff_max_ms, counted from
- * the last failure (the attempt is held, then checked). At @lockout_failures failures the key is
- * locked out for @lockout_ms: attempts are refused without asking PAM. A key with no failure for
- * @forget_ms is forgotten; at most @max_entries keys are tracked (the stalest go first). */
+/* Brute-force limits for one kind of key (a user name from one address, a user name from
+ * anywhere, or a source address; docs/auth.md). Consecutive failures are counted per key. After
+ * @free_failures failures each further attempt waits backoff_base_ms * 2^(n - free_failures - 1),
+ * at most backoff_max_ms, counted from the last failure (the attempt is held, then checked). At
+ * @lockout_failures failures the key is locked out for @lockout_ms: attempts are refused without
+ * asking PAM. A key with no failure for @forget_ms is forgotten; at most @max_entries keys are
+ * tracked (the stalest go first). */
 typedef struct {
     uint32_t free_failures;
     uint32_t backoff_base_ms;
@@ -71,15 +72,22 @@ typedef struct {
     /* Offer TLSPlain alone (implies allow_tlsplain), for viewers that cannot check a certificate
      * at all and take the first subtype offered. */
     bool tlsplain_only;
-    uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
-    uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
-    uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
-    uint32_t max_checks_per_addr;   /* checks in progress (held, queued or in PAM) from one
+    uint32_t handshake_timeout_ms; /* accept until credentials (RFB + TLS); default 10000 */
+    uint32_t pam_max_concurrent;   /* PAM checks running at once; default 2 */
+    uint32_t pam_max_queued;       /* checks waiting for a slot; beyond: -EBUSY; default 64 */
+    uint32_t max_checks_per_addr;  /* checks in progress (held, queued or in PAM) from one
                                        address; beyond: -EBUSY; default 4; 0: no cap */
-    uint32_t max_username_len;      /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
-    uint32_t max_password_len;      /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
-    auth_limit_config_t limit_user; /* default 3 free, 1 s..30 s, lock at 10 for 15 min */
-    auth_limit_config_t limit_addr; /* default 5 free, 1 s..30 s, lock at 30 for 15 min */
+    uint32_t max_username_len;     /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
+    uint32_t max_password_len;     /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
+    /* Per user name from one address (an IPv6 /64): 3 free, 1 s..30 s, lock at 10 for 15 min. */
+    auth_limit_config_t limit_user;
+    /* Per user name from every address together: 30 free, 1 s..30 s, lock at 100 for 15 min.
+     * Not applied to an address with a clean record for the user (docs/auth.md). */
+    auth_limit_config_t limit_user_global;
+    auth_limit_config_t limit_addr; /* per address: 5 free, 1 s..30 s, lock at 30 for 15 min */
+    /* A successful login keeps its address's clean record for the user this long (0: no
+     * address ever has one; the global user limit then applies to all); default 30. */
+    uint32_t known_addr_days;
 } auth_config_t;
 
 /* Fill @cfg with the defaults above (strings are static). The only place they are written
@@ -149,6 +157,9 @@ uint32_t auth_rfbsec_subtype(const auth_rfbsec_t *s);
 const char *auth_rfbsec_error(const auth_rfbsec_t *s);
 
 /* ==== The context ============================================================================= */
+/* A clock in milliseconds; where one is taken, NULL means the default. Tests pass a fake one. */
+typedef uint64_t (*auth_clock_fn)(void *ctx);
+
 typedef struct auth auth_t;
 
 enum auth_audit_kind {
@@ -168,6 +179,21 @@ typedef struct {
 } auth_audit_event_t;
 typedef void (*auth_audit_fn)(const auth_audit_event_t *ev, void *ctx);
 
+/* One record of the brute-force limits, for keeping them across restarts. Times are Unix ms. */
+typedef struct {
+    uint32_t failures;     /* consecutive failures counted */
+    uint64_t last_fail;    /* 0: none */
+    uint64_t locked_until; /* 0: not locked */
+    uint64_t last_ok;      /* the last success (scope "user-addr" only; 0: none) */
+    uint64_t expires;      /* after this the record means nothing and may be deleted */
+} auth_limit_record_t;
+/* A record of scope "user-addr" (key "ADDRKEY USER": the address key, a space, the user name),
+ * "user" (key: the user name) or "addr" (key: the address, "2001:db8::/64" for IPv6) changed;
+ * @rec NULL: it is gone. Strings and @rec are borrowed for the call. Runs on the loop thread,
+ * inside auth's own calls: it must not call back into auth. */
+typedef void (*auth_limit_sink_fn)(const char *scope, const char *key,
+                                   const auth_limit_record_t *rec, void *ctx);
+
 /* Load (or generate) the TLS certificate, set up the TLS contexts and the PAM queue. Borrows
  * @cfg for the call (strings are copied). The loop must outlive the context. Logs the
  * certificate's SHA-256 fingerprint. Returns 0, VDI_ECONFIG (bad config; logged with the cause),
@@ -179,6 +205,13 @@ void auth_destroy(auth_t *a);
 /* Receive audit events (on the loop thread). Replaces any earlier sink; NULL turns it off. Each
  * event is also logged at info level. */
 void auth_set_audit(auth_t *a, auth_audit_fn fn, void *ctx);
+/* Send every change of the brute-force records to @fn (NULL: stop). */
+void auth_set_limit_sink(auth_t *a, auth_limit_sink_fn fn, void *ctx);
+/* Put back a record the sink was given earlier (at start, before any login). Records already
+ * past their end are dropped (and reported to the sink as gone). Returns 0 or -EINVAL (unknown
+ * scope or malformed key). */
+int auth_limit_restore(auth_t *a, const char *scope, const char *key,
+                       const auth_limit_record_t *rec);
 /* SHA-256 fingerprint of the server certificate, "AB:CD:..." (95 chars). Owned by @a. */
 const char *auth_cert_fingerprint(const auth_t *a);
 
@@ -280,8 +313,6 @@ size_t auth_rfb_login_count(const auth_t *a);
 #define AUTH_CONSOLE_TOKEN_TTL_MS 30000u
 
 typedef struct auth_tokens auth_tokens_t;
-/* Clock in milliseconds (monotonic); NULL uses vdi_now_ms(). Tests pass a fake one. */
-typedef uint64_t (*auth_clock_fn)(void *ctx);
 
 /* @max_tokens caps stored tokens of both kinds (issuing beyond: -ENOSPC after purging the
  * expired ones). Returns 0. */
