@@ -312,18 +312,33 @@ size_t auth_rfb_login_count(const auth_t *a);
 #define AUTH_TOKEN_LEN            43 /* characters, without the NUL */
 #define AUTH_CONSOLE_TOKEN_TTL_MS 30000u
 
+#define AUTH_TOKEN_DIGEST_LEN     32 /* SHA-256 of the token text: what the store keeps */
+
 typedef struct auth_tokens auth_tokens_t;
 
-/* @max_tokens caps stored tokens of both kinds (issuing beyond: -ENOSPC after purging the
- * expired ones). Returns 0. */
-int auth_tokens_create(size_t max_tokens, auth_clock_fn clock, void *clock_ctx,
+/* @max_tokens caps stored tokens of both kinds; @max_per_user caps the tokens of each kind one
+ * user holds (0: no cap but the global one): one more drops that user's oldest of the kind. When
+ * the store is full, the user holding the most tokens loses its oldest one, or is refused
+ * (-ENOSPC) if it is the one asking: one account cannot lock the others out. @clock (Unix ms or
+ * monotonic, NULL: vdi_now_ms()) is for tests. Returns 0. */
+int auth_tokens_create(size_t max_tokens, size_t max_per_user, auth_clock_fn clock, void *clock_ctx,
                        auth_tokens_t **out);
 void auth_tokens_destroy(auth_tokens_t *t); /* wipes the digests; NULL does nothing */
+/* A web session left the store, for whatever reason (revoked, expired, dropped for a cap, or its
+ * user revoked): @digest is borrowed for the call. The callback must not call into @t. Not
+ * called from auth_tokens_destroy(). */
+typedef void (*auth_session_gone_fn)(const uint8_t digest[AUTH_TOKEN_DIGEST_LEN], void *ctx);
+void auth_tokens_set_session_gone(auth_tokens_t *t, auth_session_gone_fn fn, void *ctx);
+/* The digest the store keeps for @token (any NUL-terminated text). Thread: any. */
+void auth_token_digest(const char *token, uint8_t digest[AUTH_TOKEN_DIGEST_LEN]);
 
 /* Issue a console token for @user on @desktop valid @ttl_ms (0: the default 30 s); the token
- * text goes to @token (AUTH_TOKEN_LEN + 1 bytes). Returns 0, -ENOSPC or VDI_ETLS (no random). */
+ * text goes to @token (AUTH_TOKEN_LEN + 1 bytes). @session (may be NULL): the digest of the web
+ * session it is for; the token dies with that session. Returns 0, -ENOSPC, VDI_ETOKEN (no such
+ * session) or VDI_ETLS (no random). */
 int auth_console_token_issue(auth_tokens_t *t, const char *user, const char *desktop,
-                             uint32_t ttl_ms, char token[AUTH_TOKEN_LEN + 1]);
+                             const uint8_t *session, uint32_t ttl_ms,
+                             char token[AUTH_TOKEN_LEN + 1]);
 /* Redeem (burn) a console token for @desktop. On success *user gets a copy of the user it was
  * issued to (free it). A token is burnt by any redeem attempt that finds it, even one for the
  * wrong desktop. Returns 0, VDI_ETOKEN (unknown, malformed, expired or used) or VDI_EDENIED (it
@@ -335,14 +350,22 @@ int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *d
  * 0, -EINVAL, -ENOSPC or VDI_ETLS. */
 int auth_session_create(auth_tokens_t *t, const char *user, uint32_t idle_ms, uint32_t max_ms,
                         char token[AUTH_TOKEN_LEN + 1]);
+/* Put back a session known by its @digest (vdid's state, after a restart): it ends in
+ * @max_left_ms, or after @idle_left_ms (<= @idle_ms) unused, and then @idle_ms after each use.
+ * Returns 0, -EINVAL, -EEXIST or -ENOSPC. */
+int auth_session_restore(auth_tokens_t *t, const uint8_t digest[AUTH_TOKEN_DIGEST_LEN],
+                         const char *user, uint32_t idle_ms, uint64_t max_left_ms,
+                         uint64_t idle_left_ms);
 /* Check a session token and refresh its idle timer. *user (may be NULL) gets a pointer owned by
  * the store, valid until the next call on @t. Returns 0 or VDI_ETOKEN. */
 int auth_session_check(auth_tokens_t *t, const char *token, const char **user);
-/* Revoke one session (logout): 0 or VDI_ETOKEN. */
+/* Revoke one session (logout), with its console tokens: 0 or VDI_ETOKEN. */
 int auth_session_revoke(auth_tokens_t *t, const char *token);
+int auth_session_revoke_digest(auth_tokens_t *t, const uint8_t digest[AUTH_TOKEN_DIGEST_LEN]);
 /* Revoke every session and console token of @user; returns how many. */
 size_t auth_tokens_revoke_user(auth_tokens_t *t, const char *user);
-/* Tokens of both kinds currently stored (expired ones are purged first). */
+/* Tokens of both kinds currently stored (expired ones are purged first); of @user alone. */
 size_t auth_tokens_count(auth_tokens_t *t);
+size_t auth_tokens_user_count(auth_tokens_t *t, const char *user);
 
 #endif /* VDI_AUTH_AUTH_H */

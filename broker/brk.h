@@ -66,6 +66,8 @@ typedef struct {
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
     uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
+    uint32_t web_max_sessions;   /* web sessions at most (console tokens: as many again) */
+    uint32_t web_user_tokens;    /* sessions, and console tokens, one user holds at most */
     /* The VMM jail (server/jail.c, server/cgroup.c; docs/security.md). */
     bool jail;              /* each VMM in its own uid, mount namespace, cgroup, seccomp */
     uint32_t vmm_uid_first; /* VMM uids (and gids) come from [first, first + count) */

@@ -85,6 +85,8 @@ static const struct opt daemon_opts[] = {
     {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
     {"web_session_max", T_DURATION, CF(web_session_max_s), 0, "12h", 60, 7 * DAY, false},
     {"web_token_ttl", T_DURATION, CF(web_token_ttl_s), 0, "30", 1, 300, false},
+    {"web_max_sessions", T_U32, CF(web_max_sessions), 0, "4096", 8, 1000000, false},
+    {"web_user_tokens", T_U32, CF(web_user_tokens), 0, "16", 1, 1024, false},
     /* The VMM jail (server/jail.c, server/cgroup.c; docs/security.md). */
     {"jail", T_BOOL, CF(jail), 0, "yes", 0, 0, false},
     {"vmm_uid_first", T_U32, CF(vmm_uid_first), 0, "4000000", 1000, 4000000000u, false},

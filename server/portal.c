@@ -8,6 +8,10 @@
  * session also has a CSRF token, returned by login and /api/me, which every POST but login must
  * carry in X-CSRF-Token; a POST whose Origin is present must be our own origin. Login itself
  * needs a JSON body (no cross-site form can send one) and the same Origin rule.
+ *
+ * auth/'s token store decides when a session ends (logout, idle or absolute expiry, the per-user
+ * and global caps) and tells us (on_session_gone); our record of it goes at that moment, and a
+ * console token minted for a session dies with it.
  */
 #define VDI_LOG_TAG "portal"
 #include <dirent.h>
@@ -29,7 +33,6 @@
 #include "server/internal.h"
 
 #define COOKIE_NAME      "vdi_session"
-#define MAX_SESSIONS     4096
 #define MAX_FILE_BYTES   (4u << 20)
 #define MAX_STATIC_BYTES (64u << 20)
 #define MAX_STATIC_FILES 2048
@@ -267,13 +270,41 @@ static void serve_static(srv_portal_t *p, srv_httpx_t *x)
 }
 
 /* ---- sessions --------------------------------------------------------------------------------- */
-static void sess_free(struct srv_portal *p, struct wsess *ws)
+static struct wsess *sess_find(srv_portal_t *p, const uint8_t digest[SHA256_DIGEST_LENGTH])
+{
+    struct wsess *found = NULL;
+    for (vdi_list_t *it = p->sessions.next; it != &p->sessions; it = it->next) {
+        struct wsess *ws = vdi_list_entry(it, struct wsess, link);
+        if (CRYPTO_memcmp(ws->digest, digest, SHA256_DIGEST_LENGTH) == 0)
+            found = ws;
+    }
+    return found;
+}
+
+/* Forget our record of a session that auth/ no longer has. */
+static void sess_drop(srv_portal_t *p, struct wsess *ws)
 {
     vdi_list_remove(&ws->link);
     p->n_sessions--;
     auth_identity_free(ws->who);
     vdi_wipe(ws, sizeof(*ws));
     free(ws);
+}
+
+/* auth/ ended a session (expired, revoked, or dropped for a cap). */
+static void on_session_gone(const uint8_t digest[AUTH_TOKEN_DIGEST_LEN], void *ctx)
+{
+    srv_portal_t *p = ctx;
+    struct wsess *ws = sess_find(p, digest);
+    if (ws)
+        sess_drop(p, ws);
+}
+
+/* End a session: auth/ revokes it with its console tokens, and on_session_gone drops ours. */
+static void sess_end(srv_portal_t *p, struct wsess *ws)
+{
+    if (auth_session_revoke_digest(p->tokens, ws->digest) < 0)
+        sess_drop(p, ws);
 }
 
 /* The request's web session, or NULL (no cookie, expired, revoked). */
@@ -284,32 +315,13 @@ static struct wsess *session_of(srv_portal_t *p, srv_httpx_t *x)
     if (!tok[0])
         return NULL;
     uint8_t d[SHA256_DIGEST_LENGTH];
-    SHA256((const uint8_t *)tok, strlen(tok), d);
-    struct wsess *found = NULL;
-    vdi_list_t *it;
-    for (it = p->sessions.next; it != &p->sessions; it = it->next) {
-        struct wsess *ws = vdi_list_entry(it, struct wsess, link);
-        if (CRYPTO_memcmp(ws->digest, d, sizeof(d)) == 0)
-            found = ws;
-    }
-    const char *user = NULL;
-    int rc = auth_session_check(p->tokens, tok, &user);
+    auth_token_digest(tok, d);
+    /* First auth/: a session it finds expired goes (and on_session_gone drops our record). */
+    int rc = auth_session_check(p->tokens, tok, NULL);
     vdi_wipe(tok, sizeof(tok));
-    if (rc < 0) {
-        if (found)
-            sess_free(p, found); /* expired: forget it */
-        return NULL;
-    }
-    return found;
-}
-
-/* Drop our records of sessions auth/ no longer has (expired), oldest first, when full. */
-static void sessions_trim(srv_portal_t *p)
-{
-    if (p->n_sessions < MAX_SESSIONS)
-        return;
-    struct wsess *old = vdi_list_entry(p->sessions.next, struct wsess, link);
-    sess_free(p, old);
+    struct wsess *ws = rc == 0 ? sess_find(p, d) : NULL;
+    vdi_wipe(d, sizeof(d));
+    return ws;
 }
 
 /* Same origin: Origin absent (not a browser, or a same-origin GET) or "https://" + Host. */
@@ -404,7 +416,6 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
     }
     const brk_config_t *cfg = p->s->cfg;
     char tok[AUTH_TOKEN_LEN + 1];
-    sessions_trim(p);
     int rc = auth_session_create(p->tokens, id->username, cfg->web_session_idle_s * 1000u,
                                  cfg->web_session_max_s * 1000u, tok);
     uint8_t rnd[32];
@@ -416,7 +427,7 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
         return;
     }
     struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
-    SHA256((const uint8_t *)tok, strlen(tok), ws->digest);
+    auth_token_digest(tok, ws->digest);
     b64url(rnd, sizeof(rnd), ws->csrf);
     snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
              ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
@@ -513,6 +524,7 @@ struct connect_job {
     srv_login_t *login;
     char user[BRK_USER_MAX];
     char sess[40];
+    uint8_t digest[AUTH_TOKEN_DIGEST_LEN]; /* of the session: its console token dies with it */
     char peer[64];
 };
 
@@ -541,7 +553,15 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     uint32_t ttl_ms = p->s->cfg->web_token_ttl_s * 1000u;
     int rc = srv__console_open(p, vm, j->user, j->peer, j->sess, ttl_ms);
     if (rc == 0)
-        rc = auth_console_token_issue(p->tokens, j->user, desk, ttl_ms, tok);
+        rc = auth_console_token_issue(p->tokens, j->user, desk, j->digest, ttl_ms, tok);
+    if (rc == VDI_ETOKEN || rc == -ENOSPC) {
+        srv__console_kick(p, j->user, id, NULL, "no console token");
+        srv__httpx_error(x, rc == VDI_ETOKEN ? 401 : 503,
+                         rc == VDI_ETOKEN ? "the session ended meanwhile"
+                                          : "too many connections open; try again later");
+        free(j);
+        return;
+    }
     if (rc < 0) {
         srv__console_kick(p, j->user, id, NULL, "internal error");
         srv__httpx_error(x, 500, "internal error; the administrator was told");
@@ -567,6 +587,7 @@ static void api_connect(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
     j->x = x;
     snprintf(j->user, sizeof(j->user), "%s", ws->who->username);
     snprintf(j->sess, sizeof(j->sess), "%s", ws->id);
+    memcpy(j->digest, ws->digest, sizeof(j->digest));
     snprintf(j->peer, sizeof(j->peer), "%s", srv__httpx_peer(x));
     brk_store_audit(p->s->store, "web", "login", 0, j->user, j->peer);
     int rc = srv__login(p->s, ws->who->username, (const char *const *)ws->who->groups,
@@ -622,13 +643,9 @@ static const char clear_cookie[] =
 
 static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 {
-    char tok[AUTH_TOKEN_LEN + 1];
-    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
-    auth_session_revoke(p->tokens, tok);
-    vdi_wipe(tok, sizeof(tok));
     srv__console_kick(p, NULL, 0, ws->id, "logged out");
     brk_store_audit(p->s->store, "web", "web.logout", 0, ws->who->username, srv__httpx_peer(x));
-    sess_free(p, ws);
+    sess_end(p, ws); /* with the console tokens minted for it */
     srv__httpx_json(x, 200, clear_cookie, json_pack("{s:b}", "ok", 1));
 }
 
@@ -854,7 +871,10 @@ int srv__portal_create(srv_t *s, srv_portal_t **out)
     vdi_list_init(&p->consoles);
     int rc = load_static(p);
     if (rc == 0)
-        rc = auth_tokens_create(2 * MAX_SESSIONS, NULL, NULL, &p->tokens);
+        rc = auth_tokens_create(2 * (size_t)s->cfg->web_max_sessions, s->cfg->web_user_tokens, NULL,
+                                NULL, &p->tokens);
+    if (rc == 0)
+        auth_tokens_set_session_gone(p->tokens, on_session_gone, p);
     if (rc < 0) {
         srv__portal_destroy(p);
         return rc;
@@ -868,7 +888,7 @@ void srv__portal_destroy(srv_portal_t *p)
     if (!p)
         return;
     while (!vdi_list_empty(&p->sessions))
-        sess_free(p, vdi_list_entry(p->sessions.next, struct wsess, link));
+        sess_drop(p, vdi_list_entry(p->sessions.next, struct wsess, link));
     auth_tokens_destroy(p->tokens);
     for (size_t i = 0; i < p->n_files; i++) {
         free(p->files[i].path);
