@@ -12,6 +12,11 @@
  * auth/'s token store decides when a session ends (logout, idle or absolute expiry, the per-user
  * and global caps) and tells us (on_session_gone); our record of it goes at that moment, and a
  * console token minted for a session dies with it.
+ *
+ * Sessions survive a restart of vdid: each is written to the state database when it starts
+ * (digest of the cookie, user, groups, CSRF token, lifetimes), its last use at most once a minute
+ * (so a restored session may end up to a minute early, never late), and deleted when it ends;
+ * srv__portal_create() puts back those still valid.
  */
 #define VDI_LOG_TAG "portal"
 #include <dirent.h>
@@ -24,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -33,6 +39,7 @@
 #include "server/internal.h"
 
 #define COOKIE_NAME      "vdi_session"
+#define TOUCH_EVERY_MS   60000 /* a session's last use reaches the database this often at most */
 #define MAX_FILE_BYTES   (4u << 20)
 #define MAX_STATIC_BYTES (64u << 20)
 #define MAX_STATIC_FILES 2048
@@ -52,6 +59,7 @@ struct wsess {
     char id[40];                          /* tags consoles; not a secret */
     char csrf[AUTH_TOKEN_LEN + 1];
     auth_identity_t *who;
+    uint64_t saved_ms; /* the last use recorded in the database (Unix ms) */
 };
 
 struct srv_portal {
@@ -270,6 +278,67 @@ static void serve_static(srv_portal_t *p, srv_httpx_t *x)
 }
 
 /* ---- sessions --------------------------------------------------------------------------------- */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void digest_hex(const uint8_t d[SHA256_DIGEST_LENGTH],
+                       char out[2 * SHA256_DIGEST_LENGTH + 1])
+{
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static bool digest_parse(const char *hex, uint8_t d[SHA256_DIGEST_LENGTH])
+{
+    if (strlen(hex) != 2 * SHA256_DIGEST_LENGTH)
+        return false;
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        d[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+static void sess_id(struct wsess *ws)
+{
+    snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
+             ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
+             ws->digest[6], ws->digest[7]);
+}
+
+/* Write a new session through to the state database. */
+static void sess_save(srv_portal_t *p, struct wsess *ws)
+{
+    const brk_config_t *cfg = p->s->cfg;
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    digest_hex(ws->digest, hex);
+    vdi_buf_t groups = VDI_BUF_INIT;
+    for (size_t i = 0; i < ws->who->ngroups; i++)
+        vdi_buf_printf(&groups, "%s\n", ws->who->groups[i]);
+    vdi_buf_append(&groups, "", 1);
+    ws->saved_ms = wall_ms();
+    brk_web_session_t row = {
+        .digest = hex,
+        .user = ws->who->username,
+        .groups = (const char *)groups.data,
+        .is_admin = ws->who->is_admin,
+        .csrf = ws->csrf,
+        .idle_ms = cfg->web_session_idle_s * 1000u,
+        .last_used = (int64_t)ws->saved_ms,
+        .expires = (int64_t)ws->saved_ms + (int64_t)cfg->web_session_max_s * 1000,
+    };
+    int rc = brk_store_web_session_put(p->s->store, &row);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("user=%s web session not recorded (it ends with this vdid): %s",
+                        ws->who->username, vdi_strerror(rc));
+    vdi_buf_free(&groups);
+}
 static struct wsess *sess_find(srv_portal_t *p, const uint8_t digest[SHA256_DIGEST_LENGTH])
 {
     struct wsess *found = NULL;
@@ -298,6 +367,12 @@ static void on_session_gone(const uint8_t digest[AUTH_TOKEN_DIGEST_LEN], void *c
     struct wsess *ws = sess_find(p, digest);
     if (ws)
         sess_drop(p, ws);
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    digest_hex(digest, hex);
+    int rc = brk_store_web_session_delete(p->s->store, hex);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("an ended web session is still in the state database: %s",
+                        vdi_strerror(rc));
 }
 
 /* End a session: auth/ revokes it with its console tokens, and on_session_gone drops ours. */
@@ -321,7 +396,97 @@ static struct wsess *session_of(srv_portal_t *p, srv_httpx_t *x)
     vdi_wipe(tok, sizeof(tok));
     struct wsess *ws = rc == 0 ? sess_find(p, d) : NULL;
     vdi_wipe(d, sizeof(d));
+    uint64_t now = ws ? wall_ms() : 0;
+    if (ws && now - ws->saved_ms >= TOUCH_EVERY_MS) {
+        char hex[2 * SHA256_DIGEST_LENGTH + 1];
+        digest_hex(ws->digest, hex);
+        if (brk_store_web_session_touch(p->s->store, hex, (int64_t)now) == 0)
+            ws->saved_ms = now;
+    }
     return ws;
+}
+
+/* Put back the sessions of the state database that are still valid (vdid's start). */
+struct loaded {
+    brk_web_session_t *rows;
+    size_t n;
+};
+
+static int load_row(const brk_web_session_t *ws, void *ctx)
+{
+    struct loaded *l = ctx;
+    l->rows = vdi_xrealloc(l->rows, (l->n + 1) * sizeof(*l->rows));
+    brk_web_session_t *r = &l->rows[l->n++];
+    *r = *ws;
+    r->digest = vdi_xstrdup(ws->digest);
+    r->user = vdi_xstrdup(ws->user);
+    r->groups = vdi_xstrdup(ws->groups);
+    r->csrf = vdi_xstrdup(ws->csrf);
+    return 0;
+}
+
+static bool restore_one(srv_portal_t *p, const brk_web_session_t *r, uint64_t now)
+{
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    if (!digest_parse(r->digest, d) || !r->user[0] || strlen(r->user) > AUTH_USERNAME_MAX ||
+        strlen(r->csrf) != AUTH_TOKEN_LEN || !r->idle_ms)
+        return false;
+    int64_t max_left = r->expires - (int64_t)now;
+    int64_t idle_left =
+        VDI_MIN(r->last_used + (int64_t)r->idle_ms - (int64_t)now, (int64_t)r->idle_ms);
+    if (max_left <= 0 || idle_left <= 0)
+        return false;
+    if (auth_session_restore(p->tokens, d, r->user, r->idle_ms, (uint64_t)max_left,
+                             (uint64_t)idle_left) < 0)
+        return false;
+    struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
+    memcpy(ws->digest, d, sizeof(d));
+    sess_id(ws);
+    snprintf(ws->csrf, sizeof(ws->csrf), "%s", r->csrf);
+    ws->saved_ms = (uint64_t)r->last_used;
+    ws->who = vdi_xcalloc(1, sizeof(*ws->who));
+    ws->who->username = vdi_xstrdup(r->user);
+    ws->who->is_admin = r->is_admin;
+    for (const char *g = r->groups, *nl; *g && (nl = strchr(g, '\n')); g = nl + 1) {
+        ws->who->groups = vdi_xrealloc(ws->who->groups, (ws->who->ngroups + 1) * sizeof(char *));
+        ws->who->groups[ws->who->ngroups++] = vdi_xasprintf("%.*s", (int)(nl - g), g);
+    }
+    vdi_list_push_tail(&p->sessions, &ws->link);
+    p->n_sessions++;
+    return true;
+}
+
+static int sessions_load(srv_portal_t *p)
+{
+    struct loaded l = {0};
+    uint64_t now = wall_ms();
+    int rc = brk_store_web_session_foreach(p->s->store, (int64_t)now, load_row, &l);
+    size_t kept = 0;
+    /* From here on the store follows auth/: one dropped for a cap while restoring is deleted. */
+    auth_tokens_set_session_gone(p->tokens, on_session_gone, p);
+    for (size_t i = 0; i < l.n; i++) {
+        brk_web_session_t *r = &l.rows[i];
+        if (rc == 0 && restore_one(p, r, now)) {
+            kept++;
+        } else if (rc == 0) {
+            VDI_LOG_WARN("user=%s web session in the state database cannot be restored: dropped",
+                         r->user);
+            brk_store_web_session_delete(p->s->store, r->digest);
+        }
+        free((char *)r->digest);
+        free((char *)r->user);
+        free((char *)r->groups);
+        vdi_wipe((char *)r->csrf, strlen(r->csrf));
+        free((char *)r->csrf);
+    }
+    free(l.rows);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot read the web sessions from the state database: %s", vdi_strerror(rc));
+        return rc;
+    }
+    if (kept)
+        VDI_LOG_INFO("portal: %zu web sessions restored", kept);
+    return 0;
 }
 
 /* Same origin: Origin absent (not a browser, or a same-origin GET) or "https://" + Host. */
@@ -429,12 +594,11 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
     struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
     auth_token_digest(tok, ws->digest);
     b64url(rnd, sizeof(rnd), ws->csrf);
-    snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
-             ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
-             ws->digest[6], ws->digest[7]);
+    sess_id(ws);
     ws->who = id;
     vdi_list_push_tail(&p->sessions, &ws->link);
     p->n_sessions++;
+    sess_save(p, ws);
     brk_store_audit(p->s->store, "web", "web.login", 0, id->username, srv__httpx_peer(x));
     char hdr[256];
     snprintf(hdr, sizeof(hdr),
@@ -874,7 +1038,7 @@ int srv__portal_create(srv_t *s, srv_portal_t **out)
         rc = auth_tokens_create(2 * (size_t)s->cfg->web_max_sessions, s->cfg->web_user_tokens, NULL,
                                 NULL, &p->tokens);
     if (rc == 0)
-        auth_tokens_set_session_gone(p->tokens, on_session_gone, p);
+        rc = sessions_load(p);
     if (rc < 0) {
         srv__portal_destroy(p);
         return rc;
