@@ -77,17 +77,10 @@ void auth_set_audit(auth_t *a, auth_audit_fn fn, void *ctx)
 
 uint64_t auth__wall_ms(const auth_t *a)
 {
-    if (a->clock)
-        return a->clock(a->clock_ctx);
+    (void)a;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-void auth__set_clock(auth_t *a, auth_clock_fn fn, void *ctx)
-{
-    a->clock = fn;
-    a->clock_ctx = ctx;
 }
 
 void auth_set_limit_sink(auth_t *a, auth_limit_sink_fn fn, void *ctx)

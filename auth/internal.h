@@ -111,9 +111,7 @@ struct auth {
     SSL_CTX *tls_x509, *tls_anon;
     char fingerprint[96];
     auth__pam_t *pam;
-    auth__limits_t *limits;
-    auth_clock_fn clock; /* Unix ms: the limits' records outlive the process */
-    void *clock_ctx;
+    auth__limits_t *limits; /* Unix ms times: the records outlive the process */
     auth_audit_fn audit;
     void *audit_ctx;
     size_t logins;
@@ -123,10 +121,9 @@ struct auth {
 /* The address limiter's key for @peer: the address itself for IPv4 (also when v4-mapped), the
  * /64 prefix for IPv6 ("2001:db8::/64"). */
 void auth__addr_key(const char *peer, char *key, size_t size);
-/* Now, in Unix milliseconds (a->clock, or the real-time clock). */
+/* Now, in Unix milliseconds (the real-time clock), the limits' time. Tests of the policy pass
+ * their own times to auth__limits_*. */
 uint64_t auth__wall_ms(const auth_t *a);
-/* Tests: replace the limits' clock (Unix ms). */
-void auth__set_clock(auth_t *a, auth_clock_fn fn, void *ctx);
 void auth__audit(auth_t *a, enum auth_audit_kind kind, const char *service, const char *user,
                  const char *peer, const char *reason);
 /* Format the peer address of @tcp into @buf. */
