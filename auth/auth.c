@@ -1,9 +1,12 @@
-/* auth/auth.c: the auth context (config, TLS contexts, PAM queue, limiters, audit) and password
- * checks: limits first, then PAM in the pool, then the limiters learn the outcome.
+/* auth/auth.c: the auth context (config, TLS contexts, PAM queue, limits, audit) and password
+ * checks: limits first, then PAM in the pool, then the limits learn the outcome.
  *
- * A check whose username or address is in backoff is held on a timer until the backoff has
- * passed, then re-checked; one whose key is locked out is refused without asking PAM. Both the
- * username and the source address count failures; a success clears both.
+ * A check that a limit holds back (backoff) waits on a timer until the backoff has passed, then
+ * is re-checked; one that a limit locks out is refused without asking PAM (limit.c has the
+ * rules). The limits count under the name PAM resolved. Before PAM only the name as typed is
+ * known, so when PAM answers with another spelling the limits are asked again under that one: a
+ * lockout refuses the attempt whatever PAM said, and a backoff holds the answer back, so that
+ * respelling a name ("ALICE") gains a guesser nothing.
  */
 #define VDI_LOG_TAG "auth"
 
@@ -11,6 +14,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/internal.h"
 
@@ -45,8 +49,7 @@ int auth_create(uv_loop_t *loop, const auth_config_t *cfg, auth_t **out)
     a->cfg.tls_cert = a->cfg.tls_key = a->cfg.state_dir = NULL; /* used only above */
     a->pam = auth__pam_create(loop, a->pam_service, a->admin_group, cfg->pam_max_concurrent,
                               cfg->pam_max_queued);
-    a->lim_user = auth__limiter_create(&cfg->limit_user);
-    a->lim_addr = auth__limiter_create(&cfg->limit_addr);
+    a->limits = auth__limits_create(cfg);
     vdi_list_init(&a->check_list);
     *out = a;
     return 0;
@@ -58,8 +61,7 @@ void auth_destroy(auth_t *a)
         return;
     VDI_ASSERT(a->logins == 0 && a->checks == 0);
     auth__pam_destroy(a->pam);
-    auth__limiter_destroy(a->lim_user);
-    auth__limiter_destroy(a->lim_addr);
+    auth__limits_destroy(a->limits);
     SSL_CTX_free(a->tls_x509);
     SSL_CTX_free(a->tls_anon);
     free(a->pam_service);
@@ -71,6 +73,25 @@ void auth_set_audit(auth_t *a, auth_audit_fn fn, void *ctx)
 {
     a->audit = fn;
     a->audit_ctx = ctx;
+}
+
+uint64_t auth__wall_ms(const auth_t *a)
+{
+    (void)a;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void auth_set_limit_sink(auth_t *a, auth_limit_sink_fn fn, void *ctx)
+{
+    auth__limits_set_sink(a->limits, fn, ctx);
+}
+
+int auth_limit_restore(auth_t *a, const char *scope, const char *key,
+                       const auth_limit_record_t *rec)
+{
+    return auth__limits_restore(a->limits, scope, key, rec, auth__wall_ms(a));
 }
 
 const char *auth_cert_fingerprint(const auth_t *a)
@@ -113,9 +134,11 @@ struct check {
     size_t password_len;
     auth_check_cb cb;
     void *ctx;
-    /* The outcome, when delivered from the timer (refusals are never delivered synchronously). */
+    /* The outcome, when delivered from the timer (refusals are never delivered synchronously,
+     * and answers may be held back). */
     int status;
     const char *reason;
+    auth_identity_t *id;
 };
 
 static const char reason_locked[] = "too many failed attempts: try again later";
@@ -144,64 +167,90 @@ static void check_finish(struct check *c, int status, auth_identity_t *id, const
     uv_close((uv_handle_t *)&c->timer, check_closed);
 }
 
-static void on_pam_done(int status, auth_identity_t *id, const char *reason, void *ctx)
-{
-    struct check *c = ctx;
-    auth_t *a = c->a;
-    uint64_t now = vdi_now_ms();
-    if (status == 0) {
-        auth__limiter_success(a->lim_user, c->user);
-        auth__limiter_success(a->lim_addr, c->addr_key);
-        auth__audit(a, AUTH_AUDIT_LOGIN_OK, c->service, c->user, c->peer,
-                    id->is_admin ? "ok (admin)" : "ok");
-        check_finish(c, 0, id, "ok");
-        return;
-    }
-    auth__audit(a, AUTH_AUDIT_LOGIN_FAILED, c->service, c->user, c->peer, reason);
-    if (auth__limiter_fail(a->lim_user, c->user, now))
-        auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, c->user, c->peer, "username locked out");
-    if (auth__limiter_fail(a->lim_addr, c->addr_key, now))
-        auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, c->user, c->peer,
-                    "source address locked out");
-    check_finish(c, status, NULL, reason);
-}
-
 static void on_deliver(uv_timer_t *tm)
 {
     struct check *c = tm->data;
-    check_finish(c, c->status, NULL, c->reason);
+    auth_identity_t *id = c->id;
+    c->id = NULL;
+    check_finish(c, c->status, id, c->reason);
 }
 
-/* Refuse from the loop, not from inside auth_check_password(). */
-static void refuse_later(struct check *c, int status, const char *reason)
+/* Deliver from the loop after @delay_ms, not from inside auth_check_password(). Takes @id. */
+static void deliver_later(struct check *c, int status, auth_identity_t *id, const char *reason,
+                          uint64_t delay_ms)
 {
     c->status = status;
     c->reason = reason;
-    uv_timer_start(&c->timer, on_deliver, 0, 0);
+    c->id = id;
+    uv_timer_start(&c->timer, on_deliver, delay_ms, 0);
+}
+
+static void refuse_later(struct check *c, int status, const char *reason)
+{
+    deliver_later(c, status, NULL, reason, 0);
+}
+
+static void on_pam_done(int status, auth_identity_t *id, const char *canon, const char *reason,
+                        void *ctx)
+{
+    struct check *c = ctx;
+    auth_t *a = c->a;
+    uint64_t now = auth__wall_ms(a), hold = 0;
+    const char *who = canon && *canon ? canon : c->user;
+    if (strcmp(who, c->user) != 0) {
+        /* PAM means another name than the one checked before: its limits apply too. */
+        const char *why;
+        int rc = auth__limits_check(a->limits, who, c->addr_key, now, &hold, &why);
+        if (rc == VDI_ELOCKOUT || hold > MAX_HOLD_MS) {
+            if (status != 0)
+                auth__limits_fail(a->limits, who, c->addr_key, now);
+            auth_identity_free(id);
+            auth__audit(a, AUTH_AUDIT_LOCKED, c->service, who, c->peer,
+                        rc == VDI_ELOCKOUT ? why : "backoff");
+            refuse_later(c, VDI_ELOCKOUT, reason_locked);
+            return;
+        }
+    }
+    if (status == 0) {
+        auth__limits_success(a->limits, who, c->addr_key, now);
+        auth__audit(a, AUTH_AUDIT_LOGIN_OK, c->service, who, c->peer,
+                    id->is_admin ? "ok (admin)" : "ok");
+        deliver_later(c, 0, id, "ok", hold);
+        return;
+    }
+    auth__audit(a, AUTH_AUDIT_LOGIN_FAILED, c->service, who, c->peer, reason);
+    unsigned locked = auth__limits_fail(a->limits, who, c->addr_key, now);
+    if (locked & AUTH__LOCKED_PAIR)
+        auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, who, c->peer,
+                    "username locked out for this address");
+    if (locked & AUTH__LOCKED_USER)
+        auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, who, c->peer,
+                    "username locked out (but for addresses with a clean record)");
+    if (locked & AUTH__LOCKED_ADDR)
+        auth__audit(a, AUTH_AUDIT_LOCKOUT, c->service, who, c->peer, "source address locked out");
+    deliver_later(c, status, NULL, reason, hold);
 }
 
 static void run_check(uv_timer_t *tm)
 {
     struct check *c = tm->data;
     auth_t *a = c->a;
-    uint64_t now = vdi_now_ms(), wu, wa;
-    int eu = auth__limiter_check(a->lim_user, c->user, now, &wu);
-    int ea = auth__limiter_check(a->lim_addr, c->addr_key, now, &wa);
-    if (eu == VDI_ELOCKOUT || ea == VDI_ELOCKOUT) {
-        auth__audit(a, AUTH_AUDIT_LOCKED, c->service, c->user, c->peer,
-                    eu == VDI_ELOCKOUT ? "username locked out" : "source address locked out");
+    uint64_t wait;
+    const char *why;
+    int rc = auth__limits_check(a->limits, c->user, c->addr_key, auth__wall_ms(a), &wait, &why);
+    if (rc == VDI_ELOCKOUT) {
+        auth__audit(a, AUTH_AUDIT_LOCKED, c->service, c->user, c->peer, why);
         refuse_later(c, VDI_ELOCKOUT, reason_locked);
         return;
     }
-    uint64_t wait = VDI_MAX(wu, wa);
     if (wait > MAX_HOLD_MS) { /* a backoff this long is as good as a lockout */
         auth__audit(a, AUTH_AUDIT_LOCKED, c->service, c->user, c->peer, "backoff");
         refuse_later(c, VDI_ELOCKOUT, reason_locked);
         return;
     }
     if (wait > 0) {
-        VDI_LOG_DEBUG("user=%s peer=%s attempt held %" PRIu64 " ms (backoff)", c->user, c->peer,
-                      wait);
+        VDI_LOG_DEBUG("user=%s peer=%s attempt held %" PRIu64 " ms (%s)", c->user, c->peer, wait,
+                      why);
         uv_timer_start(&c->timer, run_check, wait, 0);
         return;
     }

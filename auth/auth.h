@@ -42,12 +42,13 @@
 #define AUTH_USERNAME_MAX 256
 #define AUTH_PASSWORD_MAX 1024
 
-/* Brute-force limits for one kind of key (a username, or a source address). Consecutive failures
- * are counted per key; a success resets the count. After @free_failures failures each further
- * attempt waits backoff_base_ms * 2^(n - free_failures - 1), at most backoff_max_ms, counted from
- * the last failure (the attempt is held, then checked). At @lockout_failures failures the key is
- * locked out for @lockout_ms: attempts are refused without asking PAM. A key with no failure for
- * @forget_ms is forgotten; at most @max_entries keys are tracked (the stalest go first). */
+/* Brute-force limits for one kind of key (a user name from one address, a user name from
+ * anywhere, or a source address; docs/auth.md). Consecutive failures are counted per key. After
+ * @free_failures failures each further attempt waits backoff_base_ms * 2^(n - free_failures - 1),
+ * at most backoff_max_ms, counted from the last failure (the attempt is held, then checked). At
+ * @lockout_failures failures the key is locked out for @lockout_ms: attempts are refused without
+ * asking PAM. A key with no failure for @forget_ms is forgotten; at most @max_entries keys are
+ * tracked (the stalest go first). */
 typedef struct {
     uint32_t free_failures;
     uint32_t backoff_base_ms;
@@ -71,15 +72,22 @@ typedef struct {
     /* Offer TLSPlain alone (implies allow_tlsplain), for viewers that cannot check a certificate
      * at all and take the first subtype offered. */
     bool tlsplain_only;
-    uint32_t handshake_timeout_ms;  /* accept until credentials (RFB + TLS); default 10000 */
-    uint32_t pam_max_concurrent;    /* PAM checks running at once; default 2 */
-    uint32_t pam_max_queued;        /* checks waiting for a slot; beyond: -EBUSY; default 64 */
-    uint32_t max_checks_per_addr;   /* checks in progress (held, queued or in PAM) from one
+    uint32_t handshake_timeout_ms; /* accept until credentials (RFB + TLS); default 10000 */
+    uint32_t pam_max_concurrent;   /* PAM checks running at once; default 2 */
+    uint32_t pam_max_queued;       /* checks waiting for a slot; beyond: -EBUSY; default 64 */
+    uint32_t max_checks_per_addr;  /* checks in progress (held, queued or in PAM) from one
                                        address; beyond: -EBUSY; default 4; 0: no cap */
-    uint32_t max_username_len;      /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
-    uint32_t max_password_len;      /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
-    auth_limit_config_t limit_user; /* default 3 free, 1 s..30 s, lock at 10 for 15 min */
-    auth_limit_config_t limit_addr; /* default 5 free, 1 s..30 s, lock at 30 for 15 min */
+    uint32_t max_username_len;     /* Plain username bytes, 1..AUTH_USERNAME_MAX; default 256 */
+    uint32_t max_password_len;     /* Plain password bytes, 1..AUTH_PASSWORD_MAX; default 1024 */
+    /* Per user name from one address (an IPv6 /64): 3 free, 1 s..30 s, lock at 10 for 15 min. */
+    auth_limit_config_t limit_user;
+    /* Per user name from every address together: 30 free, 1 s..30 s, lock at 100 for 15 min.
+     * Not applied to an address with a clean record for the user (docs/auth.md). */
+    auth_limit_config_t limit_user_global;
+    auth_limit_config_t limit_addr; /* per address: 5 free, 1 s..30 s, lock at 30 for 15 min */
+    /* A successful login keeps its address's clean record for the user this long (0: no
+     * address ever has one; the global user limit then applies to all); default 30. */
+    uint32_t known_addr_days;
 } auth_config_t;
 
 /* Fill @cfg with the defaults above (strings are static). The only place they are written
@@ -149,6 +157,9 @@ uint32_t auth_rfbsec_subtype(const auth_rfbsec_t *s);
 const char *auth_rfbsec_error(const auth_rfbsec_t *s);
 
 /* ==== The context ============================================================================= */
+/* A clock in milliseconds; where one is taken, NULL means the default. Tests pass a fake one. */
+typedef uint64_t (*auth_clock_fn)(void *ctx);
+
 typedef struct auth auth_t;
 
 enum auth_audit_kind {
@@ -168,6 +179,21 @@ typedef struct {
 } auth_audit_event_t;
 typedef void (*auth_audit_fn)(const auth_audit_event_t *ev, void *ctx);
 
+/* One record of the brute-force limits, for keeping them across restarts. Times are Unix ms. */
+typedef struct {
+    uint32_t failures;     /* consecutive failures counted */
+    uint64_t last_fail;    /* 0: none */
+    uint64_t locked_until; /* 0: not locked */
+    uint64_t last_ok;      /* the last success (scope "user-addr" only; 0: none) */
+    uint64_t expires;      /* after this the record means nothing and may be deleted */
+} auth_limit_record_t;
+/* A record of scope "user-addr" (key "ADDRKEY USER": the address key, a space, the user name),
+ * "user" (key: the user name) or "addr" (key: the address, "2001:db8::/64" for IPv6) changed;
+ * @rec NULL: it is gone. Strings and @rec are borrowed for the call. Runs on the loop thread,
+ * inside auth's own calls: it must not call back into auth. */
+typedef void (*auth_limit_sink_fn)(const char *scope, const char *key,
+                                   const auth_limit_record_t *rec, void *ctx);
+
 /* Load (or generate) the TLS certificate, set up the TLS contexts and the PAM queue. Borrows
  * @cfg for the call (strings are copied). The loop must outlive the context. Logs the
  * certificate's SHA-256 fingerprint. Returns 0, VDI_ECONFIG (bad config; logged with the cause),
@@ -179,6 +205,13 @@ void auth_destroy(auth_t *a);
 /* Receive audit events (on the loop thread). Replaces any earlier sink; NULL turns it off. Each
  * event is also logged at info level. */
 void auth_set_audit(auth_t *a, auth_audit_fn fn, void *ctx);
+/* Send every change of the brute-force records to @fn (NULL: stop). */
+void auth_set_limit_sink(auth_t *a, auth_limit_sink_fn fn, void *ctx);
+/* Put back a record the sink was given earlier (at start, before any login). Records already
+ * past their end are dropped (and reported to the sink as gone). Returns 0 or -EINVAL (unknown
+ * scope or malformed key). */
+int auth_limit_restore(auth_t *a, const char *scope, const char *key,
+                       const auth_limit_record_t *rec);
 /* SHA-256 fingerprint of the server certificate, "AB:CD:..." (95 chars). Owned by @a. */
 const char *auth_cert_fingerprint(const auth_t *a);
 
@@ -279,20 +312,33 @@ size_t auth_rfb_login_count(const auth_t *a);
 #define AUTH_TOKEN_LEN            43 /* characters, without the NUL */
 #define AUTH_CONSOLE_TOKEN_TTL_MS 30000u
 
-typedef struct auth_tokens auth_tokens_t;
-/* Clock in milliseconds (monotonic); NULL uses vdi_now_ms(). Tests pass a fake one. */
-typedef uint64_t (*auth_clock_fn)(void *ctx);
+#define AUTH_TOKEN_DIGEST_LEN     32 /* SHA-256 of the token text: what the store keeps */
 
-/* @max_tokens caps stored tokens of both kinds (issuing beyond: -ENOSPC after purging the
- * expired ones). Returns 0. */
-int auth_tokens_create(size_t max_tokens, auth_clock_fn clock, void *clock_ctx,
+typedef struct auth_tokens auth_tokens_t;
+
+/* @max_tokens caps stored tokens of both kinds; @max_per_user caps the tokens of each kind one
+ * user holds (0: no cap but the global one): one more drops that user's oldest of the kind. When
+ * the store is full, the user holding the most tokens loses its oldest one, or is refused
+ * (-ENOSPC) if it is the one asking: one account cannot lock the others out. @clock (Unix ms or
+ * monotonic, NULL: vdi_now_ms()) is for tests. Returns 0. */
+int auth_tokens_create(size_t max_tokens, size_t max_per_user, auth_clock_fn clock, void *clock_ctx,
                        auth_tokens_t **out);
 void auth_tokens_destroy(auth_tokens_t *t); /* wipes the digests; NULL does nothing */
+/* A web session left the store, for whatever reason (revoked, expired, dropped for a cap, or its
+ * user revoked): @digest is borrowed for the call. The callback must not call into @t. Not
+ * called from auth_tokens_destroy(). */
+typedef void (*auth_session_gone_fn)(const uint8_t digest[AUTH_TOKEN_DIGEST_LEN], void *ctx);
+void auth_tokens_set_session_gone(auth_tokens_t *t, auth_session_gone_fn fn, void *ctx);
+/* The digest the store keeps for @token (any NUL-terminated text). Thread: any. */
+void auth_token_digest(const char *token, uint8_t digest[AUTH_TOKEN_DIGEST_LEN]);
 
 /* Issue a console token for @user on @desktop valid @ttl_ms (0: the default 30 s); the token
- * text goes to @token (AUTH_TOKEN_LEN + 1 bytes). Returns 0, -ENOSPC or VDI_ETLS (no random). */
+ * text goes to @token (AUTH_TOKEN_LEN + 1 bytes). @session (may be NULL): the digest of the web
+ * session it is for; the token dies with that session. Returns 0, -ENOSPC, VDI_ETOKEN (no such
+ * session) or VDI_ETLS (no random). */
 int auth_console_token_issue(auth_tokens_t *t, const char *user, const char *desktop,
-                             uint32_t ttl_ms, char token[AUTH_TOKEN_LEN + 1]);
+                             const uint8_t *session, uint32_t ttl_ms,
+                             char token[AUTH_TOKEN_LEN + 1]);
 /* Redeem (burn) a console token for @desktop. On success *user gets a copy of the user it was
  * issued to (free it). A token is burnt by any redeem attempt that finds it, even one for the
  * wrong desktop. Returns 0, VDI_ETOKEN (unknown, malformed, expired or used) or VDI_EDENIED (it
@@ -304,14 +350,22 @@ int auth_console_token_redeem(auth_tokens_t *t, const char *token, const char *d
  * 0, -EINVAL, -ENOSPC or VDI_ETLS. */
 int auth_session_create(auth_tokens_t *t, const char *user, uint32_t idle_ms, uint32_t max_ms,
                         char token[AUTH_TOKEN_LEN + 1]);
+/* Put back a session known by its @digest (vdid's state, after a restart): it ends in
+ * @max_left_ms, or after @idle_left_ms (<= @idle_ms) unused, and then @idle_ms after each use.
+ * Returns 0, -EINVAL, -EEXIST or -ENOSPC. */
+int auth_session_restore(auth_tokens_t *t, const uint8_t digest[AUTH_TOKEN_DIGEST_LEN],
+                         const char *user, uint32_t idle_ms, uint64_t max_left_ms,
+                         uint64_t idle_left_ms);
 /* Check a session token and refresh its idle timer. *user (may be NULL) gets a pointer owned by
  * the store, valid until the next call on @t. Returns 0 or VDI_ETOKEN. */
 int auth_session_check(auth_tokens_t *t, const char *token, const char **user);
-/* Revoke one session (logout): 0 or VDI_ETOKEN. */
+/* Revoke one session (logout), with its console tokens: 0 or VDI_ETOKEN. */
 int auth_session_revoke(auth_tokens_t *t, const char *token);
+int auth_session_revoke_digest(auth_tokens_t *t, const uint8_t digest[AUTH_TOKEN_DIGEST_LEN]);
 /* Revoke every session and console token of @user; returns how many. */
 size_t auth_tokens_revoke_user(auth_tokens_t *t, const char *user);
-/* Tokens of both kinds currently stored (expired ones are purged first). */
+/* Tokens of both kinds currently stored (expired ones are purged first); of @user alone. */
 size_t auth_tokens_count(auth_tokens_t *t);
+size_t auth_tokens_user_count(auth_tokens_t *t, const char *user);
 
 #endif /* VDI_AUTH_AUTH_H */

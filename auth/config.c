@@ -20,6 +20,7 @@ void auth_config_defaults(auth_config_t *cfg)
     cfg->max_checks_per_addr = 4;
     cfg->max_username_len = AUTH_USERNAME_MAX;
     cfg->max_password_len = AUTH_PASSWORD_MAX;
+    cfg->known_addr_days = 30;
     cfg->limit_user = (auth_limit_config_t){
         .free_failures = 3,
         .backoff_base_ms = 1000,
@@ -29,6 +30,9 @@ void auth_config_defaults(auth_config_t *cfg)
         .forget_ms = 60 * 60 * 1000,
         .max_entries = 65536,
     };
+    cfg->limit_user_global = cfg->limit_user;
+    cfg->limit_user_global.free_failures = 30;
+    cfg->limit_user_global.lockout_failures = 100;
     cfg->limit_addr = cfg->limit_user;
     cfg->limit_addr.free_failures = 5;
     cfg->limit_addr.lockout_failures = 30;

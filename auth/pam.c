@@ -9,6 +9,12 @@
  * password and refuses everything else that wants an answer: a second hidden prompt means the
  * stack wants something we do not have (a new password, a one-time code), and answering it with
  * the same password would be wrong. Informational messages are logged at debug level only.
+ *
+ * PAM_FAIL_DELAY is set to a function that does nothing: pam_unix (and pam_faildelay) ask libpam
+ * to sleep about 2 s after a failure, which would hold a pool thread, and with it one of the few
+ * PAM slots, for every wrong guess. The limits in auth.c/limit.c hold attempts back on the loop
+ * instead, where waiting costs a timer. The name PAM resolved (PAM_USER after the stack, which a
+ * module may have rewritten, e.g. to the account's canonical spelling) is what we report.
  */
 #define VDI_LOG_TAG "auth"
 
@@ -63,6 +69,24 @@ refuse:
     }
     free(r);
     return PAM_CONV_ERR;
+}
+
+/* PAM_FAIL_DELAY: called by libpam instead of its own sleep after a failure. */
+static void no_fail_delay(int retval, unsigned usec, void *appdata)
+{
+    (void)retval;
+    (void)usec;
+    (void)appdata;
+}
+
+/* A name we can use as an identity: 1..AUTH_USERNAME_MAX bytes, no control characters. */
+static bool plain_name(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f || n >= AUTH_USERNAME_MAX)
+            return false;
+    return n > 0;
 }
 
 void auth_identity_free(auth_identity_t *id)
@@ -135,7 +159,7 @@ int auth__user_groups(const char *user, const char *admin_group, auth_identity_t
 
 int auth__pam_check_blocking(const char *service, const char *admin_group, const char *user,
                              const char *password, const char *rhost, auth_identity_t **idp,
-                             const char **reason)
+                             char **canon, const char **reason)
 {
     struct conv_data cd = {.password = password};
     struct pam_conv pc = {.conv = conv, .appdata_ptr = &cd};
@@ -144,10 +168,17 @@ int auth__pam_check_blocking(const char *service, const char *admin_group, const
     if (rc != PAM_SUCCESS) {
         VDI_LOG_ERR("pam_start service=%s failed: %s", service, pam_strerror(NULL, rc));
         *reason = "authentication service unavailable";
+        *canon = vdi_xstrdup(user);
         return VDI_EAUTH;
     }
     if (rhost)
         pam_set_item(h, PAM_RHOST, rhost);
+    /* ISO C has no conversion between function and object pointers; PAM's item is a void *. */
+    union {
+        void (*fn)(int, unsigned, void *);
+        const void *item;
+    } delay = {.fn = no_fail_delay};
+    pam_set_item(h, PAM_FAIL_DELAY, delay.item);
     const int flags = PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK;
     const char *stage = "auth";
     rc = pam_authenticate(h, flags);
@@ -155,6 +186,11 @@ int auth__pam_check_blocking(const char *service, const char *admin_group, const
         stage = "account";
         rc = pam_acct_mgmt(h, flags);
     }
+    const void *item = NULL;
+    if (pam_get_item(h, PAM_USER, &item) == PAM_SUCCESS && item && plain_name(item))
+        *canon = vdi_xstrdup(item);
+    else
+        *canon = vdi_xstrdup(user);
     int ret = 0;
     if (rc != PAM_SUCCESS) {
         /* The client only learns details once its password was right (the account stage). */
@@ -167,17 +203,17 @@ int auth__pam_check_blocking(const char *service, const char *admin_group, const
             *reason = "account not permitted to log in";
         /* Clients trigger this: rate-limited (the audit sink sees every failure). */
         VDI_LOG_RL(VDI_LOG_LEVEL_INFO, "pam service=%s user=%s rhost=%s %s refused: %s", service,
-                   user, rhost ? rhost : "-", stage, pam_strerror(h, rc));
+                   *canon, rhost ? rhost : "-", stage, pam_strerror(h, rc));
         ret = VDI_EAUTH;
     }
     pam_end(h, rc);
     if (ret < 0)
         return ret;
     auth_identity_t *id = vdi_xcalloc(1, sizeof(*id));
-    id->username = vdi_xstrdup(user);
-    int err = auth__user_groups(user, admin_group, id);
+    id->username = vdi_xstrdup(*canon);
+    int err = auth__user_groups(id->username, admin_group, id);
     if (err < 0)
-        VDI_LOG_WARN("user=%s passed PAM but has no passwd entry (%s): no groups", user,
+        VDI_LOG_WARN("user=%s passed PAM but has no passwd entry (%s): no groups", id->username,
                      vdi_strerror(err));
     *idp = id;
     return 0;
@@ -189,6 +225,7 @@ struct req {
     vdi_list_t link;
     auth__pam_t *pam;
     char *user, *password, *rhost;
+    char *canon; /* the name PAM resolved */
     size_t password_len;
     int status;
     const char *reason;
@@ -245,6 +282,7 @@ static void req_free(struct req *r)
         free(r->password);
     }
     free(r->user);
+    free(r->canon);
     free(r->rhost);
     free(r);
 }
@@ -253,7 +291,7 @@ static void work(uv_work_t *w) /* Thread: pool */
 {
     struct req *r = vdi_container_of(w, struct req, work);
     r->status = auth__pam_check_blocking(r->pam->service, r->pam->admin_group, r->user, r->password,
-                                         r->rhost, &r->id, &r->reason);
+                                         r->rhost, &r->id, &r->canon, &r->reason);
     vdi_wipe(r->password, r->password_len);
 }
 
@@ -277,7 +315,7 @@ static void after_work(uv_work_t *w, int status)
         p->queued--;
         start(p, vdi_list_entry(next, struct req, link));
     }
-    r->cb(r->status, r->id, r->reason, r->ctx);
+    r->cb(r->status, r->id, r->canon, r->reason, r->ctx);
     req_free(r);
 }
 

@@ -66,6 +66,8 @@ typedef struct {
     uint32_t web_session_idle_s; /* a web session unused this long ends */
     uint32_t web_session_max_s;  /* a web session ends this long after login, used or not */
     uint32_t web_token_ttl_s;    /* a console token (connect -> WebSocket) is valid this long */
+    uint32_t web_max_sessions;   /* web sessions at most (console tokens: as many again) */
+    uint32_t web_user_tokens;    /* sessions, and console tokens, one user holds at most */
     /* The VMM jail (server/jail.c, server/cgroup.c; docs/security.md). */
     bool jail;              /* each VMM in its own uid, mount namespace, cgroup, seccomp */
     uint32_t vmm_uid_first; /* VMM uids (and gids) come from [first, first + count) */
@@ -127,7 +129,12 @@ bool brk_desktop_transition_ok(brk_desktop_state_t from, brk_desktop_state_t to)
  * version (PRAGMA user_version) and brk_store_open() migrates older databases forward. */
 typedef struct brk_store brk_store_t; /* opaque */
 
-#define BRK_STORE_SCHEMA_VERSION 2
+#define BRK_STORE_SCHEMA_VERSION 3
+
+/* Bytes that hold any user name a login may carry, with its NUL: every struct field that stores
+ * a user name (a desktop's owner, a session's user, ...) is this long, here and in server/, so
+ * that the name compared at the next login is the whole name, never a cut one. */
+#define BRK_USER_MAX (AUTH_USERNAME_MAX + 1)
 
 /* Open (creating if needed) the database at @path (":memory:" for tests) and migrate it to
  * BRK_STORE_SCHEMA_VERSION. A database newer than this build is refused with VDI_ECORRUPT.
@@ -145,7 +152,7 @@ int brk_store_sync_pools(brk_store_t *st, const brk_config_t *cfg);
 typedef struct {
     int64_t id;
     char pool[64];
-    char owner[64]; /* "" when unassigned (a spare) */
+    char owner[BRK_USER_MAX]; /* "" when unassigned (a spare) */
     brk_desktop_state_t state;
     char image[64];
     int64_t image_version; /* 0 when unknown */
@@ -176,7 +183,7 @@ int brk_store_desktop_foreach(brk_store_t *st, bool include_gone, brk_desktop_fn
 
 typedef struct {
     int64_t id;
-    char user[64];
+    char user[BRK_USER_MAX];
     int64_t desktop;
     char client[64]; /* peer address */
     int64_t started; /* Unix seconds */
@@ -200,13 +207,48 @@ int brk_store_token_put(brk_store_t *st, const char *hash, const char *user, int
 int brk_store_token_take(brk_store_t *st, const char *hash, int64_t now, char *user, size_t userlen,
                          int64_t *desktop);
 
+/* auth/'s login limits (auth_set_limit_sink, auth_limit_restore), one row per record. */
+int brk_store_limit_put(brk_store_t *st, const char *scope, const char *key,
+                        const auth_limit_record_t *rec);
+int brk_store_limit_delete(brk_store_t *st, const char *scope, const char *key);
+/* Delete the records whose end (rec->expires) is at or before @now_ms, then call @fn for each
+ * remaining one (strings and @rec borrowed for the call; @fn must not write the store). @fn
+ * returns 0 to go on; anything else stops the walk and is returned. */
+typedef int (*brk_limit_fn)(const char *scope, const char *key, const auth_limit_record_t *rec,
+                            void *ctx);
+int brk_store_limit_foreach(brk_store_t *st, int64_t now_ms, brk_limit_fn fn, void *ctx);
+
+/* A web portal session, as kept across restarts. Strings are borrowed (for the call, or from
+ * the store for a callback). Times are Unix milliseconds. */
+typedef struct {
+    const char *digest; /* hex SHA-256 of the session cookie (never the cookie itself) */
+    const char *user;
+    const char *groups; /* the user's groups at login, each name followed by '\n' */
+    bool is_admin;
+    const char *csrf; /* the session's CSRF token */
+    uint32_t idle_ms; /* ends this long after its last use... */
+    int64_t last_used;
+    int64_t expires; /* ...or at this time, whichever comes first */
+} brk_web_session_t;
+
+/* Insert or replace the session @ws->digest. */
+int brk_store_web_session_put(brk_store_t *st, const brk_web_session_t *ws);
+/* Record a use of session @digest at @last_used: 0 or -ENOENT. */
+int brk_store_web_session_touch(brk_store_t *st, const char *digest, int64_t last_used);
+int brk_store_web_session_delete(brk_store_t *st, const char *digest);
+/* Delete the sessions over at @now_ms (absolute or idle), then call @fn for each remaining one,
+ * as brk_store_limit_foreach(). */
+typedef int (*brk_web_session_fn)(const brk_web_session_t *ws, void *ctx);
+int brk_store_web_session_foreach(brk_store_t *st, int64_t now_ms, brk_web_session_fn fn,
+                                  void *ctx);
+
 typedef struct {
     int64_t id;
     int64_t ts; /* Unix seconds */
     char actor[64];
     char event[48];
     int64_t desktop; /* 0 when none */
-    char user[64];
+    char user[BRK_USER_MAX];
     char detail[256];
 } brk_audit_t;
 

@@ -1,4 +1,6 @@
-/* broker/store.c: vdid's state in SQLite: pools, desktops, sessions, tokens and the audit log.
+/* broker/store.c: vdid's state in SQLite: pools, desktops, sessions, tokens, the audit log, and
+ * auth/'s login limits and web sessions (written through as they change: one small statement on
+ * the loop, a WAL append without an fsync).
  *
  * The schema is versioned with PRAGMA user_version; migrations[] holds one SQL script per step
  * and opening a database applies the missing steps in one transaction each. Desktop state
@@ -45,6 +47,15 @@ static const char *const migrations[BRK_STORE_SCHEMA_VERSION] = {
     " expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX desktops_state ON desktops(state);"
     "CREATE INDEX sessions_open ON sessions(ended);",
+    /* 2 -> 3: login limits and web sessions, so that a restart neither forgets a lockout nor logs
+     * browser users out. Times in Unix milliseconds; web sessions by the SHA-256 of the cookie. */
+    "CREATE TABLE auth_limits(scope TEXT NOT NULL, key TEXT NOT NULL, failures INTEGER NOT NULL,"
+    " last_fail INTEGER NOT NULL, locked_until INTEGER NOT NULL, last_ok INTEGER NOT NULL,"
+    " expires INTEGER NOT NULL, PRIMARY KEY(scope, key));"
+    "CREATE INDEX auth_limits_expires ON auth_limits(expires);"
+    "CREATE TABLE web_sessions(digest TEXT PRIMARY KEY, user TEXT NOT NULL, groups TEXT NOT NULL,"
+    " is_admin INTEGER NOT NULL, csrf TEXT NOT NULL, idle_ms INTEGER NOT NULL,"
+    " last_used INTEGER NOT NULL, expires INTEGER NOT NULL);",
 };
 
 static int db_err(brk_store_t *st, int rc, const char *what)
@@ -637,7 +648,7 @@ int brk_store_token_take(brk_store_t *st, const char *hash, int64_t now, char *u
     int64_t dt = sqlite3_column_int64(s, 1);
     int64_t expires = sqlite3_column_int64(s, 2);
     int used = sqlite3_column_int(s, 3);
-    char u[64];
+    char u[BRK_USER_MAX];
     copy_col(u, sizeof(u), s, 0);
     sqlite3_finalize(s);
     /* Burn it whatever happens next: a token is tried once. */
@@ -689,4 +700,164 @@ int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : db_err(st, rc, "audit tail");
+}
+
+/* ---- Login limits and web sessions -------------------------------------------------------------- */
+int brk_store_limit_put(brk_store_t *st, const char *scope, const char *key,
+                        const auth_limit_record_t *rec)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO auth_limits(scope, key, failures, last_fail, locked_until,"
+                     " last_ok, expires) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(scope, key) DO"
+                     " UPDATE SET failures = excluded.failures, last_fail = excluded.last_fail,"
+                     " locked_until = excluded.locked_until, last_ok = excluded.last_ok,"
+                     " expires = excluded.expires",
+                     &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    sqlite3_bind_int64(s, 3, rec->failures);
+    sqlite3_bind_int64(s, 4, (int64_t)rec->last_fail);
+    sqlite3_bind_int64(s, 5, (int64_t)rec->locked_until);
+    sqlite3_bind_int64(s, 6, (int64_t)rec->last_ok);
+    sqlite3_bind_int64(s, 7, (int64_t)VDI_MIN(rec->expires, (uint64_t)INT64_MAX));
+    return step_done(st, s);
+}
+
+int brk_store_limit_delete(brk_store_t *st, const char *scope, const char *key)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "DELETE FROM auth_limits WHERE scope = ? AND key = ?", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    return step_done(st, s);
+}
+
+/* Delete the rows of @table whose column @col is at or before @now. */
+static int purge_before(brk_store_t *st, const char *sql, int64_t now)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, now);
+    return step_done(st, s);
+}
+
+int brk_store_limit_foreach(brk_store_t *st, int64_t now_ms, brk_limit_fn fn, void *ctx)
+{
+    int rc = purge_before(st, "DELETE FROM auth_limits WHERE expires <= ?", now_ms);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *s;
+    rc = prepare(st,
+                 "SELECT scope, key, failures, last_fail, locked_until, last_ok, expires"
+                 " FROM auth_limits ORDER BY rowid",
+                 &s);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *scope = sqlite3_column_text(s, 0), *key = sqlite3_column_text(s, 1);
+        int64_t f = sqlite3_column_int64(s, 2);
+        auth_limit_record_t r = {
+            .failures = f < 0            ? 0
+                        : f > UINT32_MAX ? UINT32_MAX
+                                         : (uint32_t)f,
+            .last_fail = (uint64_t)VDI_MAX(sqlite3_column_int64(s, 3), 0),
+            .locked_until = (uint64_t)VDI_MAX(sqlite3_column_int64(s, 4), 0),
+            .last_ok = (uint64_t)VDI_MAX(sqlite3_column_int64(s, 5), 0),
+            .expires = (uint64_t)VDI_MAX(sqlite3_column_int64(s, 6), 0),
+        };
+        int r2 = fn(scope ? (const char *)scope : "", key ? (const char *)key : "", &r, ctx);
+        if (r2 != 0) {
+            sqlite3_finalize(s);
+            return r2;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_err(st, rc, "limit list");
+}
+
+int brk_store_web_session_put(brk_store_t *st, const brk_web_session_t *ws)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT OR REPLACE INTO web_sessions(digest, user, groups, is_admin, csrf,"
+                     " idle_ms, last_used, expires) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                     &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, ws->digest);
+    bind_text(s, 2, ws->user);
+    bind_text(s, 3, ws->groups);
+    sqlite3_bind_int(s, 4, ws->is_admin);
+    bind_text(s, 5, ws->csrf);
+    sqlite3_bind_int64(s, 6, ws->idle_ms);
+    sqlite3_bind_int64(s, 7, ws->last_used);
+    sqlite3_bind_int64(s, 8, ws->expires);
+    return step_done(st, s);
+}
+
+int brk_store_web_session_touch(brk_store_t *st, const char *digest, int64_t last_used)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "UPDATE web_sessions SET last_used = ? WHERE digest = ?", &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, last_used);
+    bind_text(s, 2, digest);
+    return update_changed(st, s);
+}
+
+int brk_store_web_session_delete(brk_store_t *st, const char *digest)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "DELETE FROM web_sessions WHERE digest = ?", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, digest);
+    return step_done(st, s);
+}
+
+int brk_store_web_session_foreach(brk_store_t *st, int64_t now_ms, brk_web_session_fn fn, void *ctx)
+{
+    int rc = purge_before(
+        st, "DELETE FROM web_sessions WHERE expires <= ?1 OR last_used + idle_ms <= ?1", now_ms);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *s;
+    rc = prepare(st,
+                 "SELECT digest, user, groups, is_admin, csrf, idle_ms, last_used, expires"
+                 " FROM web_sessions ORDER BY rowid",
+                 &s);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *t[5] = {sqlite3_column_text(s, 0), sqlite3_column_text(s, 1),
+                                     sqlite3_column_text(s, 2), NULL, sqlite3_column_text(s, 4)};
+        int64_t idle = sqlite3_column_int64(s, 5);
+        brk_web_session_t ws = {
+            .digest = t[0] ? (const char *)t[0] : "",
+            .user = t[1] ? (const char *)t[1] : "",
+            .groups = t[2] ? (const char *)t[2] : "",
+            .is_admin = sqlite3_column_int(s, 3) != 0,
+            .csrf = t[4] ? (const char *)t[4] : "",
+            .idle_ms = idle < 0            ? 0
+                       : idle > UINT32_MAX ? UINT32_MAX
+                                           : (uint32_t)idle,
+            .last_used = sqlite3_column_int64(s, 6),
+            .expires = sqlite3_column_int64(s, 7),
+        };
+        int r = fn(&ws, ctx);
+        if (r != 0) {
+            sqlite3_finalize(s);
+            return r;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_err(st, rc, "web session list");
 }

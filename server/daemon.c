@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef VDI_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -117,6 +118,28 @@ static int tighten_state(const char *state_dir)
             return rc;
     }
     return 0;
+}
+
+/* auth/'s login limits live in the state database: read at start, written as they change, so a
+ * restart forgets no lockout. */
+static int limit_restore(const char *scope, const char *key, const auth_limit_record_t *rec,
+                         void *ctx)
+{
+    srv_t *s = ctx;
+    if (auth_limit_restore(s->auth, scope, key, rec) < 0)
+        VDI_LOG_WARN("state: a login limit record of scope=%s is malformed: ignored", scope);
+    return 0;
+}
+
+static void on_limit_change(const char *scope, const char *key, const auth_limit_record_t *rec,
+                            void *ctx)
+{
+    srv_t *s = ctx;
+    int rc = rec ? brk_store_limit_put(s->store, scope, key, rec)
+                 : brk_store_limit_delete(s->store, scope, key);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("state: cannot record a login limit change of scope=%s: %s", scope,
+                        vdi_strerror(rc));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -309,6 +332,12 @@ int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *c
         VDI_LOG_ERR("cannot set up authentication (TLS, PAM): %s", vdi_strerror(rc));
         goto err;
     }
+    rc = brk_store_limit_foreach(s->store, (int64_t)time(NULL) * 1000, limit_restore, s);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot read the login limits from the state database: %s", vdi_strerror(rc));
+        goto err;
+    }
+    auth_set_limit_sink(s->auth, on_limit_change, s);
     return 0;
 err:
     free(path);

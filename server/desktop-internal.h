@@ -130,7 +130,7 @@ struct srv_vm {
     srv_t *s;
     int64_t id;
     char pool[64];
-    char owner[64];
+    char owner[BRK_USER_MAX];
     char image[64];
     uint32_t image_version; /* 0 until cloned */
     brk_desktop_state_t state;

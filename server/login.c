@@ -19,7 +19,7 @@
 struct srv_login {
     srv_t *s;
     vdi_list_t link; /* in s->logins */
-    char user[64];
+    char user[BRK_USER_MAX];
     int64_t desktop; /* waiting for this desktop to become ready (0: result already known) */
     int status;
     char msg[160];

@@ -37,7 +37,7 @@ struct srv_console {
     vdi_list_t link;
     enum cstate state;
     int64_t desktop;
-    char user[64];
+    char user[BRK_USER_MAX];
     char web_session[40];
     char peer[64];
     srv_session_t *se;

@@ -8,6 +8,15 @@
  * session also has a CSRF token, returned by login and /api/me, which every POST but login must
  * carry in X-CSRF-Token; a POST whose Origin is present must be our own origin. Login itself
  * needs a JSON body (no cross-site form can send one) and the same Origin rule.
+ *
+ * auth/'s token store decides when a session ends (logout, idle or absolute expiry, the per-user
+ * and global caps) and tells us (on_session_gone); our record of it goes at that moment, and a
+ * console token minted for a session dies with it.
+ *
+ * Sessions survive a restart of vdid: each is written to the state database when it starts
+ * (digest of the cookie, user, groups, CSRF token, lifetimes), its last use at most once a minute
+ * (so a restored session may end up to a minute early, never late), and deleted when it ends;
+ * srv__portal_create() puts back those still valid.
  */
 #define VDI_LOG_TAG "portal"
 #include <dirent.h>
@@ -20,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -29,7 +39,7 @@
 #include "server/internal.h"
 
 #define COOKIE_NAME      "vdi_session"
-#define MAX_SESSIONS     4096
+#define TOUCH_EVERY_MS   60000 /* a session's last use reaches the database this often at most */
 #define MAX_FILE_BYTES   (4u << 20)
 #define MAX_STATIC_BYTES (64u << 20)
 #define MAX_STATIC_FILES 2048
@@ -49,6 +59,7 @@ struct wsess {
     char id[40];                          /* tags consoles; not a secret */
     char csrf[AUTH_TOKEN_LEN + 1];
     auth_identity_t *who;
+    uint64_t saved_ms; /* the last use recorded in the database (Unix ms) */
 };
 
 struct srv_portal {
@@ -267,13 +278,108 @@ static void serve_static(srv_portal_t *p, srv_httpx_t *x)
 }
 
 /* ---- sessions --------------------------------------------------------------------------------- */
-static void sess_free(struct srv_portal *p, struct wsess *ws)
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void digest_hex(const uint8_t d[SHA256_DIGEST_LENGTH],
+                       char out[2 * SHA256_DIGEST_LENGTH + 1])
+{
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static bool digest_parse(const char *hex, uint8_t d[SHA256_DIGEST_LENGTH])
+{
+    if (strlen(hex) != 2 * SHA256_DIGEST_LENGTH)
+        return false;
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        d[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+static void sess_id(struct wsess *ws)
+{
+    snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
+             ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
+             ws->digest[6], ws->digest[7]);
+}
+
+/* Write a new session through to the state database. */
+static void sess_save(srv_portal_t *p, struct wsess *ws)
+{
+    const brk_config_t *cfg = p->s->cfg;
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    digest_hex(ws->digest, hex);
+    vdi_buf_t groups = VDI_BUF_INIT;
+    for (size_t i = 0; i < ws->who->ngroups; i++)
+        vdi_buf_printf(&groups, "%s\n", ws->who->groups[i]);
+    vdi_buf_append(&groups, "", 1);
+    ws->saved_ms = wall_ms();
+    brk_web_session_t row = {
+        .digest = hex,
+        .user = ws->who->username,
+        .groups = (const char *)groups.data,
+        .is_admin = ws->who->is_admin,
+        .csrf = ws->csrf,
+        .idle_ms = cfg->web_session_idle_s * 1000u,
+        .last_used = (int64_t)ws->saved_ms,
+        .expires = (int64_t)ws->saved_ms + (int64_t)cfg->web_session_max_s * 1000,
+    };
+    int rc = brk_store_web_session_put(p->s->store, &row);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("user=%s web session not recorded (it ends with this vdid): %s",
+                        ws->who->username, vdi_strerror(rc));
+    vdi_buf_free(&groups);
+}
+static struct wsess *sess_find(srv_portal_t *p, const uint8_t digest[SHA256_DIGEST_LENGTH])
+{
+    struct wsess *found = NULL;
+    for (vdi_list_t *it = p->sessions.next; it != &p->sessions; it = it->next) {
+        struct wsess *ws = vdi_list_entry(it, struct wsess, link);
+        if (CRYPTO_memcmp(ws->digest, digest, SHA256_DIGEST_LENGTH) == 0)
+            found = ws;
+    }
+    return found;
+}
+
+/* Forget our record of a session that auth/ no longer has. */
+static void sess_drop(srv_portal_t *p, struct wsess *ws)
 {
     vdi_list_remove(&ws->link);
     p->n_sessions--;
     auth_identity_free(ws->who);
     vdi_wipe(ws, sizeof(*ws));
     free(ws);
+}
+
+/* auth/ ended a session (expired, revoked, or dropped for a cap). */
+static void on_session_gone(const uint8_t digest[AUTH_TOKEN_DIGEST_LEN], void *ctx)
+{
+    srv_portal_t *p = ctx;
+    struct wsess *ws = sess_find(p, digest);
+    if (ws)
+        sess_drop(p, ws);
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    digest_hex(digest, hex);
+    int rc = brk_store_web_session_delete(p->s->store, hex);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("an ended web session is still in the state database: %s",
+                        vdi_strerror(rc));
+}
+
+/* End a session: auth/ revokes it with its console tokens, and on_session_gone drops ours. */
+static void sess_end(srv_portal_t *p, struct wsess *ws)
+{
+    if (auth_session_revoke_digest(p->tokens, ws->digest) < 0)
+        sess_drop(p, ws);
 }
 
 /* The request's web session, or NULL (no cookie, expired, revoked). */
@@ -284,32 +390,103 @@ static struct wsess *session_of(srv_portal_t *p, srv_httpx_t *x)
     if (!tok[0])
         return NULL;
     uint8_t d[SHA256_DIGEST_LENGTH];
-    SHA256((const uint8_t *)tok, strlen(tok), d);
-    struct wsess *found = NULL;
-    vdi_list_t *it;
-    for (it = p->sessions.next; it != &p->sessions; it = it->next) {
-        struct wsess *ws = vdi_list_entry(it, struct wsess, link);
-        if (CRYPTO_memcmp(ws->digest, d, sizeof(d)) == 0)
-            found = ws;
-    }
-    const char *user = NULL;
-    int rc = auth_session_check(p->tokens, tok, &user);
+    auth_token_digest(tok, d);
+    /* First auth/: a session it finds expired goes (and on_session_gone drops our record). */
+    int rc = auth_session_check(p->tokens, tok, NULL);
     vdi_wipe(tok, sizeof(tok));
-    if (rc < 0) {
-        if (found)
-            sess_free(p, found); /* expired: forget it */
-        return NULL;
+    struct wsess *ws = rc == 0 ? sess_find(p, d) : NULL;
+    vdi_wipe(d, sizeof(d));
+    uint64_t now = ws ? wall_ms() : 0;
+    if (ws && now - ws->saved_ms >= TOUCH_EVERY_MS) {
+        char hex[2 * SHA256_DIGEST_LENGTH + 1];
+        digest_hex(ws->digest, hex);
+        if (brk_store_web_session_touch(p->s->store, hex, (int64_t)now) == 0)
+            ws->saved_ms = now;
     }
-    return found;
+    return ws;
 }
 
-/* Drop our records of sessions auth/ no longer has (expired), oldest first, when full. */
-static void sessions_trim(srv_portal_t *p)
+/* Put back the sessions of the state database that are still valid (vdid's start). */
+struct loaded {
+    brk_web_session_t *rows;
+    size_t n;
+};
+
+static int load_row(const brk_web_session_t *ws, void *ctx)
 {
-    if (p->n_sessions < MAX_SESSIONS)
-        return;
-    struct wsess *old = vdi_list_entry(p->sessions.next, struct wsess, link);
-    sess_free(p, old);
+    struct loaded *l = ctx;
+    l->rows = vdi_xrealloc(l->rows, (l->n + 1) * sizeof(*l->rows));
+    brk_web_session_t *r = &l->rows[l->n++];
+    *r = *ws;
+    r->digest = vdi_xstrdup(ws->digest);
+    r->user = vdi_xstrdup(ws->user);
+    r->groups = vdi_xstrdup(ws->groups);
+    r->csrf = vdi_xstrdup(ws->csrf);
+    return 0;
+}
+
+static bool restore_one(srv_portal_t *p, const brk_web_session_t *r, uint64_t now)
+{
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    if (!digest_parse(r->digest, d) || !r->user[0] || strlen(r->user) > AUTH_USERNAME_MAX ||
+        strlen(r->csrf) != AUTH_TOKEN_LEN || !r->idle_ms)
+        return false;
+    int64_t max_left = r->expires - (int64_t)now;
+    int64_t idle_left =
+        VDI_MIN(r->last_used + (int64_t)r->idle_ms - (int64_t)now, (int64_t)r->idle_ms);
+    if (max_left <= 0 || idle_left <= 0)
+        return false;
+    if (auth_session_restore(p->tokens, d, r->user, r->idle_ms, (uint64_t)max_left,
+                             (uint64_t)idle_left) < 0)
+        return false;
+    struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
+    memcpy(ws->digest, d, sizeof(d));
+    sess_id(ws);
+    snprintf(ws->csrf, sizeof(ws->csrf), "%s", r->csrf);
+    ws->saved_ms = (uint64_t)r->last_used;
+    ws->who = vdi_xcalloc(1, sizeof(*ws->who));
+    ws->who->username = vdi_xstrdup(r->user);
+    ws->who->is_admin = r->is_admin;
+    for (const char *g = r->groups, *nl; *g && (nl = strchr(g, '\n')); g = nl + 1) {
+        ws->who->groups = vdi_xrealloc(ws->who->groups, (ws->who->ngroups + 1) * sizeof(char *));
+        ws->who->groups[ws->who->ngroups++] = vdi_xasprintf("%.*s", (int)(nl - g), g);
+    }
+    vdi_list_push_tail(&p->sessions, &ws->link);
+    p->n_sessions++;
+    return true;
+}
+
+static int sessions_load(srv_portal_t *p)
+{
+    struct loaded l = {0};
+    uint64_t now = wall_ms();
+    int rc = brk_store_web_session_foreach(p->s->store, (int64_t)now, load_row, &l);
+    size_t kept = 0;
+    /* From here on the store follows auth/: one dropped for a cap while restoring is deleted. */
+    auth_tokens_set_session_gone(p->tokens, on_session_gone, p);
+    for (size_t i = 0; i < l.n; i++) {
+        brk_web_session_t *r = &l.rows[i];
+        if (rc == 0 && restore_one(p, r, now)) {
+            kept++;
+        } else if (rc == 0) {
+            VDI_LOG_WARN("user=%s web session in the state database cannot be restored: dropped",
+                         r->user);
+            brk_store_web_session_delete(p->s->store, r->digest);
+        }
+        free((char *)r->digest);
+        free((char *)r->user);
+        free((char *)r->groups);
+        vdi_wipe((char *)r->csrf, strlen(r->csrf));
+        free((char *)r->csrf);
+    }
+    free(l.rows);
+    if (rc < 0) {
+        VDI_LOG_ERR("cannot read the web sessions from the state database: %s", vdi_strerror(rc));
+        return rc;
+    }
+    if (kept)
+        VDI_LOG_INFO("portal: %zu web sessions restored", kept);
+    return 0;
 }
 
 /* Same origin: Origin absent (not a browser, or a same-origin GET) or "https://" + Host. */
@@ -404,7 +581,6 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
     }
     const brk_config_t *cfg = p->s->cfg;
     char tok[AUTH_TOKEN_LEN + 1];
-    sessions_trim(p);
     int rc = auth_session_create(p->tokens, id->username, cfg->web_session_idle_s * 1000u,
                                  cfg->web_session_max_s * 1000u, tok);
     uint8_t rnd[32];
@@ -416,14 +592,13 @@ static void on_checked(int status, auth_identity_t *id, const char *reason, void
         return;
     }
     struct wsess *ws = vdi_xcalloc(1, sizeof(*ws));
-    SHA256((const uint8_t *)tok, strlen(tok), ws->digest);
+    auth_token_digest(tok, ws->digest);
     b64url(rnd, sizeof(rnd), ws->csrf);
-    snprintf(ws->id, sizeof(ws->id), "%02x%02x%02x%02x%02x%02x%02x%02x", ws->digest[0],
-             ws->digest[1], ws->digest[2], ws->digest[3], ws->digest[4], ws->digest[5],
-             ws->digest[6], ws->digest[7]);
+    sess_id(ws);
     ws->who = id;
     vdi_list_push_tail(&p->sessions, &ws->link);
     p->n_sessions++;
+    sess_save(p, ws);
     brk_store_audit(p->s->store, "web", "web.login", 0, id->username, srv__httpx_peer(x));
     char hdr[256];
     snprintf(hdr, sizeof(hdr),
@@ -511,8 +686,9 @@ struct connect_job {
     srv_portal_t *p;
     srv_httpx_t *x;
     srv_login_t *login;
-    char user[64];
+    char user[BRK_USER_MAX];
     char sess[40];
+    uint8_t digest[AUTH_TOKEN_DIGEST_LEN]; /* of the session: its console token dies with it */
     char peer[64];
 };
 
@@ -541,7 +717,15 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     uint32_t ttl_ms = p->s->cfg->web_token_ttl_s * 1000u;
     int rc = srv__console_open(p, vm, j->user, j->peer, j->sess, ttl_ms);
     if (rc == 0)
-        rc = auth_console_token_issue(p->tokens, j->user, desk, ttl_ms, tok);
+        rc = auth_console_token_issue(p->tokens, j->user, desk, j->digest, ttl_ms, tok);
+    if (rc == VDI_ETOKEN || rc == -ENOSPC) {
+        srv__console_kick(p, j->user, id, NULL, "no console token");
+        srv__httpx_error(x, rc == VDI_ETOKEN ? 401 : 503,
+                         rc == VDI_ETOKEN ? "the session ended meanwhile"
+                                          : "too many connections open; try again later");
+        free(j);
+        return;
+    }
     if (rc < 0) {
         srv__console_kick(p, j->user, id, NULL, "internal error");
         srv__httpx_error(x, 500, "internal error; the administrator was told");
@@ -567,6 +751,7 @@ static void api_connect(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
     j->x = x;
     snprintf(j->user, sizeof(j->user), "%s", ws->who->username);
     snprintf(j->sess, sizeof(j->sess), "%s", ws->id);
+    memcpy(j->digest, ws->digest, sizeof(j->digest));
     snprintf(j->peer, sizeof(j->peer), "%s", srv__httpx_peer(x));
     brk_store_audit(p->s->store, "web", "login", 0, j->user, j->peer);
     int rc = srv__login(p->s, ws->who->username, (const char *const *)ws->who->groups,
@@ -622,13 +807,9 @@ static const char clear_cookie[] =
 
 static void api_logout(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 {
-    char tok[AUTH_TOKEN_LEN + 1];
-    srv__http_cookie(srv__httpx_req(x)->cookie, COOKIE_NAME, tok, sizeof(tok));
-    auth_session_revoke(p->tokens, tok);
-    vdi_wipe(tok, sizeof(tok));
     srv__console_kick(p, NULL, 0, ws->id, "logged out");
     brk_store_audit(p->s->store, "web", "web.logout", 0, ws->who->username, srv__httpx_peer(x));
-    sess_free(p, ws);
+    sess_end(p, ws); /* with the console tokens minted for it */
     srv__httpx_json(x, 200, clear_cookie, json_pack("{s:b}", "ok", 1));
 }
 
@@ -854,7 +1035,10 @@ int srv__portal_create(srv_t *s, srv_portal_t **out)
     vdi_list_init(&p->consoles);
     int rc = load_static(p);
     if (rc == 0)
-        rc = auth_tokens_create(2 * MAX_SESSIONS, NULL, NULL, &p->tokens);
+        rc = auth_tokens_create(2 * (size_t)s->cfg->web_max_sessions, s->cfg->web_user_tokens, NULL,
+                                NULL, &p->tokens);
+    if (rc == 0)
+        rc = sessions_load(p);
     if (rc < 0) {
         srv__portal_destroy(p);
         return rc;
@@ -868,7 +1052,7 @@ void srv__portal_destroy(srv_portal_t *p)
     if (!p)
         return;
     while (!vdi_list_empty(&p->sessions))
-        sess_free(p, vdi_list_entry(p->sessions.next, struct wsess, link));
+        sess_drop(p, vdi_list_entry(p->sessions.next, struct wsess, link));
     auth_tokens_destroy(p->tokens);
     for (size_t i = 0; i < p->n_files; i++) {
         free(p->files[i].path);

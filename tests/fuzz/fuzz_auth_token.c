@@ -15,9 +15,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     auth_tokens_t *t;
-    auth_tokens_create(16, NULL, NULL, &t);
+    auth_tokens_create(16, 4, NULL, NULL, &t);
     char console[AUTH_TOKEN_LEN + 1], session[AUTH_TOKEN_LEN + 1];
-    VDI_ASSERT(auth_console_token_issue(t, "alice", "desk-1", 0, console) == 0);
+    VDI_ASSERT(auth_console_token_issue(t, "alice", "desk-1", NULL, 0, console) == 0);
     VDI_ASSERT(auth_session_create(t, "alice", 60000, 600000, session) == 0);
     char *s = malloc(size + 1);
     memcpy(s, data, size);

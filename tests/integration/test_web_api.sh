@@ -5,8 +5,11 @@
 # limit), CSRF and Origin checks, the user's desktops, connect (a one-time console token),
 # disconnect, logout, admin calls refused for ordinary users and answered for admins, oversized and
 # malformed requests, the WebSocket entry's refusals, and a raw WebSocket console (python3's ssl
-# module as the client) that burns its token and reaches the desktop's RFB display.
-# timeout: 180
+# module as the client) that burns its token and reaches the desktop's RFB display. Also: console
+# tokens die with their session (logout, the per-user cap), one account minting sessions and
+# tokens in a loop does not lock others out, a 200-byte user name finds its own desktop again, and
+# a restart of vdid keeps lockouts and web sessions (cookie and CSRF token).
+# timeout: 300
 . "$VDI_SRC/tests/lib.sh"
 t_tmpdir
 VDID=$VDI_BIN/vdid
@@ -31,6 +34,10 @@ add_user() { # name uid
     echo "$1:x:$2:" >>"$T/pam/group"
 }
 add_user alice 3001; add_user bob 3002; add_user root2 3003; add_user eve 3004
+add_user carol 3005; add_user frank 3006; add_user mallory 3007
+LONG=$(printf 'l%.0s' $(seq 1 200)) # a 200-byte user name, in group labusers
+add_user "$LONG" 3008
+echo "labusers:x:2100:$LONG" >>"$T/pam/group"
 printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 
@@ -48,13 +55,21 @@ listen = 127.0.0.1:0
 web_listen = 127.0.0.1:0
 vmm = $FAKE
 memory_budget = 4G
+web_max_sessions = 8
+web_user_tokens = 4
+
+[auth]
+user_lockout_failures = 6
+addr_free_failures = 100
+addr_lockout_failures = 1000
 
 [pool lab]
 image = testdesk
 memory = 64M
-max_desktops = 4
+max_desktops = 6
 framebuffer = 320x240
-users = alice, bob
+users = alice, bob, mallory
+groups = labusers
 disconnect_timeout = 30
 CONF
 
@@ -219,6 +234,53 @@ t_check "alice logs out" test "$(status_of "$r")" = 200
 r=$(get alice /api/me)
 t_check "her cookie no longer works" test "$(status_of "$r")" = 401
 
+# ---- console tokens die with their session
+wsc() { python3 "$VDI_SRC/tests/integration/web_wsclient.py" --port "$port" --ca "$ca" --path "$1" 2>&1; }
+tok_of() { sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$1" | head -n1; }
+desk_of() { sed -n 's/.*"desktop":\([0-9]*\).*/\1/p' <<<"$1" | head -n1; }
+t_check "alice logs in again" test "$(login alice)" = 200
+r=$(post alice /api/connect)
+t_check "and gets a console token" test "$(status_of "$r")" = 200
+tok=$(tok_of "$r"); desk=$(desk_of "$r")
+r=$(post alice /api/logout)
+out=$(wsc "/ws?desktop=$desk&token=$tok")
+t_check "a token minted before logout is refused after it (4401: $out)" grep -q '^close 4401' <<<"$out"
+t_check "alice logs in" test "$(login alice)" = 200
+r=$(post alice /api/connect)
+tok=$(tok_of "$r"); desk=$(desk_of "$r")
+cp "$(jar alice)" "$T/jar-alice-old"
+for i in 1 2 3 4; do login alice >/dev/null; done
+out=$(wsc "/ws?desktop=$desk&token=$tok")
+t_check "a session dropped for the per-user cap (4) takes its console token along ($out)" grep -q '^close 4401' <<<"$out"
+t_check "and its cookie no longer works" test "$(c -b "$T/jar-alice-old" -o /dev/null -w '%{http_code}' "$B/api/me")" = 401
+t_check "her newest session works" test "$(status_of "$(get alice /api/me)")" = 200
+
+# ---- one account minting sessions and tokens in a loop does not lock the others out
+# (web_max_sessions = 8: 16 tokens in all; web_user_tokens = 4 of each kind per user)
+for i in $(seq 1 12); do login mallory >/dev/null; done
+for i in $(seq 1 12); do post mallory /api/connect >/dev/null; done
+t_check "mallory still has a session" test "$(status_of "$(get mallory /api/me)")" = 200
+t_check "bob logs in while mallory mints" test "$(login bob)" = 200
+r=$(post bob /api/connect)
+t_check "and connects ($(status_of "$r"))" test "$(status_of "$r")" = 200
+out=$(wsc "/ws?desktop=$(desk_of "$r")&token=$(tok_of "$r")")
+t_check "and his token opens his desktop ($out)" grep -q '^serverinit 320x240' <<<"$out"
+for i in $(seq 1 6); do login mallory >/dev/null; post mallory /api/connect >/dev/null; done
+t_check "carol logs in after more of it" test "$(login carol)" = 200
+
+# ---- a 200-byte user name finds its own desktop again
+t_check "a 200-byte user name logs in" test "$(login "$LONG")" = 200
+t_check "under its whole name" grep -q "\"user\":\"$LONG\"" "$T/login-$LONG.json"
+r=$(post "$LONG" /api/connect)
+t_check "and connects ($(status_of "$r"))" test "$(status_of "$r")" = 200
+long_desk=$(desk_of "$r")
+r=$(post "$LONG" /api/logout)
+t_check "logs out, and in again" test "$(login "$LONG")" = 200
+r=$(post "$LONG" /api/connect)
+t_check "and gets the same desktop ($long_desk, then $(desk_of "$r"))" test "$(desk_of "$r")" = "$long_desk"
+r=$(post root2 /api/admin/desktops.list)
+t_check "owned under the whole name" grep -q "\"owner\":\"$LONG\"" <<<"$r"
+
 # ---- malformed and oversized requests
 big=$(head -c 20000 /dev/zero | tr '\0' a)
 t_check "a body over 16 KiB is 413" \
@@ -276,6 +338,34 @@ held_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 t_check "after 3 failures further attempts are held back (5th: ${held_ms} ms)" test "$held_ms" -ge 700
 t_check "and refused with 401" grep -q '"error":"authentication failed"' "$T/login-eve.json"
 t_check "vdid is still serving" test "$(code "$B/")" = 200
+
+# ---- a restart keeps lockouts and web sessions
+for i in 1 2 3 4 5 6; do login frank wrong >/dev/null; done
+t_check "frank is locked out (429)" test "$(login frank)" = 429
+t_check "carol's session works" test "$(status_of "$(get carol /api/me)")" = 200
+kill -TERM "$vdid"; wait "$vdid"
+t_check "vdid stopped cleanly" test $? = 0
+LD_PRELOAD="$libdir/libpam_wrapper.so:$libdir/libnss_wrapper.so" PAM_WRAPPER=1 \
+UID_WRAPPER_DISABLE_DEEPBIND=1 PAM_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+PAM_WRAPPER_SERVICE_DIR="$T/pam" NSS_WRAPPER_PASSWD="$T/pam/passwd" \
+NSS_WRAPPER_GROUP="$T/pam/group" t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
+vdid=$!
+restarted() { test "$(grep -c 'web portal listening' "$T/vdid.log")" = 2; }
+t_wait_for 15 restarted || t_fail "vdid did not restart: $(tail -5 "$T/vdid.log")"
+port=$(sed -n 's/.*web portal listening on .* port \([0-9]*\).*/\1/p' "$T/vdid.log" | tail -n1)
+B=https://localhost:$port
+O="Origin: $B"
+t_check "after a restart frank is still locked out" test "$(login frank)" = 429
+t_check "and other users still log in" test "$(login bob)" = 200
+r=$(get carol /api/me)
+t_check "carol's cookie still works" test "$(status_of "$r")" = 200
+t_check "with the same CSRF token" grep -q "\"csrf\":\"$(csrf carol)\"" <<<"$r"
+r=$(post carol /api/disconnect '{"desktop":999999}')
+t_check "which POSTs still carry" test "$(status_of "$r")" = 200
+r=$(post carol /api/logout)
+t_check "carol logs out after the restart" test "$(status_of "$r")" = 200
+t_check "and her cookie then no longer works" test "$(status_of "$(get carol /api/me)")" = 401
 kill -TERM "$vdid"; wait "$vdid"
 t_check "vdid stopped cleanly" test $? = 0
 

@@ -39,6 +39,11 @@ static void test_documented_defaults(void **state)
     assert_int_equal(c.limit_addr.lockout_failures, 30);
     assert_int_equal(c.limit_addr.lockout_ms, 900000);
     assert_int_equal(c.limit_user.forget_ms, 3600000);
+    /* limit_user_global: 30 free, lock at 100; a clean record lasts 30 days. */
+    assert_int_equal(c.limit_user_global.free_failures, 30);
+    assert_int_equal(c.limit_user_global.lockout_failures, 100);
+    assert_int_equal(c.limit_user_global.lockout_ms, 900000);
+    assert_int_equal(c.known_addr_days, 30);
     assert_int_equal(c.limit_addr.max_entries, 65536);
 }
 

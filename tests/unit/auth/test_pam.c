@@ -60,11 +60,14 @@ static void reexec(char **argv)
     char *debug = find_lib("security/pam_debug.so");
     char *deny = find_lib("security/pam_deny.so");
     char *nssw = find_lib("libnss_wrapper.so");
-    if (!pamw || !matrix || !listfile || !debug || !deny) {
+    char *setitems = find_lib("pam_wrapper/pam_set_items.so");
+    char *faildelay = find_lib("security/pam_faildelay.so");
+    if (!pamw || !matrix || !listfile || !debug || !deny || !setitems || !faildelay) {
         const char *ci = getenv("VDI_REQUIRE_DEPS");
         if (!ci || strcmp(ci, "1") != 0)
             ci = getenv("VDI_REQUIRE_KVM");
-        printf("%s: pam_wrapper/pam_matrix (libpam-wrapper) or pam_listfile/pam_debug missing\n",
+        printf("%s: pam_wrapper/pam_matrix/pam_set_items (libpam-wrapper) or "
+               "pam_listfile/pam_debug/pam_faildelay missing\n",
                ci && strcmp(ci, "1") == 0 ? "FAIL" : "SKIP");
         exit(ci && strcmp(ci, "1") == 0 ? 1 : 77);
     }
@@ -91,6 +94,19 @@ static void reexec(char **argv)
                "account required %s passdb=%s/passdb\n",
                matrix, dir, matrix, dir, matrix, dir);
     write_file(dir, "other", "auth required %s\naccount required %s\n", deny, deny);
+    /* A stack that maps every name to the one in $PAM_USER (pam_set_items sets PAM items from
+     * the environment), the way a directory service maps "ALICE" to "alice". */
+    write_file(dir, "vdi-map",
+               "auth required %s\nauth required %s passdb=%s/passdb-map\n"
+               "account required %s\naccount required %s passdb=%s/passdb-map\n",
+               setitems, matrix, dir, setitems, matrix, dir);
+    write_file(dir, "passdb-map", "alice:secret:vdi-map\n");
+    /* pam_faildelay asks libpam to sleep 3 s after a failure, as pam_unix asks for 2 s. */
+    write_file(dir, "vdi-delay",
+               "auth optional %s delay=3000000\nauth required %s passdb=%s/passdb-delay\n"
+               "account required %s passdb=%s/passdb-delay\n",
+               faildelay, matrix, dir, matrix, dir);
+    write_file(dir, "passdb-delay", "alice:secret:vdi-delay\n");
     /* A module that asks with echo on: we never answer that. */
     write_file(dir, "vdi-echo", "auth required %s passdb=%s/passdb echo\n", matrix, dir);
     write_file(dir, "passwd",
@@ -125,8 +141,9 @@ static void reexec(char **argv)
 static void cleanup_dir(void)
 {
     const char *dir = getenv("VDI_TEST_PAM_DIR");
-    const char *files[] = {"passdb",   "expired.list", "vdi-test", "vdi-twoprompts",
-                           "vdi-echo", "passwd",       "group",    "other"};
+    const char *files[] = {"passdb",   "expired.list", "vdi-test",   "vdi-twoprompts",
+                           "vdi-echo", "passwd",       "group",      "other",
+                           "vdi-map",  "vdi-delay",    "passdb-map", "passdb-delay"};
     if (!dir)
         return;
     for (size_t i = 0; i < VDI_ARRAY_SIZE(files); i++) {
@@ -151,7 +168,12 @@ static int check(const char *service, const char *user, const char *pass, auth_i
 {
     *id = NULL;
     *reason = NULL;
-    return auth__pam_check_blocking(service, "vdi-admin", user, pass, "192.0.2.1", id, reason);
+    char *canon = NULL;
+    int rc =
+        auth__pam_check_blocking(service, "vdi-admin", user, pass, "192.0.2.1", id, &canon, reason);
+    assert_non_null(canon);
+    free(canon);
+    return rc;
 }
 
 static void test_right_password(void **state)
@@ -222,6 +244,52 @@ static void test_conversation_answers_one_hidden_prompt(void **state)
     assert_int_equal(check("no-such-service", "alice", "secret", &id, &reason), VDI_EAUTH);
 }
 
+/* The identity, and the name the limits count under, is PAM_USER after the stack ran: a stack
+ * that maps "ALICE" to "alice" logs in "alice", and reports "alice" for a failure too. */
+static void test_name_is_what_pam_resolved(void **state)
+{
+    (void)state;
+    auth_identity_t *id = NULL;
+    const char *reason;
+    char *canon = NULL;
+    setenv("PAM_USER", "alice", 1);
+    assert_int_equal(auth__pam_check_blocking("vdi-map", NULL, "ALICE", "secret", "192.0.2.1", &id,
+                                              &canon, &reason),
+                     0);
+    assert_string_equal(id->username, "alice");
+    assert_string_equal(canon, "alice");
+    auth_identity_free(id);
+    free(canon);
+    id = NULL;
+    assert_int_equal(auth__pam_check_blocking("vdi-map", NULL, "Alice", "wrong", "192.0.2.1", &id,
+                                              &canon, &reason),
+                     VDI_EAUTH);
+    assert_null(id);
+    assert_string_equal(canon, "alice");
+    free(canon);
+    unsetenv("PAM_USER");
+    /* A stack that leaves the name alone reports it as given. */
+    assert_int_equal(auth__pam_check_blocking("vdi-test", NULL, "Alice", "secret", "192.0.2.1", &id,
+                                              &canon, &reason),
+                     VDI_EAUTH);
+    assert_string_equal(canon, "Alice");
+    free(canon);
+}
+
+/* PAM's failure delay is off: a wrong password through a stack whose module asks for 3 s comes
+ * back at once (the limits hold attempts back on the loop, not in a pool thread). */
+static void test_no_pam_fail_delay(void **state)
+{
+    (void)state;
+    auth_identity_t *id;
+    const char *reason;
+    uint64_t t0 = vdi_now_ms();
+    assert_int_equal(check("vdi-delay", "alice", "wrong", &id, &reason), VDI_EAUTH);
+    assert_true(vdi_now_ms() - t0 < 1000);
+    assert_int_equal(check("vdi-delay", "alice", "secret", &id, &reason), 0);
+    auth_identity_free(id);
+}
+
 /* The queue: at most max_running checks in the pool, max_queued waiting, -EBUSY beyond. */
 struct qstate {
     auth__pam_t *pam;
@@ -229,10 +297,12 @@ struct qstate {
     uint32_t max_seen;
 };
 
-static void on_done(int status, auth_identity_t *id, const char *reason, void *ctx)
+static void on_done(int status, auth_identity_t *id, const char *user, const char *reason,
+                    void *ctx)
 {
     struct qstate *q = ctx;
     (void)reason;
+    assert_non_null(user);
     q->done++;
     if (status == 0)
         q->ok++;
@@ -337,12 +407,19 @@ static void test_check_password_limits(void **state)
     assert_int_equal(c.eauth, 4);
     assert_int_equal(c.audit[AUTH_AUDIT_LOGIN_FAILED], 4);
     assert_true(c.audit[AUTH_AUDIT_LOCKOUT] >= 1);
-    /* bob is locked out now: even the right password is refused, without PAM. */
-    assert_int_equal(auth_check_password(a, "web", "bob", "hunter2", "192.0.2.6", on_checked, &c),
+    /* bob is locked out for that address now: even the right password is refused, without
+     * PAM. From another address he logs in. */
+    assert_int_equal(auth_check_password(a, "web", "bob", "hunter2", "192.0.2.5", on_checked, &c),
                      0);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(c.elock, 1);
     assert_int_equal(c.audit[AUTH_AUDIT_LOCKED], 1);
+    assert_int_equal(auth_check_password(a, "web", "bob", "hunter2", "192.0.2.6", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.ok, 1);
+    c.ok = 0;
+    c.audit[AUTH_AUDIT_LOGIN_OK] = 0;
 
     /* Backoff: after two failures the next attempt is held ~200 ms; a success resets. */
     for (int i = 0; i < 2; i++) {
@@ -351,7 +428,9 @@ static void test_check_password_limits(void **state)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uint64_t w0 = 0;
-    assert_int_equal(auth__limiter_check(a->lim_user, "alice", vdi_now_ms(), &w0), 0);
+    const char *why;
+    assert_int_equal(
+        auth__limits_check(a->limits, "alice", "192.0.2.7", auth__wall_ms(a), &w0, &why), 0);
     assert_true(w0 > 0 && w0 <= 200);
     uint64_t t0 = vdi_now_ms();
     assert_int_equal(auth_check_password(a, "web", "alice", "secret", "192.0.2.7", on_checked, &c),
@@ -360,7 +439,8 @@ static void test_check_password_limits(void **state)
     assert_int_equal(c.ok, 1);
     assert_true(c.last_ms - t0 >= 150);
     uint64_t wait = 1;
-    assert_int_equal(auth__limiter_check(a->lim_user, "alice", vdi_now_ms(), &wait), 0);
+    assert_int_equal(
+        auth__limits_check(a->limits, "alice", "192.0.2.7", auth__wall_ms(a), &wait, &why), 0);
     assert_int_equal(wait, 0); /* the success reset alice's count */
     assert_int_equal(c.audit[AUTH_AUDIT_LOGIN_OK], 1);
 
@@ -368,6 +448,53 @@ static void test_check_password_limits(void **state)
     assert_int_equal(auth_check_password(a, "web", "", "x", "p", on_checked, &c), -EINVAL);
     assert_int_equal(auth_check_password(a, "web", "a\nb", "x", "p", on_checked, &c), -EINVAL);
     assert_int_equal(auth_check_password(a, "web", "alice", "", "p", on_checked, &c), -EINVAL);
+    auth_destroy(a);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Spellings that PAM maps to one account share its counters, before PAM (a spelling seen
+ * before) and after it (a new spelling is refused once PAM has said whom it means). */
+static void test_check_password_canonical_names(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    auth_config_t cfg;
+    auth_config_defaults(&cfg);
+    cfg.pam_service = "vdi-map";
+    cfg.state_dir = getenv("VDI_TEST_PAM_DIR");
+    cfg.limit_user = (auth_limit_config_t){.lockout_failures = 3, .lockout_ms = 60000};
+    auth_t *a;
+    assert_int_equal(auth_create(&loop, &cfg, &a), 0);
+    struct cstate c = {0};
+    setenv("PAM_USER", "alice", 1);
+    const char *spellings[] = {"ALICE", "Alice", "aLiCe"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            auth_check_password(a, "web", spellings[i], "wrong", "192.0.2.9", on_checked, &c), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    assert_int_equal(c.eauth, 3);
+    uint64_t wait;
+    const char *why;
+    assert_int_equal(
+        auth__limits_check(a->limits, "alice", "192.0.2.9", auth__wall_ms(a), &wait, &why),
+        VDI_ELOCKOUT);
+    /* The right password, as "alice" or in a fourth spelling, is refused: the counter is one. */
+    assert_int_equal(auth_check_password(a, "web", "alice", "secret", "192.0.2.9", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(auth_check_password(a, "web", "ALIce", "secret", "192.0.2.9", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.elock, 2);
+    assert_int_equal(c.ok, 0);
+    /* From another address the mapped name logs in, as "alice". */
+    assert_int_equal(auth_check_password(a, "web", "ALICE", "secret", "192.0.2.10", on_checked, &c),
+                     0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(c.ok, 1);
+    unsetenv("PAM_USER");
     auth_destroy(a);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
@@ -386,8 +513,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unknown_user),
         cmocka_unit_test(test_expired_account),
         cmocka_unit_test(test_conversation_answers_one_hidden_prompt),
+        cmocka_unit_test(test_name_is_what_pam_resolved),
+        cmocka_unit_test(test_no_pam_fail_delay),
         cmocka_unit_test(test_queue_cap),
         cmocka_unit_test(test_check_password_limits),
+        cmocka_unit_test(test_check_password_canonical_names),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cleanup_dir();

@@ -336,7 +336,7 @@ static void test_auth_defaults_are_documented(void **state)
     }
     fclose(f);
     free(path);
-    assert_int_equal(keys, 18); /* every key of the [auth] table in broker/config.c */
+    assert_int_equal(keys, 24); /* every key of the [auth] table in broker/config.c */
 }
 
 static void test_entitlement(void **state)

@@ -214,6 +214,42 @@ static void test_reopen_keeps_everything(void **state)
     assert_string_equal(d.owner, "bob");
 }
 
+/* A user name as long as a login allows (AUTH_USERNAME_MAX bytes) comes back whole, as a
+ * desktop's owner, a session's user and an audit record's user: the next login compares it with
+ * the name it carries, so a cut name would give that user a new desktop every time. */
+static void test_long_user_names(void **state)
+{
+    struct fx *f = *state;
+    char name[AUTH_USERNAME_MAX + 1];
+    for (size_t i = 0; i < AUTH_USERNAME_MAX; i++)
+        name[i] = (char)('a' + i % 26);
+    name[AUTH_USERNAME_MAX] = 0;
+    int64_t id, sid;
+    assert_int_equal(brk_store_desktop_create(f->st, "lab", name, "testdesk", 1 << 28, &id), 0);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_int_equal(strlen(d.owner), AUTH_USERNAME_MAX);
+    assert_string_equal(d.owner, name);
+    assert_int_equal(brk_store_desktop_set_owner(f->st, id, name), 0);
+    brk_store_close(f->st);
+    assert_int_equal(brk_store_open(f->path, &f->st), 0);
+    assert_int_equal(brk_store_desktop_get(f->st, id, &d), 0);
+    assert_string_equal(d.owner, name);
+    assert_int_equal(brk_store_session_open(f->st, name, id, "127.0.0.1", &sid), 0);
+    brk_session_t se;
+    assert_int_equal(brk_store_session_get(f->st, sid, &se), 0);
+    assert_string_equal(se.user, name);
+    struct audit_rec r = {0};
+    assert_int_equal(brk_store_audit_tail(f->st, 1, collect_audit, &r), 0);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.recs[0].user, name);
+    char user[BRK_USER_MAX];
+    int64_t desk;
+    assert_int_equal(brk_store_token_put(f->st, "h", name, id, INT64_MAX), 0);
+    assert_int_equal(brk_store_token_take(f->st, "h", 1, user, sizeof(user), &desk), 0);
+    assert_string_equal(user, name);
+}
+
 static void test_migration_from_v1(void **state)
 {
     struct fx *f = *state;
@@ -226,7 +262,7 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(brk_store_desktop_create(st, "lab", "carol", "testdesk", 1 << 28, &id), 0);
     brk_store_close(st);
     assert_int_equal(brk_store_open(path, &st), 0);
-    assert_int_equal(brk_store_schema_version(st), 2);
+    assert_int_equal(brk_store_schema_version(st), BRK_STORE_SCHEMA_VERSION);
     brk_desktop_t d;
     assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
     assert_string_equal(d.owner, "carol");
@@ -236,6 +272,144 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(brk_store_session_open(st, "carol", id, "x", &sid), 0);
     assert_int_equal(brk_store_session_close(st, sid, "logout"), 0);
     brk_store_close(st);
+}
+
+/* Version 2 -> 3: what version 2 held stays, and the new tables work. */
+static void test_migration_from_v2(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/v2.db", f->dir);
+    brk_store_t *st;
+    assert_int_equal(brk__store_open_at(path, 2, &st), 0);
+    int64_t id;
+    assert_int_equal(brk_store_desktop_create(st, "lab", "dave", "testdesk", 1 << 28, &id), 0);
+    assert_int_equal(brk_store_token_put(st, "h2", "dave", id, 10), 0);
+    brk_store_close(st);
+    assert_int_equal(brk_store_open(path, &st), 0);
+    assert_int_equal(brk_store_schema_version(st), 3);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
+    assert_string_equal(d.owner, "dave");
+    auth_limit_record_t r = {.failures = 1, .last_fail = 5, .expires = 100};
+    assert_int_equal(brk_store_limit_put(st, "user", "dave", &r), 0);
+    brk_store_close(st);
+}
+
+struct limits_seen {
+    int n;
+    char keys[8][64];
+    auth_limit_record_t recs[8];
+};
+static int collect_limit(const char *scope, const char *key, const auth_limit_record_t *rec,
+                         void *ctx)
+{
+    struct limits_seen *l = ctx;
+    if (l->n < 8) {
+        snprintf(l->keys[l->n], sizeof(l->keys[0]), "%s|%s", scope, key);
+        l->recs[l->n++] = *rec;
+    }
+    return 0;
+}
+
+/* Login limit records: put, replace, delete, and expired ones purged by the walk. */
+static void test_limits(void **state)
+{
+    struct fx *f = *state;
+    auth_limit_record_t a = {.failures = 9,
+                             .last_fail = 1700000000000,
+                             .locked_until = 1700000900000,
+                             .expires = 1700003600000};
+    auth_limit_record_t b = {.last_ok = 1700000000000, .expires = 1702592000000};
+    assert_int_equal(brk_store_limit_put(f->st, "user-addr", "203.0.113.9 alice", &a), 0);
+    assert_int_equal(brk_store_limit_put(f->st, "user-addr", "192.0.2.1 alice", &b), 0);
+    assert_int_equal(brk_store_limit_put(f->st, "addr", "2001:db8::/64", &a), 0);
+    a.failures = 10;
+    assert_int_equal(brk_store_limit_put(f->st, "user-addr", "203.0.113.9 alice", &a), 0);
+    assert_int_equal(brk_store_limit_delete(f->st, "addr", "2001:db8::/64"), 0);
+    brk_store_close(f->st);
+    assert_int_equal(brk_store_open(f->path, &f->st), 0);
+    struct limits_seen l = {0};
+    assert_int_equal(brk_store_limit_foreach(f->st, 1700000000001, collect_limit, &l), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.keys[0], "user-addr|203.0.113.9 alice");
+    assert_int_equal(l.recs[0].failures, 10);
+    assert_int_equal(l.recs[0].locked_until, 1700000900000);
+    assert_int_equal(l.recs[0].expires, 1700003600000);
+    assert_string_equal(l.keys[1], "user-addr|192.0.2.1 alice");
+    assert_int_equal(l.recs[1].last_ok, 1700000000000);
+    /* An hour later the lockout record is over and gone from the table. */
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(brk_store_limit_foreach(f->st, 1700003600000, collect_limit, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.keys[0], "user-addr|192.0.2.1 alice");
+}
+
+struct ws_seen {
+    int n;
+    char user[4][BRK_USER_MAX];
+    char groups[4][64];
+    char csrf[4][64];
+    int64_t last_used[4];
+    bool admin[4];
+};
+static int collect_ws(const brk_web_session_t *ws, void *ctx)
+{
+    struct ws_seen *w = ctx;
+    if (w->n < 4) {
+        snprintf(w->user[w->n], sizeof(w->user[0]), "%s", ws->user);
+        snprintf(w->groups[w->n], sizeof(w->groups[0]), "%s", ws->groups);
+        snprintf(w->csrf[w->n], sizeof(w->csrf[0]), "%s", ws->csrf);
+        w->last_used[w->n] = ws->last_used;
+        w->admin[w->n++] = ws->is_admin;
+    }
+    return 0;
+}
+
+/* Web sessions: put, touch, delete; sessions over (absolute or idle) purged by the walk. */
+static void test_web_sessions(void **state)
+{
+    struct fx *f = *state;
+    brk_web_session_t a = {.digest = "aa",
+                           .user = "alice",
+                           .groups = "alice\nstaff\n",
+                           .csrf = "c1",
+                           .idle_ms = 1000,
+                           .last_used = 10000,
+                           .expires = 50000};
+    brk_web_session_t b = {.digest = "bb",
+                           .user = "root2",
+                           .groups = "",
+                           .is_admin = true,
+                           .csrf = "c2",
+                           .idle_ms = 100000,
+                           .last_used = 10000,
+                           .expires = 20000};
+    brk_web_session_t c = {.digest = "cc",
+                           .user = "carol",
+                           .groups = "",
+                           .csrf = "c3",
+                           .idle_ms = 100000,
+                           .last_used = 10000,
+                           .expires = 90000};
+    assert_int_equal(brk_store_web_session_put(f->st, &a), 0);
+    assert_int_equal(brk_store_web_session_put(f->st, &b), 0);
+    assert_int_equal(brk_store_web_session_put(f->st, &c), 0);
+    assert_int_equal(brk_store_web_session_touch(f->st, "aa", 10900), 0);
+    assert_int_equal(brk_store_web_session_touch(f->st, "zz", 10900), -ENOENT);
+    struct ws_seen w = {0};
+    assert_int_equal(brk_store_web_session_foreach(f->st, 11000, collect_ws, &w), 0);
+    assert_int_equal(w.n, 3);
+    assert_string_equal(w.user[0], "alice");
+    assert_string_equal(w.groups[0], "alice\nstaff\n");
+    assert_string_equal(w.csrf[0], "c1");
+    assert_int_equal(w.last_used[0], 10900);
+    assert_true(w.admin[1]);
+    assert_int_equal(brk_store_web_session_delete(f->st, "cc"), 0);
+    /* At 20000: alice idle for 9.1 s (1 s allowed), root2's absolute end reached. */
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(brk_store_web_session_foreach(f->st, 20000, collect_ws, &w), 0);
+    assert_int_equal(w.n, 0);
 }
 
 static void test_refuses_foreign_and_newer(void **state)
@@ -279,7 +453,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tokens_burn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pools_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_user_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_web_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_foreign_and_newer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
