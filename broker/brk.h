@@ -59,6 +59,13 @@ typedef struct {
     uint32_t ready_timeout_s;    /* a new desktop that is not ready after this long has failed */
     uint32_t shutdown_timeout_s; /* a recycled VMM that has not exited after this long is killed */
     int log_level;               /* VDI_LOG_LEVEL_* */
+    /* Connections not logged in yet, per listener (server/listen.c's gate). */
+    uint32_t preauth_max;          /* in all */
+    uint32_t preauth_max_per_addr; /* from one address (IPv6: one /64) */
+    /* The audit log (brk_store_audit_*). */
+    uint32_t audit_keep_s;     /* rows older than this are deleted (0: kept) */
+    uint32_t audit_max_rows;   /* the oldest rows beyond this many are deleted (0: no cap) */
+    uint32_t audit_coalesce_s; /* repeated refusals within this window share a row (0: off) */
     /* The web portal (server/http.c, server/portal*.c). */
     char *web_listen;            /* HTTPS address "HOST:PORT"; NULL when "off" */
     char *web_root;              /* portal pages (NULL: found next to vdid) */
