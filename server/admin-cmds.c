@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "server/internal-web.h"
 #include "server/internal.h"
 
 typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
@@ -277,6 +278,18 @@ static json_t *cmd_audit_tail(srv_t *s, json_t *args, char *err, size_t errlen)
     return arr;
 }
 
+/* A listener's gate: connections before login now, and since start admitted and refused. */
+static json_t *gate_json(const srv_gate_t *g)
+{
+    if (!g)
+        return json_null();
+    srv_gate_stats_t st;
+    srv__gate_stats(g, &st);
+    return json_pack("{s:i, s:i, s:I, s:I, s:I}", "open", (int)st.open, "addresses", (int)st.addrs,
+                     "accepted", (json_int_t)st.accepted, "refused_per_addr",
+                     (json_int_t)st.refused_addr, "refused_total", (json_int_t)st.refused_total);
+}
+
 static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
 {
     VDI_UNUSED(args);
@@ -296,14 +309,16 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
         if (st != BRK_DS_GONE)
             json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
     return json_pack(
-        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version",
-        VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
+        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}, s:{s:o, s:o}}",
+        "version", VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
         (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen", s->cfg->listen, "rfb_port",
         srv__gateway_port(s->gateway), "pools", (int)s->cfg->n_pools, "desktops", states,
         "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
         (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
         (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
-        "overcommit", (int)s->cfg->overcommit_pct);
+        "overcommit", (int)s->cfg->overcommit_pct, "preauth", "rfb",
+        gate_json(srv__gateway_gate(s->gateway)), "web",
+        gate_json(s->web ? (const srv_gate_t *)srv__web_gate(s->web) : NULL));
 }
 
 static const struct {
