@@ -434,7 +434,8 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     struct gconn *c = ctx;
     c->blogin = NULL;
     if (status < 0) {
-        brk_store_audit(c->gw->s->store, NULL, "login.refused", 0, c->id->username, msg);
+        brk_store_audit_repeated(c->gw->s->store, NULL, "login.refused", c->id->username, c->peer,
+                                 msg);
         refuse(c, msg);
         return;
     }
@@ -531,7 +532,12 @@ static void on_audit(const auth_audit_event_t *ev, void *ctx)
     char detail[256];
     snprintf(detail, sizeof(detail), "service=%s peer=%s reason=%s", ev->service, ev->peer,
              ev->reason ? ev->reason : "");
-    brk_store_audit(s->store, "auth", kinds[ev->kind], 0, ev->username, detail);
+    /* Failures and refusals come as fast as a client sends them: coalesced per user and
+     * address. A success or a lockout starting is one row each. */
+    if (ev->kind == AUTH_AUDIT_LOGIN_FAILED || ev->kind == AUTH_AUDIT_LOCKED)
+        brk_store_audit_repeated(s->store, "auth", kinds[ev->kind], ev->username, ev->peer, detail);
+    else
+        brk_store_audit(s->store, "auth", kinds[ev->kind], 0, ev->username, detail);
 }
 
 static void on_listener_closed(uv_handle_t *h)
