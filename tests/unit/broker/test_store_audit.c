@@ -93,8 +93,8 @@ static void test_repeats_coalesce(void **state)
                              0);
         if (i % 100 == 0)
             f->now++; /* 10 s of flood */
-        assert_int_equal(brk_store_audit_repeated(f->st, "auth", "auth.locked", "eve",
-                                                  "192.0.2.7", "peer=192.0.2.7 reason=locked"),
+        assert_int_equal(brk_store_audit_repeated(f->st, "auth", "auth.locked", "eve", "192.0.2.7",
+                                                  "peer=192.0.2.7 reason=locked"),
                          0);
     }
     /* The same user from another address is another kind. */
@@ -224,8 +224,9 @@ static void test_text_as_written(void **state)
 {
     struct fx *f = *state;
     /* Not UTF-8: kept byte for byte (the admin view escapes it). */
-    brk_store_audit(f->st, "auth", "auth.failed", 0, "\xff\xfe"
-                                                     "eve",
+    brk_store_audit(f->st, "auth", "auth.failed", 0,
+                    "\xff\xfe"
+                    "eve",
                     "service=rfb");
     /* 31 two-byte characters and one more: the 64-byte field cuts before the split one. */
     char user[80] = "x";
