@@ -19,6 +19,7 @@ test_vdid_floods.sh, all on loopback, bounded in count and time.
       per connection.
 """
 import argparse
+import re
 import select
 import socket
 import ssl
@@ -166,7 +167,8 @@ def pipeline_once(a):
             data += c
     except (OSError, ssl.SSLError):
         pass
-    statuses = [line.split()[1].decode() for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    # Bodies end without a line break: the next status line may follow a body on its line.
+    statuses = [m.decode() for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
     print("responses=%d statuses=%s" % (len(statuses), ",".join(statuses)), flush=True)
 
 
