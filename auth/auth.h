@@ -232,6 +232,10 @@ typedef void (*auth_tls_accept_cb)(auth_tls_t *t, int status, void *ctx);
  * TLS server handshake, with the handshake timeout from the config. For the HTTPS listener.
  * Returns 0 (the callback runs later, exactly once) or an error (callback never runs). */
 int auth_tls_accept(auth_t *a, uv_stream_t *server, auth_tls_accept_cb cb, void *ctx);
+/* The same on a connection the caller accepted (a listener that gates connections first): takes
+ * @tcp (connected, not reading, allocated with malloc), also on error, when it is closed and
+ * freed. Returns 0 (the callback runs later, exactly once) or an error (it never runs). */
+int auth_tls_accept_tcp(auth_t *a, uv_tcp_t *tcp, auth_tls_accept_cb cb, void *ctx);
 /* Start delivering plaintext; bytes that arrived earlier (e.g. pipelined after the RFB
  * credentials) come first, from the loop, never from inside this call. */
 int auth_tls_read_start(auth_tls_t *t, auth_tls_read_cb cb, void *ctx);
@@ -297,6 +301,11 @@ typedef void (*auth_rfb_login_cb)(auth_rfb_login_t *l, int status, auth_rfb_logi
  * Returns 0 (@cb runs later) or an error from uv_accept (@cb never runs). */
 int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, void *ctx,
                           auth_rfb_login_t **out);
+/* The same on a connection the caller accepted: takes @tcp (connected, not reading, allocated with
+ * malloc), also on error, when it is closed and freed. Returns 0 (@cb runs later) or an error
+ * (@cb never runs). */
+int auth_rfb_login_start(auth_t *a, uv_tcp_t *tcp, auth_rfb_login_cb cb, void *ctx,
+                         auth_rfb_login_t **out);
 /* Give up on a login in progress (e.g. at shutdown): closes the connection at once; @cb runs
  * later, from the loop, with -ECANCELED (never inside this call). Only valid before @cb has run;
  * a second abort does nothing. */

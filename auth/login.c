@@ -293,6 +293,13 @@ int auth_rfb_login_accept(auth_t *a, uv_stream_t *server, auth_rfb_login_cb cb, 
         auth__tcp_close_free(tcp);
         return err;
     }
+    return auth_rfb_login_start(a, tcp, cb, ctx, out);
+}
+
+int auth_rfb_login_start(auth_t *a, uv_tcp_t *tcp, auth_rfb_login_cb cb, void *ctx,
+                         auth_rfb_login_t **out)
+{
+    int err;
     auth_rfb_login_t *l = vdi_xcalloc(1, sizeof(*l));
     auth_rfbsec_config_t sc = {
         .allow_tlsplain = a->cfg.allow_tlsplain && a->tls_anon,

@@ -703,6 +703,11 @@ int auth_tls_accept(auth_t *a, uv_stream_t *server, auth_tls_accept_cb cb, void 
         auth__tcp_close_free(tcp);
         return err;
     }
+    return auth_tls_accept_tcp(a, tcp, cb, ctx);
+}
+
+int auth_tls_accept_tcp(auth_t *a, uv_tcp_t *tcp, auth_tls_accept_cb cb, void *ctx)
+{
     uv_tcp_nodelay(tcp, 1);
     char peer[64];
     auth__peer_name(tcp, peer, sizeof(peer));
@@ -710,8 +715,10 @@ int auth_tls_accept(auth_t *a, uv_stream_t *server, auth_tls_accept_cb cb, void 
     ac->cb = cb;
     ac->ctx = ctx;
     auth_tls_t *t;
-    err = auth__tls_start(a->tls_x509, tcp, peer, NULL, 0, a->cfg.handshake_timeout_ms,
-                          on_accept_handshake, ac, &t);
+    /* The handshake deadline (handshake_timeout_ms) bounds a client that connects and then
+     * stalls anywhere in the handshake. */
+    int err = auth__tls_start(a->tls_x509, tcp, peer, NULL, 0, a->cfg.handshake_timeout_ms,
+                              on_accept_handshake, ac, &t);
     if (err < 0)
         free(ac);
     return err;

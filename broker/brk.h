@@ -59,6 +59,13 @@ typedef struct {
     uint32_t ready_timeout_s;    /* a new desktop that is not ready after this long has failed */
     uint32_t shutdown_timeout_s; /* a recycled VMM that has not exited after this long is killed */
     int log_level;               /* VDI_LOG_LEVEL_* */
+    /* Connections not logged in yet, per listener (server/listen.c's gate). */
+    uint32_t preauth_max;          /* in all */
+    uint32_t preauth_max_per_addr; /* from one address (IPv6: one /64) */
+    /* The audit log (brk_store_audit_*). */
+    uint32_t audit_keep_s;     /* rows older than this are deleted (0: kept) */
+    uint32_t audit_max_rows;   /* the oldest rows beyond this many are deleted (0: no cap) */
+    uint32_t audit_coalesce_s; /* repeated refusals within this window share a row (0: off) */
     /* The web portal (server/http.c, server/portal*.c). */
     char *web_listen;            /* HTTPS address "HOST:PORT"; NULL when "off" */
     char *web_root;              /* portal pages (NULL: found next to vdid) */
@@ -256,8 +263,32 @@ typedef struct {
 int brk_store_audit(brk_store_t *st, const char *actor, const char *event, int64_t desktop,
                     const char *user, const char *detail);
 typedef int (*brk_audit_fn)(const brk_audit_t *a, void *ctx);
-/* The last @n records, oldest first. */
+/* The last @n records, oldest first. Text is as it was written (a user name need not be UTF-8),
+ * cut to the fields' sizes before a UTF-8 sequence the cut would split. */
 int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx);
+
+/* The audit log's limits ([vdid] audit_keep, audit_max_rows, audit_coalesce). */
+typedef struct {
+    uint32_t keep_s;     /* rows older than this go (0: kept) */
+    uint32_t max_rows;   /* the oldest rows beyond this many go (0: no cap) */
+    uint32_t coalesce_s; /* the window of brk_store_audit_repeated() (0: every one is a row) */
+} brk_audit_limits_t;
+/* Set the limits (copied). Until called: no retention, a 60 s window. */
+void brk_store_audit_set_limits(brk_store_t *st, const brk_audit_limits_t *lim);
+/* An audit record of a refusal a client can repeat at will (a failed or locked-out login, a login
+ * refused for want of a desktop), from address @peer (may be NULL). The first one with this
+ * actor, event, user and peer writes a row as brk_store_audit() does; the same again within
+ * coalesce_s only counts, and once the window is over (the next brk_store_audit_maintain() or
+ * occurrence, or brk_store_close()) the row's detail gets " (repeated N times in S s)", N
+ * counting the first. At most 256 kinds are coalesced at once; repeats beyond that share one
+ * "audit.coalesced" row per window. Returns 0 or a store error. */
+int brk_store_audit_repeated(brk_store_t *st, const char *actor, const char *event,
+                             const char *user, const char *peer, const char *detail);
+/* Periodic upkeep, cheap enough for the loop: finish the coalescing windows that are over, then
+ * delete at most @batch rows, oldest first: those beyond max_rows, then those older than
+ * keep_s. Returns how many rows went (@batch: more may be waiting, call again soon) or a store
+ * error. */
+int brk_store_audit_maintain(brk_store_t *st, unsigned batch);
 
 /* ---- Placement: which desktop a login gets ------------------------------------------------- */
 typedef enum {

@@ -78,6 +78,13 @@ static const struct opt daemon_opts[] = {
     {"ready_timeout", T_DURATION, CF(ready_timeout_s), 0, "60", 1, DAY, false},
     {"shutdown_timeout", T_DURATION, CF(shutdown_timeout_s), 0, "10", 1, 3600, false},
     {"log_level", T_LOGLEVEL, CF(log_level), 0, "info", 0, 0, false},
+    /* Connections not logged in yet, per listener (server/listen.c). */
+    {"preauth_max", T_U32, CF(preauth_max), 0, "1024", 1, 1000000, false},
+    {"preauth_max_per_addr", T_U32, CF(preauth_max_per_addr), 0, "64", 1, 1000000, false},
+    /* The audit log (broker/store.c). */
+    {"audit_keep", T_DURATION, CF(audit_keep_s), 0, "90d", 0, 3650 * DAY, false},
+    {"audit_max_rows", T_U32, CF(audit_max_rows), 0, "1000000", 0, 1000000000, false},
+    {"audit_coalesce", T_DURATION, CF(audit_coalesce_s), 0, "60", 0, 3600, false},
     /* The web portal (server/http.c, server/portal*.c). */
     {"web_listen", T_ADDR_OFF, CF(web_listen), 0, "0.0.0.0:8443", 0, 0, false},
     {"web_root", T_PATH, CF(web_root), 0, NULL, 0, 0, false},   /* found next to vdid */
@@ -458,14 +465,17 @@ static char *trim(char *s)
 
 /* Which keys a section has set, to refuse repeats and to check required ones at its end. */
 struct seen {
-    uint32_t bits;
+    uint64_t bits; /* one per key of the section's table */
 };
+_Static_assert(VDI_ARRAY_SIZE(daemon_opts) <= 64 && VDI_ARRAY_SIZE(auth_opts) <= 64 &&
+                   VDI_ARRAY_SIZE(pool_opts) <= 64,
+               "struct seen has one bit per key");
 
 static int end_section(struct parser *p, const struct opt *opts, size_t n, struct seen *seen,
                        const char *section, unsigned header_line)
 {
     for (size_t i = 0; i < n; i++)
-        if (opts[i].required && !(seen->bits & (1u << i))) {
+        if (opts[i].required && !(seen->bits & (1ull << i))) {
             p->line = header_line;
             return fail(p, "[%s]: required key '%s' is missing", section, opts[i].key);
         }
@@ -612,11 +622,11 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
             rc = fail(&p, "unknown key '%s' in [%s]", key, section);
             goto err_free;
         }
-        if (seen.bits & (1u << i)) {
+        if (seen.bits & (1ull << i)) {
             rc = fail(&p, "key '%s' set twice in [%s]", key, section);
             goto err_free;
         }
-        seen.bits |= 1u << i;
+        seen.bits |= 1ull << i;
         if (!*val && opts[i].type != T_LIST) {
             rc = fail(&p, "%s: empty value", key);
             goto err_free;

@@ -6,6 +6,15 @@
  * and opening a database applies the missing steps in one transaction each. Desktop state
  * changes and their audit records are written in one transaction, so the audit log never
  * disagrees with the desktops table.
+ *
+ * The audit log is bounded two ways. Refusals a client can repeat at will go through
+ * brk_store_audit_repeated(): the first of a kind (actor, event, user, address) writes its row,
+ * the repeats within the coalescing window only count in memory, and when the window is over
+ * the row's detail gets "repeated N times in S s" (one UPDATE), so a flood costs a counter, not
+ * a row per attempt. And brk_store_audit_maintain(), run periodically by vdid, deletes rows
+ * past the retention limits in small batches. Ids grow with time (AUTOINCREMENT, and nothing
+ * deletes audit rows but retention, from the oldest), so both deletions walk the rowid from its
+ * low end: no index on ts is needed and a batch never scans the table.
  */
 #define VDI_LOG_TAG "store"
 #include <inttypes.h>
@@ -17,9 +26,12 @@
 #include "broker/internal.h"
 #include "common/vdi.h"
 
+struct audit_state;
+
 struct brk_store {
     sqlite3 *db;
     int version;
+    struct audit_state *audit; /* limits, clock and repeats (the audit section below) */
 };
 
 /* migrations[i] takes a database from version i to version i + 1. Never edit a released step:
@@ -57,6 +69,8 @@ static const char *const migrations[BRK_STORE_SCHEMA_VERSION] = {
     " is_admin INTEGER NOT NULL, csrf TEXT NOT NULL, idle_ms INTEGER NOT NULL,"
     " last_used INTEGER NOT NULL, expires INTEGER NOT NULL);",
 };
+
+static void audit_state_free(brk_store_t *st);
 
 static int db_err(brk_store_t *st, int rc, const char *what)
 {
@@ -234,6 +248,7 @@ void brk_store_close(brk_store_t *st)
 {
     if (!st)
         return;
+    audit_state_free(st); /* writes the counts of repeats still being coalesced */
     sqlite3_close(st->db);
     free(st);
 }
@@ -282,6 +297,49 @@ int brk_store_sync_pools(brk_store_t *st, const brk_config_t *cfg)
     return exec(st, "COMMIT");
 }
 
+/* ---- the audit log ------------------------------------------------------------------------ */
+#define AUDIT_REPEATS_MAX 256 /* kinds of repeated refusal coalesced at once */
+
+struct audit_repeat {
+    bool used;
+    char actor[64], event[48], user[64], peer[64];
+    int64_t id;     /* its row */
+    int64_t since;  /* the window's start (its first occurrence) */
+    uint64_t count; /* occurrences in the window, the first included */
+};
+
+struct audit_state {
+    brk_audit_limits_t lim;
+    int64_t (*clock)(void *ctx);
+    void *clock_ctx;
+    struct audit_repeat rep[AUDIT_REPEATS_MAX];
+    /* Repeats that found the table full: counted together, one row at the window's end. */
+    uint64_t other_count;
+    int64_t other_since;
+};
+
+static struct audit_state *audit_state(brk_store_t *st)
+{
+    if (!st->audit) {
+        st->audit = vdi_xcalloc(1, sizeof(*st->audit));
+        st->audit->lim = (brk_audit_limits_t){.coalesce_s = 60};
+    }
+    return st->audit;
+}
+
+static int64_t audit_now(brk_store_t *st)
+{
+    struct audit_state *a = audit_state(st);
+    return a->clock ? a->clock(a->clock_ctx) : now_s();
+}
+
+void brk__store_set_clock(brk_store_t *st, int64_t (*clock)(void *ctx), void *ctx)
+{
+    struct audit_state *a = audit_state(st);
+    a->clock = clock;
+    a->clock_ctx = ctx;
+}
+
 static int audit_insert(brk_store_t *st, const char *actor, const char *event, int64_t desktop,
                         const char *user, const char *detail)
 {
@@ -292,7 +350,7 @@ static int audit_insert(brk_store_t *st, const char *actor, const char *event, i
                      &s);
     if (rc < 0)
         return rc;
-    sqlite3_bind_int64(s, 1, now_s());
+    sqlite3_bind_int64(s, 1, audit_now(st));
     bind_text(s, 2, actor ? actor : "vdid");
     bind_text(s, 3, event);
     sqlite3_bind_int64(s, 4, desktop);
@@ -305,6 +363,185 @@ int brk_store_audit(brk_store_t *st, const char *actor, const char *event, int64
                     const char *user, const char *detail)
 {
     return audit_insert(st, actor, event, desktop, user, detail);
+}
+
+void brk_store_audit_set_limits(brk_store_t *st, const brk_audit_limits_t *lim)
+{
+    audit_state(st)->lim = *lim;
+}
+
+/* The window of @r is over (or the store closes): its row gets the count of the repeats. */
+static int repeat_flush(brk_store_t *st, struct audit_repeat *r)
+{
+    int rc = 0;
+    if (r->count > 1) {
+        sqlite3_stmt *s;
+        char tail[96];
+        snprintf(tail, sizeof(tail), " (repeated %" PRIu64 " times in %u s)", r->count,
+                 st->audit->lim.coalesce_s);
+        rc = prepare(st, "UPDATE audit SET detail = detail || ? WHERE id = ?", &s);
+        if (rc == 0) {
+            bind_text(s, 1, tail);
+            sqlite3_bind_int64(s, 2, r->id);
+            rc = step_done(st, s);
+        }
+    }
+    r->used = false;
+    return rc;
+}
+
+static int other_flush(brk_store_t *st)
+{
+    struct audit_state *a = st->audit;
+    if (!a->other_count)
+        return 0;
+    char detail[160];
+    snprintf(detail, sizeof(detail),
+             "%" PRIu64 " more refusals of other users or addresses in %u s, not written one by "
+             "one (too many kinds at once)",
+             a->other_count, a->lim.coalesce_s);
+    a->other_count = 0;
+    return audit_insert(st, NULL, "audit.coalesced", 0, NULL, detail);
+}
+
+/* Flush the windows that are over at @now (all of them with @all). */
+static int repeats_flush(brk_store_t *st, int64_t now, bool all)
+{
+    struct audit_state *a = st->audit;
+    int rc = 0;
+    for (size_t i = 0; i < AUDIT_REPEATS_MAX; i++) {
+        struct audit_repeat *r = &a->rep[i];
+        if (r->used && (all || now - r->since >= (int64_t)a->lim.coalesce_s)) {
+            int e = repeat_flush(st, r);
+            rc = rc < 0 ? rc : e;
+        }
+    }
+    if (a->other_count && (all || now - a->other_since >= (int64_t)a->lim.coalesce_s)) {
+        int e = other_flush(st);
+        rc = rc < 0 ? rc : e;
+    }
+    return rc;
+}
+
+static void audit_state_free(brk_store_t *st)
+{
+    if (!st->audit)
+        return;
+    repeats_flush(st, 0, true);
+    free(st->audit);
+    st->audit = NULL;
+}
+
+int brk_store_audit_repeated(brk_store_t *st, const char *actor, const char *event,
+                             const char *user, const char *peer, const char *detail)
+{
+    struct audit_state *a = audit_state(st);
+    if (!a->lim.coalesce_s)
+        return audit_insert(st, actor, event, 0, user, detail);
+    int64_t now = audit_now(st);
+    actor = actor ? actor : "vdid";
+    struct audit_repeat *r = NULL, *free_slot = NULL;
+    for (size_t i = 0; i < AUDIT_REPEATS_MAX; i++) {
+        struct audit_repeat *x = &a->rep[i];
+        if (!x->used) {
+            if (!free_slot)
+                free_slot = x;
+            continue;
+        }
+        /* Keys are compared as stored: cut to the fields' sizes like the row's columns. */
+        if (strncmp(x->event, event, sizeof(x->event) - 1) == 0 &&
+            strncmp(x->actor, actor, sizeof(x->actor) - 1) == 0 &&
+            strncmp(x->user, user ? user : "", sizeof(x->user) - 1) == 0 &&
+            strncmp(x->peer, peer ? peer : "", sizeof(x->peer) - 1) == 0) {
+            r = x;
+            break;
+        }
+    }
+    if (r && now - r->since < (int64_t)a->lim.coalesce_s && now >= r->since) {
+        r->count++;
+        return 0;
+    }
+    if (r) {
+        repeat_flush(st, r); /* its window is over: this one starts the next */
+        free_slot = r;
+    }
+    if (!free_slot) {
+        repeats_flush(st, now, false);
+        for (size_t i = 0; i < AUDIT_REPEATS_MAX && !free_slot; i++)
+            if (!a->rep[i].used)
+                free_slot = &a->rep[i];
+    }
+    if (!free_slot) {
+        if (a->other_count++ == 0)
+            a->other_since = now;
+        return 0;
+    }
+    int rc = audit_insert(st, actor, event, 0, user, detail);
+    if (rc < 0)
+        return rc;
+    r = free_slot;
+    r->used = true;
+    snprintf(r->actor, sizeof(r->actor), "%s", actor);
+    snprintf(r->event, sizeof(r->event), "%s", event);
+    snprintf(r->user, sizeof(r->user), "%s", user ? user : "");
+    snprintf(r->peer, sizeof(r->peer), "%s", peer ? peer : "");
+    r->id = sqlite3_last_insert_rowid(st->db);
+    r->since = now;
+    r->count = 1;
+    return 0;
+}
+
+/* Delete the rows the statement @sql picks (bound: ?1 = @a, ?2 = @b); returns how many. */
+static int delete_rows(brk_store_t *st, const char *sql, int64_t a, int64_t b)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(s, 1, a);
+    sqlite3_bind_int64(s, 2, b);
+    rc = step_done(st, s);
+    return rc < 0 ? rc : sqlite3_changes(st->db);
+}
+
+int brk_store_audit_maintain(brk_store_t *st, unsigned batch)
+{
+    struct audit_state *a = audit_state(st);
+    int64_t now = audit_now(st);
+    int rc = repeats_flush(st, now, false);
+    if (rc < 0)
+        return rc;
+    int deleted = 0;
+    if (a->lim.max_rows) {
+        sqlite3_stmt *s;
+        rc = prepare(st, "SELECT max(id) FROM audit", &s);
+        if (rc < 0)
+            return rc;
+        int64_t max_id = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_finalize(s);
+        /* Ids have no gaps but the deleted oldest ones: the last max_rows ids are the rows kept. */
+        int64_t below = max_id - (int64_t)a->lim.max_rows;
+        if (below > 0) {
+            rc = delete_rows(st,
+                             "DELETE FROM audit WHERE id IN"
+                             " (SELECT id FROM audit WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+                             below, batch);
+            if (rc < 0)
+                return rc;
+            deleted += rc;
+        }
+    }
+    if (a->lim.keep_s && (unsigned)deleted < batch) {
+        /* Only the oldest rows by id are looked at: a batch never scans the whole table. */
+        rc = delete_rows(st,
+                         "DELETE FROM audit WHERE id IN (SELECT id FROM"
+                         " (SELECT id, ts FROM audit ORDER BY id LIMIT ?2) WHERE ts < ?1)",
+                         now - (int64_t)a->lim.keep_s, batch - (unsigned)deleted);
+        if (rc < 0)
+            return rc;
+        deleted += rc;
+    }
+    return deleted;
 }
 
 int brk_store_desktop_create(brk_store_t *st, const char *pool, const char *owner,
@@ -672,6 +909,31 @@ err_rollback:
     return rc;
 }
 
+/* copy_col() for audit text: when the column does not fit, cut before a UTF-8 sequence the cut
+ * would split (bytes that were never UTF-8 stay as they are: the reader escapes them). */
+static void copy_text(char *dst, size_t n, sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    size_t len = t ? (size_t)sqlite3_column_bytes(s, col) : 0;
+    if (len < n) {
+        copy_col(dst, n, s, col);
+        return;
+    }
+    size_t cut = n - 1;
+    /* Back over continuation bytes to the lead byte; drop it too if its sequence is cut. */
+    size_t lead = cut;
+    while (lead > 0 && cut - lead < 3 && (t[lead] & 0xc0) == 0x80)
+        lead--;
+    if (lead < cut || (t[cut] & 0xc0) == 0x80) {
+        unsigned char c = t[lead];
+        size_t want = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (c >= 0xc0 && lead + want > cut)
+            cut = lead;
+    }
+    memcpy(dst, t, cut);
+    dst[cut] = 0;
+}
+
 int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx)
 {
     sqlite3_stmt *s;
@@ -687,11 +949,11 @@ int brk_store_audit_tail(brk_store_t *st, unsigned n, brk_audit_fn fn, void *ctx
         memset(&a, 0, sizeof(a));
         a.id = sqlite3_column_int64(s, 0);
         a.ts = sqlite3_column_int64(s, 1);
-        copy_col(a.actor, sizeof(a.actor), s, 2);
-        copy_col(a.event, sizeof(a.event), s, 3);
+        copy_text(a.actor, sizeof(a.actor), s, 2);
+        copy_text(a.event, sizeof(a.event), s, 3);
         a.desktop = sqlite3_column_int64(s, 4);
-        copy_col(a.user, sizeof(a.user), s, 5);
-        copy_col(a.detail, sizeof(a.detail), s, 6);
+        copy_text(a.user, sizeof(a.user), s, 5);
+        copy_text(a.detail, sizeof(a.detail), s, 6);
         int r = fn(&a, ctx);
         if (r != 0) {
             sqlite3_finalize(s);

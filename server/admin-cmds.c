@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "server/internal-web.h"
 #include "server/internal.h"
 
 typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
@@ -253,12 +254,75 @@ static json_t *cmd_sessions_list(srv_t *s, json_t *args, char *err, size_t errle
     return arr;
 }
 
+/* Length of the UTF-8 sequence at @p (@n bytes left) if it is a valid one (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), else 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) || (c == 0xf0 && p[1] < 0x90) ||
+        (c == 0xf4 && p[1] > 0x8f))
+        return 0;
+    return len;
+}
+
+/* Audit text as a JSON string. Rows hold what clients sent, and a user name need not be UTF-8,
+ * which JSON strings must be (jansson refuses such a string, and the row would vanish from the
+ * reply). Text that is valid UTF-8 without control characters goes as it is; other text is
+ * escaped: each byte outside a valid sequence and each control character as \xNN, and a
+ * backslash as \\, and its field is named in the row's "escaped" list. */
+static json_t *audit_text(const char *text, const char *field, json_t *escaped)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t n = strlen(text), i = 0, k;
+    while (i < n && (k = utf8_seq(p + i, n - i)) && !(k == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+        i += k;
+    if (i == n)
+        return json_string(text);
+    vdi_buf_t b = VDI_BUF_INIT;
+    for (i = 0; i < n; i += k) {
+        k = utf8_seq(p + i, n - i);
+        if (k == 1 && p[i] == '\\')
+            vdi_buf_printf(&b, "\\\\");
+        else if (k == 0 || (k == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+            vdi_buf_printf(&b, "\\x%02x", p[i]);
+        else
+            vdi_buf_append(&b, p + i, k);
+        k = k ? k : 1;
+    }
+    vdi_buf_append(&b, "", 1);
+    json_array_append_new(escaped, json_string(field));
+    json_t *j = json_string((const char *)b.data);
+    vdi_buf_free(&b);
+    return j;
+}
+
 static int collect_audit(const brk_audit_t *a, void *ctx)
 {
-    json_array_append_new(
-        ctx, json_pack("{s:I, s:I, s:s, s:s, s:I, s:s, s:s}", "id", (json_int_t)a->id, "ts",
-                       (json_int_t)a->ts, "actor", a->actor, "event", a->event, "desktop",
-                       (json_int_t)a->desktop, "user", a->user, "detail", a->detail));
+    json_t *escaped = json_array();
+    json_t *actor = audit_text(a->actor, "actor", escaped);
+    json_t *event = audit_text(a->event, "event", escaped);
+    json_t *user = audit_text(a->user, "user", escaped);
+    json_t *detail = audit_text(a->detail, "detail", escaped);
+    json_t *row = json_pack("{s:I, s:I, s:o, s:o, s:I, s:o, s:o}", "id", (json_int_t)a->id, "ts",
+                            (json_int_t)a->ts, "actor", actor, "event", event, "desktop",
+                            (json_int_t)a->desktop, "user", user, "detail", detail);
+    if (row && json_array_size(escaped))
+        json_object_set(row, "escaped", escaped);
+    json_decref(escaped);
+    if (!row)
+        return -ENOMEM;
+    json_array_append_new(ctx, row);
     return 0;
 }
 
@@ -275,6 +339,18 @@ static json_t *cmd_audit_tail(srv_t *s, json_t *args, char *err, size_t errlen)
         return NULL;
     }
     return arr;
+}
+
+/* A listener's gate: connections before login now, and since start admitted and refused. */
+static json_t *gate_json(const srv_gate_t *g)
+{
+    if (!g)
+        return json_null();
+    srv_gate_stats_t st;
+    srv__gate_stats(g, &st);
+    return json_pack("{s:i, s:i, s:I, s:I, s:I}", "open", (int)st.open, "addresses", (int)st.addrs,
+                     "accepted", (json_int_t)st.accepted, "refused_per_addr",
+                     (json_int_t)st.refused_addr, "refused_total", (json_int_t)st.refused_total);
 }
 
 static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
@@ -296,14 +372,16 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
         if (st != BRK_DS_GONE)
             json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
     return json_pack(
-        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}}", "version",
-        VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
+        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}, s:{s:o, s:o}}",
+        "version", VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
         (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen", s->cfg->listen, "rfb_port",
         srv__gateway_port(s->gateway), "pools", (int)s->cfg->n_pools, "desktops", states,
         "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
         (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
         (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
-        "overcommit", (int)s->cfg->overcommit_pct);
+        "overcommit", (int)s->cfg->overcommit_pct, "preauth", "rfb",
+        gate_json(srv__gateway_gate(s->gateway)), "web",
+        gate_json(s->web ? (const srv_gate_t *)srv__web_gate(s->web) : NULL));
 }
 
 static const struct {

@@ -14,6 +14,11 @@
  * the connection is closed, and the refusal is logged and audited (both rate-limited). The group
  * list comes from NSS (getpwuid_r, getgrouplist), which may block, so it is looked up on libuv's
  * thread pool; the connection is not read until the answer is back.
+ *
+ * The audit log the admin reads (audit.tail) is also kept here: a timer applies the limits of
+ * [vdid] audit_keep, audit_max_rows and audit_coalesce (brk_store_audit_maintain) every
+ * AUDIT_UPKEEP_MS, deleting at most AUDIT_BATCH rows a turn and coming back after
+ * AUDIT_CATCHUP_MS while there are more, so a long backlog never holds the loop.
  */
 #define VDI_LOG_TAG "admin"
 #include <grp.h>
@@ -33,7 +38,11 @@
 #define MAX_CONNS  64
 
 /* Refusals audited per minute at most (the log line has its own limit). */
-#define AUDIT_BURST 10
+#define AUDIT_BURST      10
+
+#define AUDIT_UPKEEP_MS  10000
+#define AUDIT_CATCHUP_MS 50
+#define AUDIT_BATCH      500
 
 struct srv_admin {
     srv_t *s;
@@ -44,6 +53,7 @@ struct srv_admin {
     bool closing;
     gid_t admin_gid; /* (gid_t)-1: no admin group (root and our own uid only) */
     vdi_ratelimit_t audit_rl;
+    uv_timer_t audit_timer; /* the audit log's upkeep */
 };
 
 struct peer_check;
@@ -385,6 +395,17 @@ static void on_listener_closed(uv_handle_t *h)
     admin_unref(h->data);
 }
 
+static void on_audit_upkeep(uv_timer_t *t)
+{
+    srv_admin_t *a = t->data;
+    int rc = brk_store_audit_maintain(a->s->store, AUDIT_BATCH);
+    if (rc < 0)
+        VDI_LOG_WARN_RL("audit log upkeep: %s", vdi_strerror(rc));
+    else if (rc > 0)
+        VDI_LOG_DEBUG("audit log upkeep: %d old rows deleted", rc);
+    uv_timer_start(t, on_audit_upkeep, rc == AUDIT_BATCH ? AUDIT_CATCHUP_MS : AUDIT_UPKEEP_MS, 0);
+}
+
 int srv__admin_start(srv_t *s, srv_admin_t **out)
 {
     const brk_config_t *cfg = s->cfg;
@@ -448,6 +469,14 @@ int srv__admin_start(srv_t *s, srv_admin_t **out)
         VDI_LOG_ERR("admin_socket=%s cannot listen: %s", cfg->admin_socket, uv_strerror(rc));
         goto err_close;
     }
+    brk_audit_limits_t lim = {.keep_s = cfg->audit_keep_s,
+                              .max_rows = cfg->audit_max_rows,
+                              .coalesce_s = cfg->audit_coalesce_s};
+    brk_store_audit_set_limits(s->store, &lim);
+    uv_timer_init(s->loop, &a->audit_timer);
+    a->audit_timer.data = a;
+    a->open_handles++;
+    uv_timer_start(&a->audit_timer, on_audit_upkeep, AUDIT_CATCHUP_MS, 0);
     *out = a;
     return 0;
 err_close:
@@ -467,5 +496,6 @@ void srv__admin_close(srv_admin_t *a)
     {
         conn_close(vdi_list_entry(it, struct conn, link));
     }
+    uv_close((uv_handle_t *)&a->audit_timer, on_listener_closed);
     uv_close((uv_handle_t *)&a->listener, on_listener_closed);
 }

@@ -8,6 +8,10 @@
  * When no desktop can be had (not entitled, host full, the desktop failed), SecurityResult has
  * already said OK (auth/ sends it), so the refusal is a ServerInit whose desktop name is the
  * message (viewers show it as the window title), followed by a close.
+ *
+ * Before login every connection holds a slot of the listener's gate (listen.c: preauth_max in
+ * all, preauth_max_per_addr from one address); one beyond is reset before any RFB or TLS byte.
+ * The slot is given back when the login ends, so logged-in viewers are never counted.
  */
 #define VDI_LOG_TAG "gateway"
 #include <arpa/inet.h>
@@ -24,6 +28,7 @@
 struct srv_gateway {
     srv_t *s;
     uv_tcp_t listener;
+    srv_gate_t *gate;  /* connections before login */
     vdi_list_t logins; /* struct pending: logins in auth/ */
     vdi_list_t conns;  /* struct gconn */
     int port;
@@ -34,6 +39,7 @@ struct srv_gateway {
 struct pending {
     srv_gateway_t *gw;
     auth_rfb_login_t *login;
+    srv_gate_slot_t *slot;
     vdi_list_t link;
 };
 
@@ -72,8 +78,10 @@ struct gconn {
 
 static void gw_unref(srv_gateway_t *gw)
 {
-    if (--gw->refs == 0)
-        free(gw);
+    if (--gw->refs > 0)
+        return;
+    srv__gate_destroy(gw->gate);
+    free(gw);
 }
 
 static void conn_unref(struct gconn *c)
@@ -426,7 +434,8 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     struct gconn *c = ctx;
     c->blogin = NULL;
     if (status < 0) {
-        brk_store_audit(c->gw->s->store, NULL, "login.refused", 0, c->id->username, msg);
+        brk_store_audit_repeated(c->gw->s->store, NULL, "login.refused", c->id->username, c->peer,
+                                 msg);
         refuse(c, msg);
         return;
     }
@@ -455,6 +464,7 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
     srv_gateway_t *gw = p->gw;
     VDI_UNUSED(l);
     vdi_list_remove(&p->link);
+    srv__gate_release(p->slot); /* logged in, or gone: no longer a connection before login */
     free(p);
     if (status < 0 || gw->closing) {
         if (status == 0) {
@@ -487,11 +497,22 @@ static void on_connection(uv_stream_t *server, int status)
         VDI_LOG_WARN_RL("accept: %s", uv_strerror(status));
         return;
     }
-    struct pending *p = vdi_xcalloc(1, sizeof(*p));
-    p->gw = gw;
-    int rc = auth_rfb_login_accept(gw->s->auth, server, on_login, p, &p->login);
+    uv_tcp_t *tcp;
+    srv_gate_slot_t *slot;
+    int rc = srv__gate_accept(gw->gate, server, &tcp, &slot);
+    if (rc == -EBUSY)
+        return; /* reset at once, counted and logged */
     if (rc < 0) {
         VDI_LOG_WARN_RL("accept: %s", vdi_strerror(rc));
+        return;
+    }
+    struct pending *p = vdi_xcalloc(1, sizeof(*p));
+    p->gw = gw;
+    p->slot = slot;
+    rc = auth_rfb_login_start(gw->s->auth, tcp, on_login, p, &p->login);
+    if (rc < 0) {
+        VDI_LOG_WARN_RL("accept: %s", vdi_strerror(rc));
+        srv__gate_release(slot);
         free(p);
         return;
     }
@@ -511,7 +532,12 @@ static void on_audit(const auth_audit_event_t *ev, void *ctx)
     char detail[256];
     snprintf(detail, sizeof(detail), "service=%s peer=%s reason=%s", ev->service, ev->peer,
              ev->reason ? ev->reason : "");
-    brk_store_audit(s->store, "auth", kinds[ev->kind], 0, ev->username, detail);
+    /* Failures and refusals come as fast as a client sends them: coalesced per user and
+     * address. A success or a lockout starting is one row each. */
+    if (ev->kind == AUTH_AUDIT_LOGIN_FAILED || ev->kind == AUTH_AUDIT_LOCKED)
+        brk_store_audit_repeated(s->store, "auth", kinds[ev->kind], ev->username, ev->peer, detail);
+    else
+        brk_store_audit(s->store, "auth", kinds[ev->kind], 0, ev->username, detail);
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -532,6 +558,7 @@ int srv__gateway_start(srv_t *s, srv_gateway_t **out)
     srv_gateway_t *gw = vdi_xcalloc(1, sizeof(*gw));
     gw->s = s;
     gw->refs = 1;
+    gw->gate = srv__gate_create("rfb", cfg->preauth_max, cfg->preauth_max_per_addr);
     vdi_list_init(&gw->logins);
     vdi_list_init(&gw->conns);
     uv_tcp_init(s->loop, &gw->listener);
@@ -555,6 +582,11 @@ int srv__gateway_start(srv_t *s, srv_gateway_t **out)
 int srv__gateway_port(const srv_gateway_t *gw)
 {
     return gw ? gw->port : 0;
+}
+
+const srv_gate_t *srv__gateway_gate(const srv_gateway_t *gw)
+{
+    return gw ? gw->gate : NULL;
 }
 
 void srv__gateway_close(srv_gateway_t *gw)

@@ -6,10 +6,14 @@
  * goes away first aborts it. Every answer carries the security headers: HSTS, a CSP allowing only
  * our own origin (no framing), nosniff, no referrer.
  *
- * Limits: SRV_HTTP_MAX_* per request (answered 413/414/431 and closed), MAX_CONNS connections
- * (MAX_CONNS_PER_ADDR from one address; WebSocket consoles are not counted: they have tokens),
- * a request must arrive whole within HEADER_TIMEOUT_MS of the TLS handshake or of its own first
- * byte, and a kept-alive connection idle for IDLE_TIMEOUT_MS is closed.
+ * Limits: SRV_HTTP_MAX_* per request (answered 413/414/431 and closed); connections through the
+ * listener's gate (listen.c: preauth_max in all, preauth_max_per_addr from one address, counted
+ * from accept, so pending TLS handshakes count too, until the connection closes or becomes a
+ * WebSocket console, which has a token); the TLS handshake must end within the handshake
+ * timeout ([auth] handshake_timeout_ms), a request must arrive whole within HEADER_TIMEOUT_MS
+ * of the handshake or of its own first byte, and a kept-alive connection idle for
+ * IDLE_TIMEOUT_MS is closed. A refusal a client may repeat at will (429) ends the connection, so
+ * requests pipelined behind it are never read.
  */
 #define VDI_LOG_TAG "web"
 #include <arpa/inet.h>
@@ -23,17 +27,16 @@
 #include "server/internal-web.h"
 #include "server/internal.h"
 
-#define MAX_CONNS          1024
-#define MAX_CONNS_PER_ADDR 64          /* browsers open about 6; more is someone hoarding */
-#define MAX_BUFFERED       (64 * 1024) /* pipelined bytes kept while a request is answered */
-#define HEADER_TIMEOUT_MS  15000
-#define IDLE_TIMEOUT_MS    60000
-#define WRITE_BACKLOG_MAX  (4 * 1024 * 1024)
+#define MAX_BUFFERED      (64 * 1024) /* pipelined bytes kept while a request is answered */
+#define HEADER_TIMEOUT_MS 15000
+#define IDLE_TIMEOUT_MS   60000
+#define WRITE_BACKLOG_MAX (4 * 1024 * 1024)
 
 struct srv_web {
     srv_t *s;
     srv_portal_t *portal;
     uv_tcp_t listener;
+    srv_gate_t *gate; /* connections from accept until they close or become consoles */
     vdi_list_t conns;
     unsigned n_conns;
     unsigned refs; /* listener + accepts in progress + connections */
@@ -62,7 +65,14 @@ struct hconn {
     bool in_process;  /* process() is on the stack: it takes the next request itself */
     bool started;     /* bytes of the next request arrived: it must be complete in time */
     unsigned refs;    /* self + tls + timer */
+    srv_gate_slot_t *slot;
     char peer[64];
+};
+
+/* A connection in its TLS handshake. */
+struct haccept {
+    srv_web_t *w;
+    srv_gate_slot_t *slot;
 };
 
 static void web_unref(srv_web_t *w)
@@ -70,6 +80,7 @@ static void web_unref(srv_web_t *w)
     if (--w->refs > 0)
         return;
     srv__portal_destroy(w->portal);
+    srv__gate_destroy(w->gate);
     free(w);
 }
 
@@ -103,6 +114,8 @@ static void conn_close(struct hconn *c)
     c->closing = true;
     vdi_list_remove(&c->link);
     c->w->n_conns--;
+    srv__gate_release(c->slot);
+    c->slot = NULL;
     if (c->x) {
         struct srv_httpx *x = c->x;
         c->x = NULL;
@@ -275,9 +288,12 @@ void srv__httpx_respond(srv_httpx_t *x, int status, const char *content_type, co
     struct hconn *c = x->c;
     const srv_httpreq_info_t *r = srv__httpreq_info(c->req);
     vdi_buf_t h = VDI_BUF_INIT;
-    if (!r->keep_alive || (status >= 400 && status != 401 && status != 403 && status != 404 &&
-                           status != 409 && status != 429))
-        c->close_after = true; /* after a malformed or refused request, start afresh */
+    /* After a malformed or refused request, start afresh. After a 429 (locked out, busy) too:
+     * whatever the client pipelined behind it is dropped unread, so one connection cannot turn
+     * into a stream of refusals (and of audit records). */
+    if (!r->keep_alive ||
+        (status >= 400 && status != 401 && status != 403 && status != 404 && status != 409))
+        c->close_after = true;
     bool head = r->method == SRV_HTTP_HEAD;
     bool has_body = status != 304 && status != 204;
     build_head(c, &h, status, content_type, headers, len, no_store, has_body);
@@ -443,26 +459,20 @@ static void on_read(auth_tls_t *t, ssize_t nread, const uint8_t *data, void *ctx
 
 static void on_accepted(auth_tls_t *t, int status, void *ctx)
 {
-    srv_web_t *w = ctx;
-    if (status < 0) {
-        web_unref(w); /* auth/ logged and closed it */
-        return;
-    }
-    unsigned from_peer = 0;
-    vdi_list_t *it;
-    for (it = w->conns.next; it != &w->conns; it = it->next)
-        if (strcmp(vdi_list_entry(it, struct hconn, link)->peer, auth_tls_peer(t)) == 0)
-            from_peer++;
-    if (w->closing || w->n_conns >= MAX_CONNS || from_peer >= MAX_CONNS_PER_ADDR) {
-        if (!w->closing)
-            VDI_LOG_WARN_RL("peer=%s refused: %u connections already (%u from it)",
-                            auth_tls_peer(t), w->n_conns, from_peer);
-        auth_tls_close(t, NULL, NULL);
+    struct haccept *ha = ctx;
+    srv_web_t *w = ha->w;
+    srv_gate_slot_t *slot = ha->slot;
+    free(ha);
+    if (status < 0 || w->closing) {
+        if (status == 0)
+            auth_tls_close(t, NULL, NULL); /* else auth/ logged and closed it */
+        srv__gate_release(slot);
         web_unref(w);
         return;
     }
     struct hconn *c = vdi_xcalloc(1, sizeof(*c));
     c->w = w; /* the accept's reference on w passes to the connection */
+    c->slot = slot;
     c->tls = t;
     c->req = srv__httpreq_create();
     c->refs = 3;
@@ -484,9 +494,23 @@ static void on_connection(uv_stream_t *server, int status)
         VDI_LOG_WARN_RL("accept: %s", uv_strerror(status));
         return;
     }
-    int rc = auth_tls_accept(w->s->auth, server, on_accepted, w);
+    uv_tcp_t *tcp;
+    srv_gate_slot_t *slot;
+    int rc = srv__gate_accept(w->gate, server, &tcp, &slot);
+    if (rc == -EBUSY)
+        return; /* reset at once, counted and logged */
     if (rc < 0) {
         VDI_LOG_WARN_RL("accept: %s", vdi_strerror(rc));
+        return;
+    }
+    struct haccept *ha = vdi_xmalloc(sizeof(*ha));
+    ha->w = w;
+    ha->slot = slot;
+    rc = auth_tls_accept_tcp(w->s->auth, tcp, on_accepted, ha);
+    if (rc < 0) {
+        VDI_LOG_WARN_RL("accept: %s", vdi_strerror(rc));
+        srv__gate_release(slot);
+        free(ha);
         return;
     }
     w->refs++;
@@ -515,8 +539,10 @@ int srv__web_start(srv_t *s, srv_web_t **out)
     srv_web_t *w = vdi_xcalloc(1, sizeof(*w));
     w->s = s;
     vdi_list_init(&w->conns);
+    w->gate = srv__gate_create("web", s->cfg->preauth_max, s->cfg->preauth_max_per_addr);
     rc = srv__portal_create(s, &w->portal);
     if (rc < 0) {
+        srv__gate_destroy(w->gate);
         free(w);
         return rc;
     }
@@ -541,6 +567,11 @@ int srv__web_start(srv_t *s, srv_web_t **out)
 int srv__web_port(const srv_web_t *w)
 {
     return w ? w->port : 0;
+}
+
+const srv_gate_t *srv__web_gate(const srv_web_t *w)
+{
+    return w ? w->gate : NULL;
 }
 
 void srv__web_close(srv_web_t *w)

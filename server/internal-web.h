@@ -7,7 +7,7 @@
  *    plaintext bytes, with our size limits. Sans IO: feed bytes, get a request.
  *  - srv_ws_t: RFC 6455 framing by wslay on plaintext bytes. Sans IO: feed bytes, get binary
  *    messages; what it wants to send goes to a callback.
- *  - srv_web_t: the HTTPS listener (auth_tls_accept), connections, keep-alive, responses with
+ *  - srv_web_t: the HTTPS listener (auth_tls_accept_tcp behind the gate), connections, keep-alive, responses with
  *    the security headers; each request goes to the portal.
  *  - the portal: static files, the JSON API (docs/api.md), browser consoles (WebSocket ↔ the
  *    desktop's display socket).
@@ -141,6 +141,9 @@ int srv__web_start(struct srv *s, srv_web_t **out);
 void srv__web_close(srv_web_t *w);
 /* The port actually bound (0 when off). */
 int srv__web_port(const srv_web_t *w);
+/* Its gate (connections before login, server/internal.h), for the counters; NULL when off. */
+struct srv_gate;
+const struct srv_gate *srv__web_gate(const srv_web_t *w);
 
 /* The request of @x, and the peer's address. Owned by @x. */
 const srv_httpreq_info_t *srv__httpx_req(const srv_httpx_t *x);

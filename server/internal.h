@@ -28,6 +28,36 @@ int srv__listen_addr(const char *key, const char *listen, struct sockaddr_storag
 /* The port @tcp is bound to (0 if unknown). */
 int srv__bound_port(const uv_tcp_t *tcp);
 
+/* The gate in front of a listener: connections that have not logged in yet, at most @max_total
+ * in all and @max_per_addr from one source address (IPv4 address, IPv6 /64); [vdid]
+ * preauth_max and preauth_max_per_addr. Each admitted connection holds a slot until its owner
+ * gives it back (logged in, or closed). @name ("rfb", "web") names the listener in logs. */
+typedef struct srv_gate srv_gate_t;           /* opaque; one per listener */
+typedef struct srv_gate_slot srv_gate_slot_t; /* one admitted connection's place */
+typedef struct {
+    uint32_t open;          /* slots held now */
+    uint32_t addrs;         /* distinct source addresses (IPv6: /64s) holding them */
+    uint64_t accepted;      /* admitted since start */
+    uint64_t refused_addr;  /* refused: their address was at max_per_addr */
+    uint64_t refused_total; /* refused: the listener was at max_total */
+} srv_gate_stats_t;
+
+/* A new gate (0 caps count as 1). The caller owns it: srv__gate_destroy() once every slot is
+ * back. */
+srv_gate_t *srv__gate_create(const char *name, uint32_t max_total, uint32_t max_per_addr);
+void srv__gate_destroy(srv_gate_t *g); /* NULL: nothing */
+/* Accept the connection @server signalled and admit it. 0: *out is the connected handle
+ * (allocated with malloc, not reading; the caller owns it) and *slot its place. Otherwise the
+ * connection was reset at once and freed: -EBUSY (a cap was reached; counted and logged,
+ * rate-limited), or the error of accepting it. Thread: loop only. */
+int srv__gate_accept(srv_gate_t *g, uv_stream_t *server, uv_tcp_t **out, srv_gate_slot_t **slot);
+/* The counting part of srv__gate_accept() for a connection from @peer (sockaddr_in or _in6):
+ * 0 with *slot, -EBUSY (refused, counted, logged) or -EAFNOSUPPORT. */
+int srv__gate_admit(srv_gate_t *g, const struct sockaddr *peer, srv_gate_slot_t **slot);
+/* Give a slot back (the connection logged in or closed). NULL: nothing. */
+void srv__gate_release(srv_gate_slot_t *slot);
+void srv__gate_stats(const srv_gate_t *g, srv_gate_stats_t *out);
+
 /* ---- splice.c: a client's TLS stream joined to a desktop's display socket ------------------ */
 /* Bytes from the client go to the display and back, with backpressure both ways: when more than
  * SRV_SPLICE_HIGH_WATER bytes wait to be written to one side, reading the other side stops until
@@ -152,6 +182,8 @@ int srv__gateway_start(srv_t *s, srv_gateway_t **out);
 void srv__gateway_close(srv_gateway_t *gw);
 /* The port actually bound (listen = HOST:0 picks one). */
 int srv__gateway_port(const srv_gateway_t *gw);
+/* Its gate (connections before login), for the counters; NULL with a NULL @gw. */
+const srv_gate_t *srv__gateway_gate(const srv_gateway_t *gw);
 
 /* ---- Desktops and their VMMs (supervisor.c, desktop.c, desktop-prep.c, login.c; their shared
  * parts in desktop-internal.h) ------------------------------------------------------------------ */

@@ -706,7 +706,7 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
     srv_httpx_t *x = j->x;
     srv__httpx_on_abort(x, NULL, NULL);
     if (status < 0) {
-        brk_store_audit(p->s->store, "web", "login.refused", 0, j->user, msg);
+        brk_store_audit_repeated(p->s->store, "web", "login.refused", j->user, j->peer, msg);
         srv__httpx_error(x, status == VDI_ECAPACITY ? 503 : status == VDI_EDENIED ? 403 : 409, msg);
         free(j);
         return;

@@ -237,6 +237,16 @@ static int run_status(int argc, char **argv)
     printf("\nmemory: host %lldM, budget %lldM (overcommit %lld%%), used %lldM, free %lldM\n",
            jint(mem, "host") >> 20, jint(mem, "budget") >> 20, jint(mem, "overcommit"),
            jint(mem, "used") >> 20, jint(mem, "free") >> 20);
+    json_t *pre = json_object_get(r, "preauth");
+    json_object_foreach(pre, k, v)
+    {
+        if (!json_is_object(v))
+            continue;
+        printf("%s before login: %lld open from %lld addresses; refused %lld (per address), %lld "
+               "(in all)\n",
+               k, jint(v, "open"), jint(v, "addresses"), jint(v, "refused_per_addr"),
+               jint(v, "refused_total"));
+    }
     json_decref(r);
     return 0;
 }

@@ -98,7 +98,10 @@ function table(rows, cols, actions) {
       if (c === 'ts' || c === 'started') v = v ? new Date(v * 1000).toLocaleString() : '';
       if (c === 'memory') v = Math.round(v / 1048576) + ' MiB';
       if (Array.isArray(v)) v = v.join(', ');
-      return el('td', {}, v === undefined || v === null ? '' : v);
+      // Audit text that was not UTF-8 comes escaped (\xNN, \\): say so on the cell.
+      const attrs = Array.isArray(row.escaped) && row.escaped.includes(c)
+        ? { class: 'escaped', title: 'not UTF-8 as written: other bytes shown as \\xNN' } : {};
+      return el('td', attrs, v === undefined || v === null ? '' : v);
     }));
     if (actions) tr.append(el('td', {}, ...actions(row)));
     t.append(tr);

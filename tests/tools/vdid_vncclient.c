@@ -5,10 +5,13 @@
  *   name=DESKTOP-NAME width=W height=H first_frame_ms=N [keys=TEXT]
  *
  * Usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] [--hold MS] [--timeout MS]
- *                      [--region Y H] [--flood N --stall MS]
+ *                      [--region Y H] [--flood N --stall MS] [--watch MS]
  * --flood: after the first frame, ask N times for the whole screen, then read nothing for MS
  * milliseconds; --stall alone: read nothing for MS milliseconds right after ServerInit (slow
  * clients: the gateway must not buffer what it cannot deliver).
+ * --watch: after the first frame, keep asking for the whole screen for MS milliseconds and print
+ * frames=N (updates received) max_gap_ms=G (the longest wait between two of them): a session
+ * that stays live while something else loads the server.
  * --region: also print region=HASH, an FNV-1a hash of rows [Y, Y+H) once the screen settled
  * (after typing, once it changed: a real guest drawing the keys it got).
  * --type: press and release each character, then read back the stand-in VMM's key row (pixel i
@@ -57,7 +60,7 @@ static uint32_t region_hash(rfbClient *cl)
     return h;
 }
 static int got_frame;
-static long long t0, t_first;
+static long long t0, t_first, t_last_update, max_gap, n_updates;
 
 static long long now_ms(void)
 {
@@ -93,6 +96,11 @@ static void on_update(rfbClient *cl, int x, int y, int w, int h)
         got_frame = 1;
         t_first = now_ms();
     }
+    long long t = now_ms();
+    if (t_last_update && t - t_last_update > max_gap)
+        max_gap = t - t_last_update;
+    t_last_update = t;
+    n_updates++;
 }
 
 /* Pump messages for @ms milliseconds; returns 0, or -1 when the connection ended. */
@@ -112,7 +120,7 @@ static int pump(rfbClient *cl, long long ms)
 int main(int argc, char **argv)
 {
     const char *type = NULL;
-    long long hold = 0, timeout = 10000, flood = 0, stall = 0;
+    long long hold = 0, timeout = 10000, flood = 0, stall = 0, watch = 0;
     if (argc < 3) {
         fprintf(stderr, "usage: vdid_vncclient HOST:PORT USER [--ca CERT] [--type TEXT] "
                         "[--hold MS] [--timeout MS]\n");
@@ -132,6 +140,8 @@ int main(int argc, char **argv)
             flood = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--stall") == 0)
             stall = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--watch") == 0)
+            watch = atoll(argv[i + 1]);
         else if (strcmp(argv[i], "--region") == 0 && i + 2 < argc) {
             region_y = atoi(argv[i + 1]);
             region_h = atoi(argv[i + 2]);
@@ -256,6 +266,22 @@ int main(int argc, char **argv)
         printf(" keys=%s", seen);
         if (strlen(seen) < n)
             printf(" pixel0=0x%08x", ((uint32_t *)cl->frameBuffer)[0]);
+    }
+    if (watch) {
+        fflush(stdout);
+        long long end = now_ms() + watch;
+        n_updates = 0;
+        max_gap = 0;
+        t_last_update = now_ms();
+        while (now_ms() < end) {
+            /* Non-incremental: always answered, whether the screen changed or not. */
+            SendFramebufferUpdateRequest(cl, 0, 0, cl->width, cl->height, FALSE);
+            if (pump(cl, 20) < 0)
+                break;
+        }
+        if (now_ms() - t_last_update > max_gap)
+            max_gap = now_ms() - t_last_update;
+        printf(" frames=%lld max_gap_ms=%lld", n_updates, max_gap);
     }
     printf("\n");
     fflush(stdout);

@@ -339,6 +339,34 @@ static void test_auth_defaults_are_documented(void **state)
     assert_int_equal(keys, 24); /* every key of the [auth] table in broker/config.c */
 }
 
+/* The listener caps and the audit log's limits: defaults, values, ranges. A [vdid] section that
+ * sets its last keys (past the 32nd) must not see them as "set twice". */
+static void test_preauth_and_audit(void **state)
+{
+    (void)state;
+    brk_config_t *cfg = parse_ok("");
+    assert_int_equal(cfg->preauth_max, 1024);
+    assert_int_equal(cfg->preauth_max_per_addr, 64);
+    assert_int_equal(cfg->audit_keep_s, 90 * 86400);
+    assert_int_equal(cfg->audit_max_rows, 1000000);
+    assert_int_equal(cfg->audit_coalesce_s, 60);
+    brk_config_free(cfg);
+    cfg = parse_ok("[vdid]\npreauth_max = 20\npreauth_max_per_addr = 4\naudit_keep = 0\n"
+                   "audit_max_rows = 500\naudit_coalesce = 2m\nvmm_env = A\n");
+    assert_int_equal(cfg->preauth_max, 20);
+    assert_int_equal(cfg->preauth_max_per_addr, 4);
+    assert_int_equal(cfg->audit_keep_s, 0);
+    assert_int_equal(cfg->audit_max_rows, 500);
+    assert_int_equal(cfg->audit_coalesce_s, 120);
+    assert_int_equal(cfg->n_vmm_env, 1);
+    brk_config_free(cfg);
+    parse_bad("[vdid]\npreauth_max = 0\n", "preauth_max: '0' is not a whole number from 1");
+    parse_bad("[vdid]\npreauth_max_per_addr = 0\n", "preauth_max_per_addr");
+    parse_bad("[vdid]\naudit_keep = 3651d\n", "audit_keep");
+    parse_bad("[vdid]\naudit_coalesce = 2h\n", "audit_coalesce");
+    parse_bad("[vdid]\nvmm_env = A\nvmm_env = B\n", "key 'vmm_env' set twice");
+}
+
 static void test_entitlement(void **state)
 {
     (void)state;
@@ -381,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_listen_addresses),
         cmocka_unit_test(test_auth_section),
         cmocka_unit_test(test_auth_defaults_are_documented),
+        cmocka_unit_test(test_preauth_and_audit),
         cmocka_unit_test(test_entitlement),
         cmocka_unit_test(test_load_file),
     };
