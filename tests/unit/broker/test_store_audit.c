@@ -228,17 +228,19 @@ static void test_text_as_written(void **state)
                     "\xff\xfe"
                     "eve",
                     "service=rfb");
-    /* 31 two-byte characters and one more: the 64-byte field cuts before the split one. */
-    char user[80] = "x";
-    for (int i = 0; i < 32; i++)
+    /* "x" and two-byte characters past the field (BRK_USER_MAX bytes with its NUL): the field
+     * cuts before the character that would be split. */
+    char user[BRK_USER_MAX + 8] = "x";
+    const int fit = (BRK_USER_MAX - 2) / 2; /* whole characters after the "x" */
+    for (int i = 0; i < fit + 2; i++)
         strcat(user, "\xc3\xa9");
     brk_store_audit(f->st, "auth", "auth.failed", 0, user, NULL);
     struct rows *rs = tail(f->st);
     assert_int_equal(rs->n, 2);
     assert_string_equal(rs->r[0].user, "\xff\xfe"
                                        "eve");
-    assert_int_equal(strlen(rs->r[1].user), 1 + 31 * 2);
-    assert_memory_equal(rs->r[1].user, user, 1 + 31 * 2);
+    assert_int_equal(strlen(rs->r[1].user), 1 + fit * 2);
+    assert_memory_equal(rs->r[1].user, user, 1 + fit * 2);
 }
 
 int main(void)
