@@ -22,6 +22,14 @@ typedef enum {
     BRK_POOL_DEDICATED = 1, /* a desktop per user that persists and is resumed */
 } brk_pool_type_t;
 
+/* A pool's network (docs/network.md): none; a vdi-managed bridge with NAT and DHCP from a
+ * dnsmasq vdid supervises; or a tap on the admin's own bridge. */
+typedef enum {
+    BRK_NET_NONE = 0,
+    BRK_NET_NAT = 1,
+    BRK_NET_BRIDGE = 2,
+} brk_net_mode_t;
+
 typedef struct {
     char *name;           /* [pool NAME]: letters, digits, '-', '_' and '.' */
     char *image;          /* golden image name (required) */
@@ -40,6 +48,13 @@ typedef struct {
     uint32_t idle_timeout_s;       /* no input for this long: the session is closed (0 = off) */
     uint32_t cpu_weight;           /* the VMM's CPU weight against other desktops (1..10000) */
     uint32_t cpu_max_pct;          /* CPU cap in percent of one CPU (0: none) */
+    brk_net_mode_t net;            /* network = none | nat | bridge:NAME */
+    char *net_bridge;              /* bridge:NAME: the admin's bridge (NULL otherwise) */
+    uint32_t vlan;                 /* bridge pools: 802.1Q tag of the desktops' ports (0: none) */
+    bool isolate;                  /* desktops of the pool cannot reach each other */
+    bool allow_host;               /* desktops may reach the host's own services */
+    uint32_t subnet;               /* nat: network address, host byte order */
+    uint32_t subnet_prefix;        /* nat: prefix length (16..28); 0 until brk_net_resolve() */
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
@@ -85,6 +100,9 @@ typedef struct {
     char **vmm_env;               /* environment variables passed through to the VMM */
     size_t n_vmm_env;
     uint64_t vdid_memory_max; /* vdid's own cgroup memory limit (0: none; jail = yes) */
+    /* Desktop networks (server/net*.c; docs/network.md). */
+    char *nat_uplink; /* nat pools masquerade only out of this interface (NULL: any but theirs) */
+    char *dnsmasq;    /* the dnsmasq program nat pools' DHCP/DNS runs */
     /* What vdid hands to auth_create() as it is: [auth] (the login limits) over
      * auth_config_defaults(), the only place their defaults are written, plus pam_service,
      * tls_cert, tls_key, state_dir and admin_group (when set) from [vdid]; those strings are
@@ -111,6 +129,40 @@ bool brk_pool_entitled(const brk_pool_config_t *pool, const char *user, const ch
                        size_t n_groups);
 const char *brk_pool_type_name(brk_pool_type_t t);
 
+/* ---- Desktop networks: names, addresses, subnets (broker/net.c; pure functions) ----------- */
+#define BRK_NET_IFNAMSIZ 16 /* IFNAMSIZ: interface names of at most 15 bytes */
+#define BRK_NET_MAC_LEN  18 /* "02:76:64:xx:xx:xx" and its NUL */
+#define BRK_NET_IP_LEN   16 /* dotted IPv4 and its NUL */
+/* The firewall mark bit vdid's nftables rules put on every frame from a desktop's tap. */
+#define BRK_NET_MARK 0x10000000u
+
+const char *brk_net_mode_name(brk_net_mode_t m); /* "none", "nat", "bridge" */
+/* A number that tells this vdid's host objects from another instance's (from its state dir). */
+uint32_t brk_net_instance(const char *state_dir);
+/* The bridge a nat pool's desktops share: "vdn" and 8 hex digits from @instance and @pool. */
+void brk_net_bridge_name(uint32_t instance, const char *pool, char out[BRK_NET_IFNAMSIZ]);
+/* Desktop @id's tap: "vdt", 4 hex digits of @instance, the id in base 36. */
+void brk_net_tap_name(uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ]);
+/* A locally administered unicast MAC, "02:76:64:" and three bytes of @rnd. */
+void brk_net_mac(const uint8_t rnd[3], char out[BRK_NET_MAC_LEN]);
+/* Does @s read as a MAC address (six hex pairs with colons)? */
+bool brk_net_mac_valid(const char *s);
+void brk_net_ip_str(uint32_t ip, char out[BRK_NET_IP_LEN]); /* host byte order in */
+int brk_net_ip_parse(const char *s, uint32_t *out);         /* 0 or -EINVAL */
+/* A nat pool's gateway (the bridge's own address, DHCP and DNS): the subnet's first host. */
+uint32_t brk_net_gateway(const brk_pool_config_t *pool);
+/* Desktop addresses: from the gateway + 1 to the last host before the broadcast address. */
+uint32_t brk_net_hosts(const brk_pool_config_t *pool);
+/* An address for a new desktop of nat pool @pool: the first free one after @after (round robin,
+ * so that a just-released address, whose DHCP lease may still run, is the last one reused),
+ * none of the @n in @used. Returns 0 with *out set, or -ENOSPC when all are taken. */
+int brk_net_ip_pick(const brk_pool_config_t *pool, const uint32_t *used, size_t n, uint32_t after,
+                    uint32_t *out);
+/* Give every nat pool without a subnet one (10.213.0.0/16 split in /24s, chosen from the pool's
+ * name so that it stays put when pools are added or reordered) and check that nat subnets do not
+ * overlap and each holds max_desktops addresses. Returns 0, or VDI_ECONFIG with the reason. */
+int brk_net_resolve(brk_config_t *cfg, char *err, size_t errlen);
+
 /* ---- Desktop state machine ---------------------------------------------------------------- */
 typedef enum {
     BRK_DS_PROVISIONING = 0, /* overlay made, VMM starting, waiting for its `ready` event */
@@ -136,7 +188,7 @@ bool brk_desktop_transition_ok(brk_desktop_state_t from, brk_desktop_state_t to)
  * version (PRAGMA user_version) and brk_store_open() migrates older databases forward. */
 typedef struct brk_store brk_store_t; /* opaque */
 
-#define BRK_STORE_SCHEMA_VERSION 3
+#define BRK_STORE_SCHEMA_VERSION 4
 
 /* Bytes that hold any user name a login may carry, with its NUL: every struct field that stores
  * a user name (a desktop's owner, a session's user, ...) is this long, here and in server/, so
@@ -168,7 +220,9 @@ typedef struct {
     uint64_t memory;       /* bytes, for admission control */
     int64_t created;       /* Unix seconds */
     int64_t updated;
-    char reason[128]; /* why it is in its state (failed: the cause) */
+    char reason[128];          /* why it is in its state (failed: the cause) */
+    char mac[BRK_NET_MAC_LEN]; /* its NIC's MAC ("" when its pool has no network) */
+    char ip[BRK_NET_IP_LEN];   /* nat pools: the address DHCP gives it ("" otherwise) */
 } brk_desktop_t;
 
 /* Insert a new desktop in state provisioning; *id gets its id. The transition is audited. */
@@ -183,6 +237,16 @@ int brk_store_desktop_set_owner(brk_store_t *st, int64_t id, const char *owner);
 int brk_store_desktop_set_vmm(brk_store_t *st, int64_t id, int64_t pid, const char *overlay,
                               int64_t image_version);
 int brk_store_desktop_get(brk_store_t *st, int64_t id, brk_desktop_t *out);
+/* Record desktop @id's MAC and address (either may be ""). */
+int brk_store_desktop_set_net(brk_store_t *st, int64_t id, const char *mac, const char *ip);
+/* Host network objects vdid made ("bridge", "tap"), with the pool (and desktop) they serve, so
+ * that a vdid that starts after a crash or a config change can remove what no pool needs. */
+int brk_store_netobj_add(brk_store_t *st, const char *kind, const char *name, const char *pool,
+                         int64_t desktop);
+int brk_store_netobj_del(brk_store_t *st, const char *kind, const char *name);
+typedef int (*brk_netobj_fn)(const char *kind, const char *name, const char *pool, int64_t desktop,
+                             void *ctx);
+int brk_store_netobj_foreach(brk_store_t *st, brk_netobj_fn fn, void *ctx);
 /* Call @fn for each desktop (gone ones only if @include_gone), by id. @fn returns 0 to go on,
  * anything else stops the walk and is returned. */
 typedef int (*brk_desktop_fn)(const brk_desktop_t *d, void *ctx);

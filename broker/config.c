@@ -43,6 +43,9 @@ enum opt_type {
     T_LOGLEVEL, /* err | warn | info | debug */
     T_BOOL,     /* true | false | yes | no | on | off | 1 | 0 */
     T_SECCOMP,  /* kill | log (a bool field: log) */
+    T_NETWORK,  /* none | nat | bridge:NAME (net, and net_bridge at off2) */
+    T_SUBNET,   /* A.B.C.D/N, N from 16 to 28 (subnet, and the prefix at off2) */
+    T_IFNAME,   /* a network interface name (at most 15 bytes, no '/', ':' or spaces) */
 };
 
 struct opt {
@@ -103,6 +106,9 @@ static const struct opt daemon_opts[] = {
     {"vmm_seccomp", T_SECCOMP, CF(vmm_seccomp_log), 0, "kill", 0, 0, false},
     {"vmm_env", T_LIST, CF(vmm_env), CF(n_vmm_env), "", 0, 0, false},
     {"vdid_memory_max", T_SIZE, CF(vdid_memory_max), 0, "1G", 0, 1ull << 50, false},
+    /* Desktop networks (server/net*.c; docs/network.md). */
+    {"nat_uplink", T_IFNAME, CF(nat_uplink), 0, NULL, 0, 0, false},
+    {"dnsmasq", T_PATH, CF(dnsmasq), 0, "/usr/sbin/dnsmasq", 0, 0, false},
 };
 
 #define AF(f) offsetof(brk_config_t, auth.f)
@@ -155,6 +161,11 @@ static const struct opt pool_opts[] = {
     {"idle_timeout", T_DURATION, PF(idle_timeout_s), 0, "0", 0, 30 * DAY, false},
     {"cpu_weight", T_U32, PF(cpu_weight), 0, "100", 1, 10000, false},
     {"cpu_max", T_U32, PF(cpu_max_pct), 0, "0", 0, 100000, false},
+    {"network", T_NETWORK, PF(net), PF(net_bridge), "none", 0, 0, false},
+    {"vlan", T_U32, PF(vlan), 0, "0", 0, 4094, false},
+    {"isolate", T_BOOL, PF(isolate), 0, "yes", 0, 0, false},
+    {"allow_host", T_BOOL, PF(allow_host), 0, "no", 0, 0, false},
+    {"subnet", T_SUBNET, PF(subnet), PF(subnet_prefix), NULL, 0, 0, false},
 };
 
 struct parser {
@@ -186,6 +197,19 @@ static bool valid_name(const char *s)
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
             return false;
     return s[0] != '.' && s[0] != '-';
+}
+
+/* What the kernel takes as an interface name (dev_valid_name()): 1 to 15 bytes, not "." or
+ * "..", no '/', ':' or white space. */
+static bool valid_ifname(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= BRK_NET_IFNAMSIZ || !strcmp(s, ".") || !strcmp(s, ".."))
+        return false;
+    for (const char *c = s; *c; c++)
+        if (*c == '/' || *c == ':' || isspace((unsigned char)*c) || !isprint((unsigned char)*c))
+            return false;
+    return true;
 }
 
 static void free_list(char **l, size_t n)
@@ -401,6 +425,50 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
             return fail(p, "%s: '%s' is not kill or log", o->key, v);
         *(bool *)field = !strcmp(v, "log");
         return 0;
+    case T_IFNAME:
+        if (!valid_ifname(v))
+            return fail(p, "%s: '%s' is not a network interface name (at most 15 bytes)", o->key,
+                        v);
+        free(*(char **)field);
+        *(char **)field = vdi_xstrdup(v);
+        return 0;
+    case T_NETWORK: {
+        char **bridge = (char **)((char *)base + o->off2);
+        brk_net_mode_t m;
+        if (strcmp(v, "none") == 0) {
+            m = BRK_NET_NONE;
+        } else if (strcmp(v, "nat") == 0) {
+            m = BRK_NET_NAT;
+        } else if (strncmp(v, "bridge:", 7) == 0 && valid_ifname(v + 7)) {
+            m = BRK_NET_BRIDGE;
+        } else {
+            return fail(p,
+                        "%s: '%s' is not none, nat or bridge:NAME (NAME an existing bridge, at "
+                        "most 15 bytes)",
+                        o->key, v);
+        }
+        *(brk_net_mode_t *)field = m;
+        free(*bridge);
+        *bridge = m == BRK_NET_BRIDGE ? vdi_xstrdup(v + 7) : NULL;
+        return 0;
+    }
+    case T_SUBNET: {
+        uint32_t ip, pref;
+        char addr[32];
+        const char *slash = strchr(v, '/');
+        if (!slash || (size_t)(slash - v) >= sizeof(addr) || !decimal(slash + 1, 0))
+            return fail(p, "%s: '%s' is not A.B.C.D/N", o->key, v);
+        memcpy(addr, v, (size_t)(slash - v));
+        addr[slash - v] = 0;
+        pref = (uint32_t)atoi(slash + 1);
+        if (brk_net_ip_parse(addr, &ip) < 0 || pref < 16 || pref > 28)
+            return fail(p, "%s: '%s' is not A.B.C.D/N with N from 16 to 28", o->key, v);
+        if (ip & ~(~0u << (32 - pref)))
+            return fail(p, "%s: '%s' has host bits set (the network address is needed)", o->key, v);
+        *(uint32_t *)field = ip;
+        *(uint32_t *)((char *)base + o->off2) = pref;
+        return 0;
+    }
     case T_LOGLEVEL:
         rc = vdi_log_parse_level(v);
         if (rc < 0)
@@ -428,6 +496,7 @@ static void pool_free_fields(brk_pool_config_t *pl)
     free(pl->image);
     free_list(pl->users, pl->n_users);
     free_list(pl->groups, pl->n_groups);
+    free(pl->net_bridge);
 }
 
 void brk_config_free(brk_config_t *cfg)
@@ -447,6 +516,8 @@ void brk_config_free(brk_config_t *cfg)
     free(cfg->web_root);
     free(cfg->novnc_dir);
     free_list(cfg->vmm_env, cfg->n_vmm_env);
+    free(cfg->nat_uplink);
+    free(cfg->dnsmasq);
     for (size_t i = 0; i < cfg->n_pools; i++)
         pool_free_fields(&cfg->pools[i]);
     free(cfg->pools);
@@ -662,6 +733,24 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
     if (!cfg->tls_cert != !cfg->tls_key) {
         p.line = 0;
         rc = fail(&p, "tls_cert and tls_key go together: set both or neither");
+        goto err_free;
+    }
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        const brk_pool_config_t *pl = &cfg->pools[i];
+        p.line = pl->line;
+        if (pl->vlan && pl->net != BRK_NET_BRIDGE) {
+            rc = fail(&p, "[pool %s]: vlan needs network = bridge:NAME", pl->name);
+            goto err_free;
+        }
+        if (pl->subnet_prefix && pl->net != BRK_NET_NAT) {
+            rc = fail(&p, "[pool %s]: subnet needs network = nat", pl->name);
+            goto err_free;
+        }
+    }
+    p.line = 0;
+    char why[256];
+    if (brk_net_resolve(cfg, why, sizeof(why)) < 0) {
+        rc = fail(&p, "%s", why);
         goto err_free;
     }
     *out = cfg;

@@ -68,6 +68,12 @@ static const char *const migrations[BRK_STORE_SCHEMA_VERSION] = {
     "CREATE TABLE web_sessions(digest TEXT PRIMARY KEY, user TEXT NOT NULL, groups TEXT NOT NULL,"
     " is_admin INTEGER NOT NULL, csrf TEXT NOT NULL, idle_ms INTEGER NOT NULL,"
     " last_used INTEGER NOT NULL, expires INTEGER NOT NULL);",
+    /* 3 -> 4: desktop networks: each desktop's MAC and address, and the host objects vdid made
+     * (so that it removes them when their pool is gone, even after a crash). */
+    "ALTER TABLE desktops ADD COLUMN mac TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE desktops ADD COLUMN ip TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE net_objects(kind TEXT NOT NULL, name TEXT NOT NULL, pool TEXT NOT NULL,"
+    " desktop INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(kind, name));",
 };
 
 static void audit_state_free(brk_store_t *st);
@@ -603,12 +609,14 @@ static int read_desktop(sqlite3_stmt *s, brk_desktop_t *d)
     d->created = sqlite3_column_int64(s, 9);
     d->updated = sqlite3_column_int64(s, 10);
     copy_col(d->reason, sizeof(d->reason), s, 11);
+    copy_col(d->mac, sizeof(d->mac), s, 12);
+    copy_col(d->ip, sizeof(d->ip), s, 13);
     return 0;
 }
 
 #define DESKTOP_COLS                                                                               \
     "id, pool, owner, state, image, image_version, overlay, vmm_pid, memory, created, updated, "   \
-    "reason"
+    "reason, mac, ip"
 
 int brk_store_desktop_get(brk_store_t *st, int64_t id, brk_desktop_t *out)
 {
@@ -702,6 +710,70 @@ int brk_store_desktop_set_vmm(brk_store_t *st, int64_t id, int64_t pid, const ch
     sqlite3_bind_int64(s, 4, now_s());
     sqlite3_bind_int64(s, 5, id);
     return update_changed(st, s);
+}
+
+int brk_store_desktop_set_net(brk_store_t *st, int64_t id, const char *mac, const char *ip)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "UPDATE desktops SET mac = ?, ip = ?, updated = ? WHERE id = ?", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, mac);
+    bind_text(s, 2, ip);
+    sqlite3_bind_int64(s, 3, now_s());
+    sqlite3_bind_int64(s, 4, id);
+    return update_changed(st, s);
+}
+
+int brk_store_netobj_add(brk_store_t *st, const char *kind, const char *name, const char *pool,
+                         int64_t desktop)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT OR REPLACE INTO net_objects(kind, name, pool, desktop)"
+                     " VALUES(?, ?, ?, ?)",
+                     &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, kind);
+    bind_text(s, 2, name);
+    bind_text(s, 3, pool);
+    sqlite3_bind_int64(s, 4, desktop);
+    return step_done(st, s);
+}
+
+int brk_store_netobj_del(brk_store_t *st, const char *kind, const char *name)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, "DELETE FROM net_objects WHERE kind = ? AND name = ?", &s);
+    if (rc < 0)
+        return rc;
+    bind_text(s, 1, kind);
+    bind_text(s, 2, name);
+    return step_done(st, s);
+}
+
+int brk_store_netobj_foreach(brk_store_t *st, brk_netobj_fn fn, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc =
+        prepare(st, "SELECT kind, name, pool, desktop FROM net_objects ORDER BY kind, name", &s);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        char kind[16], name[64], pool[64];
+        copy_col(kind, sizeof(kind), s, 0);
+        copy_col(name, sizeof(name), s, 1);
+        copy_col(pool, sizeof(pool), s, 2);
+        int r = fn(kind, name, pool, sqlite3_column_int64(s, 3), ctx);
+        if (r) {
+            sqlite3_finalize(s);
+            return r;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_err(st, rc, "net objects");
+    sqlite3_finalize(s);
+    return rc;
 }
 
 int brk_store_desktop_foreach(brk_store_t *st, bool include_gone, brk_desktop_fn fn, void *ctx)

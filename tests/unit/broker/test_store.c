@@ -287,12 +287,58 @@ static void test_migration_from_v2(void **state)
     assert_int_equal(brk_store_token_put(st, "h2", "dave", id, 10), 0);
     brk_store_close(st);
     assert_int_equal(brk_store_open(path, &st), 0);
-    assert_int_equal(brk_store_schema_version(st), 3);
+    assert_int_equal(brk_store_schema_version(st), BRK_STORE_SCHEMA_VERSION);
     brk_desktop_t d;
     assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
     assert_string_equal(d.owner, "dave");
     auth_limit_record_t r = {.failures = 1, .last_fail = 5, .expires = 100};
     assert_int_equal(brk_store_limit_put(st, "user", "dave", &r), 0);
+    brk_store_close(st);
+}
+
+/* Version 3 -> 4: desktops keep their rows and gain a MAC and an address; host network objects
+ * are recorded and listed. */
+static int count_obj(const char *kind, const char *name, const char *pool, int64_t desktop,
+                     void *ctx)
+{
+    (void)name;
+    (void)pool;
+    if (!strcmp(kind, "tap"))
+        assert_int_equal(desktop, 7);
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_migration_from_v3_net(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/v3.db", f->dir);
+    brk_store_t *st;
+    assert_int_equal(brk__store_open_at(path, 3, &st), 0);
+    int64_t id;
+    assert_int_equal(brk_store_desktop_create(st, "lab", "erin", "testdesk", 1 << 28, &id), 0);
+    brk_store_close(st);
+    assert_int_equal(brk_store_open(path, &st), 0);
+    assert_int_equal(brk_store_schema_version(st), BRK_STORE_SCHEMA_VERSION);
+    brk_desktop_t d;
+    assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
+    assert_string_equal(d.owner, "erin");
+    assert_string_equal(d.mac, "");
+    assert_int_equal(brk_store_desktop_set_net(st, id, "02:76:64:00:00:01", "10.213.4.2"), 0);
+    assert_int_equal(brk_store_desktop_get(st, id, &d), 0);
+    assert_string_equal(d.mac, "02:76:64:00:00:01");
+    assert_string_equal(d.ip, "10.213.4.2");
+    assert_int_equal(brk_store_netobj_add(st, "bridge", "vdn01234567", "lab", 0), 0);
+    assert_int_equal(brk_store_netobj_add(st, "tap", "vdt00017", "lab", 7), 0);
+    assert_int_equal(brk_store_netobj_add(st, "tap", "vdt00017", "lab", 7), 0); /* idempotent */
+    int n = 0;
+    assert_int_equal(brk_store_netobj_foreach(st, count_obj, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(brk_store_netobj_del(st, "tap", "vdt00017"), 0);
+    n = 0;
+    assert_int_equal(brk_store_netobj_foreach(st, count_obj, &n), 0);
+    assert_int_equal(n, 1);
     brk_store_close(st);
 }
 
@@ -456,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_user_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v3_net, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_web_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_foreign_and_newer, setup, teardown),
