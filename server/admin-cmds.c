@@ -15,12 +15,13 @@ typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
 
 static json_t *desktop_json(const brk_desktop_t *d)
 {
-    return json_pack(
-        "{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s}", "id", (json_int_t)d->id,
-        "pool", d->pool, "owner", d->owner, "state", brk_desktop_state_name(d->state), "image",
-        d->image, "image_version", (json_int_t)d->image_version, "overlay", d->overlay, "vmm_pid",
-        (json_int_t)d->vmm_pid, "memory", (json_int_t)d->memory, "created", (json_int_t)d->created,
-        "updated", (json_int_t)d->updated, "reason", d->reason);
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:s}", "id",
+                     (json_int_t)d->id, "pool", d->pool, "owner", d->owner, "state",
+                     brk_desktop_state_name(d->state), "image", d->image, "image_version",
+                     (json_int_t)d->image_version, "overlay", d->overlay, "vmm_pid",
+                     (json_int_t)d->vmm_pid, "memory", (json_int_t)d->memory, "created",
+                     (json_int_t)d->created, "updated", (json_int_t)d->updated, "reason", d->reason,
+                     "mac", d->mac, "ip", d->ip);
 }
 
 static json_t *session_json(const brk_session_t *se)

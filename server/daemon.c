@@ -373,6 +373,7 @@ void srv__daemon_stop(srv_t *s, const char *why)
     if (s->vms_started)
         srv__vms_stop(s);
     s->vms_started = false;
+    srv__net_close(s); /* dnsmasq keeps serving the desktops that keep running */
     /* Last: the desktops abandoned their catalogue jobs above; what is still queued (dropping
      * references) runs before the worker goes. */
     srv__catq_close(s->catq, on_catq_closed, s);
@@ -395,6 +396,9 @@ int srv__daemon_run(srv_t *s)
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
     rc = srv__catq_create(s->loop, &s->catq);
+    if (rc < 0)
+        goto out;
+    rc = srv__net_init(s);
     if (rc < 0)
         goto out;
     rc = srv__vms_start(s);

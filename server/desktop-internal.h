@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "server/internal.h"
+#include "server/net-internal.h"
 #include "vmm/vmm.h"
 
 /* ---- vmm-ctl.c: a client of one VMM's control socket ------------------------------------------ */
@@ -51,6 +52,8 @@ struct srv_vmm_spec {
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;
     const struct srv_jail *jail;
+    const char *mac; /* NULL: no NIC; else its MAC, on the tap @tap_fd */
+    int tap_fd;      /* the desktop's tap, passed as the VMM's fd 3 (borrowed) */
 };
 /* The process ended: exit @status, or killed by signal @sig (0: none). */
 typedef void (*srv_vmmproc_exit_cb)(void *ctx, int64_t status, int sig);
@@ -114,6 +117,7 @@ struct srv_jail {
     const char *const *env; /* NAME=VALUE, the VMM's whole environment */
     size_t n_env;
     bool seccomp_log;
+    unsigned keep_fds; /* file descriptors from 3 on that the VMM inherits (its tap) */
 };
 /* The arguments that run @vmm_argv in jail @j: "vdi-jail ... -- VMM ARGV", a malloc'd
  * NULL-terminated vector (free with srv__jail_argv_free). */
@@ -147,6 +151,7 @@ struct srv_vm {
     uint64_t disconnect_at;
     bool exit_poll;  /* control socket gone and no process handle: poll the pid */
     bool killed;     /* we sent SIGKILL */
+    bool orphan;     /* its pool left the config: stopped, kept failed with its disk */
     char crash[240]; /* from a crashed/reboot event, or a ready timeout */
     char off[240];   /* from a shutdown event: how the VM stopped */
     char *rundir;    /* RUN_DIR/vm/ID */
@@ -154,6 +159,9 @@ struct srv_vm {
     char *ctl_path;
     char *dpy_path;
     srv_session_t *session;
+    char tap[BRK_NET_IFNAMSIZ]; /* its tap ("" when its pool has no network, or it is gone) */
+    char mac[BRK_NET_MAC_LEN];  /* as in its record */
+    char ip[BRK_NET_IP_LEN];
     vdi_list_t link; /* in srv_t.vms */
 };
 
@@ -191,11 +199,35 @@ void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char 
 /* ---- desktop-prep.c: a desktop's disk and VMM start ---------------------------------------------- */
 /* Make @vm's disk (clone, or its kept disk) and find its boot files on the catalogue worker,
  * then start its VMM on the loop; a failure there ends the desktop failed with the reason.
- * Returns 0, or -ESHUTDOWN when the worker no longer takes jobs (nothing was started). */
-int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool);
+ * Returns 0, or a negative code with the reason in @why (-ESHUTDOWN: the worker no longer takes
+ * jobs; or no network could be planned for it); nothing was started then. */
+int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen);
 /* @vm goes away before its disk is ready: the worker's result is thrown away (a disk made for
  * it is removed, unless vdid is stopping: the next vdid decides). */
 void srv__prep_abandon(struct srv_prep *p, bool stopping);
+
+/* ---- net.c: a desktop's network ------------------------------------------------------------------ */
+/* What the catalogue worker needs to give a desktop its network (a copy: nothing borrowed). */
+struct srv_net_desk {
+    bool on; /* the pool has a network */
+    char table[24];
+    char bridge[BRK_NET_IFNAMSIZ];
+    struct srv_netport port;
+    bool isolate;
+    uint16_t vlan;
+    char hosts_file[300]; /* nat: its DHCP entry */
+};
+/* Pick @vm's MAC (kept when its record has one) and nat address, record them, and fill @d.
+ * Returns 0 (d->on false: no network), or a negative code with the reason in @why. Loop. */
+int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct srv_net_desk *d,
+                          char *why, size_t whylen);
+/* Make the tap, put it on its bridge (isolated, VLAN), add its rules and DHCP entry; *tap_fd gets
+ * the open tap (the caller owns it). Undoes itself on failure. Thread: the catalogue worker. */
+int srv__net_desktop_up(const struct srv_net_desk *d, int *tap_fd, char *why, size_t whylen);
+/* Desktop @id's tap name on this host. */
+void srv__net_tap_name(srv_t *s, int64_t id, char out[BRK_NET_IFNAMSIZ]);
+/* @vm's VMM is gone: remove its rules and DHCP entry (in a worker). Clears vm->tap. */
+void srv__net_desktop_down(srv_vm_t *vm);
 
 /* ---- login.c: what desktops tell logins and sessions ------------------------------------------- */
 /* @vm became ready: logins waiting for it get it. */

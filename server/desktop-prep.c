@@ -35,6 +35,8 @@ struct srv_prep {
     char *datadir, *rundir, *overlay;
     char *kernel, *initrd;
     char cmdline[2048];
+    struct srv_net_desk net; /* in: the desktop's network (net.on false: none) */
+    int tap_fd;              /* out: its tap, open (-1: none) */
     int rc;
     char why[200];
 };
@@ -89,6 +91,8 @@ static void prep_work(void *arg) /* Thread: the catalogue worker */
     if (img_catalog_path(p->cat, p->image, p->version, "cmdline", &cl) == 0)
         read_small(cl, p->cmdline, sizeof(p->cmdline));
     free(cl);
+    if (p->net.on)
+        p->rc = srv__net_desktop_up(&p->net, &p->tap_fd, p->why, sizeof(p->why));
 }
 
 void srv__prep_abandon(struct srv_prep *p, bool stopping)
@@ -100,6 +104,8 @@ void srv__prep_abandon(struct srv_prep *p, bool stopping)
 
 static void prep_free(struct srv_prep *p)
 {
+    if (p->tap_fd >= 0)
+        close(p->tap_fd); /* the VMM has its own copy (or none was started): the tap goes with it */
     free(p->datadir);
     free(p->rundir);
     free(p->overlay);
@@ -268,7 +274,10 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
         .fb_width = pr->pool->fb_width,
         .fb_height = pr->pool->fb_height,
         .jail = s->cfg->jail ? &jail : NULL,
+        .mac = pr->tap_fd >= 0 ? vm->mac : NULL,
+        .tap_fd = pr->tap_fd,
     };
+    jail.keep_fds = pr->tap_fd >= 0 ? 1 : 0;
     vm->image_version = pr->version;
     unlink(vm->ctl_path);
     unlink(vm->dpy_path);
@@ -324,7 +333,7 @@ static void prep_done(void *arg, int status)
     }
 }
 
-int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool)
+int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen)
 {
     struct srv_prep *p = vdi_xcalloc(1, sizeof(*p));
     p->vm = vm;
@@ -337,9 +346,17 @@ int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool)
     p->datadir = vdi_xstrdup(vm->datadir);
     p->rundir = vdi_xstrdup(vm->rundir);
     p->overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
-    vm->prep = p;
-    int rc = srv__catq_submit(vm->s->catq, prep_work, prep_done, p, &p->job);
+    p->tap_fd = -1;
+    int rc = srv__net_desktop_plan(vm, pool, &p->net, why, whylen);
     if (rc < 0) {
+        VDI_LOG_ERR("desktop=%" PRId64 " %s", vm->id, why);
+        prep_free(p);
+        return rc;
+    }
+    vm->prep = p;
+    rc = srv__catq_submit(vm->s->catq, prep_work, prep_done, p, &p->job);
+    if (rc < 0) {
+        snprintf(why, whylen, "vdid is shutting down");
         vm->prep = NULL;
         prep_free(p);
     }

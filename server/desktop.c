@@ -80,6 +80,11 @@ srv_vm_t *srv__desktop_new(srv_t *s, const brk_desktop_t *d)
     vm->pid = (pid_t)d->vmm_pid;
     vm->rundir = vdi_xasprintf("%s/vm/%" PRId64, s->cfg->run_dir, d->id);
     vm->datadir = vdi_xasprintf("%s/desktops/%" PRId64, s->cfg->state_dir, d->id);
+    snprintf(vm->mac, sizeof(vm->mac), "%s", d->mac);
+    snprintf(vm->ip, sizeof(vm->ip), "%s", d->ip);
+    const brk_pool_config_t *pool = brk_config_pool(s->cfg, d->pool);
+    if (d->mac[0] && pool && pool->net != BRK_NET_NONE && s->net)
+        srv__net_tap_name(s, d->id, vm->tap); /* a running desktop's tap (after a restart) */
     vm->ctl_path = vdi_xasprintf("%s/control.sock", vm->rundir);
     vm->dpy_path = vdi_xasprintf("%s/display.sock", vm->rundir);
     vdi_list_push_tail(&s->vms, &vm->link);
@@ -341,7 +346,14 @@ void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason)
 
     if (vm->state == BRK_DS_RECYCLING)
         failed = false;
-    bool keep_disk = failed && pool && pool->type == BRK_POOL_DEDICATED;
+    if (vm->orphan) {
+        /* Its pool is gone from the config (on purpose, or a typo): the VMM stopped, but a
+         * user's disk is not thrown away on a config edit. The admin clears it (vdictl desktops
+         * destroy) or brings the pool back. */
+        failed = true;
+        reason = "its pool is no longer in the configuration; the VMM was stopped, the disk kept";
+    }
+    bool keep_disk = failed && (vm->orphan || (pool && pool->type == BRK_POOL_DEDICATED));
     if (failed && !vm->owner[0] && vm->state == BRK_DS_PROVISIONING && pool) {
         /* A spare that never came up: do not make another at once (and another...). */
         size_t i = (size_t)(pool - s->cfg->pools);
@@ -369,6 +381,7 @@ void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason)
     }
     srv__cgroup_destroy(vm->cgroup);
     vm->cgroup = NULL;
+    srv__net_desktop_down(vm);
     if (!keep_disk) {
         char holder[32];
         holder_of(vm->id, holder, sizeof(holder));
@@ -440,9 +453,10 @@ int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *
     snprintf(d.owner, sizeof(d.owner), "%s", owner);
     snprintf(d.image, sizeof(d.image), "%s", pool->image);
     srv_vm_t *vm = srv__desktop_new(s, &d);
-    rc = srv__prep_start(vm, pool);
+    char why[200];
+    rc = srv__prep_start(vm, pool, why, sizeof(why));
     if (rc < 0) {
-        srv__desktop_gone(vm, true, "vdid is shutting down");
+        srv__desktop_gone(vm, true, why);
         return rc;
     }
     if (out)
@@ -463,9 +477,10 @@ int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, sr
         srv__desktop_free(vm);
         return rc;
     }
-    rc = srv__prep_start(vm, pool);
+    char why[200];
+    rc = srv__prep_start(vm, pool, why, sizeof(why));
     if (rc < 0) {
-        srv__desktop_gone(vm, true, "vdid is shutting down");
+        srv__desktop_gone(vm, true, why);
         return rc;
     }
     *out = vm;

@@ -141,12 +141,25 @@ typedef struct srv {
     char *jail_path;             /* vdi-jail next to vdid (or in ../lib/vdi/), when jail = yes */
     struct srv_cgroups *cgroups; /* cgroup.c: the hierarchy desktops' cgroups live in (jail) */
     unsigned kvm_gid;            /* /dev/kvm's group, a jailed VMM's supplementary group */
+    struct srv_net *net;         /* net.c: desktop networks (bridges, rules, dnsmasq) */
     bool vms_started;
     int lock_fd;
     bool stopping;
 } srv_t;
 
 /* ---- daemon.c ----------------------------------------------------------------------------- */
+/* ---- Desktop networks (net.c; docs/network.md) ---------------------------------------------- */
+typedef struct srv_net srv_net_t;
+/* Does this host have what @cfg's pools' networks need (their bridges, the uplink, dnsmasq,
+ * /dev/net/tun)? 0, or VDI_ECONFIG with the reason in @why. For --check-config and start. */
+int srv__net_check(const brk_config_t *cfg, char *why, size_t whylen);
+/* Set the host up for the pools' networks and remove what vdid made for pools that are gone
+ * (s->net). Blocking; at start, before the desktops are re-attached. 0, or a negative code
+ * (logged). */
+int srv__net_init(srv_t *s);
+/* Stop following the dnsmasq instances (they keep serving) and free s->net. */
+void srv__net_close(srv_t *s);
+
 /* Create the state and run directories, take the state lock, open the store and sync the pools.
  * Takes ownership of @cfg. Blocking (before the loop runs). Errors are logged. */
 int srv__daemon_init(srv_t *s, uv_loop_t *loop, brk_config_t *cfg, const char *config_path);

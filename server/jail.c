@@ -16,7 +16,8 @@
  *   4. no core dumps (guest memory is the user's);
  *   5. the desktop's own uid and gid (supplementary: /dev/kvm's group), no capabilities in any
  *      set, no_new_privs;
- *   6. only file descriptors 0-2, a cleared environment (what vdid passes);
+ *   6. only file descriptors 0-2 (and 3 on, as many as --keep-fds says: a desktop's opened
+ *      tap), a cleared environment (what vdid passes);
  *   7. a seccomp filter that kills the process on system calls a VMM never makes (mount,
  *      namespaces, ptrace, module loading, bpf, kexec, keyrings, ...; vmm_seccomp = log only logs);
  *   8. exec.
@@ -72,6 +73,11 @@ char **srv__jail_argv(const struct srv_jail *j, const char *const *vmm_argv)
     push(&v, &n, j->stage);
     push(&v, &n, "--seccomp");
     push(&v, &n, j->seccomp_log ? "log" : "kill");
+    if (j->keep_fds) {
+        snprintf(num, sizeof(num), "%u", j->keep_fds);
+        push(&v, &n, "--keep-fds");
+        push(&v, &n, num);
+    }
     for (size_t i = 0; i < j->n_ro; i++) {
         push(&v, &n, "--ro");
         push(&v, &n, j->ro[i]);
@@ -111,6 +117,7 @@ struct spec {
     const char *ro[MAX_PATHS], *rw[MAX_PATHS], *cgroup[8], *env[MAX_PATHS + 1];
     size_t n_ro, n_rw, n_cgroup, n_env;
     bool seccomp_log;
+    unsigned keep_fds; /* fds 3 .. 3 + keep_fds - 1 stay open (a desktop's tap) */
     char **argv;
 };
 
@@ -151,6 +158,10 @@ static int parse(int argc, char **argv, struct spec *sp)
                 sp->gid = id;
             else
                 sp->kvm_gid = id;
+        } else if (!strcmp(k, "--keep-fds")) {
+            if (parse_id(v, &id) < 0 || id > 8)
+                return die("%s %s: not a number from 0 to 8", k, v);
+            sp->keep_fds = id;
         } else if (!strcmp(k, "--stage")) {
             sp->stage = v;
         } else if (!strcmp(k, "--seccomp")) {
@@ -403,7 +414,7 @@ int srv__jail_main(int argc, char **argv)
     }
     if ((rc = new_root(&sp)) != 0 || (rc = drop_privileges(&sp)) != 0)
         return rc;
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+    if (syscall(SYS_close_range, 3U + sp.keep_fds, ~0U, 0U) < 0)
         return die("close file descriptors: %s", strerror(errno));
     if ((rc = seccomp_filter(sp.seccomp_log)) != 0)
         return rc;

@@ -221,6 +221,13 @@ static void attach_one(srv_t *s, const brk_desktop_t *d)
     if (vm->state == BRK_DS_RECYCLING)
         vm->deadline = now + (uint64_t)s->cfg->shutdown_timeout_s * 1000;
     srv__desktop_connect_at(vm, now);
+    if (!srv__desktop_pool(vm)) {
+        VDI_LOG_WARN("desktop=%" PRId64 " pool=%s is no longer in the configuration: stopping "
+                     "its VMM, keeping its disk (vdictl desktops destroy %" PRId64 " clears it)",
+                     vm->id, vm->pool, vm->id);
+        vm->orphan = true;
+        srv__desktop_recycle(vm, false, "its pool is no longer in the configuration");
+    }
 }
 
 struct ids {

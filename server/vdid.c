@@ -78,6 +78,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        rc = srv__net_check(cfg, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "vdid: %s: %s\n", config, err);
+            brk_config_free(cfg);
+            return 1;
+        }
         printf("%s: ok (%zu pools)\n", config, cfg->n_pools);
         brk_config_free(cfg);
         return 0;

@@ -48,7 +48,7 @@ void srv__vmmproc_forget(srv_vmmproc_t *p)
 int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmmproc_exit_cb cb,
                        void *ctx, srv_vmmproc_t **out, pid_t *pid, char *why, size_t whylen)
 {
-    char mem[32], vcpus[16], fb[32];
+    char mem[32], vcpus[16], fb[32], net[64];
     int rc;
     /* O_NOFOLLOW: the directory is the (jailed, untrusted) VMM's; a symlink it left there must
      * not make vdid append to a file of its choosing. */
@@ -83,6 +83,12 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
                           "--display", spec->display};
     for (size_t i = 0; i < VDI_ARRAY_SIZE(rest); i++)
         argv_c[n++] = rest[i];
+    bool tap = spec->mac && spec->tap_fd >= 0;
+    if (tap) {
+        snprintf(net, sizeof(net), "tapfd=3,mac=%s", spec->mac);
+        argv_c[n++] = "--net";
+        argv_c[n++] = net;
+    }
     VDI_ASSERT(n < VDI_ARRAY_SIZE(argv_c));
     argv_c[n] = NULL;
     char **args;
@@ -93,16 +99,17 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
         for (size_t i = 0; i < n; i++)
             args[i] = vdi_xstrdup(argv_c[i]);
     }
-    uv_stdio_container_t stdio[3] = {
+    uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
+        {.flags = UV_INHERIT_FD, .data.fd = spec->tap_fd}, /* fd 3: the tap */
     };
     uv_process_options_t o = {
         .file = args[0],
         .args = args,
         .flags = UV_PROCESS_DETACHED, /* setsid: own session and process group */
-        .stdio_count = 3,
+        .stdio_count = tap ? 4 : 3,
         .stdio = stdio,
         .exit_cb = on_exit_cb,
     };

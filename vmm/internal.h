@@ -45,8 +45,12 @@ struct vmm_config {
     struct vmm_disk_config disks[VMM_MAX_DISKS];
     unsigned ndisks;
     const char *backing_root; /* NULL: a disk's backing files may lie anywhere (regular files) */
-    const char *net_tap;      /* NULL: no network */
-    bool rng;                 /* virtio-rng (default on) */
+    const char *net_tap;      /* NULL: no network by name (see net_has_fd) */
+    bool net_has_fd;          /* the NIC is on the opened tap net_fd (vdid made it) */
+    int net_fd;
+    bool net_has_mac; /* the NIC's MAC is net_mac (else 52:54:00 and three random bytes) */
+    uint8_t net_mac[6];
+    bool rng; /* virtio-rng (default on) */
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */

@@ -46,7 +46,8 @@ static void usage(FILE *f)
         "      --backing-root DIR    every backing file of a qcow2 disk must lie under DIR\n"
         "                            (default: anywhere); backing files must always be\n"
         "                            regular files\n"
-        "      --net tap=NAME        a virtio-net device on tap interface NAME\n"
+        "      --net tap=NAME[,mac=M]  a virtio-net device on tap interface NAME\n"
+        "      --net tapfd=N[,mac=M]   ... on the tap already open at fd N (vdid passes one)\n"
         "      --no-rng              no virtio-rng device\n"
         "      --fb WxH|none         the display's preferred mode, up to 3840x2160 (default\n"
         "                            1280x800); none: no display or input devices\n"
@@ -73,6 +74,37 @@ static int bad(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return VMM_EXIT_BADINPUT;
+}
+
+/* "tap=NAME" or "tapfd=N", then optionally ",mac=XX:XX:XX:XX:XX:XX" (a unicast address). */
+static int parse_net(char *arg, struct vmm_config *cfg)
+{
+    char *mac = strstr(arg, ",mac=");
+    if (mac) {
+        unsigned b[6];
+        int used = 0;
+        if (sscanf(mac + 5, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                   &used) != 6 ||
+            (size_t)used != strlen(mac + 5) || strlen(mac + 5) != 17 || (b[0] & 1))
+            return -EINVAL;
+        for (int i = 0; i < 6; i++)
+            cfg->net_mac[i] = (uint8_t)b[i];
+        cfg->net_has_mac = true;
+        *mac = 0; /* arg is argv's own copy */
+    }
+    if (strncmp(arg, "tap=", 4) == 0 && arg[4] && strlen(arg + 4) < 16) {
+        cfg->net_tap = arg + 4;
+        return 0;
+    }
+    if (strncmp(arg, "tapfd=", 6) == 0) {
+        uint64_t fd;
+        if (vdi_parse_u64(arg + 6, 3, 1 << 20, &fd) < 0 || fcntl((int)fd, F_GETFD) < 0)
+            return -EINVAL;
+        cfg->net_has_fd = true;
+        cfg->net_fd = (int)fd;
+        return 0;
+    }
+    return -EINVAL;
 }
 
 static int parse_mem(const char *s, uint64_t *out)
@@ -430,9 +462,10 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_NET:
-            if (strncmp(optarg, "tap=", 4) != 0 || !optarg[4] || strlen(optarg + 4) >= 16)
-                return bad("--net %s: expected tap=NAME (at most 15 characters)", optarg);
-            cfg.net_tap = optarg + 4;
+            if (parse_net(optarg, &cfg) < 0)
+                return bad("--net %s: expected tap=NAME (at most 15 characters) or tapfd=N, "
+                           "optionally followed by ,mac=XX:XX:XX:XX:XX:XX (unicast)",
+                           optarg);
             break;
         case OPT_NO_RNG:
             cfg.rng = false;

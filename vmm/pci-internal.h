@@ -282,11 +282,17 @@ struct vmm_virtio_dev;
  * @disk and closes it when destroyed; on failure the caller still owns it. */
 int vmm__virtio_blk_create(vmm_vm_t *vm, img_disk_t *disk, struct vmm_virtio_dev **out);
 int vmm__virtio_rng_create(vmm_vm_t *vm, struct vmm_virtio_dev **out);
-/* virtio-net on the tap interface @tap (opened with IFF_VNET_HDR, offloads off). */
-int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out);
+/* virtio-net on the tap interface @tap (opened with IFF_VNET_HDR, offloads off), with MAC @mac
+ * (NULL: 52:54:00 and three random bytes). */
+int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, const uint8_t *mac,
+                           struct vmm_virtio_dev **out);
+/* Make @fd, a tap someone else opened (vdid), what the device needs: the 12-byte header, no
+ * offloads, non-blocking. 0, -ENOTTY when @fd is not a tap, or -errno. */
+int vmm__tap_adopt(int fd);
 /* The same on @fd, which carries one frame per read and write behind a 12-byte virtio-net header
  * as such a tap does (tests pass a SOCK_DGRAM socket). Takes ownership of @fd, also on failure. */
-int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, struct vmm_virtio_dev **out);
+int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, const uint8_t *mac,
+                              struct vmm_virtio_dev **out);
 enum vmm_input_kind {
     VMM_INPUT_KEYBOARD,
     VMM_INPUT_TABLET,

@@ -15,6 +15,7 @@
 #define VDI_LOG_TAG "vmm"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "display/dpy.h"
 #include "vmm/pci-internal.h"
@@ -558,8 +559,23 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
             goto err;
         }
     }
-    if (cfg->net_tap) {
-        err = vmm__virtio_net_create(vm, cfg->net_tap, &vd);
+    const uint8_t *mac = cfg->net_has_mac ? cfg->net_mac : NULL;
+    if (cfg->net_has_fd) {
+        err = vmm__tap_adopt(cfg->net_fd);
+        if (err == 0)
+            err = vmm__virtio_net_create_fd(vm, cfg->net_fd, mac, &vd);
+        else
+            close(cfg->net_fd);
+        if (err < 0) {
+            VDI_LOG_ERR("vm=%s network on the tap at fd %d: %s", vmm__vm_name(vm), cfg->net_fd,
+                        err == -ENOTTY ? "not a tap with the virtio-net header (IFF_TAP | "
+                                         "IFF_NO_PI | IFF_VNET_HDR)"
+                                       : vdi_strerror(err));
+            err = VDI_ECONFIG;
+            goto err;
+        }
+    } else if (cfg->net_tap) {
+        err = vmm__virtio_net_create(vm, cfg->net_tap, mac, &vd);
         if (err < 0) {
             VDI_LOG_ERR("vm=%s network on tap %s: %s", vmm__vm_name(vm), cfg->net_tap,
                         vdi_strerror(err));

@@ -225,7 +225,24 @@ static int tap_open(const char *name)
     return fd;
 }
 
-int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, struct vmm_virtio_dev **out)
+int vmm__tap_adopt(int fd)
+{
+    struct ifreq ifr;
+    int hdr = NET_HDR_LEN, fl;
+    memset(&ifr, 0, sizeof(ifr));
+    if (ioctl(fd, TUNGETIFF, &ifr) < 0)
+        return errno == EBADF ? -EBADF : -ENOTTY;
+    if (!(ifr.ifr_flags & IFF_TAP) || !(ifr.ifr_flags & IFF_VNET_HDR) ||
+        !(ifr.ifr_flags & IFF_NO_PI))
+        return -ENOTTY; /* a tun, or a tap without the header we read and write */
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 || ioctl(fd, TUNSETOFFLOAD, 0ul) < 0 ||
+        (fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    return 0;
+}
+
+int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, const uint8_t *mac, struct vmm_virtio_dev **out)
 {
     struct vnet *n;
     int err;
@@ -233,12 +250,16 @@ int vmm__virtio_net_create_fd(vmm_vm_t *vm, int fd, struct vmm_virtio_dev **out)
 
     n = vdi_xcalloc(1, sizeof(*n));
     n->tap = fd;
-    /* A locally administered unicast address: 52:54:00 (as QEMU) plus three random bytes. */
-    n->config[0] = 0x52;
-    n->config[1] = 0x54;
-    n->config[2] = 0x00;
-    if (getrandom(n->config + 3, 3, 0) != 3)
-        memset(n->config + 3, 0x12, 3);
+    if (mac) {
+        memcpy(n->config, mac, 6); /* vdid's: stable for a dedicated desktop, known to DHCP */
+    } else {
+        /* 52:54:00 (as QEMU) plus three random bytes. */
+        n->config[0] = 0x52;
+        n->config[1] = 0x54;
+        n->config[2] = 0x00;
+        if (getrandom(n->config + 3, 3, 0) != 3)
+            memset(n->config + 3, 0x12, 3);
+    }
     memcpy(n->config + 6, &status, 2);
     err = vmm__virtio_pci_init(&n->vd, &net_ops,
                                1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS, vm);
@@ -258,10 +279,11 @@ err_free:
     return err;
 }
 
-int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, struct vmm_virtio_dev **out)
+int vmm__virtio_net_create(vmm_vm_t *vm, const char *tap, const uint8_t *mac,
+                           struct vmm_virtio_dev **out)
 {
     int fd = tap_open(tap);
     if (fd < 0)
         return fd;
-    return vmm__virtio_net_create_fd(vm, fd, out);
+    return vmm__virtio_net_create_fd(vm, fd, mac, out);
 }

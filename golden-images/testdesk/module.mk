@@ -33,3 +33,8 @@ $(TESTDESK_OUT)/%.S.o: golden-images/testdesk/%.S
 
 EXTRA_TEST_DEPS += $(TESTDESK_OUT)/testdesk.elf
 DEMO_TARGETS += testdesk
+
+# The test guest's network stack is also a host library: vdid's stand-in VMM drives a real tap
+# with it (tests/tools/vdid_fakevmm.c).
+LIBS += tdnet
+tdnet_SRCS := golden-images/testdesk/netstack.c

@@ -16,6 +16,20 @@
  *                             appears, call mount(2), which no VMM may; when `peek` appears, try
  *                             to open each path it lists (one a line) and write what happened
  *                             to `peek.out` beside it
+ *   FAKEVMM_NET=SCRIPT        with --net tapfd=N,mac=M (vdid's tap): a guest on that tap, on the
+ *                             test guest's own stack (golden-images/testdesk/netstack.c), that
+ *                             answers ARP, ping and UDP echo (port 7) and runs SCRIPT, actions
+ *                             separated by ';', writing one line per result to stderr (the
+ *                             desktop's vmm.log), each starting "fakevmm-net: ":
+ *                               dhcp                  get a lease (10 s at most)
+ *                               ping IP|gw            three tries, one second each
+ *                               tcp IP|gw PORT        a SYN: open, closed or filtered (1 s)
+ *                               udp IP PORT TEXT      send TEXT
+ *                               spoof-mac IP PORT TEXT  ... from a MAC that is not ours
+ *                               spoof-ip IP PORT TEXT SRC  ... from address SRC
+ *                               scan FIRST-LAST       ping those hosts of our subnet (not us)
+ *                               sleep MS
+ *                             then "script done", and it goes on answering
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
@@ -26,6 +40,7 @@
 #include <pthread.h>
 #include <rfb/rfb.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +49,12 @@
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "golden-images/testdesk/netstack.h"
 
 #include "vmm/vmm.h"
 
@@ -310,6 +328,211 @@ static void flood(int fd)
             _exit(0);
 }
 
+/* ---- the guest's NIC: FAKEVMM_NET ------------------------------------------------------------ */
+#define VNET_HDR 12
+static struct netstack net;
+static int tap_fd = -1;
+static pthread_mutex_t net_lock = PTHREAD_MUTEX_INITIALIZER; /* net, between the two threads */
+
+static void net_tx(void *ctx, const void *frame, size_t len)
+{
+    (void)ctx;
+    uint8_t hdr[VNET_HDR] = {0};
+    struct iovec iov[2] = {{hdr, VNET_HDR}, {(void *)frame, len}};
+    if (writev(tap_fd, iov, 2) < 0 && errno != EAGAIN)
+        fprintf(stderr, "fakevmm-net: tap write: %s\n", strerror(errno));
+}
+
+/* Receive and timers, until the process ends. */
+static void *net_rx_main(void *arg)
+{
+    (void)arg;
+    uint8_t buf[VNET_HDR + 65536];
+    for (;;) {
+        struct pollfd p = {.fd = tap_fd, .events = POLLIN};
+        poll(&p, 1, 50);
+        pthread_mutex_lock(&net_lock);
+        for (;;) {
+            ssize_t n = read(tap_fd, buf, sizeof(buf));
+            if (n <= VNET_HDR)
+                break;
+            ns_rx(&net, buf + VNET_HDR, (size_t)n - VNET_HDR, (uint64_t)now_ms());
+        }
+        ns_tick(&net, (uint64_t)now_ms());
+        pthread_mutex_unlock(&net_lock);
+    }
+    return NULL;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "fakevmm-net: %s\n", line);
+}
+
+/* "gw" or an address; 0 when neither. */
+static uint32_t addr_of(const char *s)
+{
+    uint32_t ip = 0;
+    if (!strcmp(s, "gw")) {
+        pthread_mutex_lock(&net_lock);
+        ip = net.gw;
+        pthread_mutex_unlock(&net_lock);
+        return ip;
+    }
+    return ns_ip_parse(s, &ip) == 0 ? ip : 0;
+}
+
+/* Ping @ip up to @tries times, waiting @wait_ms for each reply. */
+static bool ping_ok(uint32_t ip, int tries, int wait_ms)
+{
+    for (int t = 0; t < tries; t++) {
+        pthread_mutex_lock(&net_lock);
+        ns_ping(&net, ip);
+        pthread_mutex_unlock(&net_lock);
+        for (int w = 0; w < wait_ms; w += 10) {
+            usleep(10000);
+            pthread_mutex_lock(&net_lock);
+            bool ok = net.ping_answered;
+            pthread_mutex_unlock(&net_lock);
+            if (ok)
+                return true;
+        }
+    }
+    return false;
+}
+
+static void net_action(char *a)
+{
+    char *w[6] = {0};
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(a, " ", &save); t && n < 6;
+         t = strtok_r(NULL, " ", &save))
+        w[n++] = t;
+    if (!n)
+        return;
+    char ip_s[16], gw_s[16];
+    if (!strcmp(w[0], "dhcp")) {
+        for (int i = 0; i < 1000; i++) {
+            pthread_mutex_lock(&net_lock);
+            bool b = ns_bound(&net);
+            uint32_t ip = net.ip, gw = net.gw;
+            pthread_mutex_unlock(&net_lock);
+            if (b) {
+                say("lease %s gw %s", ns_ip_str(ip, ip_s), ns_ip_str(gw, gw_s));
+                return;
+            }
+            usleep(10000);
+        }
+        say("lease none");
+    } else if (!strcmp(w[0], "ping") && n >= 2) {
+        uint32_t ip = addr_of(w[1]);
+        say("ping %s %s", w[1], ip && ping_ok(ip, 3, 1000) ? "ok" : "no reply");
+    } else if (!strcmp(w[0], "tcp") && n >= 3) {
+        uint32_t ip = addr_of(w[1]);
+        pthread_mutex_lock(&net_lock);
+        ns_tcp_probe(&net, ip, (uint16_t)atoi(w[2]));
+        pthread_mutex_unlock(&net_lock);
+        enum ns_tcp_result r = NS_TCP_PENDING;
+        for (int i = 0; i < 100 && r == NS_TCP_PENDING; i++) {
+            usleep(10000);
+            pthread_mutex_lock(&net_lock);
+            r = net.tcp_result;
+            pthread_mutex_unlock(&net_lock);
+        }
+        pthread_mutex_lock(&net_lock);
+        unsigned flags = net.tcp_flags;
+        pthread_mutex_unlock(&net_lock);
+        say("tcp %s %s %s (flags 0x%02x)", w[1], w[2],
+            r == NS_TCP_OPEN     ? "open"
+            : r == NS_TCP_CLOSED ? "closed"
+                                 : "filtered",
+            flags);
+    } else if ((!strcmp(w[0], "udp") || !strcmp(w[0], "spoof-mac") || !strcmp(w[0], "spoof-ip")) &&
+               n >= 4) {
+        uint32_t ip = addr_of(w[1]), src = 0;
+        static const uint8_t forged_mac[6] = {0x02, 0x66, 0x6f, 0x72, 0x67, 0x65};
+        if (!strcmp(w[0], "spoof-ip") && (n < 5 || ns_ip_parse(w[4], &src) < 0))
+            return;
+        pthread_mutex_lock(&net_lock);
+        /* Twice: the first may wait for ARP in the stack's one pending slot. */
+        for (int i = 0; i < 2; i++) {
+            ns_udp_send(&net, ip, (uint16_t)atoi(w[2]), 40000, w[3], strlen(w[3]), src,
+                        !strcmp(w[0], "spoof-mac") ? forged_mac : NULL);
+            pthread_mutex_unlock(&net_lock);
+            usleep(200000);
+            pthread_mutex_lock(&net_lock);
+        }
+        pthread_mutex_unlock(&net_lock);
+        say("%s %s %s sent", w[0], w[1], w[2]);
+    } else if (!strcmp(w[0], "scan") && n >= 2) {
+        unsigned first = 0, last = 0;
+        if (sscanf(w[1], "%u-%u", &first, &last) != 2)
+            return;
+        pthread_mutex_lock(&net_lock);
+        uint32_t me = net.ip, mask = net.mask, gw = net.gw;
+        pthread_mutex_unlock(&net_lock);
+        char found[400] = "";
+        size_t k = 0;
+        for (unsigned h = first; h <= last && h < 255; h++) {
+            uint32_t ip = (me & mask) | h;
+            if (ip == me || ip == gw)
+                continue;
+            if (ping_ok(ip, 1, 300))
+                k += (size_t)snprintf(found + k, sizeof(found) - k, " %s", ns_ip_str(ip, ip_s));
+        }
+        say("scan answered:%s", k ? found : " none");
+    } else if (!strcmp(w[0], "sleep") && n >= 2) {
+        usleep((useconds_t)atoi(w[1]) * 1000);
+    } else {
+        say("unknown action '%s'", w[0]);
+    }
+}
+
+static void *net_script_main(void *arg)
+{
+    char *script = strdup(arg), *save = NULL;
+    for (char *a = strtok_r(script, ";", &save); a; a = strtok_r(NULL, ";", &save)) {
+        while (*a == ' ')
+            a++;
+        net_action(a);
+    }
+    say("script done");
+    free(script);
+    return NULL;
+}
+
+/* --net tapfd=N,mac=M: start the guest's NIC. */
+static int net_start(const char *arg)
+{
+    unsigned b[6];
+    int fd;
+    if (sscanf(arg, "tapfd=%d,mac=%x:%x:%x:%x:%x:%x", &fd, &b[0], &b[1], &b[2], &b[3], &b[4],
+               &b[5]) != 7) {
+        fprintf(stderr, "fakevmm: --net %s: expected tapfd=N,mac=M\n", arg);
+        return -1;
+    }
+    uint8_t mac[6];
+    for (int i = 0; i < 6; i++)
+        mac[i] = (uint8_t)b[i];
+    tap_fd = fd;
+    fcntl(tap_fd, F_SETFL, fcntl(tap_fd, F_GETFL) | O_NONBLOCK);
+    ns_init(&net, mac, net_tx, NULL);
+    pthread_t rx, script;
+    if (pthread_create(&rx, NULL, net_rx_main, NULL) != 0)
+        return -1;
+    const char *sc = getenv("FAKEVMM_NET");
+    if (sc && pthread_create(&script, NULL, net_script_main, (void *)sc) != 0)
+        return -1;
+    fprintf(stderr, "fakevmm: NIC %s on the tap at fd %d\n", arg + strcspn(arg, ",") + 5, fd);
+    return 0;
+}
+
 /* The display thread: accepts viewers on --display and runs libvncserver for them. */
 static void *display_main(void *arg)
 {
@@ -334,12 +557,14 @@ static void *display_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *control = NULL, *display = NULL;
+    const char *control = NULL, *display = NULL, *nic = NULL;
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--control") == 0)
             control = argv[++i];
         else if (strcmp(argv[i], "--display") == 0)
             display = argv[++i];
+        else if (strcmp(argv[i], "--net") == 0)
+            nic = argv[++i];
     }
     if (!control) {
         fprintf(stderr, "fakevmm: --control PATH is required\n");
@@ -384,6 +609,8 @@ int main(int argc, char **argv)
         if (slash)
             *slash = 0;
     }
+    if (nic && net_start(nic) < 0)
+        return VMM_EXIT_BADINPUT;
     pthread_t guest, dpy;
     if (pthread_create(&guest, NULL, guest_main, &m) != 0 ||
         (dfd >= 0 && pthread_create(&dpy, NULL, display_main, &dfd) != 0)) {

@@ -39,7 +39,7 @@ static struct netctx *net_attach(void)
     c->peer = sv[1];
     c->vm = fake_vm_new(RAM);
     assert_int_equal(vmm__pci_bus_create(c->vm), 0);
-    assert_int_equal(vmm__virtio_net_create_fd(c->vm, sv[0], &vd), 0);
+    assert_int_equal(vmm__virtio_net_create_fd(c->vm, sv[0], NULL, &vd), 0);
     drv_attach(&c->d, c->vm, 1);
     assert_int_equal(cfg_read(c->vm, 1, 0x02, 2), 0x1041);
     /* MAC and STATUS only: no offload is offered, so none can be negotiated. */
