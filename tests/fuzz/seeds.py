@@ -143,7 +143,59 @@ def core_seeds():
     put("fuzz_pci_core", "bars", prog)
 
 
+# ---- netstack: frames a network sends the test guest (DHCP answers, ARP, ping, UDP, TCP) --------
+def net_seeds():
+    mac = bytes([0x02, 0x76, 0x64, 1, 2, 3])
+    peer = bytes([0x02, 0, 0, 0, 0, 9])
+    me, gw, out = bytes([10, 213, 14, 2]), bytes([10, 213, 14, 1]), bytes([10, 99, 0, 2])
+
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        while s >> 16:
+            s = (s & 0xffff) + (s >> 16)
+        return struct.pack("!H", ~s & 0xffff)
+
+    def ip(proto, src, dst, payload):
+        h = struct.pack("!BBHHHBB", 0x45, 0, 20 + len(payload), 1, 0, 64, proto) + b"\0\0" + src + dst
+        return h[:10] + csum(h) + h[12:] + payload
+
+    def eth(dst, payload, typ=0x0800):
+        return dst + peer + struct.pack("!H", typ) + payload
+
+    def udp(sport, dport, payload):
+        return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+    def dhcp(typ, xid):
+        m = bytearray(240)
+        m[0] = 2
+        m[1], m[2] = 1, 6
+        m[4:8] = struct.pack("!I", xid)
+        m[16:20] = me
+        m[28:34] = mac
+        m[236:240] = struct.pack("!I", 0x63825363)
+        opts = bytes([53, 1, typ, 54, 4]) + gw + bytes([1, 4, 255, 255, 255, 0, 3, 4]) + gw
+        opts += bytes([6, 4]) + gw + bytes([51, 4, 0, 0, 2, 88, 255])
+        return bytes(m) + opts
+
+    def rec(frame):
+        return struct.pack("!H", len(frame)) + frame
+
+    xid = struct.unpack("!I", mac[2:6])[0] ^ 0x5644490A
+    bc = b"\xff" * 6
+    put("fuzz_netstack", "dhcp", b"\0" + rec(eth(bc, ip(17, gw, b"\xff" * 4, udp(67, 68, dhcp(2, xid)))))
+        + rec(eth(bc, ip(17, gw, b"\xff" * 4, udp(67, 68, dhcp(5, xid))))))
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + peer + gw + b"\0" * 6 + me
+    icmp = b"\x08\0\0\0\x12\x34\0\x01hello"
+    icmp = icmp[:2] + csum(icmp) + icmp[4:]
+    synack = struct.pack("!HHIIBBHHH", 8080, 40001, 1, 2, 0x50, 0x12, 1024, 0, 0)
+    put("fuzz_netstack", "bound", b"\1" + rec(eth(bc, arp, 0x0806)) + rec(eth(mac, ip(1, gw, me, icmp)))
+        + rec(eth(mac, ip(17, out, me, udp(5555, 7, b"echo me")))) + rec(eth(mac, ip(6, out, me, synack))))
+
+
 qcow2_seeds()
+net_seeds()
 kernel_seeds()
 pci_seeds()
 core_seeds()
