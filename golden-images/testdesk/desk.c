@@ -79,6 +79,8 @@ static void exec(char *s)
         td_blk_cmd(op, argc, argv);
     } else if (!strcmp(cmd, "flush")) {
         td_blk_cmd("flush", argc, argv);
+    } else if (!strncmp(cmd, "net-", 4)) {
+        td_net_cmd(cmd + 4, argc, argv);
     } else if (!strcmp(cmd, "rng")) {
         td_rng_cmd(argc, argv);
     } else if (!strcmp(cmd, "echo")) {
@@ -140,6 +142,9 @@ static void probe_devices(void)
         case 2:
             td_blk_probe(d);
             break;
+        case 1:
+            td_net_probe(d);
+            break;
         case 4:
             td_rng_probe(d);
             break;
@@ -155,9 +160,9 @@ static void probe_devices(void)
 /* testdesk.require=fb,kbd,tablet,blk,rng: absent devices are reported; required ones fail. */
 static void check_required(void)
 {
-    static const char *const names[] = {"fb", "kbd", "tablet", "blk", "rng"};
-    bool have[] = {td_fb_present(), td_have_keyboard(), td_have_tablet(), td_blk_count() > 0,
-                   td_have_rng()};
+    static const char *const names[] = {"fb", "kbd", "tablet", "blk", "rng", "net"};
+    bool have[] = {td_fb_present(),    td_have_keyboard(), td_have_tablet(),
+                   td_blk_count() > 0, td_have_rng(),      td_have_net()};
     const char *req = td_opt.require ? td_opt.require : "";
     for (unsigned i = 0; i < TD_ARRAY_SIZE(names); i++) {
         size_t n = strlen(names[i]);
@@ -207,6 +212,7 @@ void td_desk_run(unsigned cpus)
     unsigned anim_was = 0;
     for (;;) {
         uint64_t seen = td_irq_count;
+        uint64_t net_due = td_net_poll();
         td_input_poll();
         poll_serial();
         run_pending();
@@ -230,6 +236,8 @@ void td_desk_run(unsigned cpus)
             next = next_frame;
         if (wait_until > now && wait_until < next)
             next = wait_until;
+        if (net_due < next)
+            next = net_due;
         now = td_now_us();
         td_timer_arm(next > now ? next - now : 1);
         td_sleep(seen);

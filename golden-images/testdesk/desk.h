@@ -104,4 +104,12 @@ void td_fb_pointer(uint32_t x, uint32_t y);     /* move the marker */
 void td_fb_clock(uint32_t secs_since_midnight); /* redraw the clock */
 void td_fb_anim_frame(unsigned percent, uint64_t frame);
 
+/* ---- net.c: virtio-net under the IPv4 stack (netstack.c) ---------------------------------- */
+void td_net_probe(const struct td_pci_dev *d);
+bool td_have_net(void);
+/* Receive, answer, run the stack's timers; returns when it next wants to run (td_now_us). */
+uint64_t td_net_poll(void);
+void td_net_cmd(const char *op, int argc, char **argv); /* net-ping, net-udp */
+void td_fb_net(const char *line);                       /* fb.c: the address line on screen */
+
 #endif

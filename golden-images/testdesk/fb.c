@@ -260,6 +260,18 @@ void td_fb_draw_desktop(void)
     mark_show();
 }
 
+void td_fb_net(const char *line)
+{
+    if (!present)
+        return;
+    bool had = mark_on;
+    mark_hide();
+    rect(0, keys_y() + 4 * CELL_H, W, CELL_H, C_BG);
+    text(8, keys_y() + 4 * CELL_H, line, C_TEXT, C_BG);
+    if (had)
+        mark_show();
+}
+
 /* Linux key codes (US layout) to characters; 0 for keys without one. */
 static char key_char(unsigned code, bool shift)
 {
