@@ -1,4 +1,4 @@
-// fuzz-srcs: broker/config.c auth/config.c common/*.c
+// fuzz-srcs: broker/config.c broker/net.c auth/config.c common/*.c
 // fuzz-libs:
 /* tests/fuzz/fuzz_config.c: vdid's INI configuration parser on arbitrary bytes. A parse either
  * fails with VDI_ECONFIG and a message naming the file, or yields a config whose values are in
