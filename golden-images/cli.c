@@ -13,7 +13,7 @@
 #include "golden-images/img.h"
 
 struct cli {
-    bool json, quiet, repair, unsafe, current, allow_backing_outside;
+    bool json, quiet, repair, unsafe, current, allow_backing_outside, force;
     const char *state, *format, *backing, *backing_fmt, *kernel, *initrd, *cmdline, *notes, *holder;
     uint32_t cluster_size;
     bool backing_set;
@@ -49,7 +49,8 @@ static void usage(FILE *f)
             "  rebase -b BACKING FILE       change the backing file (-b '' none; -u header only)\n"
             "  convert SRC DST              -O raw|qcow2 (default qcow2), -c CLUSTER_SIZE;\n"
             "                               SRC's backing files must lie in SRC's directory\n"
-            "                               unless --allow-backing-outside (never devices)\n"
+            "                               unless --allow-backing-outside (never devices);\n"
+            "                               an existing DST is refused unless --force\n"
             "\n"
             "Options:\n"
             "  --state DIR   state directory (default $VDI_STATE_DIR or /var/lib/vdi)\n"
@@ -301,6 +302,7 @@ static int cmd_convert(struct cli *c)
     struct img_convert_opts o = {.format = c->format,
                                  .cluster_size = c->cluster_size,
                                  .allow_backing_outside = c->allow_backing_outside,
+                                 .overwrite = c->force,
                                  .progress = progress,
                                  .ctx = &b};
     int err = img_convert(c->args[0], c->args[1], &o);
@@ -309,6 +311,13 @@ static int cmd_convert(struct cli *c)
                 "vdictl image convert: %s: a backing file lies outside its directory (see the "
                 "message above); check it, then pass --allow-backing-outside to follow it\n",
                 c->args[0]);
+        return 1;
+    }
+    if (err == -EEXIST) {
+        fprintf(stderr,
+                "vdictl image convert: %s already exists; nothing was written (pass --force to "
+                "overwrite it)\n",
+                c->args[1]);
         return 1;
     }
     if (err < 0)
@@ -592,7 +601,8 @@ int img_cli_main(int argc, char **argv)
         O_NOTES,
         O_CURRENT,
         O_HOLDER,
-        O_ALLOW_BACKING_OUTSIDE
+        O_ALLOW_BACKING_OUTSIDE,
+        O_FORCE
     };
     static const struct option opts[] = {
         {"json", no_argument, NULL, O_JSON},
@@ -612,6 +622,7 @@ int img_cli_main(int argc, char **argv)
         {"current", no_argument, NULL, O_CURRENT},
         {"holder", required_argument, NULL, O_HOLDER},
         {"allow-backing-outside", no_argument, NULL, O_ALLOW_BACKING_OUTSIDE},
+        {"force", no_argument, NULL, O_FORCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -672,6 +683,9 @@ int img_cli_main(int argc, char **argv)
             break;
         case O_HOLDER:
             c.holder = optarg;
+            break;
+        case O_FORCE:
+            c.force = true;
             break;
         case O_ALLOW_BACKING_OUTSIDE:
             c.allow_backing_outside = true;

@@ -101,16 +101,20 @@ int img_convert(const char *src, const char *dst, const struct img_convert_opts 
         /* A new image reads as zeros: skip zero blocks, keeping the copy sparse. Contiguous
          * non-zero blocks go in one write. */
         size_t blk = o->cluster_size ? o->cluster_size : 65536, run = 0;
-        for (size_t i = 0; i <= n && err == 0; i += blk) {
-            size_t len = i < n ? VDI_MIN(blk, n - i) : 0;
-            bool z = i == n || all_zero(buf + i, len);
-            if (z && run) {
-                err = img_pwrite(d, buf + i - run, run, off + i - run);
+        for (size_t i = 0; i < n && err == 0;) {
+            size_t len = VDI_MIN(blk, n - i);
+            if (all_zero(buf + i, len)) {
+                if (run)
+                    err = img_pwrite(d, buf + i - run, run, off + i - run);
                 run = 0;
-            } else if (!z) {
+            } else {
                 run += len;
             }
+            i += len;
         }
+        /* The run that reaches the end of the chunk (a last, partial block included). */
+        if (err == 0 && run)
+            err = img_pwrite(d, buf + n - run, run, off + n - run);
         if (err < 0)
             break;
         if (o->progress)

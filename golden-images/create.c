@@ -62,6 +62,9 @@ int img_create(const char *path, const struct img_create_opts *o)
             bfmt = bfmt_owned = vdi_xstrdup(img_format(b));
         img_close(b);
     }
+    /* qcow2 sizes are whole 512-byte sectors to QEMU, which rounds a header's size down: round
+     * up instead (as qemu-img does), so that no byte of a converted image is cut off. */
+    size = (size + 511) & ~511ull;
     err =
         img__qcow2_create(path, size, (uint32_t)__builtin_ctz(cs), o->backing, bfmt, !o->overwrite);
     free(bfmt_owned);

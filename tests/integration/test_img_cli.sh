@@ -120,4 +120,30 @@ t_check "after removing v2 only v1 is left" bash -c "'$V' image list | grep -qE 
 t_check "an image name with a slash is refused" test $rc = 1
 t_check "nothing was written outside the catalogue" test ! -e "$T/evil"
 t_expect_exit 2 "unknown image command" "$V" image frobnicate
+
+# Sizes that are not whole blocks: nothing at the end may be lost, either way, and QEMU reads
+# what we write (a qcow2 is rounded up to a whole 512-byte sector, as qemu-img rounds).
+for sz in 511 513 4097 65537 1048577 3157000; do
+    head -c "$sz" /dev/urandom >odd.raw
+    "$V" image convert -q odd.raw odd.qcow2 --force
+    t_check "$sz bytes: raw -> qcow2 keeps every byte (qemu-img compare)" \
+        qemu-img compare -q -f raw -F qcow2 odd.raw odd.qcow2
+    qemu-img convert -O raw odd.qcow2 odd-q.raw
+    t_check "$sz bytes: ... as QEMU reads it back" cmp -s -n "$sz" odd.raw odd-q.raw
+    "$V" image convert -q -O raw odd.qcow2 odd-back.raw --force
+    t_check "$sz bytes: qcow2 -> raw keeps every byte" cmp -s -n "$sz" odd.raw odd-back.raw
+    qemu-img convert -f raw -O qcow2 odd.raw odd-qemu.qcow2
+    "$V" image convert -q -O raw odd-qemu.qcow2 odd-qemu.raw --force
+    t_check "$sz bytes: a qcow2 qemu-img wrote converts to raw whole" cmp -s -n "$sz" odd.raw odd-qemu.raw
+    "$V" image convert -q -O raw odd.raw odd-rr.raw --force
+    t_check "$sz bytes: raw -> raw is the same file" cmp -s odd.raw odd-rr.raw
+done
+# An existing destination is refused, saying how to force it; --force overwrites it.
+echo keep >exists.qcow2
+"$V" image convert -q odd.raw exists.qcow2 2>conv.err
+t_check "convert refuses an existing destination (exit 1)" test $? = 1
+t_check "... and says how to force it" grep -q "already exists; nothing was written (pass --force" conv.err
+t_check "... leaving it as it was" grep -q "^keep$" exists.qcow2
+t_check "convert --force overwrites it" "$V" image convert -q --force odd.raw exists.qcow2
+t_check "... with the image" qemu-img compare -q -f raw -F qcow2 odd.raw exists.qcow2
 t_done
