@@ -215,6 +215,17 @@ static json_t *cmd_pools_list(srv_t *s, json_t *args, char *err, size_t errlen)
             json_array_append_new(groups, json_string(p->groups[j]));
         char fb[32];
         snprintf(fb, sizeof(fb), "%ux%u", p->fb_width, p->fb_height);
+        char net[96], sub[BRK_NET_IP_LEN];
+        if (p->net == BRK_NET_NAT) {
+            brk_net_ip_str(p->subnet, sub);
+            snprintf(net, sizeof(net), "nat %s/%u%s", sub, p->subnet_prefix,
+                     p->isolate ? "" : " (not isolated)");
+        } else if (p->net == BRK_NET_BRIDGE) {
+            snprintf(net, sizeof(net), "bridge:%s%s%.0u%s", p->net_bridge, p->vlan ? " vlan " : "",
+                     p->vlan, p->isolate ? "" : " (not isolated)");
+        } else {
+            snprintf(net, sizeof(net), "none");
+        }
         unsigned live = 0;
         for (int st = 0; st < BRK_DS__COUNT; st++)
             if (st != BRK_DS_GONE && st != BRK_DS_FAILED)
@@ -222,14 +233,14 @@ static json_t *cmd_pools_list(srv_t *s, json_t *args, char *err, size_t errlen)
         json_array_append_new(
             arr,
             json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:i, s:o, s:o, s:i, s:i, s:i,"
-                      " s:i, s:i}",
+                      " s:i, s:i, s:s}",
                       "name", p->name, "image", p->image, "type", brk_pool_type_name(p->type),
                       "vcpus", (int)p->vcpus, "memory", (json_int_t)p->memory, "framebuffer", fb,
                       "min_spares", (int)p->min_spares, "max_desktops", (int)p->max_desktops,
                       "users", users, "groups", groups, "disconnect_timeout",
                       (int)p->disconnect_timeout_s, "idle_timeout", (int)p->idle_timeout_s,
                       "desktops", (int)live, "ready", (int)l.by_state[BRK_DS_READY], "in_use",
-                      (int)l.by_state[BRK_DS_IN_USE]));
+                      (int)l.by_state[BRK_DS_IN_USE], "network", net));
     }
     return arr;
 }

@@ -82,8 +82,8 @@ $('connect').addEventListener('click', () => { location.href = '/viewer.html'; }
 
 // ---- admin
 const columns = {
-  pools: ['name', 'image', 'type', 'vcpus', 'memory', 'min_spares', 'max_desktops', 'live'],
-  desktops: ['id', 'pool', 'owner', 'state', 'image', 'image_version', 'vmm_pid', 'reason'],
+  pools: ['name', 'image', 'type', 'vcpus', 'memory', 'min_spares', 'max_desktops', 'live', 'network'],
+  desktops: ['id', 'pool', 'owner', 'state', 'image', 'image_version', 'vmm_pid', 'mac', 'ip', 'reason'],
   sessions: ['id', 'user', 'desktop', 'client', 'started'],
   images: ['name', 'current', 'versions'],
   audit: ['ts', 'actor', 'event', 'desktop', 'user', 'detail'],

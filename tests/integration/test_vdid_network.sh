@@ -221,6 +221,10 @@ t_check "vdid made a bridge per nat pool" test "$(inh ip -o link show type bridg
 t_check "each desktop's tap is an isolated port of its pool's bridge" \
     test "$(inh bridge -d link show | grep -c 'isolated on')" -ge 2
 
+pools=$("$VDICTL" pools list --json 2>/dev/null | tr -d '\n ')
+t_check "the admin view shows each pool's network" \
+    bash -c "grep -q '\"network\":\"nat10.213.[0-9]*.0/24\"' <<<'$pools' && grep -q '\"network\":\"bridge:br-org\"' <<<'$pools' && grep -q 'nat10.213.[0-9]*.0/24(notisolated)' <<<'$pools'"
+
 # ---- the bridge pool
 ip=$(field "$org1" ip) mac=$(field "$org1" mac)
 t_check "org desktop: a MAC, and no address of vdid's" test -n "$mac" -a -z "$ip"
