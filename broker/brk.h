@@ -55,6 +55,7 @@ typedef struct {
     bool allow_host;               /* desktops may reach the host's own services */
     uint32_t subnet;               /* nat: network address, host byte order */
     uint32_t subnet_prefix;        /* nat: prefix length (16..28); 0 until brk_net_resolve() */
+    uint64_t bandwidth_bps;        /* each desktop's cap, each direction, bits/s (0: none) */
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 

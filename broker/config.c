@@ -46,6 +46,7 @@ enum opt_type {
     T_NETWORK,  /* none | nat | bridge:NAME (net, and net_bridge at off2) */
     T_SUBNET,   /* A.B.C.D/N, N from 16 to 28 (subnet, and the prefix at off2) */
     T_IFNAME,   /* a network interface name (at most 15 bytes, no '/', ':' or spaces) */
+    T_RATE,     /* bits per second: a number with k, M or G (decimal), in [min, max] */
 };
 
 struct opt {
@@ -166,6 +167,7 @@ static const struct opt pool_opts[] = {
     {"isolate", T_BOOL, PF(isolate), 0, "yes", 0, 0, false},
     {"allow_host", T_BOOL, PF(allow_host), 0, "no", 0, 0, false},
     {"subnet", T_SUBNET, PF(subnet), PF(subnet_prefix), NULL, 0, 0, false},
+    {"bandwidth", T_RATE, PF(bandwidth_bps), 0, "0", 0, 100000000000ull, false},
 };
 
 struct parser {
@@ -450,6 +452,38 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
         *(brk_net_mode_t *)field = m;
         free(*bridge);
         *bridge = m == BRK_NET_BRIDGE ? vdi_xstrdup(v + 7) : NULL;
+        return 0;
+    }
+    case T_RATE: {
+        char num[32];
+        size_t len = strlen(v);
+        uint64_t mult = 1;
+        if (len == 0 || len >= sizeof(num))
+            return fail(p, "%s: '%s' is not a rate", o->key, v);
+        memcpy(num, v, len + 1);
+        switch (num[len - 1]) {
+        case 'k':
+        case 'K':
+            mult = 1000;
+            break;
+        case 'M':
+            mult = 1000000;
+            break;
+        case 'G':
+            mult = 1000000000;
+            break;
+        default:
+            break;
+        }
+        if (mult > 1)
+            num[--len] = 0;
+        rc = vdi_parse_u64(num, 0, UINT64_MAX / 1000000000, &x);
+        if (rc < 0 || !decimal(num, 0) || x * mult > o->max || (x && x * mult < 8000))
+            return fail(p,
+                        "%s: '%s' is not a rate in bits per second from 8k to 100G (suffixes k, "
+                        "M, G), or 0 for none",
+                        o->key, v);
+        *(uint64_t *)field = x * mult;
         return 0;
     }
     case T_SUBNET: {
@@ -740,6 +774,11 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
         p.line = pl->line;
         if (pl->vlan && pl->net != BRK_NET_BRIDGE) {
             rc = fail(&p, "[pool %s]: vlan needs network = bridge:NAME", pl->name);
+            goto err_free;
+        }
+        if (pl->bandwidth_bps && pl->net == BRK_NET_NONE) {
+            rc = fail(&p, "[pool %s]: bandwidth needs a network (network = nat or bridge:NAME)",
+                      pl->name);
             goto err_free;
         }
         if (pl->subnet_prefix && pl->net != BRK_NET_NAT) {

@@ -215,7 +215,8 @@ struct srv_net_desk {
     struct srv_netport port;
     bool isolate;
     uint16_t vlan;
-    char hosts_file[300]; /* nat: its DHCP entry */
+    uint64_t bandwidth_bps; /* 0: no cap */
+    char hosts_file[300];   /* nat: its DHCP entry */
 };
 /* Pick @vm's MAC (kept when its record has one) and nat address, record them, and fill @d.
  * Returns 0 (d->on false: no network), or a negative code with the reason in @why. Loop. */

@@ -17,10 +17,11 @@
 #include "common/vdi.h"
 
 /* ---- net-link.c: rtnetlink and the tun device ----------------------------------------------- */
-int srv__link_index(const char *name);      /* its ifindex, or -ENODEV */
-bool srv__link_is_bridge(const char *name); /* exists and is a bridge */
-int srv__link_bridge_add(const char *name); /* 0 also when that bridge exists already */
-int srv__link_del(const char *name);        /* 0 also when it does not exist */
+int srv__link_index(const char *name);                 /* its ifindex, or -ENODEV */
+bool srv__link_is_bridge(const char *name);            /* exists and is a bridge */
+int srv__link_bridge_add(const char *name);            /* 0 also when that bridge exists already */
+int srv__link_add(const char *name, const char *kind); /* "bridge", "ifb"; 0 if it exists */
+int srv__link_del(const char *name);                   /* 0 also when it does not exist */
 int srv__link_up(const char *name);
 int srv__link_set_master(const char *name, const char *bridge);
 int srv__link_port_isolated(const char *name, bool on); /* a bridge port's isolation flag */
@@ -33,6 +34,14 @@ int srv__link_addr_add(const char *name, uint32_t ip, unsigned prefix); /* host 
  * header and no offloads, as vdi-vmm wants it; *out gets the open file (O_CLOEXEC; the caller
  * owns it). Returns 0 or -errno. */
 int srv__tap_create(const char *name, int *out);
+
+/* ---- net-tc.c: a desktop's bandwidth cap ---------------------------------------------------- */
+/* Cap what tap @tap sends to the desktop and what the desktop sends at @bps bits/s each, with
+ * tc(8): a token bucket on the tap, and the tap's ingress redirected through ifb device @ifb
+ * with a token bucket of its own. 0, or a negative code with tc's message in @why. Any thread. */
+int srv__tc_cap(const char *tap, const char *ifb, uint64_t bps, char *why, size_t whylen);
+/* The ifb name that goes with @tap ("vdq..." for "vdt..."). */
+void srv__tc_ifb_name(const char *tap, char out[BRK_NET_IFNAMSIZ]);
 
 /* ---- net-nft.c: the nftables rules (libnftables) -------------------------------------------- */
 /* One pool's network as the rules see it. */

@@ -179,16 +179,27 @@ bool srv__link_vlan_filtering(const char *bridge)
     return link_info(bridge, kind, sizeof(kind), &vf) == 0 && !strcmp(kind, "bridge") && vf;
 }
 
-int srv__link_bridge_add(const char *name)
+int srv__link_add(const char *name, const char *kind)
 {
     struct req r;
     link_req(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, AF_UNSPEC, 0);
     attr_put(&r, IFLA_IFNAME, name, strlen(name) + 1);
     struct rtattr *info = attr_put(&r, IFLA_LINKINFO, NULL, 0);
-    attr_put(&r, IFLA_INFO_KIND, "bridge", 6);
+    attr_put(&r, IFLA_INFO_KIND, kind, strlen(kind));
     attr_end(&r, info);
     int rc = talk(&r);
-    return rc == -EEXIST && srv__link_is_bridge(name) ? 0 : rc;
+    if (rc == -EEXIST) {
+        char k[32];
+        bool vf;
+        if (link_info(name, k, sizeof(k), &vf) == 0 && !strcmp(k, kind))
+            return 0;
+    }
+    return rc;
+}
+
+int srv__link_bridge_add(const char *name)
+{
+    return srv__link_add(name, "bridge");
 }
 
 int srv__link_del(const char *name)

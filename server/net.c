@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,28 @@ static int write_file(const char *path, const char *text, mode_t mode)
     return rc;
 }
 
+/* The ifb devices of bandwidth caps whose desktops ended while vdid was not there to remove them
+ * (this instance's: "vdq" and its 4 hex digits). */
+static void sweep_ifbs(const srv_net_t *n, const struct srv_netport *ports, size_t n_ports)
+{
+    char prefix[BRK_NET_IFNAMSIZ], tap[BRK_NET_IFNAMSIZ];
+    brk_net_tap_name(n->instance, 0, tap);
+    srv__tc_ifb_name(tap, prefix);
+    prefix[7] = 0; /* "vdq" + 4 hex digits */
+    struct if_nameindex *ifs = if_nameindex();
+    for (struct if_nameindex *i = ifs; i && i->if_index; i++) {
+        if (strncmp(i->if_name, prefix, 7) != 0)
+            continue;
+        bool live = false;
+        for (size_t k = 0; k < n_ports && !live; k++)
+            live = !strcmp(ports[k].tap + 3, i->if_name + 3);
+        if (!live && srv__link_del(i->if_name) == 0)
+            VDI_LOG_INFO("removed %s, the bandwidth cap of a desktop that ended", i->if_name);
+    }
+    if (ifs)
+        if_freenameindex(ifs);
+}
+
 static int ip_forward_on(char *why, size_t whylen)
 {
     static const char path[] = "/proc/sys/net/ipv4/ip_forward";
@@ -330,6 +353,7 @@ int srv__net_init(srv_t *s)
             pools[k++] = n->pools[i].p;
     rc = srv__nft_apply(n->table, pools, k, cfg->nat_uplink, c.ports, c.n_ports, why, sizeof(why));
     free(pools);
+    sweep_ifbs(n, c.ports, c.n_ports);
     if (rc < 0 && !active) {
         /* Nothing to remove, and no nftables to remove it with: not a reason to stop. */
         VDI_LOG_DEBUG("no desktop networks; %s", why);
@@ -497,6 +521,7 @@ int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct sr
     d->port.allow_host = pool->allow_host;
     d->isolate = pool->isolate;
     d->vlan = (uint16_t)pool->vlan;
+    d->bandwidth_bps = pool->bandwidth_bps;
     if (pool->net == BRK_NET_NAT)
         snprintf(d->hosts_file, sizeof(d->hosts_file), "%s/%s", rt->hostsdir, vm->tap);
     return 0;
@@ -519,6 +544,14 @@ int srv__net_desktop_up(const struct srv_net_desk *d, int *tap_fd, char *why, si
     step = "put its port in the VLAN";
     if (d->vlan && (rc = srv__link_port_vlan(tap, d->vlan)) < 0)
         goto fail;
+    if (d->bandwidth_bps) {
+        char ifb[BRK_NET_IFNAMSIZ], tc_why[200];
+        srv__tc_ifb_name(tap, ifb);
+        if ((rc = srv__tc_cap(tap, ifb, d->bandwidth_bps, tc_why, sizeof(tc_why))) < 0) {
+            snprintf(why, whylen, "tap %s: cannot cap its bandwidth: %s", tap, tc_why);
+            goto undo;
+        }
+    }
     step = "add its filter rules";
     char nft_why[200];
     if ((rc = srv__nft_port_add(d->table, &d->port, nft_why, sizeof(nft_why))) < 0) {
@@ -541,6 +574,11 @@ fail:
     snprintf(why, whylen, "tap %s: cannot %s: %s", tap, step, vdi_strerror(rc));
 undo:
     srv__nft_port_del(d->table, &d->port);
+    if (d->bandwidth_bps) {
+        char ifb[BRK_NET_IFNAMSIZ];
+        srv__tc_ifb_name(tap, ifb);
+        srv__link_del(ifb);
+    }
     if (fd >= 0)
         close(fd); /* not persistent: the tap goes with its last holder */
     return rc;
@@ -562,6 +600,9 @@ static void down_work(uv_work_t *w) /* Thread: libuv's pool */
     if (j->hosts_file[0])
         unlink(j->hosts_file);
     srv__link_del(j->port.tap); /* normally gone with the VMM already */
+    char ifb[BRK_NET_IFNAMSIZ];
+    srv__tc_ifb_name(j->port.tap, ifb);
+    srv__link_del(ifb); /* its bandwidth cap's, if it had one */
 }
 
 static void down_done(uv_work_t *w, int status)

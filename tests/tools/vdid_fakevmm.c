@@ -29,6 +29,9 @@
  *                               spoof-ip IP PORT TEXT SRC  ... from address SRC
  *                               scan FIRST-LAST       ping those hosts of our subnet (not us)
  *                               sleep MS
+ *                               flood IP PORT MS      1000-byte datagrams ("FROM <our address> x...")
+ *                                                     as fast as they go
+ *                               count MS              frames received in the next MS
  *                             then "script done", and it goes on answering
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
@@ -487,6 +490,33 @@ static void net_action(char *a)
                 k += (size_t)snprintf(found + k, sizeof(found) - k, " %s", ns_ip_str(ip, ip_s));
         }
         say("scan answered:%s", k ? found : " none");
+    } else if (!strcmp(w[0], "flood") && n >= 4) {
+        uint32_t ip = addr_of(w[1]);
+        static char payload[1000];
+        memset(payload, 'x', sizeof(payload));
+        pthread_mutex_lock(&net_lock);
+        int k = snprintf(payload, sizeof(payload), "FROM %s ", ns_ip_str(net.ip, ip_s));
+        pthread_mutex_unlock(&net_lock);
+        payload[k] = 'x'; /* the receiver tells senders apart by the first two words */
+        int64_t end = now_ms() + atoi(w[3]);
+        unsigned long sent = 0;
+        while (now_ms() < end) {
+            pthread_mutex_lock(&net_lock);
+            for (int i = 0; i < 16; i++, sent++)
+                ns_udp_send(&net, ip, (uint16_t)atoi(w[2]), 40000, payload, sizeof(payload), 0,
+                            NULL);
+            pthread_mutex_unlock(&net_lock);
+        }
+        say("flood %s %s sent %lu", w[1], w[2], sent);
+    } else if (!strcmp(w[0], "count") && n >= 2) {
+        pthread_mutex_lock(&net_lock);
+        uint32_t before = net.rx_frames;
+        pthread_mutex_unlock(&net_lock);
+        usleep((useconds_t)atoi(w[1]) * 1000);
+        pthread_mutex_lock(&net_lock);
+        uint32_t got = net.rx_frames - before;
+        pthread_mutex_unlock(&net_lock);
+        say("count rx %u frames", got);
     } else if (!strcmp(w[0], "sleep") && n >= 2) {
         usleep((useconds_t)atoi(w[1]) * 1000);
     } else {

@@ -106,7 +106,8 @@ static void test_config_network_keys(void **state)
     brk_config_t *cfg = parse("[pool a]\nimage = t\nnetwork = nat\n"
                               "[pool b]\nimage = t\nnetwork = bridge:br0\nvlan = 12\nisolate = no\n"
                               "[pool c]\nimage = t\n"
-                              "[pool d]\nimage = t\nnetwork = nat\nsubnet = 172.30.0.0/16\n",
+                              "[pool d]\nimage = t\nnetwork = nat\nsubnet = 172.30.0.0/16\n"
+                              "bandwidth = 20M\n",
                               err, sizeof(err));
     if (!cfg)
         fail_msg("%s", err);
@@ -122,6 +123,8 @@ static void test_config_network_keys(void **state)
     assert_int_equal(cfg->pools[2].net, BRK_NET_NONE);
     assert_int_equal(cfg->pools[3].subnet, 0xac1e0000);
     assert_int_equal(cfg->pools[3].subnet_prefix, 16);
+    assert_int_equal(cfg->pools[3].bandwidth_bps, 20000000);
+    assert_int_equal(cfg->pools[0].bandwidth_bps, 0);
     assert_string_equal(cfg->dnsmasq, "/usr/sbin/dnsmasq");
     assert_null(cfg->nat_uplink);
     brk_config_free(cfg);
@@ -176,6 +179,10 @@ static void test_config_network_errors(void **state)
          "[pool b]\nimage = t\nnetwork = nat\nsubnet = 10.1.4.0/24\n",
          "[pool b]: subnet 10.1.4.0/24 overlaps [pool a]'s"},
         {"[vdid]\nnat_uplink = eth 0\n", "is not a network interface name"},
+        {"[pool a]\nimage = t\nnetwork = nat\nbandwidth = 10Mbit\n", "is not a rate"},
+        {"[pool a]\nimage = t\nnetwork = nat\nbandwidth = 100\n", "from 8k to 100G"},
+        {"[pool a]\nimage = t\nnetwork = nat\nbandwidth = 101G\n", "from 8k to 100G"},
+        {"[pool a]\nimage = t\nbandwidth = 10M\n", "bandwidth needs a network"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[256];
