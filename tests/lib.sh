@@ -83,6 +83,20 @@ t_cgroups_cleanup() {
         sleep 0.2
     done
 }
+# t_import_fake_image: catalogue image "testdesk" in $T/state with a placeholder disk and kernel,
+# enough for vdid's stand-in VMM (tests/tools/vdid_fakevmm.c). Needs $VDICTL.
+t_import_fake_image() {
+    truncate -s 1M "$T/disk.raw"
+    echo "not a kernel" >"$T/kernel"
+    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
+        t_fail "vdictl image import failed"
+}
+# t_kill_matching SIGNAL PATTERN: signal, by PID, the processes whose command line matches PATTERN
+# (a pattern naming $T: this test's own processes only).
+t_kill_matching() {
+    local p
+    for p in $(pgrep -f "$2" || true); do kill "-$1" "$p" 2>/dev/null; done
+}
 # t_bg CMD...: start a background process that is stopped (by PID) at exit; its PID in $!.
 t_bg() { "$@" & _t_pids+=($!); }
 

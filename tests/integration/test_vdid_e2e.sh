@@ -23,8 +23,7 @@ export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
 t_require_pam_wrapper nss
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$VMM .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$VMM .*--control $T/"
 }
 trap 'kill_vmms; t_cleanup' EXIT
 

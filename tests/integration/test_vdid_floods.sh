@@ -22,8 +22,7 @@ command -v curl >/dev/null || t_need "curl is missing (deploy/deps)"
 command -v python3 >/dev/null || t_need "python3 is missing"
 t_require_pam_wrapper nss
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
@@ -39,10 +38,7 @@ add_user alice 3001; add_user bob 3002; add_user carol 3003; add_user root2 3004
 printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 
 # Small caps so that the floods stay small: 8 connections before login per address, 20 in all.
 # A user is locked out at the third failure, without backoff; addresses are never locked out

@@ -19,8 +19,7 @@ export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 t_require_pam_wrapper nss
 
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
@@ -42,10 +41,7 @@ users="alice bob $(seq -s, 1 24 | sed 's/\([0-9]*\)/u\1/g')"
 
 # The pool's image: a catalogue entry (the stand-in VMM boots nothing).
 make_image() {
-    truncate -s 1M "$T/disk.raw"
-    echo "not a kernel" >"$T/kernel"
-    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-        t_fail "vdictl image import failed"
+    t_import_fake_image
 }
 make_image
 cat >"$T/vdid.conf" <<CONF

@@ -22,8 +22,7 @@ LIMIT_MS=$((1000 * VDI_TEST_TIMEOUT_MULT))
 t_require_pam_wrapper nss
 
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; t_cleanup' EXIT
 now_ms() { date +%s%3N; }
@@ -42,10 +41,7 @@ printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 
 # ---- the pool's image (v1, small), and a big source for the import
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 # How fast does an import run here? Size the big one to copy for about 20 s (sparse: it costs no
 # disk but its holes are read and checked like data).
 truncate -s 1G "$T/calib.raw"

@@ -20,15 +20,11 @@ export VDI_ADMIN_SOCKET=$T/run/vdid.sock
     t_need "no cgroup memory controller on this machine"
 
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; t_cleanup' EXIT
 
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state

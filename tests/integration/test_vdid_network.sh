@@ -31,9 +31,8 @@ H=vdinh$$ UP=vdinu$$ ORG=vdino$$
 chmod 755 "$T" # dnsmasq, as nobody, reads its hosts under run_dir
 
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
-    for p in $(pgrep -f "dnsmasq .*$T/" || true); do kill "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
+    t_kill_matching TERM "dnsmasq .*$T/"
 }
 cleanup() {
     if [ -n "${VDI_TEST_DEBUG:-}" ]; then
@@ -111,10 +110,7 @@ t_bg ip netns exec "$ORG" /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/de
     --user=nobody --group=nogroup --log-facility="$T/org-dnsmasq.log"
 
 # ---- vdid ------------------------------------------------------------------------------------
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 conf() { # conf POOLS...: the config with these pool sections
     cat <<CONF
 [vdid]

@@ -22,9 +22,8 @@ FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 H=vdich$$ UP=vdicu$$
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
-    for p in $(pgrep -f "dnsmasq --keep-in-foreground --conf-file=/dev/null --pid-file=$T/" || true); do kill "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
+    t_kill_matching TERM "dnsmasq --keep-in-foreground --conf-file=/dev/null --pid-file=$T/"
 }
 trap 'kill_vmms; ip netns del "$H" 2>/dev/null; ip netns del "$UP" 2>/dev/null; t_cleanup' EXIT
 ip netns add "$H" && ip netns add "$UP" || t_fail "cannot make namespaces"
@@ -60,10 +59,7 @@ while True:
 PY
 t_bg ip netns exec "$UP" python3 "$T/count.py" 9998 "$T/up.count"
 
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state

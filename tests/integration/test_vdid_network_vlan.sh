@@ -17,8 +17,7 @@ FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 H=vdivh$$
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; ip netns del "$H" 2>/dev/null; t_cleanup' EXIT
 ip netns add "$H" || t_fail "cannot make a namespace"
@@ -28,10 +27,7 @@ if ! ip -n "$H" link set br-v type bridge vlan_filtering 1 2>"$T/vf.err"; then
 fi
 ip -n "$H" link set br-v up
 
-truncate -s 1M "$T/disk.raw"
-echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-    t_fail "vdictl image import failed"
+t_import_fake_image
 cat >"$T/vdid.conf" <<CONF
 [vdid]
 state_dir = $T/state

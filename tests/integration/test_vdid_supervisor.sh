@@ -13,17 +13,13 @@ FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
 export VDI_ADMIN_SOCKET=$T/run/vdid.sock
 
 kill_vmms() { # every stand-in VMM of this test (they run in their own sessions)
-    local p
-    for p in $(pgrep -f "$FAKE .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "$FAKE .*--control $T/"
 }
 trap 'kill_vmms; t_cleanup' EXIT
 
 # The pool's image: a catalogue entry (the stand-in VMM boots nothing).
 make_image() {
-    truncate -s 1M "$T/disk.raw"
-    echo "not a kernel" >"$T/kernel"
-    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-        t_fail "vdictl image import failed"
+    t_import_fake_image
 }
 make_image
 cat >"$T/vdid.conf" <<CONF

@@ -38,8 +38,7 @@ else
     mem=64M
 fi
 kill_vmms() {
-    local p
-    for p in $(pgrep -f "(vdi-vmm|vdid_fakevmm) .*--control $T/" || true); do kill -9 "$p" 2>/dev/null; done
+    t_kill_matching KILL "(vdi-vmm|vdid_fakevmm) .*--control $T/"
 }
 trap 'kill_vmms; [ -n "${KEEP:-}" ] && cp -r "$T" "$KEEP"; t_cleanup' EXIT
 
@@ -54,10 +53,7 @@ if [ $mode = testdesk ]; then
     "$VDICTL" image import testdesk "$DISK" --kernel "$ELF" --state "$T/state" -q >/dev/null ||
         t_fail "vdictl image import failed"
 else
-    truncate -s 1M "$T/disk.raw"
-    echo "not a kernel" >"$T/kernel"
-    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
-        t_fail "vdictl image import failed"
+    t_import_fake_image
 fi
 ttl=3
 cat >"$T/vdid.conf" <<CONF
