@@ -52,8 +52,9 @@ static void attr_end(struct req *r, struct rtattr *nest)
     nest->rta_len = (unsigned short)((uint8_t *)r + r->h.nlmsg_len - (uint8_t *)nest);
 }
 
-/* Send @r and wait for the kernel's acknowledgement: 0 or its -errno. */
-static int talk(struct req *r)
+/* Send @r and wait for the kernel's acknowledgement: 0 or its -errno. Messages that come before
+ * it (a GET's reply) go to @on_msg, when there is one. */
+static int talk(struct req *r, void (*on_msg)(const struct nlmsghdr *h, void *ctx), void *ctx)
 {
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0)
@@ -67,7 +68,7 @@ static int talk(struct req *r)
         goto out;
     }
     for (;;) {
-        uint8_t buf[4096];
+        static _Thread_local uint8_t buf[32768];
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
         if (n < 0) {
             if (errno == EINTR)
@@ -81,6 +82,8 @@ static int talk(struct req *r)
                 rc = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
                 goto out;
             }
+            if (on_msg)
+                on_msg(h, ctx);
         }
     }
 out:
@@ -104,79 +107,61 @@ int srv__link_index(const char *name)
     return i ? (int)i : -ENODEV;
 }
 
+struct link_info {
+    char kind[32];
+    bool vlan_filtering;
+};
+
+static void on_link(const struct nlmsghdr *h, void *ctx)
+{
+    struct link_info *li = ctx;
+    if (h->nlmsg_type != RTM_NEWLINK)
+        return;
+    struct ifinfomsg *ifi = NLMSG_DATA(h);
+    int len = (int)IFLA_PAYLOAD(h);
+    for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if ((a->rta_type & NLA_TYPE_MASK) != IFLA_LINKINFO)
+            continue;
+        int l2 = (int)RTA_PAYLOAD(a);
+        for (struct rtattr *b = RTA_DATA(a); RTA_OK(b, l2); b = RTA_NEXT(b, l2)) {
+            if ((b->rta_type & NLA_TYPE_MASK) == IFLA_INFO_KIND) {
+                snprintf(li->kind, sizeof(li->kind), "%.*s", (int)RTA_PAYLOAD(b),
+                         (char *)RTA_DATA(b));
+            } else if ((b->rta_type & NLA_TYPE_MASK) == IFLA_INFO_DATA) {
+                int l3 = (int)RTA_PAYLOAD(b);
+                for (struct rtattr *c = RTA_DATA(b); RTA_OK(c, l3); c = RTA_NEXT(c, l3))
+                    if ((c->rta_type & NLA_TYPE_MASK) == IFLA_BR_VLAN_FILTERING &&
+                        RTA_PAYLOAD(c) >= 1)
+                        li->vlan_filtering = *(uint8_t *)RTA_DATA(c) != 0;
+            }
+        }
+    }
+}
+
 /* Link @name's kind and, for a bridge, whether it filters VLANs: RTM_GETLINK, read from the
  * reply's IFLA_LINKINFO (netlink rather than /sys/class/net, which shows the namespace sysfs was
  * mounted in, not necessarily ours). 0, or -errno (-ENODEV: no such link). */
-static int link_info(const char *name, char *kind, size_t kindlen, bool *vlan_filtering)
+static int link_info(const char *name, struct link_info *li)
 {
     int idx = srv__link_index(name);
     if (idx < 0)
         return idx;
     struct req r;
     link_req(&r, RTM_GETLINK, 0, AF_UNSPEC, idx);
-    r.h.nlmsg_flags = NLM_F_REQUEST;
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE), rc = -EIO;
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    kind[0] = 0;
-    *vlan_filtering = false;
-    if (sendto(fd, &r, r.h.nlmsg_len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    static uint8_t buf[32768];
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n < 0) {
-        rc = -errno;
-        goto out;
-    }
-    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n);
-         h = NLMSG_NEXT(h, n)) {
-        if (h->nlmsg_type == NLMSG_ERROR) {
-            rc = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
-            goto out;
-        }
-        if (h->nlmsg_type != RTM_NEWLINK)
-            continue;
-        struct ifinfomsg *ifi = NLMSG_DATA(h);
-        int len = (int)IFLA_PAYLOAD(h);
-        for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-            if ((a->rta_type & NLA_TYPE_MASK) != IFLA_LINKINFO)
-                continue;
-            int l2 = (int)RTA_PAYLOAD(a);
-            for (struct rtattr *b = RTA_DATA(a); RTA_OK(b, l2); b = RTA_NEXT(b, l2)) {
-                if ((b->rta_type & NLA_TYPE_MASK) == IFLA_INFO_KIND) {
-                    snprintf(kind, kindlen, "%.*s", (int)RTA_PAYLOAD(b), (char *)RTA_DATA(b));
-                } else if ((b->rta_type & NLA_TYPE_MASK) == IFLA_INFO_DATA) {
-                    int l3 = (int)RTA_PAYLOAD(b);
-                    for (struct rtattr *c = RTA_DATA(b); RTA_OK(c, l3); c = RTA_NEXT(c, l3))
-                        if ((c->rta_type & NLA_TYPE_MASK) == IFLA_BR_VLAN_FILTERING &&
-                            RTA_PAYLOAD(c) >= 1)
-                            *vlan_filtering = *(uint8_t *)RTA_DATA(c) != 0;
-                }
-            }
-        }
-        rc = 0;
-        break;
-    }
-out:
-    close(fd);
-    return rc;
+    memset(li, 0, sizeof(*li));
+    return talk(&r, on_link, li);
 }
 
 bool srv__link_is_bridge(const char *name)
 {
-    char kind[32];
-    bool vf;
-    return link_info(name, kind, sizeof(kind), &vf) == 0 && !strcmp(kind, "bridge");
+    struct link_info li;
+    return link_info(name, &li) == 0 && !strcmp(li.kind, "bridge");
 }
 
 bool srv__link_vlan_filtering(const char *bridge)
 {
-    char kind[32];
-    bool vf;
-    return link_info(bridge, kind, sizeof(kind), &vf) == 0 && !strcmp(kind, "bridge") && vf;
+    struct link_info li;
+    return link_info(bridge, &li) == 0 && !strcmp(li.kind, "bridge") && li.vlan_filtering;
 }
 
 int srv__link_add(const char *name, const char *kind)
@@ -187,13 +172,10 @@ int srv__link_add(const char *name, const char *kind)
     struct rtattr *info = attr_put(&r, IFLA_LINKINFO, NULL, 0);
     attr_put(&r, IFLA_INFO_KIND, kind, strlen(kind));
     attr_end(&r, info);
-    int rc = talk(&r);
-    if (rc == -EEXIST) {
-        char k[32];
-        bool vf;
-        if (link_info(name, k, sizeof(k), &vf) == 0 && !strcmp(k, kind))
-            return 0;
-    }
+    int rc = talk(&r, NULL, NULL);
+    struct link_info li;
+    if (rc == -EEXIST && link_info(name, &li) == 0 && !strcmp(li.kind, kind))
+        return 0;
     return rc;
 }
 
@@ -209,7 +191,7 @@ int srv__link_del(const char *name)
         return 0; /* gone already */
     struct req r;
     link_req(&r, RTM_DELLINK, 0, AF_UNSPEC, idx);
-    int rc = talk(&r);
+    int rc = talk(&r, NULL, NULL);
     return rc == -ENODEV ? 0 : rc;
 }
 
@@ -222,7 +204,7 @@ int srv__link_up(const char *name)
     link_req(&r, RTM_NEWLINK, 0, AF_UNSPEC, idx);
     r.ifi.ifi_flags = IFF_UP;
     r.ifi.ifi_change = IFF_UP;
-    return talk(&r);
+    return talk(&r, NULL, NULL);
 }
 
 int srv__link_set_master(const char *name, const char *bridge)
@@ -236,7 +218,7 @@ int srv__link_set_master(const char *name, const char *bridge)
     link_req(&r, RTM_NEWLINK, 0, AF_UNSPEC, idx);
     uint32_t m = (uint32_t)br;
     attr_put(&r, IFLA_MASTER, &m, sizeof(m));
-    return talk(&r);
+    return talk(&r, NULL, NULL);
 }
 
 int srv__link_port_isolated(const char *name, bool on)
@@ -250,7 +232,7 @@ int srv__link_port_isolated(const char *name, bool on)
     uint8_t v = on;
     attr_put(&r, IFLA_BRPORT_ISOLATED, &v, 1);
     attr_end(&r, p);
-    return talk(&r);
+    return talk(&r, NULL, NULL);
 }
 
 /* One VLAN entry on port @idx: add or delete. */
@@ -262,7 +244,7 @@ static int vlan_op(int idx, uint16_t type, uint16_t vid, uint16_t flags)
     struct bridge_vlan_info vi = {.flags = flags, .vid = vid};
     attr_put(&r, IFLA_BRIDGE_VLAN_INFO, &vi, sizeof(vi));
     attr_end(&r, spec);
-    return talk(&r);
+    return talk(&r, NULL, NULL);
 }
 
 int srv__link_port_vlan(const char *name, uint16_t vid)
@@ -295,7 +277,7 @@ int srv__link_addr_add(const char *name, uint32_t ip, unsigned prefix)
     attr_put(&r, IFA_LOCAL, &be, 4);
     attr_put(&r, IFA_ADDRESS, &be, 4);
     attr_put(&r, IFA_BROADCAST, &bc, 4);
-    int rc = talk(&r);
+    int rc = talk(&r, NULL, NULL);
     return rc == -EEXIST ? 0 : rc;
 }
 
