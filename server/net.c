@@ -452,16 +452,6 @@ void srv__net_tap_name(srv_t *s, int64_t id, char out[BRK_NET_IFNAMSIZ])
     brk_net_tap_name(s->net->instance, id, out);
 }
 
-static bool ip_taken(srv_t *s, const srv_vm_t *self, const char *ip)
-{
-    for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
-        const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
-        if (o != self && !strcmp(o->ip, ip))
-            return true;
-    }
-    return false;
-}
-
 int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct srv_net_desk *d,
                           char *why, size_t whylen)
 {
@@ -484,25 +474,28 @@ int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct sr
         brk_net_mac(rnd, vm->mac);
     }
     if (pool->net == BRK_NET_NAT) {
-        uint32_t ip = 0;
+        /* The other desktops' addresses (every pool's: subnets do not overlap). */
+        size_t cnt = 0;
+        uint32_t ip = 0, *used = vdi_xcalloc(vdi_list_count(&s->vms) + 1, sizeof(*used));
+        for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
+            const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
+            if (o != vm && brk_net_ip_parse(o->ip, &used[cnt]) == 0)
+                cnt++;
+        }
         bool keep = brk_net_ip_parse(vm->ip, &ip) == 0 && ip > pool->subnet + 1 &&
-                    ip - pool->subnet - 2 < brk_net_hosts(pool) && !ip_taken(s, vm, vm->ip);
+                    ip - pool->subnet - 2 < brk_net_hosts(pool);
+        for (size_t k = 0; keep && k < cnt; k++)
+            keep = used[k] != ip;
         if (!keep) {
-            size_t cnt = 0;
-            uint32_t *used = vdi_xcalloc(vdi_list_count(&s->vms) + 1, sizeof(*used));
-            for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
-                const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
-                if (o != vm && brk_net_ip_parse(o->ip, &used[cnt]) == 0)
-                    cnt++;
-            }
             int rc = brk_net_ip_pick(pool, used, cnt, rt->last_ip, &ip);
-            free(used);
             if (rc < 0) {
+                free(used);
                 snprintf(why, whylen, "pool %s: no free address left in its subnet", pool->name);
                 return rc;
             }
             brk_net_ip_str(ip, vm->ip);
         }
+        free(used);
         rt->last_ip = ip;
     } else {
         vm->ip[0] = 0;
