@@ -117,6 +117,45 @@ static uint32_t fnv1a(uint32_t h, const uint8_t *p, size_t n)
     return h;
 }
 
+uint64_t td_blk_sectors(unsigned dn)
+{
+    return dn < ndisks ? disks[dn].sectors : 0;
+}
+
+bool td_blk_ro(unsigned dn)
+{
+    return dn < ndisks && disks[dn].ro;
+}
+
+int td_blk_io(unsigned dn, bool write, uint64_t sector, void *data, uint32_t count)
+{
+    if (dn >= ndisks || (write && disks[dn].ro) || count > disks[dn].sectors ||
+        sector > disks[dn].sectors - count)
+        return -1;
+    struct disk *k = &disks[dn];
+    uint8_t *p = data;
+    for (uint32_t done = 0; done < count;) {
+        uint32_t c = count - done < CHUNK ? count - done : CHUNK;
+        if (write)
+            memcpy(buf, p + 512ULL * done, c * 512ULL);
+        if (request(k, write ? T_OUT : T_IN, sector + done, c * 512) != 0)
+            return -1;
+        if (!write)
+            memcpy(p + 512ULL * done, buf, c * 512ULL);
+        done += c;
+    }
+    return 0;
+}
+
+int td_blk_flush(unsigned dn)
+{
+    if (dn >= ndisks)
+        return -1;
+    if (!(disks[dn].v.features & VIRTIO_BLK_F_FLUSH))
+        return 0;
+    return request(&disks[dn], T_FLUSH, 0, 0) == 0 ? 0 : -1;
+}
+
 void td_blk_cmd(const char *op, int argc, char **argv)
 {
     char what[32], detail[160];

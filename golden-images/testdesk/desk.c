@@ -200,12 +200,14 @@ void td_desk_run(unsigned cpus)
     td_ioapic_route(4, VEC_SERIAL);
     probe_devices();
     check_required();
+    td_agent_boot();
     td_fb_draw_desktop();
     if (td_fb_present())
         td_printf("TESTDESK READY cpus=%u fb=%ux%u disks=%u\n", cpus, td_fb_width(), td_fb_height(),
                   td_blk_count());
     else
         td_printf("TESTDESK READY cpus=%u fb=none disks=%u\n", cpus, td_blk_count());
+    td_agent_patch(); /* returns unless this is a maintenance VM */
     run_next = td_opt.run;
     uint32_t last_clock = ~0u;
     uint64_t next_frame = 0, frame = 0, next_clock = 0;

@@ -90,6 +90,11 @@ void td_blk_probe(const struct td_pci_dev *d);
 void td_rng_probe(const struct td_pci_dev *d);
 unsigned td_blk_count(void);
 bool td_have_rng(void);
+uint64_t td_blk_sectors(unsigned disk); /* 0 when there is no such disk */
+bool td_blk_ro(unsigned disk);
+/* Read or write @count sectors at @sector of disk @disk (its index in PCI order). 0 or -1. */
+int td_blk_io(unsigned disk, bool write, uint64_t sector, void *data, uint32_t count);
+int td_blk_flush(unsigned disk); /* 0 (also when the device has no flush) or -1 */
 /* Commands (desk.c parses them); each prints its TESTDESK OK/FAIL line. */
 void td_blk_cmd(const char *op, int argc, char **argv);
 void td_rng_cmd(int argc, char **argv);
@@ -103,6 +108,14 @@ void td_fb_key(unsigned code, bool shift);      /* add to the key text line */
 void td_fb_pointer(uint32_t x, uint32_t y);     /* move the marker */
 void td_fb_clock(uint32_t secs_since_midnight); /* redraw the clock */
 void td_fb_anim_frame(unsigned percent, uint64_t frame);
+void td_fb_banner(const char *text); /* drawn in the title bar (agent.c's `banner` file) */
+
+/* ---- agent.c: the data area and the patch agent (patch.c) ---------------------------------- */
+/* Read disk 0's data area: print its files and the banner (`testdesk: file ...`, `TESTDESK
+ * BANNER ...`) and show the banner on screen. */
+void td_agent_boot(void);
+/* If a read-only disk holds a patch bundle, run it (PATCH EXIT N) and power off; else return. */
+void td_agent_patch(void);
 
 /* ---- net.c: virtio-net under the IPv4 stack (netstack.c) ---------------------------------- */
 void td_net_probe(const struct td_pci_dev *d);

@@ -49,6 +49,7 @@ static uint32_t mx, my;
 static bool mark_on;
 static uint32_t under[MARK * MARK];
 static unsigned anim_rows_drawn;
+static char banner[41]; /* fits between "TESTDESK" and the clock at 1024 wide */
 
 bool td_fb_present(void)
 {
@@ -240,6 +241,14 @@ static void draw_keys(void)
         mark_show();
 }
 
+void td_fb_banner(const char *t)
+{
+    size_t n = 0;
+    for (; t[n] && n < sizeof(banner) - 1; n++)
+        banner[n] = (t[n] >= 0x20 && t[n] < 0x7f) ? t[n] : '?';
+    banner[n] = 0;
+}
+
 void td_fb_draw_desktop(void)
 {
     if (!present)
@@ -247,6 +256,8 @@ void td_fb_draw_desktop(void)
     mark_on = false;
     rect(0, 0, W, TITLE_H, C_TITLE);
     text(8, (TITLE_H - CELL_H) / 2, "TESTDESK", C_TEXT, C_TITLE);
+    if (banner[0])
+        text(8 + 10 * CELL_W, (TITLE_H - CELL_H) / 2, banner, C_TEXT, C_TITLE);
     for (unsigned i = 0; i < 8; i++)
         rect(i * W / 8, TITLE_H, (i + 1) * W / 8 - i * W / 8, bars_end() - TITLE_H, bars[i]);
     rect(0, bars_end(), W, H - bars_end(), C_BG);

@@ -38,3 +38,7 @@ DEMO_TARGETS += testdesk
 # with it (tests/tools/vdid_fakevmm.c).
 LIBS += tdnet
 tdnet_SRCS := golden-images/testdesk/netstack.c
+
+# ... and so is its patch agent: the stand-in VMM runs patches on a real qcow2 overlay with it.
+LIBS += tdpatch
+tdpatch_SRCS := golden-images/testdesk/patch.c

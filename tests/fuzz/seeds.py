@@ -194,7 +194,22 @@ def net_seeds():
         + rec(eth(mac, ip(17, out, me, udp(5555, 7, b"echo me")))) + rec(eth(mac, ip(6, out, me, synack))))
 
 
+# ---- tdpatch: a bundle disk (a ustar archive made by Python's tarfile, as GNU tar would) ----------
+def tdpatch_seeds():
+    import io
+    import tarfile
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in (("./run", b"echo x\ncopy notes n\n"), ("./notes", b"shipped notes\n")):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    put("fuzz_tdpatch", "bundle", b"\1" + bio.getvalue()[:4096])
+    put("fuzz_tdpatch", "script-copy", b"\2" + bio.getvalue()[:4096])
+
+
 qcow2_seeds()
+tdpatch_seeds()
 net_seeds()
 kernel_seeds()
 pci_seeds()

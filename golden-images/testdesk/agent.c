@@ -1,0 +1,135 @@
+/* golden-images/testdesk/agent.c: testdesk's side of central patching. At boot it reads the data
+ * area of disk 0 (patch.h) and shows what a patch put there; in a maintenance VM (a read-only
+ * disk holding a ustar bundle with a `run` member) it runs that script against the data area,
+ * writes the area back, prints "PATCH EXIT N" on serial and powers off. docs/testdesk.md. */
+#include "golden-images/testdesk/desk.h"
+#include "golden-images/testdesk/patch.h"
+
+#define SECTOR      512
+#define AREA_SECTOR (TP_AREA_OFFSET / SECTOR)
+#define AREA_COUNT  (TP_AREA_BYTES / SECTOR)
+
+static struct tp_area area;
+static uint8_t *area_buf; /* TP_AREA_BYTES, from td_alloc */
+static bool area_ok;      /* disk 0 is big enough and its area parsed (or was empty) */
+
+static bool read_area(void)
+{
+    char why[96];
+    if (td_blk_count() == 0 || td_blk_sectors(0) < AREA_SECTOR + AREA_COUNT)
+        return false;
+    if (!area_buf && !(area_buf = td_alloc(TP_AREA_BYTES, 4096))) {
+        td_printf("TESTDESK FAIL data area out of memory\n");
+        return false;
+    }
+    if (td_blk_io(0, false, AREA_SECTOR, area_buf, AREA_COUNT) < 0) {
+        td_printf("TESTDESK FAIL data area cannot be read from disk0\n");
+        return false;
+    }
+    if (tp_area_parse(area_buf, TP_AREA_BYTES, &area, why, sizeof(why)) < 0) {
+        td_printf("TESTDESK FAIL data area damaged: %s\n", why);
+        return false;
+    }
+    return true;
+}
+
+void td_agent_boot(void)
+{
+    area_ok = read_area();
+    if (!area_ok)
+        return;
+    for (unsigned i = 0; i < area.n; i++)
+        td_printf("testdesk: file %s size=%u\n", area.f[i].name, area.f[i].len);
+    const struct tp_file *b = tp_area_get(&area, "banner");
+    if (b) {
+        td_printf("TESTDESK BANNER %s\n", b->data);
+        td_fb_banner(b->data);
+    }
+}
+
+struct bundle {
+    unsigned disk;
+    uint8_t *sec; /* one sector */
+};
+
+static int bundle_read(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    struct bundle *b = ctx;
+    uint8_t *out = buf;
+    while (len) {
+        uint64_t s = off / SECTOR, in = off % SECTOR;
+        size_t n = SECTOR - in < len ? SECTOR - in : len;
+        if (td_blk_io(b->disk, false, s, b->sec, 1) < 0)
+            return -1;
+        memcpy(out, b->sec + in, n);
+        out += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void out_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    td_printf("%s\n", line);
+}
+
+static void sleep_ms(void *ctx, unsigned ms)
+{
+    (void)ctx;
+    td_udelay((uint64_t)ms * 1000);
+}
+
+void td_agent_patch(void)
+{
+    static char script[TP_SCRIPT_MAX];
+    struct bundle b = {0, td_alloc(SECTOR, SECTOR)};
+    uint64_t off = 0, size = 0;
+    int found = 0;
+    if (!b.sec)
+        return;
+    for (b.disk = 1; b.disk < td_blk_count() && found == 0; b.disk++) {
+        if (!td_blk_ro(b.disk))
+            continue;
+        found = tp_tar_find(bundle_read, &b, td_blk_sectors(b.disk) * SECTOR, "run", &off, &size);
+        if (found)
+            break;
+    }
+    if (found == 0)
+        return;
+    td_printf("testdesk: patch agent: bundle on disk%u\n", b.disk);
+    int code = 0;
+    if (found < 0) {
+        td_printf("patch: the bundle on disk%u cannot be read\n", b.disk);
+        code = 125;
+    } else if (size > TP_SCRIPT_MAX) {
+        td_printf("patch: run is %lu bytes, more than testdesk runs (%u)\n", size, TP_SCRIPT_MAX);
+        code = 125;
+    } else if (!area_ok) {
+        td_printf("patch: disk0 has no usable data area (see above)\n");
+        code = 125;
+    } else if (bundle_read(&b, off, script, (size_t)size) < 0) {
+        td_printf("patch: cannot read run from the bundle\n");
+        code = 125;
+    } else {
+        struct tp_env env = {
+            .ctx = &b,
+            .out = out_line,
+            .sleep_ms = sleep_ms,
+            .rd = bundle_read,
+            .bundle_bytes = td_blk_sectors(b.disk) * SECTOR,
+        };
+        if (tp_script_run(script, (size_t)size, &area, &env, &code) == TP_HANG) {
+            for (;;)
+                td_sleep(td_irq_count);
+        }
+        if (tp_area_format(&area, area_buf, TP_AREA_BYTES) < 0 ||
+            td_blk_io(0, true, AREA_SECTOR, area_buf, AREA_COUNT) < 0 || td_blk_flush(0) < 0) {
+            td_printf("patch: cannot write the data area back to disk0\n");
+            code = 125;
+        }
+    }
+    td_printf("PATCH EXIT %d\n", code);
+    td_poweroff();
+}

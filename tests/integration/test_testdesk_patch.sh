@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# testdesk's patch agent in a real machine (QEMU; TCG here, KVM too where it exists): a ustar
+# bundle on a read-only second disk is run against the data area of the system disk, the agent
+# prints its output and "PATCH EXIT N" and powers off; the next boot of that disk shows the
+# banner and the files. A failing and a malformed script give their exit codes and leave the
+# area as it was; a disk without a bundle is an ordinary boot.
+# timeout: 180
+. "${VDI_SRC:?}/tests/lib.sh"
+ELF=$VDI_SRC/build/testdesk/testdesk.elf
+SYS=$VDI_SRC/build/testdesk/system.qcow2
+[ -f "$ELF" ] || t_fail "$ELF is missing (make testdesk)"
+[ -f "$SYS" ] || t_fail "$SYS is missing (make testdesk)"
+command -v qemu-system-x86_64 >/dev/null || t_need "qemu-system-x86_64 is missing (deploy/deps/testdesk.txt)"
+command -v qemu-img >/dev/null || t_need "qemu-img is missing"
+t_tmpdir
+accel=tcg
+[ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+fast=()
+[ -f /usr/share/qemu/qboot.rom ] && fast=(-bios /usr/share/qemu/qboot.rom)
+
+# boot NAME DISK [BUNDLE]: run QEMU until the guest powers off; serial in $T/NAME.log.
+boot() {
+    local name=$1 disk=$2 bundle=${3:-}
+    local drives=(-drive "if=none,id=d0,format=qcow2,file=$disk" -device virtio-blk-pci,drive=d0)
+    [ -n "$bundle" ] && drives+=(-drive "if=none,id=d1,format=raw,readonly=on,file=$bundle"
+        -device virtio-blk-pci,drive=d1)
+    timeout $((60 * VDI_TEST_TIMEOUT_MULT)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 \
+        -m 128 -nodefaults -display none -no-reboot -kernel "$ELF" \
+        -append "testdesk.run=poweroff" "${drives[@]}" \
+        -chardev file,id=ser,path="$T/$name.log" -serial chardev:ser
+    rc=$?
+}
+has() { grep -qa -- "$2" "$T/$1.log"; }
+
+# bundle NAME: $T/NAME/ as a ustar archive $T/NAME.tar (GNU tar, as an admin would make one).
+bundle() { tar --format=ustar -C "$T/$1" -cf "$T/$1.tar" . || t_fail "tar failed"; }
+
+qemu-img create -q -f qcow2 -F qcow2 -b "$SYS" "$T/v2.qcow2" || t_fail "qemu-img create failed"
+
+mkdir -p "$T/good"
+cat > "$T/good/run" <<'S'
+#!testdesk-patch
+# a patch in testdesk's own bundle format
+echo applying patch 7
+banner Patched by test 7
+write motd hello from the patch
+copy notes.txt notes
+S
+printf 'release notes, shipped in the bundle\n' > "$T/good/notes.txt"
+bundle good
+boot patch "$T/v2.qcow2" "$T/good.tar"
+t_check "the maintenance VM powers off by itself (status $rc)" [ "$rc" = 0 ]
+t_check "the agent finds the bundle on the read-only disk" has patch "patch agent: bundle on disk1"
+t_check "the script's own output reaches serial" has patch "^applying patch 7"
+t_check "the banner change is reported" has patch 'patch: banner set to "Patched by test 7"'
+t_check "a bundle member is copied" has patch "patch: copied notes.txt to notes (37 bytes)"
+t_check "PATCH EXIT 0" has patch "^PATCH EXIT 0"
+t_check "the golden disk is untouched (overlay written)" qemu-img check -q "$T/v2.qcow2"
+
+boot after "$T/v2.qcow2"
+t_check "the patched disk boots normally" has after "TESTDESK READY"
+t_check "the banner shows at the next boot" has after "TESTDESK BANNER Patched by test 7"
+t_check "the written file is there" has after "testdesk: file motd size=20"
+t_check "the copied file is there" has after "testdesk: file notes size=37"
+! has after "PATCH EXIT" || t_fail "an ordinary boot ran the agent"
+boot base "$SYS"
+! has base "TESTDESK BANNER" || t_fail "the base image shows a banner: the patch reached it"
+
+mkdir -p "$T/fail"
+printf 'banner should not matter\nexit 3\nbanner never reached\n' > "$T/fail/run"
+bundle fail
+qemu-img create -q -f qcow2 -F qcow2 -b "$SYS" "$T/v3.qcow2"
+boot fail "$T/v3.qcow2" "$T/fail.tar"
+t_check "exit 3 is PATCH EXIT 3" has fail "^PATCH EXIT 3"
+! has fail "never reached" || t_fail "the script went on after exit"
+
+mkdir -p "$T/bad"
+printf 'write motd ok\nfrobnicate now\n' > "$T/bad/run"
+bundle bad
+boot bad "$T/v3.qcow2" "$T/bad.tar"
+t_check "an unknown command names its line" has bad "patch: line 2: unknown command frobnicate"
+t_check "and exits 127" has bad "^PATCH EXIT 127"
+
+# Not a bundle: random bytes on the read-only disk are not run.
+head -c 65536 /dev/urandom > "$T/noise.img"
+boot noise "$T/v3.qcow2" "$T/noise.img"
+t_check "a disk that is not a bundle: an ordinary boot" has noise "TESTDESK READY"
+! has noise "PATCH EXIT" || t_fail "random bytes were taken for a bundle"
+t_done
