@@ -10,7 +10,8 @@
  *     disk.qcow2     flattened, or an overlay on ../vK/disk.qcow2 (published from a clone)
  *     kernel initrd cmdline   boot files (each optional)
  *     manifest.json  {"image","version","parent","backing_version","created","virtual_size",
- *                     "cmdline","files":{NAME:{"sha256","size"}},"notes"}
+ *                     "cmdline","files":{NAME:{"sha256","size"}},"notes",
+ *                     "patch":{"id","exit","output"} (versions made by a patch)}
  *     refs/HOLDER    one empty file per desktop using the version
  *
  * Locking: the long part of making a version (copying and converting the disk, copying the boot
@@ -746,6 +747,22 @@ static int prepare_version(img_catalog_t *cat, const char *name, const char *tmp
     }
     json_object_set_new(m, "files", files);
     json_object_set_new(m, "notes", json_string(o->notes ? o->notes : ""));
+    if (o->patch_id) {
+        const char *out = o->patch_output ? o->patch_output : "";
+        size_t len = strlen(out), keep = 64 << 10;
+        if (len > keep) { /* the tail, from a line start where one is near */
+            out += len - keep;
+            const char *nl = strchr(out, '\n');
+            if (nl && nl - out < 1024)
+                out = nl + 1;
+        }
+        json_t *po =
+            json_pack("{s:s, s:i, s:s}", "id", o->patch_id, "exit", o->patch_exit, "output", out);
+        if (!po) /* output that is not UTF-8: keep the record, say so */
+            po = json_pack("{s:s, s:i, s:s}", "id", o->patch_id, "exit", o->patch_exit, "output",
+                           "(output not valid UTF-8: see the patch log)");
+        json_object_set_new(m, "patch", po);
+    }
     return err;
 }
 

@@ -183,8 +183,13 @@ struct img_import_opts {
     const char *disk;   /* raw or qcow2 (a chain is flattened); required */
     const char *kernel; /* boot files, optional */
     const char *initrd;
-    const char *cmdline;   /* kernel command line text, optional */
-    const char *notes;     /* free text for the manifest, optional */
+    const char *cmdline; /* kernel command line text, optional */
+    const char *notes;   /* free text for the manifest, optional */
+    /* A version made by a patch (vdid's `image patch`): the manifest's "patch" object gets its id,
+     * the script's exit status and its output (the last 64 KiB of it). NULL: not a patch. */
+    const char *patch_id;
+    const char *patch_output;
+    int patch_exit;
     uint32_t cluster_size; /* 0 = 64 KiB */
     bool make_current;     /* also make it current (always for the first version) */
     img_progress_fn progress;

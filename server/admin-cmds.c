@@ -10,6 +10,7 @@
 #include "common/vdi.h"
 #include "server/internal-web.h"
 #include "server/internal.h"
+#include "server/patch-internal.h"
 
 typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
 
@@ -396,10 +397,63 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
         gate_json(s->web ? (const srv_gate_t *)srv__web_gate(s->web) : NULL));
 }
 
+/* image.patch {image, script | bundle, deadline (s), memory (MiB), vcpus, flatten, notes}:
+ * start a patch; the result is its id (follow it with image.patch-status). */
+static json_t *cmd_image_patch(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    struct srv_patch_req r = {.actor = "admin"};
+    int64_t deadline = SRV_PATCH_DEADLINE_S, mem = SRV_PATCH_MEMORY >> 20, vcpus = 1;
+    if (!arg_string(args, "image", &r.image, err, errlen) ||
+        !arg_string(args, "script", &r.script, err, errlen) ||
+        !arg_string(args, "bundle", &r.bundle, err, errlen) ||
+        !arg_string(args, "notes", &r.notes, err, errlen) ||
+        !arg_int(args, "deadline", false, 1, 7 * 24 * 3600, &deadline, err, errlen) ||
+        !arg_int(args, "memory", false, 64, 1 << 20, &mem, err, errlen) ||
+        !arg_int(args, "vcpus", false, 1, 16 /* vdi-vmm --vcpus */, &vcpus, err, errlen) ||
+        !arg_bool(args, "flatten", &r.flatten, err, errlen))
+        return NULL;
+    r.deadline_s = (uint32_t)deadline;
+    r.memory = (uint64_t)mem << 20;
+    r.vcpus = (unsigned)vcpus;
+    char id[SRV_PATCH_ID_MAX];
+    if (srv__patch_start(s, &r, id, sizeof(id), err, errlen) < 0)
+        return NULL;
+    return json_pack("{s:s}", "id", id);
+}
+
+/* image.patch-status {id, from}: a patch's state and its output from byte @from on. */
+static json_t *cmd_image_patch_status(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    const char *id;
+    int64_t from = 0;
+    if (!arg_string(args, "id", &id, err, errlen) ||
+        !arg_int(args, "from", false, 0, INT64_MAX, &from, err, errlen))
+        return NULL;
+    if (!id) {
+        snprintf(err, errlen, "argument 'id' is required");
+        return NULL;
+    }
+    json_t *j = srv__patch_json(s, id, (uint64_t)from);
+    if (!j)
+        snprintf(err, errlen, "no patch '%.64s'", id);
+    return j;
+}
+
+static json_t *cmd_image_patches(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    VDI_UNUSED(args);
+    VDI_UNUSED(err);
+    VDI_UNUSED(errlen);
+    return srv__patches_json(s);
+}
+
 static const struct {
     const char *name;
     cmd_fn fn;
 } commands[] = {
+    {"image.patch", cmd_image_patch},
+    {"image.patch-status", cmd_image_patch_status},
+    {"image.patches", cmd_image_patches},
     {"status", cmd_status},
     {"pools.list", cmd_pools_list},
     {"desktops.list", cmd_desktops_list},

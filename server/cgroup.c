@@ -289,19 +289,19 @@ int srv__cgroups_version(const srv_cgroups_t *cg)
     return cg->version;
 }
 
-static srv_cgroup_t *cgroup_new(const srv_cgroups_t *cgs, int64_t id)
+static srv_cgroup_t *cgroup_new(const srv_cgroups_t *cgs, const char *name)
 {
     srv_cgroup_t *g = vdi_xcalloc(1, sizeof(*g));
     g->cgs = cgs;
     for (int i = 0; i < (cgs->version == 2 ? 1 : CG_N); i++)
-        g->dir[i] = vdi_xasprintf("%s/desktop-%" PRId64, cgs->base[i], id);
+        g->dir[i] = vdi_xasprintf("%s/%s", cgs->base[i], name);
     return g;
 }
 
-int srv__cgroup_create(const srv_cgroups_t *cgs, int64_t id, const struct srv_cgroup_limits *l,
-                       srv_cgroup_t **out, char *why, size_t n)
+int srv__cgroup_create(const srv_cgroups_t *cgs, const char *name,
+                       const struct srv_cgroup_limits *l, srv_cgroup_t **out, char *why, size_t n)
 {
-    srv_cgroup_t *g = cgroup_new(cgs, id);
+    srv_cgroup_t *g = cgroup_new(cgs, name);
     char num[64];
     int rc = 0;
     for (int i = 0; i < CG_N && g->dir[i] && rc == 0; i++)
@@ -360,9 +360,9 @@ fail:
     return rc;
 }
 
-srv_cgroup_t *srv__cgroup_open(const srv_cgroups_t *cgs, int64_t id)
+srv_cgroup_t *srv__cgroup_open(const srv_cgroups_t *cgs, const char *name)
 {
-    return cgroup_new(cgs, id);
+    return cgroup_new(cgs, name);
 }
 
 size_t srv__cgroup_procs(const srv_cgroup_t *g, char **paths, size_t max)

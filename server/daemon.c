@@ -21,6 +21,7 @@
 #include "golden-images/img.h"
 #include "server/internal-web.h"
 #include "server/desktop-internal.h"
+#include "server/patch-internal.h"
 
 void srv__notify(const char *state)
 {
@@ -351,6 +352,12 @@ static void on_catq_closed(void *ctx)
     s->catq = NULL;
 }
 
+static void on_patchq_closed(void *ctx)
+{
+    srv_t *s = ctx;
+    s->patchq = NULL;
+}
+
 void srv__daemon_stop(srv_t *s, const char *why)
 {
     if (s->stopping)
@@ -373,7 +380,9 @@ void srv__daemon_stop(srv_t *s, const char *why)
     if (s->vms_started)
         srv__vms_stop(s);
     s->vms_started = false;
-    srv__net_close(s); /* dnsmasq keeps serving the desktops that keep running */
+    srv__net_close(s);    /* dnsmasq keeps serving the desktops that keep running */
+    srv__patches_stop(s); /* a maintenance VM does not outlive vdid */
+    srv__catq_close(s->patchq, on_patchq_closed, s);
     /* Last: the desktops abandoned their catalogue jobs above; what is still queued (dropping
      * references) runs before the worker goes. */
     srv__catq_close(s->catq, on_catq_closed, s);
@@ -398,6 +407,10 @@ int srv__daemon_run(srv_t *s)
     rc = srv__catq_create(s->loop, &s->catq);
     if (rc < 0)
         goto out;
+    rc = srv__catq_create(s->loop, &s->patchq);
+    if (rc < 0)
+        goto out;
+    srv__patches_init(s); /* patches an earlier vdid left unfinished are recorded as failed */
     rc = srv__net_init(s);
     if (rc < 0)
         goto out;
@@ -433,6 +446,7 @@ out:
 
 void srv__daemon_fini(srv_t *s)
 {
+    srv__patches_fini(s);
     auth_destroy(s->auth);
     s->auth = NULL;
     img_catalog_close(s->catalog);

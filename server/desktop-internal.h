@@ -52,8 +52,11 @@ struct srv_vmm_spec {
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;
     const struct srv_jail *jail;
-    const char *mac; /* NULL: no NIC; else its MAC, on the tap @tap_fd */
-    int tap_fd;      /* the desktop's tap, passed as the VMM's fd 3 (borrowed) */
+    const char *mac;     /* NULL: no NIC; else its MAC, on the tap @tap_fd */
+    int tap_fd;          /* the desktop's tap, passed as the VMM's fd 3 (borrowed) */
+    const char *disk_ro; /* NULL, or a second disk, read-only (a patch bundle) */
+    int stdout_fd;       /* > 0: the VMM's stdout (its serial console), e.g. a pipe to vdid;
+                          * 0: stdout goes to @log_path too */
 };
 /* The process ended: exit @status, or killed by signal @sig (0: none). */
 typedef void (*srv_vmmproc_exit_cb)(void *ctx, int64_t status, int sig);
@@ -87,11 +90,12 @@ int srv__cgroups_init(const char *instance, uint64_t self_max, srv_cgroups_t **o
                       size_t n);
 void srv__cgroups_fini(srv_cgroups_t *cgs); /* NULL is fine */
 int srv__cgroups_version(const srv_cgroups_t *cgs);
-/* Create desktop @id's cgroup with limits @l. 0, or a negative code with the reason in @why. */
-int srv__cgroup_create(const srv_cgroups_t *cgs, int64_t id, const struct srv_cgroup_limits *l,
-                       srv_cgroup_t **out, char *why, size_t n);
-/* The existing cgroup of desktop @id (after a vdid restart). */
-srv_cgroup_t *srv__cgroup_open(const srv_cgroups_t *cgs, int64_t id);
+/* Create cgroup @name ("desktop-ID", "patch-ID": one per VMM) with limits @l. 0, or a negative
+ * code with the reason in @why. */
+int srv__cgroup_create(const srv_cgroups_t *cgs, const char *name,
+                       const struct srv_cgroup_limits *l, srv_cgroup_t **out, char *why, size_t n);
+/* The existing cgroup @name (a desktop's, after a vdid restart). */
+srv_cgroup_t *srv__cgroup_open(const srv_cgroups_t *cgs, const char *name);
 /* The cgroup.procs files a process writes "0" to in order to join (malloc'd into @paths). */
 size_t srv__cgroup_procs(const srv_cgroup_t *g, char **paths, size_t max);
 /* Did the kernel kill a process of this cgroup at its memory limit? */
@@ -119,6 +123,32 @@ struct srv_jail {
     bool seccomp_log;
     unsigned keep_fds; /* file descriptors from 3 on that the VMM inherits (its tap) */
 };
+/* What a jailed VMM is given (a desktop's, or a maintenance VM's, server/patch.c). */
+struct srv_jail_req {
+    char name[64];       /* its stage directory RUN_DIR/jail/NAME: "ID" for a desktop, "patch-ID"
+                          * for a maintenance VM */
+    char cgroup[64];     /* its cgroup: "desktop-ID", "patch-ID" */
+    uid_t uid;           /* from srv__jail_uid_alloc() */
+    const char *image;   /* its image: STATE/images/IMAGE is visible read-only */
+    const char *datadir; /* visible, root's (0711): holds @disk and the VMM's log */
+    const char *rundir;  /* given to @uid: its sockets */
+    const char *disk;    /* given to @uid (0600): the disk it writes */
+    struct srv_cgroup_limits limits;
+};
+/* Strings srv__jail_build() makes for a struct srv_jail; free with srv__jail_bufs_free(). */
+struct srv_jail_bufs {
+    char *stage, *images, *cgroup_procs[4], *env[24];
+    const char *ro[2], *rw[2];
+    size_t n_procs, n_env;
+};
+/* Prepare jail @j for @r: the stage directory, the files given to the uid, the cgroup (*cgroup,
+ * when vdid has a hierarchy), the environment. 0, or a negative code with the reason in @why.
+ * Thread: loop. */
+int srv__jail_build(srv_t *s, const struct srv_jail_req *r, struct srv_jail *j,
+                    struct srv_jail_bufs *b, srv_cgroup_t **cgroup, char *why, size_t whylen);
+void srv__jail_bufs_free(struct srv_jail_bufs *b);
+/* The lowest uid of vmm_uid_first/count that no VMM of a desktop or a patch has; 0: none. */
+uid_t srv__jail_uid_alloc(srv_t *s);
 /* The arguments that run @vmm_argv in jail @j: "vdi-jail ... -- VMM ARGV", a malloc'd
  * NULL-terminated vector (free with srv__jail_argv_free). */
 char **srv__jail_argv(const struct srv_jail *j, const char *const *vmm_argv);

@@ -17,6 +17,7 @@
 #include "common/vdi.h"
 #include "golden-images/img.h"
 #include "server/desktop-internal.h"
+#include "server/patch-internal.h"
 
 /* The VMM makes its control socket first thing; through the jail that is ~5 ms after spawn. */
 #define FIRST_CONNECT_MS 5
@@ -114,12 +115,12 @@ static void prep_free(struct srv_prep *p)
     free(p);
 }
 
-/* The lowest uid of the range that no other desktop's VMM has. 0: none left. */
-static uid_t uid_alloc(srv_t *s)
+/* The lowest uid of the range that no desktop's or maintenance VM's VMM has. 0: none left. */
+uid_t srv__jail_uid_alloc(srv_t *s)
 {
     for (uint32_t i = 0; i < s->cfg->vmm_uid_count; i++) {
         uid_t u = (uid_t)(s->cfg->vmm_uid_first + i);
-        bool used = false;
+        bool used = srv__patch_uid_used(s, u);
         for (vdi_list_t *it = s->vms.next; it != &s->vms && !used; it = it->next)
             used = vdi_list_entry(it, srv_vm_t, link)->uid == u;
         if (!used)
@@ -157,15 +158,7 @@ static size_t jail_env(const brk_config_t *cfg, char **env, size_t max)
     return n;
 }
 
-/* Everything the jail needs that lives on the host: the desktop's uid, directories given to it,
- * its cgroup, the stage directory. Fills @j (its strings owned by @bufs, freed by the caller). */
-struct jail_bufs {
-    char *stage, *images, *cgroup_procs[4], *env[24];
-    const char *ro[2], *rw[2];
-    size_t n_procs, n_env;
-};
-
-static void jail_bufs_free(struct jail_bufs *b)
+void srv__jail_bufs_free(struct srv_jail_bufs *b)
 {
     free(b->stage);
     free(b->images);
@@ -175,61 +168,47 @@ static void jail_bufs_free(struct jail_bufs *b)
         free(b->env[i]);
 }
 
-static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j, struct jail_bufs *b,
-                        char *why, size_t whylen)
+int srv__jail_build(srv_t *s, const struct srv_jail_req *r, struct srv_jail *j,
+                    struct srv_jail_bufs *b, srv_cgroup_t **cgroup, char *why, size_t whylen)
 {
-    srv_t *s = vm->s;
     const brk_config_t *cfg = s->cfg;
     int rc;
-    vm->uid = uid_alloc(s);
-    if (!vm->uid) {
-        snprintf(why, whylen, "no free uid in vmm_uid_first=%u vmm_uid_count=%u",
-                 cfg->vmm_uid_first, cfg->vmm_uid_count);
-        return -EAGAIN;
-    }
     /* The run directory (its sockets) is the VMM's; the state directory stays root's (0711: it
      * may reach its disk, not create files or read vmm.log); the disk is the VMM's. */
     char *jails = vdi_xasprintf("%s/jail", cfg->run_dir);
-    b->stage = vdi_xasprintf("%s/%" PRId64, jails, vm->id);
+    b->stage = vdi_xasprintf("%s/%s", jails, r->name);
     rc = (mkdir(jails, 0700) < 0 && errno != EEXIST) ||
                  (mkdir(b->stage, 0700) < 0 && errno != EEXIST)
              ? -errno
              : 0;
     free(jails);
     if (rc == 0)
-        rc = give(vm->rundir, vm->uid, 0700, O_DIRECTORY);
-    if (rc == 0 && chmod(vm->datadir, 0711) < 0)
+        rc = give(r->rundir, r->uid, 0700, O_DIRECTORY);
+    if (rc == 0 && chmod(r->datadir, 0711) < 0)
         rc = -errno;
     if (rc == 0)
-        rc = give(pr->overlay, vm->uid, 0600, 0);
+        rc = give(r->disk, r->uid, 0600, 0);
     if (rc < 0) {
-        snprintf(why, whylen, "cannot prepare the jail's files for uid %u: %s", (unsigned)vm->uid,
+        snprintf(why, whylen, "cannot prepare the jail's files for uid %u: %s", (unsigned)r->uid,
                  vdi_strerror(rc));
         return rc;
     }
     if (s->cgroups) {
-        struct srv_cgroup_limits l = {
-            .memory_max = pr->pool->memory + cfg->vmm_memory_overhead,
-            .pids_max = cfg->vmm_pids_max,
-            .cpu_weight = pr->pool->cpu_weight,
-            .cpu_max_pct = pr->pool->cpu_max_pct,
-        };
-        rc = srv__cgroup_create(s->cgroups, vm->id, &l, &vm->cgroup, why, whylen);
+        rc = srv__cgroup_create(s->cgroups, r->cgroup, &r->limits, cgroup, why, whylen);
         if (rc < 0)
             return rc;
-        b->n_procs =
-            srv__cgroup_procs(vm->cgroup, b->cgroup_procs, VDI_ARRAY_SIZE(b->cgroup_procs));
+        b->n_procs = srv__cgroup_procs(*cgroup, b->cgroup_procs, VDI_ARRAY_SIZE(b->cgroup_procs));
     }
-    b->images = vdi_xasprintf("%s/images/%s", cfg->state_dir, vm->image);
+    b->images = vdi_xasprintf("%s/images/%s", cfg->state_dir, r->image);
     b->ro[0] = s->vmm_path; /* first: the one read-only mount that may hold a program */
     b->ro[1] = b->images;
-    b->rw[0] = vm->datadir;
-    b->rw[1] = vm->rundir;
+    b->rw[0] = r->datadir;
+    b->rw[1] = r->rundir;
     b->n_env = jail_env(cfg, b->env, VDI_ARRAY_SIZE(b->env));
     *j = (struct srv_jail){
         .program = s->jail_path,
-        .uid = vm->uid,
-        .gid = (gid_t)vm->uid,
+        .uid = r->uid,
+        .gid = (gid_t)r->uid,
         .kvm_gid = s->kvm_gid,
         .stage = b->stage,
         .ro = b->ro,
@@ -245,15 +224,45 @@ static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j, s
     return 0;
 }
 
+static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j,
+                        struct srv_jail_bufs *b, char *why, size_t whylen)
+{
+    srv_t *s = vm->s;
+    const brk_config_t *cfg = s->cfg;
+    vm->uid = srv__jail_uid_alloc(s);
+    if (!vm->uid) {
+        snprintf(why, whylen, "no free uid in vmm_uid_first=%u vmm_uid_count=%u",
+                 cfg->vmm_uid_first, cfg->vmm_uid_count);
+        return -EAGAIN;
+    }
+    struct srv_jail_req r = {
+        .uid = vm->uid,
+        .image = vm->image,
+        .datadir = vm->datadir,
+        .rundir = vm->rundir,
+        .disk = pr->overlay,
+        .limits =
+            {
+                .memory_max = pr->pool->memory + cfg->vmm_memory_overhead,
+                .pids_max = cfg->vmm_pids_max,
+                .cpu_weight = pr->pool->cpu_weight,
+                .cpu_max_pct = pr->pool->cpu_max_pct,
+            },
+    };
+    snprintf(r.name, sizeof(r.name), "%" PRId64, vm->id);
+    snprintf(r.cgroup, sizeof(r.cgroup), "desktop-%" PRId64, vm->id);
+    return srv__jail_build(s, &r, j, b, &vm->cgroup, why, whylen);
+}
+
 /* Start the VMM on the disk the worker made (loop). */
 static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
 {
     srv_t *s = vm->s;
     struct srv_jail jail;
-    struct jail_bufs jb = {0};
+    struct srv_jail_bufs jb = {0};
     int rc;
     if (s->cfg->jail && (rc = jail_prepare(vm, pr, &jail, &jb, why, whylen)) < 0) {
-        jail_bufs_free(&jb);
+        srv__jail_bufs_free(&jb);
         return rc;
     }
     char *log = vdi_xasprintf("%s/vmm.log", vm->datadir);
@@ -285,7 +294,7 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
                             whylen);
     free(log);
     free(images);
-    jail_bufs_free(&jb);
+    srv__jail_bufs_free(&jb);
     if (rc < 0)
         return rc;
     srv__desktop_connect_at(vm, vdi_now_ms() + FIRST_CONNECT_MS);

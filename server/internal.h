@@ -126,6 +126,10 @@ typedef struct srv {
     struct auth *auth;           /* auth/: TLS, PAM, VeNCrypt */
     struct img_catalog *catalog; /* golden-images/: STATE_DIR/images */
     struct srv_catq *catq;       /* catq.c: the catalogue worker (srv__daemon_run() to its close) */
+    struct srv_catq *patchq;     /* another, for image patches (patch.c): their copies and checks
+                                  * take long and must not hold up desktops' clones */
+    vdi_list_t patches;          /* patch.c: struct srv_patch, newest first */
+    uint32_t patch_seq;          /* the last patch id's number (pN) */
     srv_gateway_t *gateway;
     struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */

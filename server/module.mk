@@ -20,8 +20,8 @@ vdictl_LDLIBS += $(call pc_libs,jansson)
 UNIT_server_LIBS := srv brk auth img vmm common
 UNIT_server_LDLIBS := $(call pc_libs,libuv jansson sqlite3 libsystemd openssl libseccomp libnftables) -lpam $(IMG_LDLIBS)
 # Test tools: a stand-in VMM (control socket + libvncserver display) and a libvncclient viewer.
-TOOL_vdid_fakevmm_LIBS := vmm tdnet common
-TOOL_vdid_fakevmm_LDLIBS := -lvncserver $(call pc_libs,jansson) -lpthread
+TOOL_vdid_fakevmm_LIBS := vmm tdnet tdpatch img common
+TOOL_vdid_fakevmm_LDLIBS := -lvncserver $(call pc_libs,jansson) -lpthread $(IMG_LDLIBS)
 TOOL_vdid_vncclient_LDLIBS := -lvncclient
 # tests/unit/server/test_splice.c fakes the client's TLS stream.
 server_test_splice_LDFLAGS := -Wl,--wrap=auth_tls_read_start,--wrap=auth_tls_read_stop \

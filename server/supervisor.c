@@ -202,8 +202,11 @@ static void attach_one(srv_t *s, const brk_desktop_t *d)
         return;
     }
     vm->uid = pid_uid(vm->pid);
-    if (s->cgroups && vm->uid)
-        vm->cgroup = srv__cgroup_open(s->cgroups, vm->id);
+    if (s->cgroups && vm->uid) {
+        char name[40];
+        snprintf(name, sizeof(name), "desktop-%" PRId64, vm->id);
+        vm->cgroup = srv__cgroup_open(s->cgroups, name);
+    }
     VDI_LOG_INFO("desktop=%" PRId64 " state=%s: re-attaching to vmm pid=%d uid=%u", vm->id,
                  brk_desktop_state_name(vm->state), (int)vm->pid, (unsigned)vm->uid);
     brk_store_audit(s->store, NULL, "vmm.reattach", vm->id, vm->owner, NULL);

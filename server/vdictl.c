@@ -126,6 +126,11 @@ static const char *jstr(json_t *o, const char *k)
     const char *s = json_string_value(json_object_get(o, k));
     return s && *s ? s : "-";
 }
+static const char *jtext(json_t *o, const char *k) /* "" when absent, for printing as is */
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
 static long long jint(json_t *o, const char *k)
 {
     return (long long)json_integer_value(json_object_get(o, k));
@@ -449,13 +454,242 @@ static int run_audit(int argc, char **argv)
     return 0;
 }
 
+/* ---- image patch (through vdid) ----------------------------------------------------------- */
+static const char patch_usage[] =
+    "image patch NAME (--script FILE | --bundle DIR) [--deadline DURATION] [--memory MiB]\n"
+    "                    [--vcpus N] [--flatten] [--notes TEXT] [--no-wait] [--json]\n"
+    "       vdictl image patches [ID] [--json]";
+
+/* "90", "90s", "30m", "2h" -> seconds; -EINVAL otherwise. */
+static int parse_secs(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    uint64_t mult = 1;
+    if (end == v || errno || v[0] == '-')
+        return -EINVAL;
+    if (*end == 'm')
+        mult = 60, end++;
+    else if (*end == 'h')
+        mult = 3600, end++;
+    else if (*end == 's')
+        end++;
+    if (*end || n == 0 || n > 7ULL * 24 * 3600 / mult)
+        return -EINVAL;
+    *out = n * mult;
+    return 0;
+}
+
+static void print_patch(json_t *p)
+{
+    char t[32];
+    fmt_time(jint(p, "started"), t, sizeof(t));
+    printf("%-6s %-16s %-10s base v%lld", jstr(p, "id"), jstr(p, "image"), jstr(p, "state"),
+           jint(p, "base_version"));
+    if (jint(p, "version"))
+        printf(" -> v%lld", jint(p, "version"));
+    if (json_is_integer(json_object_get(p, "exit")))
+        printf("  exit %lld", jint(p, "exit"));
+    printf("  started %s\n", t);
+    const char *why = jtext(p, "reason");
+    if (why[0])
+        printf("       %s\n", why);
+}
+
+/* Follow patch @id: print its output as it comes, then the outcome. 0 when published. */
+static int follow_patch(const char *id, bool json)
+{
+    json_int_t from = 0;
+    for (;;) {
+        json_t *r = request("image.patch-status", json_pack("{s:s, s:I}", "id", id, "from", from));
+        if (!r)
+            return 1;
+        if (!json) {
+            fputs(jtext(r, "output"), stdout);
+            fflush(stdout);
+        }
+        from = jint(r, "next");
+        const char *st = jstr(r, "state");
+        if (!strcmp(st, "published") || !strcmp(st, "failed")) {
+            int rc = strcmp(st, "published") ? 1 : 0;
+            if (json) {
+                print_json(r);
+                return rc;
+            }
+            if (rc == 0)
+                printf("vdictl: patch %s: image %s version %lld published and made current\n", id,
+                       jstr(r, "image"), jint(r, "version"));
+            else
+                fprintf(stderr, "vdictl: patch %s of image %s failed: %s\n", id, jstr(r, "image"),
+                        jstr(r, "reason"));
+            json_decref(r);
+            return rc;
+        }
+        json_decref(r);
+        usleep(250 * 1000);
+    }
+}
+
+static int run_image_patch(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"script", required_argument, NULL, 'S'},
+        {"bundle", required_argument, NULL, 'B'},
+        {"deadline", required_argument, NULL, 'D'},
+        {"memory", required_argument, NULL, 'M'},
+        {"vcpus", required_argument, NULL, 'C'},
+        {"flatten", no_argument, NULL, 'F'},
+        {"notes", required_argument, NULL, 'N'},
+        {"no-wait", no_argument, NULL, 'W'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *script = NULL, *bundle = NULL, *notes = NULL;
+    uint64_t deadline = 0, mem = 0, vcpus = 0;
+    bool flatten = false, nowait = false, json = false;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'S':
+            script = optarg;
+            break;
+        case 'B':
+            bundle = optarg;
+            break;
+        case 'D':
+            if (parse_secs(optarg, &deadline) < 0) {
+                fprintf(stderr,
+                        "vdictl: --deadline %s: expected seconds, or a number with s, m "
+                        "or h (at most 7 days)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'M':
+            if (vdi_parse_u64(optarg, 64, 1 << 20, &mem) < 0) {
+                fprintf(stderr, "vdictl: --memory %s: MiB, from 64 to 1048576\n", optarg);
+                return 2;
+            }
+            break;
+        case 'C':
+            if (vdi_parse_u64(optarg, 1, 16, &vcpus) < 0) {
+                fprintf(stderr, "vdictl: --vcpus %s: from 1 to 16\n", optarg);
+                return 2;
+            }
+            break;
+        case 'F':
+            flatten = true;
+            break;
+        case 'N':
+            notes = optarg;
+            break;
+        case 'W':
+            nowait = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            printf("Usage: vdictl %s\n", patch_usage);
+            return 0;
+        default:
+            fprintf(stderr, "Usage: vdictl %s\n", patch_usage);
+            return 2;
+        }
+    }
+    if (optind + 1 != argc || !script == !bundle) {
+        fprintf(stderr,
+                "vdictl: image patch needs one image NAME and either --script FILE or "
+                "--bundle DIR\nUsage: vdictl %s\n",
+                patch_usage);
+        return 2;
+    }
+    const char *given = script ? script : bundle;
+    char *abs = realpath(given, NULL);
+    if (!abs) {
+        fprintf(stderr, "vdictl: %s: %s\n", given, strerror(errno));
+        return 1;
+    }
+    json_t *args = json_pack("{s:s, s:s, s:b}", "image", argv[optind], script ? "script" : "bundle",
+                             abs, "flatten", flatten);
+    free(abs);
+    if (notes)
+        json_object_set_new(args, "notes", json_string(notes));
+    if (deadline)
+        json_object_set_new(args, "deadline", json_integer((json_int_t)deadline));
+    if (mem)
+        json_object_set_new(args, "memory", json_integer((json_int_t)mem));
+    if (vcpus)
+        json_object_set_new(args, "vcpus", json_integer((json_int_t)vcpus));
+    json_t *r = request("image.patch", args);
+    if (!r)
+        return 1;
+    char id[32];
+    snprintf(id, sizeof(id), "%s", jstr(r, "id"));
+    json_decref(r);
+    if (nowait) {
+        if (json)
+            printf("{\"id\": \"%s\"}\n", id);
+        else
+            printf("patch %s started (follow it: vdictl image patches %s)\n", id, id);
+        return 0;
+    }
+    if (!json)
+        printf("vdictl: patch %s of image %s started; its output follows\n", id, argv[optind]);
+    return follow_patch(id, json);
+}
+
+static int run_image_patches(int argc, char **argv)
+{
+    struct lopts o;
+    int i = parse_opts(argc, argv, patch_usage, &o);
+    if (i < 0 || argc - i > 1)
+        return 2;
+    if (i < argc) { /* one patch, with its whole output */
+        json_t *r = request("image.patch-status", json_pack("{s:s}", "id", argv[i]));
+        if (!r)
+            return 1;
+        if (o.json)
+            return print_json(r);
+        print_patch(r);
+        printf("--- output ---\n%s", jtext(r, "output"));
+        json_decref(r);
+        return 0;
+    }
+    json_t *r = request("image.patches", NULL);
+    if (!r)
+        return 1;
+    if (o.json)
+        return print_json(r);
+    size_t k;
+    json_t *p;
+    if (!json_array_size(r))
+        printf("no patches\n");
+    json_array_foreach(r, k, p) print_patch(p);
+    json_decref(r);
+    return 0;
+}
+
+/* `vdictl image`: patches go through vdid; the rest is the catalogue itself (img_cli_main). */
+static int run_image(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "patch"))
+        return run_image_patch(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "patches"))
+        return run_image_patches(argc - 1, argv + 1);
+    return img_cli_main(argc, argv);
+}
+
 static const struct vdictl_cmd commands[] = {
     {"status", "host capacity and use, desktops by state", run_status},
     {"pools", "list the pools and their desktops", run_pools},
     {"desktops", "list, show, destroy or recycle desktops", run_desktops},
     {"sessions", "list or disconnect sessions", run_sessions},
     {"audit", "the last entries of the audit log", run_audit},
-    {"image", "golden images (catalogue) and disk image files", img_cli_main},
+    {"image", "golden images (catalogue), patches and disk image files", run_image},
     {NULL, NULL, NULL},
 };
 

@@ -61,7 +61,7 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     snprintf(mem, sizeof(mem), "%" PRIu64 "M", spec->memory >> 20);
     snprintf(vcpus, sizeof(vcpus), "%u", spec->vcpus);
     snprintf(fb, sizeof(fb), "%ux%u", spec->fb_width, spec->fb_height);
-    const char *argv_c[24];
+    const char *argv_c[32];
     size_t n = 0;
     argv_c[n++] = spec->vmm_path;
     argv_c[n++] = "--kernel";
@@ -83,6 +83,11 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
                           "--display", spec->display};
     for (size_t i = 0; i < VDI_ARRAY_SIZE(rest); i++)
         argv_c[n++] = rest[i];
+    char *disk_ro = spec->disk_ro ? vdi_xasprintf("%s,ro", spec->disk_ro) : NULL;
+    if (disk_ro) {
+        argv_c[n++] = "--disk";
+        argv_c[n++] = disk_ro;
+    }
     bool tap = spec->mac && spec->tap_fd >= 0;
     if (tap) {
         snprintf(net, sizeof(net), "tapfd=3,mac=%s", spec->mac);
@@ -101,7 +106,7 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     }
     uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = logfd},
+        {.flags = UV_INHERIT_FD, .data.fd = spec->stdout_fd > 0 ? spec->stdout_fd : logfd},
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
         {.flags = UV_INHERIT_FD, .data.fd = spec->tap_fd}, /* fd 3: the tap */
     };
@@ -118,6 +123,7 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     p->ctx = ctx;
     rc = uv_spawn(loop, &p->h, &o);
     srv__jail_argv_free(args);
+    free(disk_ro);
     close(logfd);
     if (rc < 0) {
         /* libuv wants the handle closed even when spawn failed. */

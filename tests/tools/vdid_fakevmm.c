@@ -33,6 +33,12 @@
  *                                                     as fast as they go
  *                               count MS              frames received in the next MS
  *                             then "script done", and it goes on answering
+ * Disks (--disk PATH[,ro], any number) are opened as vdi-vmm opens them (golden-images/, with its
+ * locks: a disk another VMM writes is refused). The stand-in then does what testdesk does with
+ * them (golden-images/testdesk/agent.c, on the same code, patch.c): it prints disk 0's data area
+ * on stdout ("testdesk: file NAME size=N", "TESTDESK BANNER TEXT"), and when a read-only disk
+ * holds a patch bundle it runs it as testdesk's patch agent (its output and "PATCH EXIT N" on
+ * stdout, the data area written back to disk 0) and powers off.
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
@@ -57,7 +63,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "golden-images/img.h"
 #include "golden-images/testdesk/netstack.h"
+#include "golden-images/testdesk/patch.h"
 
 #include "vmm/vmm.h"
 
@@ -585,6 +593,129 @@ static void *display_main(void *arg)
     return NULL;
 }
 
+/* ---- disks and testdesk's patch agent ------------------------------------------------------------ */
+#define MAX_DISKS 8
+static img_disk_t *disks[MAX_DISKS];
+static bool disk_ro[MAX_DISKS];
+static unsigned n_disks;
+
+static int open_disk(char *arg)
+{
+    char *comma = strchr(arg, ',');
+    bool ro = comma && strcmp(comma, ",ro") == 0;
+    if (comma)
+        *comma = 0;
+    if (n_disks == MAX_DISKS)
+        return -E2BIG;
+    int err = img_open(arg, ro ? IMG_OPEN_RDONLY : 0, &disks[n_disks]);
+    if (err < 0) {
+        fprintf(stderr, "fakevmm: --disk %s: %s\n", arg, strerror(-err));
+        return err;
+    }
+    disk_ro[n_disks++] = ro;
+    return 0;
+}
+
+static int bundle_read(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    return img_pread(ctx, buf, len, off) < 0 ? -1 : 0;
+}
+
+static void serial_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+static void agent_sleep(void *ctx, unsigned ms)
+{
+    (void)ctx;
+    usleep(ms * 1000U);
+}
+
+static struct tp_area area;
+static uint8_t area_buf[TP_AREA_BYTES];
+static bool area_ok;
+
+/* testdesk's boot: show the data area of disk 0. */
+static void agent_boot(void)
+{
+    char why[96];
+    if (!n_disks || img_size(disks[0]) < TP_AREA_OFFSET + TP_AREA_BYTES)
+        return;
+    if (img_pread(disks[0], area_buf, TP_AREA_BYTES, TP_AREA_OFFSET) < 0) {
+        printf("TESTDESK FAIL data area cannot be read from disk0\n");
+    } else if (tp_area_parse(area_buf, TP_AREA_BYTES, &area, why, sizeof(why)) < 0) {
+        printf("TESTDESK FAIL data area damaged: %s\n", why);
+    } else {
+        area_ok = true;
+        for (unsigned i = 0; i < area.n; i++)
+            printf("testdesk: file %s size=%u\n", area.f[i].name, area.f[i].len);
+        const struct tp_file *b = tp_area_get(&area, "banner");
+        if (b)
+            printf("TESTDESK BANNER %s\n", b->data);
+    }
+    fflush(stdout);
+}
+
+/* A read-only disk with a bundle: the patch runs on a thread of its own, then powers off. */
+static struct machine *agent_m;
+static unsigned bundle_disk;
+static uint64_t run_off, run_size;
+
+static void *agent_main(void *arg)
+{
+    (void)arg;
+    static char script[TP_SCRIPT_MAX];
+    img_disk_t *b = disks[bundle_disk];
+    int code = 0;
+    printf("testdesk: patch agent: bundle on disk%u\n", bundle_disk);
+    if (run_size > TP_SCRIPT_MAX || !area_ok ||
+        img_pread(b, script, (size_t)run_size, run_off) < 0) {
+        printf("patch: cannot run the bundle (run is %llu bytes; data area %s)\n",
+               (unsigned long long)run_size, area_ok ? "fine" : "unusable");
+        code = 125;
+    } else {
+        struct tp_env env = {
+            .out = serial_line,
+            .sleep_ms = agent_sleep,
+            .rd = bundle_read,
+            .ctx = b,
+            .bundle_bytes = img_size(b),
+        };
+        if (tp_script_run(script, (size_t)run_size, &area, &env, &code) == TP_HANG)
+            for (;;)
+                pause();
+        if (tp_area_format(&area, area_buf, TP_AREA_BYTES) < 0 ||
+            img_pwrite(disks[0], area_buf, TP_AREA_BYTES, TP_AREA_OFFSET) < 0 ||
+            img_flush(disks[0]) < 0) {
+            printf("patch: cannot write the data area back to disk0\n");
+            code = 125;
+        }
+    }
+    printf("PATCH EXIT %d\n", code);
+    fflush(stdout);
+    pthread_mutex_lock(&agent_m->lock);
+    stop_locked(agent_m, STOP_POWEROFF, "the guest powered off");
+    pthread_mutex_unlock(&agent_m->lock);
+    return NULL;
+}
+
+static bool find_bundle(void)
+{
+    for (unsigned i = 1; i < n_disks; i++) {
+        if (!disk_ro[i])
+            continue;
+        if (tp_tar_find(bundle_read, disks[i], img_size(disks[i]), "run", &run_off, &run_size) ==
+            1) {
+            bundle_disk = i;
+            return true;
+        }
+    }
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     const char *control = NULL, *display = NULL, *nic = NULL;
@@ -595,6 +726,8 @@ int main(int argc, char **argv)
             display = argv[++i];
         else if (strcmp(argv[i], "--net") == 0)
             nic = argv[++i];
+        else if (strcmp(argv[i], "--disk") == 0 && open_disk(argv[++i]) < 0)
+            return VMM_EXIT_BADINPUT;
     }
     if (!control) {
         fprintf(stderr, "fakevmm: --control PATH is required\n");
@@ -647,6 +780,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "fakevmm: cannot start threads\n");
         return VMM_EXIT_FAILURE;
     }
+    agent_boot();
+    agent_m = &m;
+    pthread_t agent;
+    if (find_bundle() && pthread_create(&agent, NULL, agent_main, NULL) != 0) {
+        fprintf(stderr, "fakevmm: cannot start the patch agent\n");
+        return VMM_EXIT_FAILURE;
+    }
     fprintf(stderr, "fakevmm: pid %d control %s\n", (int)getpid(), control);
     vmm_control_serve(m.ctl, m.stop_fd, &machine_ops, &m);
 
@@ -661,5 +801,7 @@ int main(int argc, char **argv)
     vmm_control_event(m.ctl, how == STOP_CRASHED ? VMM_EVENT_CRASHED : VMM_EVENT_SHUTDOWN, why);
     fprintf(stderr, "fakevmm: stopped: %s (exit status %d)\n", why, status);
     vmm_control_destroy(m.ctl);
+    for (unsigned i = 0; i < n_disks; i++)
+        img_close(disks[i]);
     return status;
 }
