@@ -56,6 +56,9 @@ typedef struct {
     uint32_t subnet;               /* nat: network address, host byte order */
     uint32_t subnet_prefix;        /* nat: prefix length (16..28); 0 until brk_net_resolve() */
     uint64_t bandwidth_bps;        /* each desktop's cap, each direction, bits/s (0: none) */
+    int user_disk;                 /* 1: each user has a persistent data disk (default for
+                                    * dedicated pools), 0: none; -1 (auto) only while parsing */
+    uint64_t user_disk_size;       /* its size when it is made */
     unsigned line;                 /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
@@ -403,6 +406,10 @@ brk_spares_t brk_spares_plan(const brk_pool_config_t *pool, unsigned live, unsig
 
 /* Admission: may a desktop of @memory bytes start when live desktops hold @mem_used of
  * @mem_budget? */
+/* The directory name of @user's files (STATE/users/NAME/: the data disk): [A-Za-z0-9._-] as
+ * they are, anything else (and a leading '.') as %XX, so that no name is "..", holds a '/' or
+ * collides with another. 0, -EINVAL (empty) or -ENAMETOOLONG (@n too small). */
+int brk_user_dir_name(const char *user, char *out, size_t n);
 bool brk_admit(uint64_t memory, uint64_t mem_used, uint64_t mem_budget);
 
 /* How a desktop's VMM process ended, as the supervisor saw it. */

@@ -47,6 +47,7 @@ enum opt_type {
     T_SUBNET,   /* A.B.C.D/N, N from 16 to 28 (subnet, and the prefix at off2) */
     T_IFNAME,   /* a network interface name (at most 15 bytes, no '/', ':' or spaces) */
     T_RATE,     /* bits per second: a number with k, M or G (decimal), in [min, max] */
+    T_AUTOBOOL, /* auto | a T_BOOL value: an int field, -1 (auto), 0 or 1 */
 };
 
 struct opt {
@@ -168,6 +169,8 @@ static const struct opt pool_opts[] = {
     {"allow_host", T_BOOL, PF(allow_host), 0, "no", 0, 0, false},
     {"subnet", T_SUBNET, PF(subnet), PF(subnet_prefix), NULL, 0, 0, false},
     {"bandwidth", T_RATE, PF(bandwidth_bps), 0, "0", 0, 100000000000ull, false},
+    {"user_disk", T_AUTOBOOL, PF(user_disk), 0, "auto", 0, 0, false},
+    {"user_disk_size", T_SIZE, PF(user_disk_size), 0, "4G", 16 * MIB, 64 * 1024 * GIB, false},
 };
 
 struct parser {
@@ -421,6 +424,16 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
             *(bool *)field = false;
         else
             return fail(p, "%s: '%s' is not true or false", o->key, v);
+        return 0;
+    case T_AUTOBOOL:
+        if (!strcmp(v, "auto"))
+            *(int *)field = -1;
+        else if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+            *(int *)field = 1;
+        else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+            *(int *)field = 0;
+        else
+            return fail(p, "%s: '%s' is not auto, yes or no", o->key, v);
         return 0;
     case T_SECCOMP:
         if (strcmp(v, "kill") && strcmp(v, "log"))
@@ -770,8 +783,17 @@ int brk_config_parse(const char *text, size_t len, const char *name, brk_config_
         goto err_free;
     }
     for (size_t i = 0; i < cfg->n_pools; i++) {
-        const brk_pool_config_t *pl = &cfg->pools[i];
+        brk_pool_config_t *pl = &cfg->pools[i];
         p.line = pl->line;
+        if (pl->user_disk < 0) /* auto: every user of a dedicated pool has a data disk */
+            pl->user_disk = pl->type == BRK_POOL_DEDICATED;
+        if (pl->user_disk && pl->min_spares) {
+            rc = fail(&p,
+                      "[pool %s]: min_spares needs user_disk = no: a spare is started before "
+                      "its user is known, so it cannot carry the user's data disk",
+                      pl->name);
+            goto err_free;
+        }
         if (pl->vlan && pl->net != BRK_NET_BRIDGE) {
             rc = fail(&p, "[pool %s]: vlan needs network = bridge:NAME", pl->name);
             goto err_free;

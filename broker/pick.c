@@ -112,6 +112,8 @@ int brk_pick(brk_store_t *st, const brk_config_t *cfg, const char *user, const c
         if (!brk_pool_entitled(p, user, groups, n_groups))
             continue;
         entitled = true;
+        if (p->user_disk) /* a spare has no data disk: the user's desktop is made for them */
+            continue;
         struct find_ctx sp = {.pool = p->name};
         rc = brk_store_desktop_foreach(st, false, find_cb, &sp);
         if (rc < 0)

@@ -2,6 +2,7 @@
  * many spares a pool needs, whether a desktop fits the memory budget, what a VMM's end means for
  * its desktop, and what a refused login is told. server/ gathers the facts and acts on the
  * answers; these take no store and no clock, so each case is a unit test. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,4 +72,24 @@ bool brk_vmm_exit_failed(const brk_vmm_exit_t *e, char *reason, size_t n)
     else
         snprintf(reason, n, "%s", what);
     return failed;
+}
+
+int brk_user_dir_name(const char *user, char *out, size_t n)
+{
+    size_t k = 0;
+    if (!user[0])
+        return -EINVAL;
+    for (const unsigned char *c = (const unsigned char *)user; *c; c++) {
+        bool plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                     (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' ||
+                     (*c == '.' && c != (const unsigned char *)user);
+        if (k + (plain ? 1 : 3) >= n)
+            return -ENAMETOOLONG;
+        if (plain)
+            out[k++] = (char)*c;
+        else
+            k += (size_t)snprintf(out + k, n - k, "%%%02X", *c);
+    }
+    out[k] = 0;
+    return 0;
 }

@@ -52,10 +52,11 @@ struct srv_vmm_spec {
     uint64_t memory;
     unsigned vcpus, fb_width, fb_height;
     const struct srv_jail *jail;
-    const char *mac;     /* NULL: no NIC; else its MAC, on the tap @tap_fd */
-    int tap_fd;          /* the desktop's tap, passed as the VMM's fd 3 (borrowed) */
-    const char *disk_ro; /* NULL, or a second disk, read-only (a patch bundle) */
-    int stdout_fd;       /* > 0: the VMM's stdout (its serial console), e.g. a pipe to vdid;
+    const char *mac;       /* NULL: no NIC; else its MAC, on the tap @tap_fd */
+    int tap_fd;            /* the desktop's tap, passed as the VMM's fd 3 (borrowed) */
+    const char *disk_data; /* NULL, or a second disk, read-write (the owner's data disk) */
+    const char *disk_ro;   /* NULL, or a further disk, read-only (a patch bundle) */
+    int stdout_fd;         /* > 0: the VMM's stdout (its serial console), e.g. a pipe to vdid;
                           * 0: stdout goes to @log_path too */
 };
 /* The process ended: exit @status, or killed by signal @sig (0: none). */
@@ -125,20 +126,22 @@ struct srv_jail {
 };
 /* What a jailed VMM is given (a desktop's, or a maintenance VM's, server/patch.c). */
 struct srv_jail_req {
-    char name[64];       /* its stage directory RUN_DIR/jail/NAME: "ID" for a desktop, "patch-ID"
+    char name[64];        /* its stage directory RUN_DIR/jail/NAME: "ID" for a desktop, "patch-ID"
                           * for a maintenance VM */
-    char cgroup[64];     /* its cgroup: "desktop-ID", "patch-ID" */
-    uid_t uid;           /* from srv__jail_uid_alloc() */
-    const char *image;   /* its image: STATE/images/IMAGE is visible read-only */
-    const char *datadir; /* visible, root's (0711): holds @disk and the VMM's log */
-    const char *rundir;  /* given to @uid: its sockets */
-    const char *disk;    /* given to @uid (0600): the disk it writes */
+    char cgroup[64];      /* its cgroup: "desktop-ID", "patch-ID" */
+    uid_t uid;            /* from srv__jail_uid_alloc() */
+    const char *image;    /* its image: STATE/images/IMAGE is visible read-only */
+    const char *datadir;  /* visible, root's (0711): holds @disk and the VMM's log */
+    const char *rundir;   /* given to @uid: its sockets */
+    const char *disk;     /* given to @uid (0600): the disk it writes */
+    const char *userdir;  /* NULL, or the owner's directory (visible, root's 0711) ... */
+    const char *userdisk; /* ... and their data disk in it (given to @uid, 0600) */
     struct srv_cgroup_limits limits;
 };
 /* Strings srv__jail_build() makes for a struct srv_jail; free with srv__jail_bufs_free(). */
 struct srv_jail_bufs {
     char *stage, *images, *cgroup_procs[4], *env[24];
-    const char *ro[2], *rw[2];
+    const char *ro[2], *rw[3];
     size_t n_procs, n_env;
 };
 /* Prepare jail @j for @r: the stage directory, the files given to the uid, the cgroup (*cgroup,
@@ -192,6 +195,7 @@ struct srv_vm {
     char tap[BRK_NET_IFNAMSIZ]; /* its tap ("" when its pool has no network, or it is gone) */
     char mac[BRK_NET_MAC_LEN];  /* as in its record */
     char ip[BRK_NET_IP_LEN];
+    bool user_disk;  /* its owner's data disk is (to be) attached: see srv__user_disk_holder() */
     vdi_list_t link; /* in srv_t.vms */
 };
 
@@ -232,6 +236,8 @@ void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char 
  * Returns 0, or a negative code with the reason in @why (-ESHUTDOWN: the worker no longer takes
  * jobs; or no network could be planned for it); nothing was started then. */
 int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen);
+/* The live desktop (in s->vms) other than @except that has @owner's data disk, or NULL. */
+const srv_vm_t *srv__user_disk_holder(srv_t *s, const char *owner, const srv_vm_t *except);
 /* @vm goes away before its disk is ready: the worker's result is thrown away (a disk made for
  * it is removed, unless vdid is stopping: the next vdid decides). */
 void srv__prep_abandon(struct srv_prep *p, bool stopping);

@@ -36,6 +36,9 @@ struct srv_prep {
     char *datadir, *rundir, *overlay;
     char *kernel, *initrd;
     char cmdline[2048];
+    char *userdir, *userdisk; /* the owner's data disk (pool user_disk) and its directory */
+    uint64_t userdisk_size;
+    bool userdisk_made;      /* out: made now (the first desktop of this user) */
     struct srv_net_desk net; /* in: the desktop's network (net.on false: none) */
     int tap_fd;              /* out: its tap, open (-1: none) */
     int rc;
@@ -66,6 +69,33 @@ static int make_dir(struct srv_prep *p, const char *dir)
     return 0;
 }
 
+/* The owner's data disk, made the first time (as a temporary file renamed into place: a crash
+ * leaves no half disk). Never touched again here: its contents are the user's. */
+static int user_disk_make(struct srv_prep *p) /* Thread: the catalogue worker */
+{
+    char *users = vdi_xasprintf("%s/users", p->s->cfg->state_dir);
+    int rc = make_dir(p, users);
+    free(users);
+    if (rc < 0 || make_dir(p, p->userdir) < 0)
+        return p->rc;
+    if (access(p->userdisk, F_OK) == 0)
+        return 0;
+    char *tmp = vdi_xasprintf("%s.new", p->userdisk);
+    struct img_create_opts o = {.size = p->userdisk_size, .format = "qcow2", .overwrite = true};
+    p->rc = img_create(tmp, &o);
+    if (p->rc == 0 && rename(tmp, p->userdisk) < 0)
+        p->rc = -errno;
+    if (p->rc < 0) {
+        unlink(tmp);
+        snprintf(p->why, sizeof(p->why), "cannot make the data disk %s: %s", p->userdisk,
+                 vdi_strerror(p->rc));
+    } else {
+        p->userdisk_made = true;
+    }
+    free(tmp);
+    return p->rc;
+}
+
 static void prep_work(void *arg) /* Thread: the catalogue worker */
 {
     struct srv_prep *p = arg;
@@ -81,6 +111,8 @@ static void prep_work(void *arg) /* Thread: the catalogue worker */
         p->cloned = true;
     }
     /* else: a dedicated desktop started again on its own disk, on the version it came from */
+    if (p->userdisk && user_disk_make(p) < 0)
+        return;
     p->rc = img_catalog_path(p->cat, p->image, p->version, "kernel", &p->kernel);
     if (p->rc < 0) {
         snprintf(p->why, sizeof(p->why), "image %s version %u has no kernel", p->image, p->version);
@@ -112,6 +144,8 @@ static void prep_free(struct srv_prep *p)
     free(p->overlay);
     free(p->kernel);
     free(p->initrd);
+    free(p->userdir);
+    free(p->userdisk);
     free(p);
 }
 
@@ -188,6 +222,10 @@ int srv__jail_build(srv_t *s, const struct srv_jail_req *r, struct srv_jail *j,
         rc = -errno;
     if (rc == 0)
         rc = give(r->disk, r->uid, 0600, 0);
+    if (rc == 0 && r->userdir && chmod(r->userdir, 0711) < 0)
+        rc = -errno;
+    if (rc == 0 && r->userdisk)
+        rc = give(r->userdisk, r->uid, 0600, 0);
     if (rc < 0) {
         snprintf(why, whylen, "cannot prepare the jail's files for uid %u: %s", (unsigned)r->uid,
                  vdi_strerror(rc));
@@ -204,6 +242,7 @@ int srv__jail_build(srv_t *s, const struct srv_jail_req *r, struct srv_jail *j,
     b->ro[1] = b->images;
     b->rw[0] = r->datadir;
     b->rw[1] = r->rundir;
+    b->rw[2] = r->userdir;
     b->n_env = jail_env(cfg, b->env, VDI_ARRAY_SIZE(b->env));
     *j = (struct srv_jail){
         .program = s->jail_path,
@@ -214,7 +253,7 @@ int srv__jail_build(srv_t *s, const struct srv_jail_req *r, struct srv_jail *j,
         .ro = b->ro,
         .n_ro = 2,
         .rw = b->rw,
-        .n_rw = 2,
+        .n_rw = r->userdir ? 3 : 2,
         .cgroup_procs = b->cgroup_procs,
         .n_cgroup_procs = b->n_procs,
         .env = (const char *const *)b->env,
@@ -241,6 +280,8 @@ static int jail_prepare(srv_vm_t *vm, struct srv_prep *pr, struct srv_jail *j,
         .datadir = vm->datadir,
         .rundir = vm->rundir,
         .disk = pr->overlay,
+        .userdir = pr->userdir,
+        .userdisk = pr->userdisk,
         .limits =
             {
                 .memory_max = pr->pool->memory + cfg->vmm_memory_overhead,
@@ -285,6 +326,7 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
         .jail = s->cfg->jail ? &jail : NULL,
         .mac = pr->tap_fd >= 0 ? vm->mac : NULL,
         .tap_fd = pr->tap_fd,
+        .disk_data = pr->userdisk,
     };
     jail.keep_fds = pr->tap_fd >= 0 ? 1 : 0;
     vm->image_version = pr->version;
@@ -303,9 +345,10 @@ static int vm_exec(srv_vm_t *vm, struct srv_prep *pr, char *why, size_t whylen)
     if (rc < 0)
         VDI_LOG_ERR("desktop=%" PRId64 " cannot record vmm pid %d: %s", vm->id, (int)vm->pid,
                     vdi_strerror(rc));
-    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s image=%s version=%u vmm pid=%d uid=%u started",
+    VDI_LOG_INFO("desktop=%" PRId64 " pool=%s image=%s version=%u vmm pid=%d uid=%u started%s%s%s",
                  vm->id, pr->pool->name, vm->image, vm->image_version, (int)vm->pid,
-                 (unsigned)vm->uid);
+                 (unsigned)vm->uid, pr->userdisk ? " with data disk " : "",
+                 pr->userdisk ? pr->userdisk : "", pr->userdisk_made ? " (new)" : "");
     return 0;
 }
 
@@ -342,6 +385,16 @@ static void prep_done(void *arg, int status)
     }
 }
 
+const srv_vm_t *srv__user_disk_holder(srv_t *s, const char *owner, const srv_vm_t *except)
+{
+    for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
+        const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
+        if (o != except && o->user_disk && !strcmp(o->owner, owner))
+            return o;
+    }
+    return NULL;
+}
+
 int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size_t whylen)
 {
     struct srv_prep *p = vdi_xcalloc(1, sizeof(*p));
@@ -356,6 +409,27 @@ int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size
     p->rundir = vdi_xstrdup(vm->rundir);
     p->overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);
     p->tap_fd = -1;
+    if (pool->user_disk && vm->owner[0]) {
+        char name[3 * BRK_USER_MAX + 1];
+        int rc = brk_user_dir_name(vm->owner, name, sizeof(name));
+        const srv_vm_t *other = rc == 0 ? srv__user_disk_holder(vm->s, vm->owner, vm) : NULL;
+        if (rc < 0 || other) {
+            if (other)
+                snprintf(why, whylen,
+                         "user %s's data disk is in use by desktop %" PRId64 " (pool %s, %s); "
+                         "it is never attached to two desktops at once",
+                         vm->owner, other->id, other->pool, brk_desktop_state_name(other->state));
+            else
+                snprintf(why, whylen, "user name %s cannot name a directory", vm->owner);
+            VDI_LOG_ERR("desktop=%" PRId64 " %s", vm->id, why);
+            prep_free(p);
+            return rc < 0 ? rc : -EBUSY;
+        }
+        p->userdir = vdi_xasprintf("%s/users/%s", vm->s->cfg->state_dir, name);
+        p->userdisk = vdi_xasprintf("%s/data.qcow2", p->userdir);
+        p->userdisk_size = pool->user_disk_size;
+        vm->user_disk = true;
+    }
     int rc = srv__net_desktop_plan(vm, pool, &p->net, why, whylen);
     if (rc < 0) {
         VDI_LOG_ERR("desktop=%" PRId64 " %s", vm->id, why);

@@ -202,6 +202,8 @@ static void attach_one(srv_t *s, const brk_desktop_t *d)
         return;
     }
     vm->uid = pid_uid(vm->pid);
+    const brk_pool_config_t *pl = srv__desktop_pool(vm);
+    vm->user_disk = pl && pl->user_disk && vm->owner[0]; /* it holds its owner's data disk */
     if (s->cgroups && vm->uid) {
         char name[40];
         snprintf(name, sizeof(name), "desktop-%" PRId64, vm->id);

@@ -83,6 +83,10 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
                           "--display", spec->display};
     for (size_t i = 0; i < VDI_ARRAY_SIZE(rest); i++)
         argv_c[n++] = rest[i];
+    if (spec->disk_data) {
+        argv_c[n++] = "--disk";
+        argv_c[n++] = spec->disk_data;
+    }
     char *disk_ro = spec->disk_ro ? vdi_xasprintf("%s,ro", spec->disk_ro) : NULL;
     if (disk_ro) {
         argv_c[n++] = "--disk";

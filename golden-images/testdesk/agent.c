@@ -33,8 +33,37 @@ static bool read_area(void)
     return true;
 }
 
+/* testdesk.data=N: count this boot on the user's data disk N. */
+static void data_disk_boot(void)
+{
+    unsigned dn = td_opt.data_disk;
+    uint8_t *sec = td_alloc(SECTOR, SECTOR);
+    if (!dn || !sec)
+        return;
+    if (dn >= td_blk_count() || td_blk_ro(dn)) {
+        td_printf("TESTDESK FAIL data disk%u %s\n", dn,
+                  dn >= td_blk_count() ? "missing" : "is read-only");
+        return;
+    }
+    if (td_blk_io(dn, false, 0, sec, 1) < 0) {
+        td_printf("TESTDESK FAIL data disk%u cannot be read\n", dn);
+        return;
+    }
+    uint64_t n = tp_data_boot(sec);
+    if (!n) {
+        td_printf("TESTDESK FAIL data disk%u holds something else; left alone\n", dn);
+        return;
+    }
+    if (td_blk_io(dn, true, 0, sec, 1) < 0 || td_blk_flush(dn) < 0) {
+        td_printf("TESTDESK FAIL data disk%u cannot be written\n", dn);
+        return;
+    }
+    td_printf("TESTDESK DATA disk=%u boots=%lu\n", dn, n);
+}
+
 void td_agent_boot(void)
 {
+    data_disk_boot();
     area_ok = read_area();
     if (!area_ok)
         return;

@@ -8,6 +8,7 @@
 struct td_options {
     const char *run;     /* testdesk.run: commands separated by ';' */
     const char *require; /* testdesk.require: devices that must be present */
+    unsigned data_disk;  /* testdesk.data: the user's data disk (its index; 0: none) */
     unsigned anim;       /* testdesk.anim: percent of the screen changed per frame */
     unsigned fps;        /* testdesk.fps: animation frame rate (default 30) */
 };

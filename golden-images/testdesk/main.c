@@ -110,6 +110,8 @@ static void parse_cmdline(void)
             td_opt.fps = (unsigned)v;
         else if (!strcmp(key, "require"))
             td_opt.require = val;
+        else if (!strcmp(key, "data") && td_parse_u64(val, &v) && v >= 1 && v < 8)
+            td_opt.data_disk = (unsigned)v;
         else
             td_printf("TESTDESK FAIL option testdesk.%s=%s not understood\n", key, val);
     }

@@ -187,6 +187,34 @@ int tp_area_remove(struct tp_area *a, const char *name)
     return 0;
 }
 
+uint64_t tp_data_boot(uint8_t *sector)
+{
+    static const char dm[] = "TDDATA1\nboots=";
+    size_t ml = sizeof(dm) - 1;
+    uint64_t n = 0;
+    bool zero = true;
+    for (unsigned i = 0; i < 512; i++)
+        zero &= sector[i] == 0;
+    if (!zero) {
+        if (memcmp(sector, dm, ml))
+            return 0;
+        size_t i = ml;
+        for (; i < ml + 12 && sector[i] >= '0' && sector[i] <= '9'; i++)
+            n = n * 10 + (uint64_t)(sector[i] - '0');
+        if (i == ml || sector[i] != '\n')
+            return 0;
+    }
+    n++;
+    char line[48];
+    struct sb b = {line, sizeof(line), 0};
+    sb_str(&b, dm);
+    sb_u64(&b, n);
+    sb_str(&b, "\n");
+    memset(sector, 0, 512);
+    memcpy(sector, line, b.len);
+    return n;
+}
+
 /* ---- ustar ---------------------------------------------------------------------------------- */
 
 static uint64_t octal(const uint8_t *p, size_t n, bool *ok)

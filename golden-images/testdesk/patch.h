@@ -61,6 +61,12 @@ int tp_area_put(struct tp_area *a, const char *name, const void *data, size_t le
 int tp_area_remove(struct tp_area *a, const char *name);
 bool tp_name_ok(const char *name);
 
+/* A user's data disk (the second disk of a desktop whose pool has user_disk, when the command
+ * line says testdesk.data=N): sector 0 holds "TDDATA1\nboots=N\n" and zeros. Count one boot in
+ * @sector (512 bytes; all zeros is a new disk). Returns the new count, or 0 when the sector
+ * holds something else (then it is left alone). */
+uint64_t tp_data_boot(uint8_t *sector);
+
 /* Read @len bytes at byte @off of the bundle disk; 0 or -1. */
 typedef int (*tp_read_fn)(void *ctx, uint64_t off, void *buf, size_t len);
 /* Is this 512-byte block a ustar header? */

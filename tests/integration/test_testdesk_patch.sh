@@ -81,6 +81,22 @@ boot bad "$T/v3.qcow2" "$T/bad.tar"
 t_check "an unknown command names its line" has bad "patch: line 2: unknown command frobnicate"
 t_check "and exits 127" has bad "^PATCH EXIT 127"
 
+# testdesk.data=1: a data disk counts the boots it has seen (the user's data survives versions).
+qemu-img create -q -f qcow2 "$T/data.qcow2" 16M
+databoot() { # NAME: boot v3 with the data disk
+    timeout $((60 * VDI_TEST_TIMEOUT_MULT)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 \
+        -m 128 -nodefaults -display none -no-reboot -kernel "$ELF" \
+        -append "testdesk.data=1 testdesk.run=poweroff" \
+        -drive "if=none,id=d0,format=qcow2,file=$T/v3.qcow2" -device virtio-blk-pci,drive=d0 \
+        -drive "if=none,id=d1,format=qcow2,file=$T/data.qcow2" -device virtio-blk-pci,drive=d1 \
+        -chardev file,id=ser,path="$T/$1.log" -serial chardev:ser
+}
+databoot data1
+t_check "a new data disk: first boot" has data1 "TESTDESK DATA disk=1 boots=1"
+databoot data2
+t_check "the count is on the disk: second boot" has data2 "TESTDESK DATA disk=1 boots=2"
+t_check "qemu-img finds the data disk sound" qemu-img check -q "$T/data.qcow2"
+
 # Not a bundle: random bytes on the read-only disk are not run.
 head -c 65536 /dev/urandom > "$T/noise.img"
 boot noise "$T/v3.qcow2" "$T/noise.img"

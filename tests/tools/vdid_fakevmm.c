@@ -638,6 +638,30 @@ static struct tp_area area;
 static uint8_t area_buf[TP_AREA_BYTES];
 static bool area_ok;
 
+/* testdesk.data=N on the command line: count this boot on the user's data disk N. */
+static void data_disk_boot(const char *cmdline)
+{
+    const char *o = cmdline ? strstr(cmdline, "testdesk.data=") : NULL;
+    unsigned dn = o ? (unsigned)atoi(o + 14) : 0;
+    uint8_t sec[512];
+    if (!dn)
+        return;
+    if (dn >= n_disks || disk_ro[dn]) {
+        printf("TESTDESK FAIL data disk%u %s\n", dn, dn >= n_disks ? "missing" : "is read-only");
+    } else if (img_pread(disks[dn], sec, 512, 0) < 0) {
+        printf("TESTDESK FAIL data disk%u cannot be read\n", dn);
+    } else {
+        uint64_t n = tp_data_boot(sec);
+        if (!n)
+            printf("TESTDESK FAIL data disk%u holds something else; left alone\n", dn);
+        else if (img_pwrite(disks[dn], sec, 512, 0) < 0 || img_flush(disks[dn]) < 0)
+            printf("TESTDESK FAIL data disk%u cannot be written\n", dn);
+        else
+            printf("TESTDESK DATA disk=%u boots=%llu\n", dn, (unsigned long long)n);
+    }
+    fflush(stdout);
+}
+
 /* testdesk's boot: show the data area of disk 0. */
 static void agent_boot(void)
 {
@@ -718,7 +742,7 @@ static bool find_bundle(void)
 
 int main(int argc, char **argv)
 {
-    const char *control = NULL, *display = NULL, *nic = NULL;
+    const char *control = NULL, *display = NULL, *nic = NULL, *cmdline = NULL;
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--control") == 0)
             control = argv[++i];
@@ -726,6 +750,8 @@ int main(int argc, char **argv)
             display = argv[++i];
         else if (strcmp(argv[i], "--net") == 0)
             nic = argv[++i];
+        else if (strcmp(argv[i], "--cmdline") == 0)
+            cmdline = argv[++i];
         else if (strcmp(argv[i], "--disk") == 0 && open_disk(argv[++i]) < 0)
             return VMM_EXIT_BADINPUT;
     }
@@ -780,6 +806,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "fakevmm: cannot start threads\n");
         return VMM_EXIT_FAILURE;
     }
+    data_disk_boot(cmdline);
     agent_boot();
     agent_m = &m;
     pthread_t agent;

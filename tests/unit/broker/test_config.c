@@ -79,6 +79,7 @@ static void test_full(void **state)
                                  "memory = 2G\n"
                                  "framebuffer = 1280x800\n"
                                  "min_spares = 3\n"
+                                 "user_disk = no\n"
                                  "max_desktops = 50\n"
                                  "users = alice, bob,carol\n"
                                  "groups = staff\n"
@@ -171,6 +172,26 @@ static void test_errors_name_the_line(void **state)
     parse_bad("[pool a]\nimage=../x\n", "image: '../x' is not a valid name");
     parse_bad("[vdid]\ntls_cert = /a.pem\n", "tls_cert and tls_key go together");
     parse_bad("[vdid]\nrun_dir = /a\x01\n", "t.conf:2: control character");
+}
+
+/* user_disk: auto is yes for dedicated pools and no for floating ones; spares cannot carry one. */
+static void test_user_disk(void **state)
+{
+    (void)state;
+    brk_config_t *cfg = parse_ok("[pool d]\nimage=x\ntype=dedicated\n[pool f]\nimage=x\n"
+                                 "[pool g]\nimage=x\nuser_disk = yes\nuser_disk_size = 64M\n"
+                                 "[pool h]\nimage=x\ntype=dedicated\nuser_disk=no\nmin_spares=2\n");
+    assert_int_equal(brk_config_pool(cfg, "d")->user_disk, 1);
+    assert_int_equal(brk_config_pool(cfg, "f")->user_disk, 0);
+    assert_int_equal(brk_config_pool(cfg, "g")->user_disk, 1);
+    assert_int_equal(brk_config_pool(cfg, "g")->user_disk_size, 64 << 20);
+    assert_int_equal(brk_config_pool(cfg, "d")->user_disk_size, 4ULL << 30);
+    assert_int_equal(brk_config_pool(cfg, "h")->user_disk, 0);
+    brk_config_free(cfg);
+    parse_bad("[pool d]\nimage=x\ntype=dedicated\nmin_spares=1\n",
+              "t.conf:1: [pool d]: min_spares needs user_disk = no");
+    parse_bad("[pool f]\nimage=x\nuser_disk=maybe\n", "user_disk: 'maybe' is not auto, yes or no");
+    parse_bad("[pool f]\nimage=x\nuser_disk_size=1M\n", "user_disk_size: '1M'");
 }
 
 static void test_nul_and_long_lines(void **state)
@@ -406,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_nul_and_long_lines),
+        cmocka_unit_test(test_user_disk),
         cmocka_unit_test(test_listen_addresses),
         cmocka_unit_test(test_auth_section),
         cmocka_unit_test(test_auth_defaults_are_documented),

@@ -21,7 +21,8 @@ static int setup(void **state)
     static struct fx f;
     char err[128];
     const char *text = "[pool lab]\nimage=t\nusers=alice, bob\nmax_desktops=2\nmemory=256M\n"
-                       "[pool office]\nimage=t\ntype=dedicated\ngroups=staff\nmemory=512M\n";
+                       "[pool office]\nimage=t\ntype=dedicated\ngroups=staff\nmemory=512M\n"
+                       "user_disk=no\n";
     if (brk_store_open(":memory:", &f.st) != 0 ||
         brk_config_parse(text, strlen(text), "t", &f.cfg, err, sizeof(err)) != 0)
         return -1;
@@ -111,6 +112,21 @@ static void test_spare_first(void **state)
     assert_string_equal(p.pool->name, "lab");
 }
 
+static void test_user_disk_no_spare(void **state)
+{
+    struct fx *f = *state;
+    brk_pick_t p;
+    int64_t spare;
+    const char *g[] = {"staff"};
+    assert_int_equal(brk_store_desktop_create(f->st, "office", "", "t", 512 * MIB, &spare), 0);
+    assert_int_equal(brk_store_desktop_set_state(f->st, spare, BRK_DS_READY, NULL), 0);
+    /* with a data disk per user, a ready spare (started without one) is passed over */
+    f->cfg->pools[1].user_disk = 1;
+    assert_int_equal(brk_pick(f->st, f->cfg, "carol", g, 1, 1ull << 40, &p), 0);
+    assert_int_equal(p.kind, BRK_PICK_NEW);
+    assert_string_equal(p.pool->name, "office");
+}
+
 static void test_capacity(void **state)
 {
     struct fx *f = *state;
@@ -150,6 +166,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_new_then_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedicated_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_disk_no_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

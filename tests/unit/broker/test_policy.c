@@ -1,5 +1,6 @@
 /* Unit tests for broker/policy.c: the supervisor's decisions (spares, admission, what a VMM's end
  * means for its desktop, what a refused login is told). */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -126,6 +127,26 @@ static void test_refusals(void **state)
     assert_non_null(strstr(msg, "internal error"));
 }
 
+static void test_user_dir_name(void **state)
+{
+    (void)state;
+    char b[64];
+    assert_int_equal(brk_user_dir_name("alice", b, sizeof(b)), 0);
+    assert_string_equal(b, "alice");
+    assert_int_equal(brk_user_dir_name("j.doe-2_x", b, sizeof(b)), 0);
+    assert_string_equal(b, "j.doe-2_x");
+    assert_int_equal(brk_user_dir_name("..", b, sizeof(b)), 0);
+    assert_string_equal(b, "%2E.");
+    assert_int_equal(brk_user_dir_name("a/b", b, sizeof(b)), 0);
+    assert_string_equal(b, "a%2Fb");
+    assert_int_equal(brk_user_dir_name("DOM\\u%", b, sizeof(b)), 0);
+    assert_string_equal(b, "DOM%5Cu%25");
+    assert_int_equal(brk_user_dir_name("\xc3\xa9", b, sizeof(b)), 0);
+    assert_string_equal(b, "%C3%A9");
+    assert_int_equal(brk_user_dir_name("", b, sizeof(b)), -EINVAL);
+    assert_int_equal(brk_user_dir_name("abcdef", b, 6), -ENAMETOOLONG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_admit),
         cmocka_unit_test(test_vmm_exits),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_user_dir_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
