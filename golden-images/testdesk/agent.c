@@ -1,7 +1,8 @@
 /* golden-images/testdesk/agent.c: testdesk's side of central patching. At boot it reads the data
- * area of disk 0 (patch.h) and shows what a patch put there; in a maintenance VM (a read-only
- * disk holding a ustar bundle with a `run` member) it runs that script against the data area,
- * writes the area back, prints "PATCH EXIT N" on serial and powers off. docs/testdesk.md. */
+ * area of disk 0 (patch.h) and shows what a patch put there (files, the banner, a request to
+ * crash, which desk.c carries out after READY); in a maintenance VM (a read-only disk holding a
+ * ustar bundle with a `run` member) it runs that script against the data area, writes the area
+ * back, prints "PATCH EXIT N" on serial and powers off. docs/testdesk.md. */
 #include "golden-images/testdesk/desk.h"
 #include "golden-images/testdesk/patch.h"
 
@@ -12,6 +13,8 @@
 static struct tp_area area;
 static uint8_t *area_buf; /* TP_AREA_BYTES, from td_alloc */
 static bool area_ok;      /* disk 0 is big enough and its area parsed (or was empty) */
+static bool crash_set;    /* the area holds a valid `crash` file: crash crash_ms after READY */
+static uint64_t crash_ms;
 
 static bool read_area(void)
 {
@@ -74,6 +77,19 @@ void td_agent_boot(void)
         td_printf("TESTDESK BANNER %s\n", b->data);
         td_fb_banner(b->data);
     }
+    char why[96];
+    int r = tp_crash_ms(&area, &crash_ms, why, sizeof(why));
+    if (r < 0)
+        td_printf("TESTDESK FAIL crash file ignored: %s\n", why);
+    crash_set = r > 0;
+    if (crash_set)
+        td_printf("TESTDESK CRASH in %lu ms\n", crash_ms);
+}
+
+bool td_agent_crash_ms(uint64_t *ms)
+{
+    *ms = crash_ms;
+    return crash_set;
 }
 
 struct bundle {
@@ -128,6 +144,9 @@ void td_agent_patch(void)
     if (found == 0)
         return;
     td_printf("testdesk: patch agent: bundle on disk%u\n", b.disk);
+    /* A broken version must still be patchable: the maintenance VM never arms the crash. */
+    if (crash_set)
+        td_printf("testdesk: patch agent: no crash in a maintenance VM (file crash)\n");
     int code = 0;
     if (found < 0) {
         td_printf("patch: the bundle on disk%u cannot be read\n", b.disk);

@@ -1,6 +1,6 @@
 /* golden-images/testdesk/desk.c: READY, the command interpreter (serial console and
  * testdesk.run) and the desktop loop: poll the devices, draw, sleep in ring 0 until the next
- * interrupt or timer deadline. */
+ * interrupt or timer deadline (one of which may be the data area's request to crash). */
 #include "golden-images/testdesk/desk.h"
 
 #define VEC_SERIAL 0x24
@@ -207,13 +207,20 @@ void td_desk_run(unsigned cpus)
                   td_blk_count());
     else
         td_printf("TESTDESK READY cpus=%u fb=none disks=%u\n", cpus, td_blk_count());
+    uint64_t ready_us = td_now_us(), crash_ms, crash_at = UINT64_MAX;
     td_agent_patch(); /* returns unless this is a maintenance VM */
+    if (td_agent_crash_ms(&crash_ms))
+        crash_at = ready_us + crash_ms * 1000;
     run_next = td_opt.run;
     uint32_t last_clock = ~0u;
     uint64_t next_frame = 0, frame = 0, next_clock = 0;
     unsigned anim_was = 0;
     for (;;) {
         uint64_t seen = td_irq_count;
+        if (td_now_us() >= crash_at) { /* before the commands: a due crash wins */
+            td_printf("TESTDESK CRASH now\n");
+            td_crash();
+        }
         uint64_t net_due = td_net_poll();
         td_input_poll();
         poll_serial();
@@ -240,6 +247,8 @@ void td_desk_run(unsigned cpus)
             next = wait_until;
         if (net_due < next)
             next = net_due;
+        if (crash_at < next)
+            next = crash_at;
         now = td_now_us();
         td_timer_arm(next > now ? next - now : 1);
         td_sleep(seen);

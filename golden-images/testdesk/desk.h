@@ -112,11 +112,14 @@ void td_fb_anim_frame(unsigned percent, uint64_t frame);
 void td_fb_banner(const char *text); /* drawn in the title bar (agent.c's `banner` file) */
 
 /* ---- agent.c: the data area and the patch agent (patch.c) ---------------------------------- */
-/* Read disk 0's data area: print its files and the banner (`testdesk: file ...`, `TESTDESK
- * BANNER ...`) and show the banner on screen. */
+/* Read disk 0's data area: print its files, the banner and a crash request (`testdesk: file
+ * ...`, `TESTDESK BANNER ...`, `TESTDESK CRASH in MS ms`) and show the banner on screen. */
 void td_agent_boot(void);
 /* If a read-only disk holds a patch bundle, run it (PATCH EXIT N) and power off; else return. */
 void td_agent_patch(void);
+/* The data area's `crash` file, as td_agent_boot() read it: true with the milliseconds after
+ * READY at which testdesk is to crash (td_crash), false when there is no valid one. */
+bool td_agent_crash_ms(uint64_t *ms);
 
 /* ---- net.c: virtio-net under the IPv4 stack (netstack.c) ---------------------------------- */
 void td_net_probe(const struct td_pci_dev *d);

@@ -1,6 +1,7 @@
 /* golden-images/testdesk/main.c: ring 3 from the first instruction after boot.S: the IDT, the
  * PVH start info and command line, interrupt controllers, the other CPUs, the devices, READY,
- * then the desktop loop (desk.c). Also td_fault, the one C function that runs in ring 0. */
+ * then the desktop loop (desk.c). Also td_fault, the one C function that runs in ring 0, and
+ * td_crash, which takes the IDT away again. */
 #include "golden-images/testdesk/td.h"
 #include "golden-images/testdesk/desk.h"
 
@@ -31,6 +32,20 @@ static void idt_init(void)
     for (unsigned v = 32; v < 255; v++)
         idt_set(v, td_irq_stub, 0);
     idt_set(0xff, td_spurious_stub, 0);
+}
+
+/* The data area's `crash` file: a triple fault, which a VMM sees as the machine shutting down
+ * (KVM_EXIT_SHUTDOWN, which vdi-vmm reports as `crashed`; QEMU resets, or stops with -no-reboot).
+ * Ring 3 can write the IDT but not load IDTR, so it empties the table and faults: #UD finds no
+ * valid gate (#GP), #GP finds none (a double fault), and #DF finds none, which shuts the
+ * processor down (Intel SDM vol. 3 §6.15, interrupt 8). No interrupt can come first: ring 3
+ * runs with interrupts off. The hardware (or the VMM) does the rest, none of it our ring 0. */
+void td_crash(void)
+{
+    memset(td_idt, 0, 256 * 16);
+    td_barrier();
+    __asm__ volatile("ud2" ::: "memory");
+    td_halt(); /* not reached */
 }
 
 /* The 8259s stay masked: everything comes through the LAPIC (MSI-X) and the IOAPIC. */

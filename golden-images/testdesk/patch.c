@@ -187,6 +187,42 @@ int tp_area_remove(struct tp_area *a, const char *name)
     return 0;
 }
 
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+int tp_crash_ms(const struct tp_area *a, uint64_t *ms, char *why, size_t whylen)
+{
+    const struct tp_file *f = tp_area_get(a, "crash");
+    if (!f)
+        return 0;
+    size_t i = 0, e = f->len; /* f->data may hold NULs: go by the length */
+    while (i < e && is_space(f->data[i]))
+        i++;
+    while (e > i && is_space(f->data[e - 1]))
+        e--;
+    if (i == e) {
+        set_why(why, whylen, "it is empty; expected a decimal number of milliseconds", NULL);
+        return -1;
+    }
+    uint64_t v = 0;
+    for (; i < e; i++) {
+        char c = f->data[i];
+        if (c < '0' || c > '9') {
+            set_why(why, whylen, "it is not a decimal number of milliseconds", NULL);
+            return -1;
+        }
+        v = v * 10 + (uint64_t)(c - '0');
+        if (v > TP_CRASH_MS_MAX) {
+            set_why(why, whylen, "more than a day (86400000 ms)", NULL);
+            return -1;
+        }
+    }
+    *ms = v;
+    return 1;
+}
+
 uint64_t tp_data_boot(uint8_t *sector)
 {
     static const char dm[] = "TDDATA1\nboots=";

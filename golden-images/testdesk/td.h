@@ -126,6 +126,8 @@ __attribute__((noreturn)) static inline void td_halt(void)
     for (;;)
         __asm__ volatile("hlt" : : "a"(1UL) : "memory");
 }
+/* Crash on purpose with a triple fault (main.c): no ring-0 code of ours runs. */
+void td_crash(void) __attribute__((noreturn));
 
 /* ---- lib.c: strings, formatting, the serial console --------------------------------------- */
 void *memcpy(void *dst, const void *src, size_t n);

@@ -3,7 +3,7 @@
 /* libFuzzer target for golden-images/testdesk/patch.c, testdesk's patch agent: everything it
  * reads comes from disks (the data area of the system disk, the ustar bundle and its `run`
  * script). The first byte chooses what the rest is: a data area (parsed, and what parses must
- * format back to the same files), a bundle disk (searched for `run` and `notes`), or a script
+ * format back to the same files, and its `crash` file, if any, read), a bundle disk (searched for `run` and `notes`), or a script
  * run against an area with the rest of the input also as the bundle disk. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,6 +46,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct disk d = {data + 1, size - 1};
     if (mode == 0) {
         if (tp_area_parse(d.p, d.n, &area, why, sizeof(why)) == 1) {
+            uint64_t ms;
+            if (tp_crash_ms(&area, &ms, why, sizeof(why)) == 1 && ms > TP_CRASH_MS_MAX)
+                abort();
             if (tp_area_format(&area, buf, sizeof(buf)) == 0) {
                 if (tp_area_parse(buf, sizeof(buf), &again, why, sizeof(why)) != 1 ||
                     again.n != area.n)

@@ -3,7 +3,10 @@
 # bundle on a read-only second disk is run against the data area of the system disk, the agent
 # prints its output and "PATCH EXIT N" and powers off; the next boot of that disk shows the
 # banner and the files. A failing and a malformed script give their exit codes and leave the
-# area as it was; a disk without a bundle is an ordinary boot.
+# area as it was; a disk without a bundle is an ordinary boot. A patch that writes a `crash`
+# file makes a broken version: its next boot announces the crash and, the given time after
+# READY, triple-faults (QEMU with -no-reboot then exits on its own); a maintenance VM of that
+# version still runs patches, and a `crash` file that is not a number is reported and ignored.
 # timeout: 180
 . "${VDI_SRC:?}/tests/lib.sh"
 ELF=$VDI_SRC/build/testdesk/testdesk.elf
@@ -96,6 +99,71 @@ t_check "a new data disk: first boot" has data1 "TESTDESK DATA disk=1 boots=1"
 databoot data2
 t_check "the count is on the disk: second boot" has data2 "TESTDESK DATA disk=1 boots=2"
 t_check "qemu-img finds the data disk sound" qemu-img check -q "$T/data.qcow2"
+
+# A broken version on purpose: a patch writes `crash` (1500 ms, spaces around it).
+mkdir -p "$T/crash"
+printf '#!testdesk-patch\nbanner broken on purpose\nwrite crash  1500  \n' > "$T/crash/run"
+bundle crash
+qemu-img create -q -f qcow2 -F qcow2 -b "$SYS" "$T/v4.qcow2"
+boot crashpatch "$T/v4.qcow2" "$T/crash.tar"
+t_check "the crash patch is applied (status $rc)" has crashpatch "^PATCH EXIT 0"
+! has crashpatch "TESTDESK CRASH" || t_fail "the version being patched already crashed"
+
+# crashboot NAME DISK RUN: boot with 2 CPUs and testdesk.run=RUN until QEMU exits (-no-reboot
+# turns the reset after a triple fault into an exit); TCG logs "Triple fault" in $T/NAME.qlog.
+crashboot() {
+    local dbg=()
+    [ "$accel" = tcg ] && dbg=(-d cpu_reset -D "$T/$1.qlog")
+    timeout $((60 * VDI_TEST_TIMEOUT_MULT)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 2 \
+        -m 128 -nodefaults -display none -no-reboot -kernel "$ELF" "${dbg[@]}" \
+        -append "testdesk.run=$3" \
+        -drive "if=none,id=d0,format=qcow2,file=$2" -device virtio-blk-pci,drive=d0 \
+        -chardev file,id=ser,path="$T/$1.log" -serial chardev:ser
+    rc=$?
+}
+# line NAME PATTERN: the number of the first serial line matching PATTERN (empty when none).
+line() { grep -na -m1 -- "$2" "$T/$1.log" | cut -d: -f1; }
+# in_order NAME PATTERN...: each PATTERN is on a later line than the one before.
+in_order() {
+    local name=$1 prev=0 n
+    shift
+    for p in "$@"; do
+        n=$(line "$name" "$p")
+        [ -n "$n" ] && [ "$n" -gt "$prev" ] || return 1
+        prev=$n
+    done
+}
+# last_is NAME TEXT: the last line that is not blank is TEXT.
+last_is() { [ "$(grep -av '^[[:space:]]*$' "$T/$1.log" | tail -n1 | tr -d '\r')" = "$2" ]; }
+# Without the crash the guest would echo "late" and power off 20 s after READY.
+crashboot broken "$T/v4.qcow2" "sleep:500;echo:early;sleep:20000;echo:late;poweroff"
+t_check "QEMU exits by itself after the crash (status $rc)" [ "$rc" = 0 ]
+t_check "the boot announces the crash" has broken "^TESTDESK CRASH in 1500 ms"
+t_check "announced at boot, carried out after READY and not at once" \
+    in_order broken "^TESTDESK CRASH in" "^TESTDESK READY" "^TESTDESK OK echo early" \
+    "^TESTDESK CRASH now"
+t_check "nothing after TESTDESK CRASH now" last_is broken "TESTDESK CRASH now"
+! has broken "echo late" || t_fail "the guest went on after the crash time"
+! has broken "powering off" || t_fail "the broken version powered off instead of crashing"
+! has broken "TESTDESK FAIL exception" || t_fail "a fault was caught instead of a triple fault"
+if [ "$accel" = tcg ]; then
+    t_check "QEMU saw a triple fault" grep -q "Triple fault" "$T/broken.qlog"
+fi
+
+# A maintenance VM of the broken version does not crash; this patch spoils the file instead.
+mkdir -p "$T/nocrash"
+printf 'sleep 2000\nwrite crash 15 seconds\n' > "$T/nocrash/run"
+bundle nocrash
+boot fixpatch "$T/v4.qcow2" "$T/nocrash.tar"
+t_check "a maintenance VM says it will not crash" has fixpatch "no crash in a maintenance VM"
+t_check "and outlives the crash time to finish its patch" has fixpatch "^PATCH EXIT 0"
+! has fixpatch "TESTDESK CRASH now" || t_fail "a maintenance VM crashed"
+crashboot badcrash "$T/v4.qcow2" "sleep:2000;echo:alive;poweroff"
+t_check "a crash file that is not a number is reported" \
+    has badcrash "^TESTDESK FAIL crash file ignored: it is not a decimal number"
+t_check "and ignored: the guest lives on and powers off" \
+    in_order badcrash "^TESTDESK READY" "^TESTDESK OK echo alive" "powering off"
+! has badcrash "TESTDESK CRASH" || t_fail "a crash file that is not a number was obeyed"
 
 # Not a bundle: random bytes on the read-only disk are not run.
 head -c 65536 /dev/urandom > "$T/noise.img"

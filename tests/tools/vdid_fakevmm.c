@@ -38,7 +38,10 @@
  * them (golden-images/testdesk/agent.c, on the same code, patch.c): it prints disk 0's data area
  * on stdout ("testdesk: file NAME size=N", "TESTDESK BANNER TEXT"), and when a read-only disk
  * holds a patch bundle it runs it as testdesk's patch agent (its output and "PATCH EXIT N" on
- * stdout, the data area written back to disk 0) and powers off.
+ * stdout, the data area written back to disk 0) and powers off. When the area holds a `crash`
+ * file of MS milliseconds (an image version broken on purpose) it prints "TESTDESK CRASH in MS
+ * ms", and MS ms after `ready` "TESTDESK CRASH now", and stops as FAKEVMM_EXIT_MS does (the
+ * `crashed` event, exit status 4); as in testdesk, not in a maintenance VM (one with a bundle).
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
@@ -109,6 +112,8 @@ struct machine {
     vmm_control_t *ctl;
     int stop_fd;                                      /* eventfd: written once a stop is decided */
     long long start, ready_at, crash_at, poweroff_at; /* ms; -1: never */
+    long long crash_after_ready;                      /* ms; -1: never (the `crash` file) */
+    bool crash_on_request;                            /* crash_at comes from that file */
     bool hung, paused;
     enum stop stop;
     char why[128];
@@ -249,9 +254,21 @@ static void *guest_main(void *arg)
             m->ready_at = -1;
             vmm_control_event(m->ctl, VMM_EVENT_BOOTED, NULL);
             vmm_control_event(m->ctl, VMM_EVENT_READY, "first frame");
+            long long at = now + m->crash_after_ready;
+            if (m->crash_after_ready >= 0 && (m->crash_at < 0 || at < m->crash_at)) {
+                m->crash_at = at;
+                m->crash_on_request = true;
+            }
         }
         if (m->crash_at >= 0 && now >= m->crash_at) {
-            stop_locked(m, STOP_CRASHED, "the stand-in guest crashed on purpose");
+            if (m->crash_on_request) {
+                printf("TESTDESK CRASH now\n");
+                fflush(stdout);
+            }
+            stop_locked(m, STOP_CRASHED,
+                        m->crash_on_request
+                            ? "the stand-in guest crashed on request (data area file crash)"
+                            : "the stand-in guest crashed on purpose");
             break;
         }
         if (m->poweroff_at >= 0 && now >= m->poweroff_at) {
@@ -637,6 +654,7 @@ static void agent_sleep(void *ctx, unsigned ms)
 static struct tp_area area;
 static uint8_t area_buf[TP_AREA_BYTES];
 static bool area_ok;
+static long long crash_ms = -1; /* the area's `crash` file; -1: none (or not a number) */
 
 /* testdesk.data=N on the command line: count this boot on the user's data disk N. */
 static void data_disk_boot(const char *cmdline)
@@ -679,6 +697,14 @@ static void agent_boot(void)
         const struct tp_file *b = tp_area_get(&area, "banner");
         if (b)
             printf("TESTDESK BANNER %s\n", b->data);
+        uint64_t ms;
+        int r = tp_crash_ms(&area, &ms, why, sizeof(why));
+        if (r < 0)
+            printf("TESTDESK FAIL crash file ignored: %s\n", why);
+        if (r > 0) {
+            crash_ms = (long long)ms;
+            printf("TESTDESK CRASH in %lld ms\n", crash_ms);
+        }
     }
     fflush(stdout);
 }
@@ -695,6 +721,8 @@ static void *agent_main(void *arg)
     img_disk_t *b = disks[bundle_disk];
     int code = 0;
     printf("testdesk: patch agent: bundle on disk%u\n", bundle_disk);
+    if (crash_ms >= 0)
+        printf("testdesk: patch agent: no crash in a maintenance VM (file crash)\n");
     if (run_size > TP_SCRIPT_MAX || !area_ok ||
         img_pread(b, script, (size_t)run_size, run_off) < 0) {
         printf("patch: cannot run the bundle (run is %llu bytes; data area %s)\n",
@@ -800,17 +828,20 @@ int main(int argc, char **argv)
     }
     if (nic && net_start(nic) < 0)
         return VMM_EXIT_BADINPUT;
+    /* The disks before the guest thread: it arms the `crash` file's request when it is ready. */
+    data_disk_boot(cmdline);
+    agent_boot();
+    bool patching = find_bundle();
+    m.crash_after_ready = patching ? -1 : crash_ms;
     pthread_t guest, dpy;
     if (pthread_create(&guest, NULL, guest_main, &m) != 0 ||
         (dfd >= 0 && pthread_create(&dpy, NULL, display_main, &dfd) != 0)) {
         fprintf(stderr, "fakevmm: cannot start threads\n");
         return VMM_EXIT_FAILURE;
     }
-    data_disk_boot(cmdline);
-    agent_boot();
     agent_m = &m;
     pthread_t agent;
-    if (find_bundle() && pthread_create(&agent, NULL, agent_main, NULL) != 0) {
+    if (patching && pthread_create(&agent, NULL, agent_main, NULL) != 0) {
         fprintf(stderr, "fakevmm: cannot start the patch agent\n");
         return VMM_EXIT_FAILURE;
     }
