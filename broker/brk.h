@@ -59,7 +59,14 @@ typedef struct {
     int user_disk;                 /* 1: each user has a persistent data disk (default for
                                     * dedicated pools), 0: none; -1 (auto) only while parsing */
     uint64_t user_disk_size;       /* its size when it is made */
-    unsigned line;                 /* line of the [pool NAME] header, for messages */
+    /* Rollouts of a new version of the pool's image (server/rollout.c). */
+    uint32_t canary_percent;  /* share of the pool that moves first (at least one desktop) */
+    uint32_t waves;           /* the rest moves in this many waves */
+    uint32_t health_window_s; /* a desktop on the new version that stays up this long is healthy */
+    uint32_t max_unhealthy;   /* more failed desktops on the new version: it is rolled back */
+    bool logoff_force;        /* busy desktops: recycled after logoff_grace (else at logout) */
+    uint32_t logoff_grace_s;
+    unsigned line; /* line of the [pool NAME] header, for messages */
 } brk_pool_config_t;
 
 typedef struct {
@@ -192,7 +199,7 @@ bool brk_desktop_transition_ok(brk_desktop_state_t from, brk_desktop_state_t to)
  * version (PRAGMA user_version) and brk_store_open() migrates older databases forward. */
 typedef struct brk_store brk_store_t; /* opaque */
 
-#define BRK_STORE_SCHEMA_VERSION 4
+#define BRK_STORE_SCHEMA_VERSION 5
 
 /* Bytes that hold any user name a login may carry, with its NUL: every struct field that stores
  * a user name (a desktop's owner, a session's user, ...) is this long, here and in server/, so
@@ -251,6 +258,37 @@ int brk_store_netobj_del(brk_store_t *st, const char *kind, const char *name);
 typedef int (*brk_netobj_fn)(const char *kind, const char *name, const char *pool, int64_t desktop,
                              void *ctx);
 int brk_store_netobj_foreach(brk_store_t *st, brk_netobj_fn fn, void *ctx);
+
+/* Rollouts (server/rollout.c): a pool moving from one version of its image to another. */
+typedef enum {
+    BRK_RO_CANARY,       /* the canary share is moving, or proving itself healthy */
+    BRK_RO_WAVES,        /* the rest is moving, wave by wave */
+    BRK_RO_DONE,         /* every desktop of the pool is on the new version */
+    BRK_RO_ROLLING_BACK, /* too many failed: desktops go back to the old version */
+    BRK_RO_ROLLED_BACK,  /* ... and are back */
+    BRK_RO_SUPERSEDED,   /* another version was made current before it ended */
+    BRK_RO__COUNT
+} brk_rollout_state_t;
+typedef struct {
+    int64_t id;
+    char pool[64];
+    char image[64];
+    uint32_t from, to; /* versions */
+    brk_rollout_state_t state;
+    uint32_t wave;    /* waves begun (0: the canary) */
+    uint32_t healthy; /* desktops on @to that passed their health window */
+    uint32_t failed;  /* desktops on @to that failed before that */
+    int64_t started;  /* Unix seconds */
+    int64_t updated;  /* Unix seconds (set by the store) */
+    char reason[512]; /* why it stopped or ended ("" while it runs) */
+} brk_rollout_t;
+const char *brk_rollout_state_name(brk_rollout_state_t s);
+bool brk_rollout_active(brk_rollout_state_t s); /* canary, waves or rolling back */
+/* Record a new rollout (r->id set) or update the one with r->id. */
+int brk_store_rollout_save(brk_store_t *st, brk_rollout_t *r);
+/* Rollouts newest first (of @pool only, unless NULL); @fn returns non-zero to stop (returned). */
+typedef int (*brk_rollout_fn)(const brk_rollout_t *r, void *ctx);
+int brk_store_rollout_foreach(brk_store_t *st, const char *pool, brk_rollout_fn fn, void *ctx);
 /* Call @fn for each desktop (gone ones only if @include_gone), by id. @fn returns 0 to go on,
  * anything else stops the walk and is returned. */
 typedef int (*brk_desktop_fn)(const brk_desktop_t *d, void *ctx);

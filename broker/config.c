@@ -48,6 +48,7 @@ enum opt_type {
     T_IFNAME,   /* a network interface name (at most 15 bytes, no '/', ':' or spaces) */
     T_RATE,     /* bits per second: a number with k, M or G (decimal), in [min, max] */
     T_AUTOBOOL, /* auto | a T_BOOL value: an int field, -1 (auto), 0 or 1 */
+    T_LOGOFF,   /* wait | force (a bool field: force) */
 };
 
 struct opt {
@@ -171,6 +172,13 @@ static const struct opt pool_opts[] = {
     {"bandwidth", T_RATE, PF(bandwidth_bps), 0, "0", 0, 100000000000ull, false},
     {"user_disk", T_AUTOBOOL, PF(user_disk), 0, "auto", 0, 0, false},
     {"user_disk_size", T_SIZE, PF(user_disk_size), 0, "4G", 16 * MIB, 64 * 1024 * GIB, false},
+    /* Rollouts of a new image version (server/rollout.c; docs/images.md). */
+    {"canary_percent", T_U32, PF(canary_percent), 0, "10", 1, 100, false},
+    {"waves", T_U32, PF(waves), 0, "3", 1, 100, false},
+    {"health_window", T_DURATION, PF(health_window_s), 0, "10m", 0, DAY, false},
+    {"max_unhealthy", T_U32, PF(max_unhealthy), 0, "0", 0, 100000, false},
+    {"logoff", T_LOGOFF, PF(logoff_force), 0, "wait", 0, 0, false},
+    {"logoff_grace", T_DURATION, PF(logoff_grace_s), 0, "5m", 0, DAY, false},
 };
 
 struct parser {
@@ -434,6 +442,11 @@ static int set_opt(struct parser *p, const struct opt *o, void *base, const char
             *(int *)field = 0;
         else
             return fail(p, "%s: '%s' is not auto, yes or no", o->key, v);
+        return 0;
+    case T_LOGOFF:
+        if (strcmp(v, "wait") && strcmp(v, "force"))
+            return fail(p, "%s: '%s' is not wait or force", o->key, v);
+        *(bool *)field = !strcmp(v, "force");
         return 0;
     case T_SECCOMP:
         if (strcmp(v, "kill") && strcmp(v, "log"))

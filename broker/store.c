@@ -74,6 +74,13 @@ static const char *const migrations[BRK_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE desktops ADD COLUMN ip TEXT NOT NULL DEFAULT '';"
     "CREATE TABLE net_objects(kind TEXT NOT NULL, name TEXT NOT NULL, pool TEXT NOT NULL,"
     " desktop INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(kind, name));",
+    /* 4 -> 5: rollouts of new image versions to pools (server/rollout.c) */
+    "CREATE TABLE rollouts(id INTEGER PRIMARY KEY AUTOINCREMENT, pool TEXT NOT NULL,"
+    " image TEXT NOT NULL, from_version INTEGER NOT NULL, to_version INTEGER NOT NULL,"
+    " state TEXT NOT NULL, wave INTEGER NOT NULL DEFAULT 0, healthy INTEGER NOT NULL DEFAULT 0,"
+    " failed INTEGER NOT NULL DEFAULT 0, started INTEGER NOT NULL, updated INTEGER NOT NULL,"
+    " reason TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX rollouts_pool ON rollouts(pool, id);",
 };
 
 static void audit_state_free(brk_store_t *st);
@@ -772,6 +779,100 @@ int brk_store_netobj_foreach(brk_store_t *st, brk_netobj_fn fn, void *ctx)
         }
     }
     rc = rc == SQLITE_DONE ? 0 : db_err(st, rc, "net objects");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* ---- rollouts ------------------------------------------------------------------------------ */
+static const char *const rollout_states[BRK_RO__COUNT] = {
+    [BRK_RO_CANARY] = "canary",
+    [BRK_RO_WAVES] = "waves",
+    [BRK_RO_DONE] = "done",
+    [BRK_RO_ROLLING_BACK] = "rolling-back",
+    [BRK_RO_ROLLED_BACK] = "rolled-back",
+    [BRK_RO_SUPERSEDED] = "superseded",
+};
+
+const char *brk_rollout_state_name(brk_rollout_state_t s)
+{
+    return (unsigned)s < BRK_RO__COUNT ? rollout_states[s] : "?";
+}
+
+bool brk_rollout_active(brk_rollout_state_t s)
+{
+    return s == BRK_RO_CANARY || s == BRK_RO_WAVES || s == BRK_RO_ROLLING_BACK;
+}
+
+int brk_store_rollout_save(brk_store_t *st, brk_rollout_t *r)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     r->id ? "UPDATE rollouts SET pool = ?, image = ?, from_version = ?,"
+                             " to_version = ?, state = ?, wave = ?, healthy = ?, failed = ?,"
+                             " started = ?, updated = ?, reason = ? WHERE id = ?"
+                           : "INSERT INTO rollouts(pool, image, from_version, to_version, state,"
+                             " wave, healthy, failed, started, updated, reason)"
+                             " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     &s);
+    if (rc < 0)
+        return rc;
+    r->updated = now_s();
+    bind_text(s, 1, r->pool);
+    bind_text(s, 2, r->image);
+    sqlite3_bind_int64(s, 3, r->from);
+    sqlite3_bind_int64(s, 4, r->to);
+    bind_text(s, 5, brk_rollout_state_name(r->state));
+    sqlite3_bind_int64(s, 6, r->wave);
+    sqlite3_bind_int64(s, 7, r->healthy);
+    sqlite3_bind_int64(s, 8, r->failed);
+    sqlite3_bind_int64(s, 9, r->started);
+    sqlite3_bind_int64(s, 10, r->updated);
+    bind_text(s, 11, r->reason);
+    if (r->id)
+        sqlite3_bind_int64(s, 12, r->id);
+    rc = step_done(st, s);
+    if (rc == 0 && !r->id)
+        r->id = sqlite3_last_insert_rowid(st->db);
+    return rc;
+}
+
+int brk_store_rollout_foreach(brk_store_t *st, const char *pool, brk_rollout_fn fn, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "SELECT id, pool, image, from_version, to_version, state, wave, healthy,"
+                     " failed, started, updated, reason FROM rollouts"
+                     " WHERE ?1 IS NULL OR pool = ?1 ORDER BY id DESC",
+                     &s);
+    if (rc < 0)
+        return rc;
+    if (pool)
+        bind_text(s, 1, pool);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        brk_rollout_t r = {.id = sqlite3_column_int64(s, 0)};
+        char state[24];
+        copy_col(r.pool, sizeof(r.pool), s, 1);
+        copy_col(r.image, sizeof(r.image), s, 2);
+        r.from = (uint32_t)sqlite3_column_int64(s, 3);
+        r.to = (uint32_t)sqlite3_column_int64(s, 4);
+        copy_col(state, sizeof(state), s, 5);
+        r.state = BRK_RO_SUPERSEDED;
+        for (int i = 0; i < BRK_RO__COUNT; i++)
+            if (!strcmp(state, rollout_states[i]))
+                r.state = (brk_rollout_state_t)i;
+        r.wave = (uint32_t)sqlite3_column_int64(s, 6);
+        r.healthy = (uint32_t)sqlite3_column_int64(s, 7);
+        r.failed = (uint32_t)sqlite3_column_int64(s, 8);
+        r.started = sqlite3_column_int64(s, 9);
+        r.updated = sqlite3_column_int64(s, 10);
+        copy_col(r.reason, sizeof(r.reason), s, 11);
+        int x = fn(&r, ctx);
+        if (x) {
+            sqlite3_finalize(s);
+            return x;
+        }
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_err(st, rc, "rollouts");
     sqlite3_finalize(s);
     return rc;
 }

@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "                               runs the patch, publish the result as the next\n"
             "                               version; see vdictl image patch --help\n"
             "  patches [ID]                 (through vdid) patches and their output\n"
+            "  rollouts [--pool P] [--all]  (through vdid) each pool's move to the current\n"
+            "                               version: canary, waves, health, rollbacks\n"
             "Files:\n"
             "  create FILE [SIZE]           -f raw|qcow2, -b BACKING [-F FMT], -c CLUSTER_SIZE\n"
             "  info FILE                    format, sizes, backing chain\n"

@@ -447,10 +447,18 @@ static json_t *cmd_image_patches(srv_t *s, json_t *args, char *err, size_t errle
     return srv__patches_json(s);
 }
 
+static json_t *cmd_image_rollouts(srv_t *s, json_t *args, char *err, size_t errlen)
+{
+    VDI_UNUSED(err);
+    VDI_UNUSED(errlen);
+    return srv__rollouts_json(s, json_is_true(json_object_get(args, "history")));
+}
+
 static const struct {
     const char *name;
     cmd_fn fn;
 } commands[] = {
+    {"image.rollouts", cmd_image_rollouts},
     {"image.patch", cmd_image_patch},
     {"image.patch-status", cmd_image_patch_status},
     {"image.patches", cmd_image_patches},

@@ -414,7 +414,9 @@ int srv__daemon_run(srv_t *s)
     rc = srv__net_init(s);
     if (rc < 0)
         goto out;
-    rc = srv__vms_start(s);
+    rc = srv__rollouts_init(s);
+    if (rc == 0)
+        rc = srv__vms_start(s);
     if (rc < 0) {
         VDI_LOG_ERR("cannot read the desktops from the state database: %s", vdi_strerror(rc));
         goto out;
@@ -447,6 +449,7 @@ out:
 void srv__daemon_fini(srv_t *s)
 {
     srv__patches_fini(s);
+    srv__rollouts_fini(s);
     auth_destroy(s->auth);
     s->auth = NULL;
     img_catalog_close(s->catalog);

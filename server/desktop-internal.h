@@ -195,8 +195,15 @@ struct srv_vm {
     char tap[BRK_NET_IFNAMSIZ]; /* its tap ("" when its pool has no network, or it is gone) */
     char mac[BRK_NET_MAC_LEN];  /* as in its record */
     char ip[BRK_NET_IP_LEN];
-    bool user_disk;  /* its owner's data disk is (to be) attached: see srv__user_disk_holder() */
-    vdi_list_t link; /* in srv_t.vms */
+    bool user_disk; /* its owner's data disk is (to be) attached: see srv__user_disk_holder() */
+    /* Rollouts (rollout.c). */
+    uint32_t want_version; /* the version its disk is being cloned from (0: the current one) */
+    uint32_t renew_from;   /* a kept disk on this version is replaced (restart on a new one) */
+    uint64_t ready_at;     /* ms: when it became ready (or was re-attached ready); 0: not yet */
+    bool healthy;          /* on its version for the pool's health_window without failing */
+    uint64_t logoff_at;    /* ms: a busy desktop moves then (logoff = force); 0: not planned */
+    bool moving;           /* recycled by a rollout to come back on another version */
+    vdi_list_t link;       /* in srv_t.vms */
 };
 
 /* A desktop object for record @d, in s->vms. */
@@ -281,6 +288,24 @@ void srv__sessions_tick(srv_t *s, uint64_t now);
 void srv__logins_init(srv_t *s);
 /* Fail every waiting login ("the server is shutting down") and deliver the results now. */
 void srv__logins_fini(srv_t *s);
+
+/* ---- rollout.c: pools following their image's current version (docs/images.md) ------------------ */
+/* Load each pool's latest rollout from the store (s->rollouts). Before the desktops re-attach. */
+int srv__rollouts_init(srv_t *s);
+void srv__rollouts_fini(srv_t *s);
+/* The tick: read the images' current versions now and then, advance the rollouts, move desktops. */
+void srv__rollouts_tick(srv_t *s, uint64_t now);
+/* An image's current version may have changed (a patch published one): read it on the next tick. */
+void srv__rollouts_kick(srv_t *s);
+/* The version a new desktop of @pool gets now (0: the image's current one); it is being made.
+ * _peek: only asking. */
+uint32_t srv__rollout_version(srv_t *s, const brk_pool_config_t *pool);
+uint32_t srv__rollout_version_peek(srv_t *s, const brk_pool_config_t *pool);
+/* Does a running rollout want @vm on another version? */
+bool srv__rollout_outdated(const srv_vm_t *vm);
+/* @vm failed (crashed, not ready in time...) with @reason: a failed health check when it is on
+ * the version a rollout moves its pool to; too many of them roll the pool back. */
+void srv__rollout_desktop_failed(srv_vm_t *vm, const char *reason);
 
 /* ---- supervisor.c --------------------------------------------------------------------------------- */
 /* Recycle surplus spares and start missing ones (brk_spares_plan). */

@@ -31,6 +31,8 @@ struct srv_prep {
     char image[64];
     char holder[32];
     uint32_t version; /* in: the version of a kept disk (0: clone a new one); out: the version */
+    uint32_t want;    /* the version to clone (0: the current one) */
+    uint32_t renew;   /* the kept disk on this version is replaced by a new clone */
     bool cloned;      /* out: a new overlay was made */
     bool stopping;    /* abandoned because vdid is stopping */
     char *datadir, *rundir, *overlay;
@@ -101,11 +103,26 @@ static void prep_work(void *arg) /* Thread: the catalogue worker */
     struct srv_prep *p = arg;
     if (make_dir(p, p->rundir) < 0 || make_dir(p, p->datadir) < 0)
         return;
+    if (p->renew) {
+        /* A dedicated desktop moving to a new version at its start: its old system disk goes
+         * (its user's files are on their data disk), and with it its reference. */
+        if (unlink(p->overlay) < 0 && errno != ENOENT) {
+            p->rc = -errno;
+            snprintf(p->why, sizeof(p->why), "cannot replace %s: %s", p->overlay,
+                     vdi_strerror(p->rc));
+            return;
+        }
+        img_catalog_unref(p->cat, p->image, p->renew, p->holder);
+    }
     if (!p->version || access(p->overlay, F_OK) != 0) {
-        p->rc = img_catalog_clone(p->cat, p->image, 0, p->overlay, p->holder, &p->version);
+        p->rc = img_catalog_clone(p->cat, p->image, p->want, p->overlay, p->holder, &p->version);
         if (p->rc < 0) {
-            snprintf(p->why, sizeof(p->why), "cannot clone image %s: %s", p->image,
-                     p->rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(p->rc));
+            if (p->want && p->rc == -ENOENT)
+                snprintf(p->why, sizeof(p->why), "cannot clone image %s: it has no version %u",
+                         p->image, p->want);
+            else
+                snprintf(p->why, sizeof(p->why), "cannot clone image %s: %s", p->image,
+                         p->rc == -ENOENT ? "no such image in the catalogue" : vdi_strerror(p->rc));
             return;
         }
         p->cloned = true;
@@ -405,6 +422,8 @@ int srv__prep_start(srv_vm_t *vm, const brk_pool_config_t *pool, char *why, size
     snprintf(p->image, sizeof(p->image), "%s", vm->image);
     snprintf(p->holder, sizeof(p->holder), "desktop-%" PRId64, vm->id);
     p->version = vm->image_version;
+    p->want = vm->want_version;
+    p->renew = vm->renew_from;
     p->datadir = vdi_xstrdup(vm->datadir);
     p->rundir = vdi_xstrdup(vm->rundir);
     p->overlay = vdi_xasprintf("%s/disk.qcow2", vm->datadir);

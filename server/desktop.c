@@ -176,6 +176,7 @@ static void vm_ready(srv_vm_t *vm)
     vm->deadline = 0;
     if (srv__desktop_set_state(vm, BRK_DS_READY, NULL) < 0)
         return;
+    vm->ready_at = vdi_now_ms();
     srv__logins_desktop_ready(vm);
     srv__spares_kick(vm->s);
 }
@@ -361,6 +362,8 @@ void srv__desktop_gone(srv_vm_t *vm, bool failed, const char *reason)
         VDI_LOG_WARN("pool=%s: a spare failed to start (%s); next try in %d s", pool->name, reason,
                      SPARE_BACKOFF_MS / 1000);
     }
+    if (failed && !vm->orphan)
+        srv__rollout_desktop_failed(vm, reason);
     if (!failed && vm->state != BRK_DS_RECYCLING)
         srv__desktop_set_state(vm, BRK_DS_RECYCLING, reason);
     srv__desktop_set_state(vm, failed ? BRK_DS_FAILED : BRK_DS_GONE, reason);
@@ -445,6 +448,7 @@ int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *
                            srv_vm_t **out)
 {
     int64_t id;
+    uint32_t version = srv__rollout_version(s, pool);
     int rc = brk_store_desktop_create(s->store, pool->name, owner, pool->image, pool->memory, &id);
     if (rc < 0)
         return rc;
@@ -453,6 +457,7 @@ int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *
     snprintf(d.owner, sizeof(d.owner), "%s", owner);
     snprintf(d.image, sizeof(d.image), "%s", pool->image);
     srv_vm_t *vm = srv__desktop_new(s, &d);
+    vm->want_version = version;
     char why[200];
     rc = srv__prep_start(vm, pool, why, sizeof(why));
     if (rc < 0) {
@@ -470,8 +475,18 @@ int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, sr
     int rc = brk_store_desktop_get(s->store, id, &d);
     if (rc < 0)
         return rc;
+    uint32_t version = srv__rollout_version(s, pool);
     srv_vm_t *vm = srv__desktop_new(s, &d);
     vm->pid = 0;
+    /* A dedicated desktop moves to the pool's version at its next start, when its user's files
+     * are on their data disk: its system disk is made anew. */
+    if (pool->user_disk && version && version != vm->image_version) {
+        VDI_LOG_INFO("desktop=%" PRId64 " moves from version %u to %u of image %s at this start",
+                     vm->id, vm->image_version, version, vm->image);
+        vm->want_version = version;
+        vm->renew_from = vm->image_version;
+        vm->image_version = 0;
+    }
     rc = srv__desktop_set_state(vm, BRK_DS_PROVISIONING, "started again for its user");
     if (rc < 0) {
         srv__desktop_free(vm);

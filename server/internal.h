@@ -130,6 +130,11 @@ typedef struct srv {
                                   * take long and must not hold up desktops' clones */
     vdi_list_t patches;          /* patch.c: struct srv_patch, newest first */
     uint32_t patch_seq;          /* the last patch id's number (pN) */
+    struct srv_rollout *rollouts; /* rollout.c: one per pool, in config order */
+    bool rollout_polling;         /* a read of the images' current versions is on its way */
+    uint64_t rollout_polled;      /* ms: when the last one was asked for */
+    uint64_t rollout_stepped;     /* ms: when the rollouts last advanced */
+    uint64_t rollout_gen;         /* bumped at each rollback: older reads are stale */
     srv_gateway_t *gateway;
     struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
     vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
@@ -252,6 +257,10 @@ int srv__session_open(srv_vm_t *vm, const char *user, const char *peer, srv_sess
 void srv__session_close(srv_session_t *se, const char *reason);
 /* Client input seen now (for idle_timeout). */
 void srv__session_activity(srv_session_t *se);
+/* Admin (rollout.c): each pool's rollout, its desktops per version and (@history) its earlier
+ * rollouts, as a JSON array (new reference). */
+json_t *srv__rollouts_json(srv_t *s, bool history);
+
 /* Admin: kick session @id. Returns 0 or -ENOENT (not open in this vdid). */
 int srv__session_kick(srv_t *s, int64_t id, const char *reason);
 

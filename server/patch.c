@@ -458,6 +458,7 @@ static void finish_done(void *arg, int status)
         VDI_LOG_INFO("patch=%s image=%s: version %u published (on v%u) and made current", p->id,
                      p->image, p->version, p->base);
         brk_store_audit(s->store, p->actor, "image.patch.published", 0, NULL, d);
+        srv__rollouts_kick(s); /* pools of the image start moving to it */
     } else {
         char d[512];
         snprintf(d, sizeof(d), "patch %s of image %s: %.160s", p->id, p->image, p->why);

@@ -39,7 +39,7 @@ void srv__spares_check(srv_t *s)
         return; /* logged by the store; try again on the next round */
     for (size_t i = 0; i < s->cfg->n_pools; i++) {
         const brk_pool_config_t *p = &s->cfg->pools[i];
-        unsigned spares = 0, live = 0;
+        unsigned spares = 0, live = 0, ready = 0;
         vdi_list_t *it, *tmp;
         for (it = s->vms.next; it != &s->vms; it = it->next) {
             srv_vm_t *vm = vdi_list_entry(it, srv_vm_t, link);
@@ -47,18 +47,27 @@ void srv__spares_check(srv_t *s)
                 continue;
             live++;
             spares += is_spare(vm);
+            ready += is_spare(vm) && vm->state == BRK_DS_READY;
         }
         brk_spares_t plan = brk_spares_plan(p, live, spares, used, s->memory_budget);
-        /* Surplus: the newest ready spares go (the oldest have waited longest for a user). */
-        vdi_list_foreach_safe(it, tmp, &s->vms)
-        {
-            srv_vm_t *vm = vdi_list_entry(it, srv_vm_t, link);
-            if (plan.drop && is_spare(vm) && vm->state == BRK_DS_READY &&
-                strcmp(vm->pool, p->name) == 0 && spares-- > p->min_spares) {
-                plan.drop--;
-                srv__desktop_recycle(vm, false, "surplus spare (more than min_spares)");
+        /* Surplus: ready spares go while more than min_spares are ready (a spare still booting
+         * does not count: a login must find a ready one). First those a rollout moves off their
+         * version (rollout.c made their replacements), then the newest (the oldest have waited
+         * longest for a user). */
+        for (int pass = 0; pass < 2; pass++)
+            vdi_list_foreach_safe(it, tmp, &s->vms)
+            {
+                srv_vm_t *vm = vdi_list_entry(it, srv_vm_t, link);
+                if (plan.drop && ready > p->min_spares && is_spare(vm) &&
+                    vm->state == BRK_DS_READY && strcmp(vm->pool, p->name) == 0 &&
+                    (pass == 1 || srv__rollout_outdated(vm))) {
+                    plan.drop--;
+                    ready--;
+                    srv__desktop_recycle(vm, false,
+                                         pass == 0 ? "replaced by a spare on the pool's new version"
+                                                   : "surplus spare (more than min_spares)");
+                }
             }
-        }
         if (vdi_now_ms() < s->spare_retry_at[i])
             continue;
         for (unsigned n = 0; n < plan.make; n++) {
@@ -158,6 +167,7 @@ static void on_tick(uv_timer_t *t)
     srv__sessions_tick(s, now);
     if (!s->stopping && (s->spares_wanted || now - s->last_spares >= SPARES_EVERY_MS))
         srv__spares_check(s);
+    srv__rollouts_tick(s, now);
 }
 
 /* ---- start and stop -------------------------------------------------------------------------- */
@@ -223,6 +233,8 @@ static void attach_one(srv_t *s, const brk_desktop_t *d)
      * connect says so (vmm/vmm.h: `ready`). Until then its ready deadline runs anew. */
     if (vm->state == BRK_DS_PROVISIONING)
         vm->deadline = now + (uint64_t)s->cfg->ready_timeout_s * 1000;
+    else if (vm->state != BRK_DS_RECYCLING)
+        vm->ready_at = now; /* a rollout's health window starts again */
     if (vm->state == BRK_DS_RECYCLING)
         vm->deadline = now + (uint64_t)s->cfg->shutdown_timeout_s * 1000;
     srv__desktop_connect_at(vm, now);

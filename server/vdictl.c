@@ -673,6 +673,81 @@ static int run_image_patches(int argc, char **argv)
     return 0;
 }
 
+/* ---- image rollouts (through vdid) -------------------------------------------------------- */
+static void print_rollout_line(json_t *r)
+{
+    char t[32];
+    fmt_time(jint(r, "started"), t, sizeof(t));
+    printf("  #%-4lld v%lld -> v%lld  %-12s wave %lld  healthy %lld  failed %lld  started %s\n",
+           jint(r, "id"), jint(r, "from"), jint(r, "to"), jstr(r, "state"), jint(r, "wave"),
+           jint(r, "healthy"), jint(r, "failed"), t);
+    if (jtext(r, "reason")[0])
+        printf("        %s\n", jtext(r, "reason"));
+}
+
+static int run_image_rollouts(int argc, char **argv)
+{
+    struct lopts o;
+    int i = parse_opts(argc, argv, "image rollouts [--pool NAME] [--all] [--json]", &o);
+    if (i < 0 || i != argc)
+        return 2;
+    json_t *r = request("image.rollouts", json_pack("{s:b}", "history", o.all));
+    if (!r)
+        return 1;
+    if (o.pool) { /* only that pool */
+        json_t *keep = json_array();
+        size_t k;
+        json_t *p;
+        json_array_foreach(r, k, p) if (!strcmp(jtext(p, "pool"), o.pool))
+            json_array_append(keep, p);
+        json_decref(r);
+        r = keep;
+        if (!json_array_size(r)) {
+            fprintf(stderr, "vdictl: no pool named %s\n", o.pool);
+            json_decref(r);
+            return 1;
+        }
+    }
+    if (o.json)
+        return print_json(r);
+    printf("%-16s %-16s %-8s %-12s %-6s %-8s %-8s %s\n", "POOL", "IMAGE", "ROLLOUT", "STATE",
+           "WAVE", "HEALTHY", "FAILED", "DESKTOPS (version:count)");
+    size_t k;
+    json_t *p;
+    json_array_foreach(r, k, p)
+    {
+        char ro[32] = "-", wave[16] = "-", per[256] = "";
+        if (jint(p, "id")) {
+            snprintf(ro, sizeof(ro), "v%lld>v%lld", jint(p, "from"), jint(p, "to"));
+            snprintf(wave, sizeof(wave), "%lld/%lld", jint(p, "wave"), jint(p, "waves_planned"));
+        }
+        const char *key;
+        json_t *n;
+        size_t used = 0;
+        json_object_foreach(json_object_get(p, "desktops"), key, n)
+        {
+            int w = snprintf(per + used, sizeof(per) - used, "%sv%s:%lld", used ? " " : "", key,
+                             (long long)json_integer_value(n));
+            if (w < 0 || (size_t)w >= sizeof(per) - used)
+                break;
+            used += (size_t)w;
+        }
+        printf("%-16s %-16s %-8s %-12s %-6s %-8lld %-8lld %s\n", jtext(p, "pool"),
+               jtext(p, "image"), ro, jint(p, "id") ? jtext(p, "state") : "-", wave,
+               jint(p, "healthy"), jint(p, "failed"), used ? per : "none");
+        if (jint(p, "waiting_for_logout"))
+            printf("                 %lld desktop(s) wait for their user's logout\n",
+                   jint(p, "waiting_for_logout"));
+        if (jint(p, "id") && jtext(p, "reason")[0])
+            printf("                 %s\n", jtext(p, "reason"));
+        size_t h;
+        json_t *e;
+        json_array_foreach(json_object_get(p, "history"), h, e) print_rollout_line(e);
+    }
+    json_decref(r);
+    return 0;
+}
+
 /* `vdictl image`: patches go through vdid; the rest is the catalogue itself (img_cli_main). */
 static int run_image(int argc, char **argv)
 {
@@ -680,6 +755,8 @@ static int run_image(int argc, char **argv)
         return run_image_patch(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "patches"))
         return run_image_patches(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "rollouts"))
+        return run_image_rollouts(argc - 1, argv + 1);
     return img_cli_main(argc, argv);
 }
 

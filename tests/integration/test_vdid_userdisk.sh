@@ -105,6 +105,9 @@ t_check "and her data disk's count goes on: 2" t_wait_for 5 boots_is alice 2
 
 # A rollback: back to version 1, the data disk still hers.
 "$VDICTL" image set-current testdesk 1 >/dev/null || t_fail "set-current failed"
+# vdid reads the current version every 2 s: the pool's rollout turns back (rollout.c).
+t_check "the pool's rollout turns back to version 1" t_wait_for 10 \
+    bash -c '"$0" image rollouts | grep -q "v1>v2 *rolling-back"' "$VDICTL"
 fresh alice
 t_check "after the rollback her desktop is on version 1" t_wait_for 5 \
     bash -c '"$0" desktops show "$1" --json | grep -q "\"image_version\": 1"' "$VDICTL" "$(own alice)"

@@ -194,6 +194,32 @@ static void test_user_disk(void **state)
     parse_bad("[pool f]\nimage=x\nuser_disk_size=1M\n", "user_disk_size: '1M'");
 }
 
+static void test_rollout_keys(void **state)
+{
+    (void)state;
+    brk_config_t *cfg = parse_ok("[pool a]\nimage=x\n[pool b]\nimage=x\ncanary_percent = 50\n"
+                                 "waves = 4\nhealth_window = 90s\nmax_unhealthy = 2\n"
+                                 "logoff = force\nlogoff_grace = 2m\n");
+    const brk_pool_config_t *a = brk_config_pool(cfg, "a"), *b = brk_config_pool(cfg, "b");
+    assert_int_equal(a->canary_percent, 10);
+    assert_int_equal(a->waves, 3);
+    assert_int_equal(a->health_window_s, 600);
+    assert_int_equal(a->max_unhealthy, 0);
+    assert_false(a->logoff_force);
+    assert_int_equal(a->logoff_grace_s, 300);
+    assert_int_equal(b->canary_percent, 50);
+    assert_int_equal(b->waves, 4);
+    assert_int_equal(b->health_window_s, 90);
+    assert_int_equal(b->max_unhealthy, 2);
+    assert_true(b->logoff_force);
+    assert_int_equal(b->logoff_grace_s, 120);
+    brk_config_free(cfg);
+    parse_bad("[pool a]\nimage=x\ncanary_percent = 0\n", "canary_percent: '0'");
+    parse_bad("[pool a]\nimage=x\ncanary_percent = 101\n", "canary_percent: '101'");
+    parse_bad("[pool a]\nimage=x\nwaves = 0\n", "waves: '0'");
+    parse_bad("[pool a]\nimage=x\nlogoff = now\n", "logoff: 'now' is not wait or force");
+}
+
 static void test_nul_and_long_lines(void **state)
 {
     (void)state;
@@ -428,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_nul_and_long_lines),
         cmocka_unit_test(test_user_disk),
+        cmocka_unit_test(test_rollout_keys),
         cmocka_unit_test(test_listen_addresses),
         cmocka_unit_test(test_auth_section),
         cmocka_unit_test(test_auth_defaults_are_documented),

@@ -342,6 +342,67 @@ static void test_migration_from_v3_net(void **state)
     brk_store_close(st);
 }
 
+static int collect_rollout(const brk_rollout_t *r, void *ctx)
+{
+    brk_rollout_t *out = ctx;
+    while (out->id)
+        out++;
+    *out = *r;
+    return 0;
+}
+
+/* A version 4 database gains the rollouts table; rollouts are saved, updated and listed newest
+ * first, per pool or all. */
+static void test_migration_from_v4_rollouts(void **state)
+{
+    struct fx *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/v4.db", f->dir);
+    brk_store_t *st;
+    assert_int_equal(brk__store_open_at(path, 4, &st), 0);
+    brk_store_close(st);
+    assert_int_equal(brk_store_open(path, &st), 0);
+    assert_int_equal(brk_store_schema_version(st), BRK_STORE_SCHEMA_VERSION);
+    brk_rollout_t a = {.from = 1, .to = 2, .state = BRK_RO_CANARY, .started = 1000};
+    snprintf(a.pool, sizeof(a.pool), "lab");
+    snprintf(a.image, sizeof(a.image), "testdesk");
+    assert_int_equal(brk_store_rollout_save(st, &a), 0);
+    assert_true(a.id > 0);
+    brk_rollout_t b = a;
+    b.id = 0;
+    snprintf(b.pool, sizeof(b.pool), "office");
+    assert_int_equal(brk_store_rollout_save(st, &b), 0);
+    assert_true(b.id > a.id);
+    a.state = BRK_RO_ROLLING_BACK;
+    a.failed = 2;
+    a.wave = 1;
+    snprintf(a.reason, sizeof(a.reason), "2 desktops on version 2 failed");
+    assert_int_equal(brk_store_rollout_save(st, &a), 0);
+    brk_store_close(st);
+    assert_int_equal(brk_store_open(path, &st), 0);
+    brk_rollout_t got[4] = {{0}};
+    assert_int_equal(brk_store_rollout_foreach(st, NULL, collect_rollout, got), 0);
+    assert_int_equal(got[0].id, b.id); /* newest first */
+    assert_int_equal(got[1].id, a.id);
+    assert_int_equal(got[2].id, 0);
+    assert_string_equal(got[1].pool, "lab");
+    assert_int_equal(got[1].state, BRK_RO_ROLLING_BACK);
+    assert_int_equal(got[1].failed, 2);
+    assert_int_equal(got[1].wave, 1);
+    assert_int_equal(got[1].from, 1);
+    assert_int_equal(got[1].to, 2);
+    assert_int_equal(got[1].started, 1000);
+    assert_string_equal(got[1].reason, "2 desktops on version 2 failed");
+    memset(got, 0, sizeof(got));
+    assert_int_equal(brk_store_rollout_foreach(st, "office", collect_rollout, got), 0);
+    assert_int_equal(got[0].id, b.id);
+    assert_int_equal(got[1].id, 0);
+    assert_true(brk_rollout_active(BRK_RO_CANARY) && brk_rollout_active(BRK_RO_ROLLING_BACK));
+    assert_false(brk_rollout_active(BRK_RO_DONE) || brk_rollout_active(BRK_RO_ROLLED_BACK));
+    assert_string_equal(brk_rollout_state_name(BRK_RO_ROLLED_BACK), "rolled-back");
+    brk_store_close(st);
+}
+
 struct limits_seen {
     int n;
     char keys[8][64];
@@ -503,6 +564,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v3_net, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v4_rollouts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_web_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_foreign_and_newer, setup, teardown),

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Rollouts (server/rollout.c): a pool follows its image's current version by a canary share
+# first, then waves, each waiting for the desktops before it to pass their health window; a busy
+# desktop moves only at its user's logout (logoff = wait); a version whose canary fails its
+# health check is rolled back by itself (the image's current version goes back, the pool's
+# desktops with it) with nothing lost. With vdid, real PAM (pam_wrapper + pam_matrix), a real
+# viewer (libvncclient) and the stand-in VMM, which boots the data area testdesk would (its
+# banner, and a `crash` file that makes it crash after it became ready).
+# timeout: 180
+. "$VDI_SRC/tests/lib.sh"
+t_tmpdir
+VDID=$VDI_BIN/vdid
+VDICTL=$VDI_BIN/vdictl
+FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
+VNC=$VDI_BUILD/tests/tools/vdid_vncclient
+export VDI_ADMIN_SOCKET=$T/run/vdid.sock VDI_STATE_DIR=$T/state
+t_require_pam_wrapper nss
+trap 't_kill_matching KILL "$FAKE .*--control $T/"; t_cleanup' EXIT
+
+mkdir -p "$T/pam"
+echo "alice:pw-alice:vdi" >"$T/pam/passdb"
+echo "alice:x:3001:3001:alice:/nonexistent:/bin/false" >"$T/pam/passwd"
+echo "alice:x:3001:" >"$T/pam/group"
+printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
+    "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
+
+truncate -s 8M "$T/disk.raw"
+echo "not a kernel" >"$T/kernel"
+"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" -q >/dev/null || t_fail "import failed"
+
+out=$(printf '[vdid]\nstate_dir = %s/x\n[pool p]\nimage = t\nlogoff = later\n' "$T" >"$T/bad.conf"
+    "$VDID" --check-config -c "$T/bad.conf" 2>&1)
+t_check "a bad logoff value is refused, saying what it may be" grep -q "logoff: 'later' is not wait or force" <<<"$out"
+
+cat >"$T/vdid.conf" <<CONF
+[vdid]
+state_dir = $T/state
+run_dir = $T/run
+listen = 127.0.0.1:0
+web_listen = off
+vmm = $FAKE
+memory_budget = 4G
+vmm_uid_first = 4400000
+vmm_uid_count = 32
+log_level = debug
+
+[auth]
+max_checks_per_addr = 0
+
+[pool lab]
+image = testdesk
+memory = 64M
+users = alice
+min_spares = 4
+disconnect_timeout = 1
+canary_percent = 20
+waves = 2
+health_window = 2
+max_unhealthy = 0
+CONF
+start_vdid() {
+    LD_PRELOAD="$libdir/libpam_wrapper.so:$libdir/libnss_wrapper.so" PAM_WRAPPER=1 \
+    PAM_WRAPPER_SERVICE_DIR="$T/pam" NSS_WRAPPER_PASSWD="$T/pam/passwd" \
+    NSS_WRAPPER_GROUP="$T/pam/group" t_bg "$VDID" -c "$T/vdid.conf" 2>>"$T/vdid.log"
+    vdid=$!
+    t_wait_for 15 test -S "$VDI_ADMIN_SOCKET" || t_fail "vdid did not start: $(tail -5 "$T/vdid.log")"
+}
+start_vdid
+port=$("$VDICTL" status --json | sed -n 's/^ *"rfb_port": \([0-9]*\),*$/\1/p')
+ca=$T/state/tls/cert.pem
+# per-version counts of the pool's desktops that are not being recycled: "1:4 2:1"
+versions() {
+    "$VDICTL" image rollouts --json | python3 -c '
+import json, sys
+p = json.load(sys.stdin)[0]
+print(" ".join("%s:%d" % (k, v) for k, v in sorted(p["desktops"].items())))'
+}
+rstate() { "$VDICTL" image rollouts --json | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p.get("state","-"), p.get("from",0), p.get("to",0))'; }
+current() { "$VDICTL" image list --json | python3 -c 'import json,sys; print([i["current"] for i in json.load(sys.stdin) if i["name"]=="testdesk"][0])'; }
+export VDICTL
+export -f versions rstate current # for the checks below that run in bash -c
+ready_n() { test "$("$VDICTL" desktops list --json --state ready | grep -c '"id":')" -ge "$1"; }
+t_check "four spares on version 1 are ready" t_wait_for 20 ready_n 4
+t_check "no rollout while the pool is on the current version" test "$(rstate)" = "- 0 0"
+
+# alice logs in and stays: her desktop is busy.
+VDI_TEST_PASSWORD=pw-alice "$VNC" "127.0.0.1:$port" alice --ca "$ca" --hold 120000 >>"$T/vnc.log" 2>&1 &
+vnc=$!
+own() { "$VDICTL" desktops list --json | awk -v u="$1" '/"id":/ {gsub(/[^0-9]/,"",$2); id=$2} /"owner":/ && $2 == "\"" u "\"," {print id}'; }
+in_use() { "$VDICTL" desktops list --json --state in-use | grep -q '"owner": "alice"'; }
+t_check "alice's desktop is in use" t_wait_for 15 in_use
+alice=$(own alice)
+t_check "the pool is back to four spares besides alice's" t_wait_for 20 ready_n 4
+
+# ---- a good version rolls out: canary first, then waves, each after the health window
+printf 'banner Patched v2\nwrite motd hello\n' >"$T/v2.run"
+# Watch the per-version counts while it runs.
+nready() { "$VDICTL" desktops list --json --state ready | grep -c '"owner": ""'; }
+(while :; do echo "$(date +%s.%N) ready=$(nready) $(versions)"; sleep 0.1; done) >"$T/watch.log" 2>/dev/null &
+watch=$!
+"$VDICTL" image patch testdesk --script "$T/v2.run" >"$T/patch2.log" 2>&1 || t_fail "patch v2 failed: $(cat "$T/patch2.log")"
+t_check "a rollout of version 2 starts" t_wait_for 5 bash -c '[[ "$(rstate)" == canary\ 1\ 2 || "$(rstate)" == waves\ 1\ 2 ]]'
+moved_but_alice() { # every desktop but alice's is on version 2
+    test "$(versions)" = "1:1 2:4"
+}
+t_check "every idle desktop moves to version 2" t_wait_for 30 moved_but_alice
+kill "$watch" 2>/dev/null
+wait "$watch" 2>/dev/null
+# The canary: 20 % of five desktops is one; while it proves itself the other idle ones stay.
+t_check "first one desktop on version 2, the rest on version 1 (the canary)" grep -q " 1:4 2:1$" "$T/watch.log"
+# When the canary appeared, and when a second desktop did: at least the health window (2 s) apart.
+gap=$(awk '/ 2:1$/ && !c {c=$1} / 2:[2-9]$/ && !w {w=$1} END {if (c && w) printf "%d", (w - c) * 1000; else print -1}' "$T/watch.log")
+t_check "no second desktop before the canary passed its health window (${gap} ms)" test "$gap" -ge 1800
+audit=$("$VDICTL" audit tail -n 100)
+echo "$audit" | grep rollout | sed 's/^/# /'
+minready=$(sed -n 's/.* ready=\([0-9]*\) .*/\1/p' "$T/watch.log" | sort -n | head -1)
+t_check "a login would always have found a ready spare: never fewer than 4 (${minready})" test "$minready" -ge 4
+t_check "new spares came up before old ones went" grep -q "replaced by a spare on the pool's new version" "$T/vdid.log"
+t_check "audited: the start, then wave 1 once the canary was healthy" \
+    bash -c 'grep -q "image.rollout.start .*pool lab image testdesk v1 -> v2" <<<"$1" && grep -q "image.rollout.wave .*wave 1 of 2" <<<"$1"' _ "$audit"
+t_check "the canary was healthy before wave 1" \
+    bash -c 'h=$(grep -n "healthy on version 2" "$1" | head -1 | cut -d: -f1); w=$(grep -n "image.rollout.wave" "$1" | head -1 | cut -d: -f1); [ -n "$h" ] && [ -n "$w" ] && [ "$h" -lt "$w" ]' _ "$T/vdid.log"
+t_check "alice's busy desktop stays on version 1 (logoff = wait)" \
+    bash -c '"$0" desktops show "$1" --json | grep -q "\"image_version\": 1"' "$VDICTL" "$alice"
+out=$("$VDICTL" image rollouts)
+echo "$out" | sed 's/^/# /'
+t_check "vdictl image rollouts says one desktop waits for its user's logout" grep -q "1 desktop(s) wait for their user's logout" <<<"$out"
+t_check "and the rollout is not done yet" bash -c '[[ "$(rstate)" == waves\ 1\ 2 ]]'
+new=$("$VDICTL" desktops list --json --state ready | sed -n 's/^ *"id": \([0-9]*\),$/\1/p' | tail -1)
+t_check "a moved desktop boots version 2: its banner and file" t_wait_for 5 \
+    bash -c 'grep -q "TESTDESK BANNER Patched v2" "$1" && grep -q "testdesk: file motd" "$1"' _ "$T/state/desktops/$new/vmm.log"
+t_check "alice's desktop never saw it" bash -c '! grep -q "TESTDESK BANNER" "$1"' _ "$T/state/desktops/$alice/vmm.log"
+
+# alice logs out: her desktop is recycled, and the rollout is done.
+kill "$vnc" 2>/dev/null
+wait "$vnc" 2>/dev/null
+done_v2() { [[ "$(rstate)" == "done 1 2" ]]; }
+t_check "after alice's logout the rollout is done" t_wait_for 20 done_v2
+t_check "every desktop of the pool is on version 2" t_wait_for 10 bash -c '[ "$(versions)" = "2:4" ]'
+t_check "audited: done" bash -c '"$1" audit tail -n 100 | grep -q "image.rollout.done"' _ "$VDICTL"
+
+# ---- the rollout goes on across a vdid restart
+printf 'banner Patched v3\n' >"$T/v3.run"
+"$VDICTL" image patch testdesk --script "$T/v3.run" >"$T/patch3.log" 2>&1 || t_fail "patch v3 failed"
+t_check "a rollout of version 3 starts" t_wait_for 5 bash -c '[[ "$(rstate)" == *" 2 3" ]]'
+rid=$("$VDICTL" image rollouts --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+kill -TERM "$vdid"
+t_wait_for 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vdid" || t_fail "vdid did not stop"
+start_vdid
+t_check "after a restart the same rollout goes on" \
+    bash -c '"$0" image rollouts --json | grep -q "\"id\": $1,"' "$VDICTL" "$rid"
+t_check "and finishes" t_wait_for 30 bash -c '[[ "$(rstate)" == "done 2 3" ]] && [ "$(versions)" = "3:4" ]'
+
+# ---- a broken version: its canary crashes after it became ready; it is rolled back by itself
+printf 'banner Broken v4\nwrite crash 300\n' >"$T/v4.run"
+"$VDICTL" image patch testdesk --script "$T/v4.run" >"$T/patch4.log" 2>&1 || t_fail "patch v4 failed"
+t_check "version 4 is published and current" test "$(current)" = 4
+rolled_back() { [[ "$(rstate)" == "rolled-back 3 4" ]]; }
+t_check "the rollout rolls back by itself" t_wait_for 30 rolled_back
+t_check "version 3 is current again" test "$(current)" = 3
+t_check "every desktop of the pool is on version 3" t_wait_for 15 bash -c '[ "$(versions)" = "3:4" ]'
+out=$("$VDICTL" image rollouts)
+echo "$out" | sed 's/^/# /'
+t_check "vdictl image rollouts says why: the canary crashed" grep -q "1 desktop on version 4 failed (max_unhealthy = 0); last: desktop [0-9]*: .*crash" <<<"$out"
+audit=$("$VDICTL" audit tail -n 200)
+t_check "audited: the unhealthy desktop and the rollback" \
+    bash -c 'grep -q "image.rollout.unhealthy" <<<"$1" && grep -q "image.rollout.rollback" <<<"$1"' _ "$audit"
+t_check "only the canary ever ran version 4" \
+    bash -c '[ "$(grep -c "image=testdesk version=4 vmm pid" "$1")" = 1 ]' _ "$T/vdid.log"
+t_check "the history keeps every rollout" \
+    bash -c '[ "$("$0" image rollouts --all | grep -c "^  #")" = 3 ]' "$VDICTL"
+t_check "version 4 stays out of the pool: it is not retried by itself" \
+    bash -c 'sleep 3; [[ "$(rstate)" == "rolled-back 3 4" ]] && [ "$(versions)" = "3:4" ]'
+t_done
