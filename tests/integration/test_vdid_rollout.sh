@@ -5,7 +5,8 @@
 # health check is rolled back by itself (the image's current version goes back, the pool's
 # desktops with it) with nothing lost. With vdid, real PAM (pam_wrapper + pam_matrix), a real
 # viewer (libvncclient) and the stand-in VMM, which boots the data area testdesk would (its
-# banner, and a `crash` file that makes it crash after it became ready).
+# banner, and a `crash` file that makes it crash after it became ready); logoff = force moves a
+# busy desktop after logoff_grace, with a warning.
 # timeout: 180
 . "$VDI_SRC/tests/lib.sh"
 t_tmpdir
@@ -108,14 +109,30 @@ kill "$watch" 2>/dev/null
 wait "$watch" 2>/dev/null
 # The canary: 20 % of five desktops is one; while it proves itself the other idle ones stay.
 t_check "first one desktop on version 2, the rest on version 1 (the canary)" grep -q " 1:4 2:1$" "$T/watch.log"
-# When the canary appeared, and when a second desktop did: at least the health window (2 s) apart.
-gap=$(awk '/ 2:1$/ && !c {c=$1} / 2:[2-9]$/ && !w {w=$1} END {if (c && w) printf "%d", (w - c) * 1000; else print -1}' "$T/watch.log")
-t_check "no second desktop before the canary passed its health window (${gap} ms)" test "$gap" -ge 1800
-audit=$("$VDICTL" audit tail -n 100)
-echo "$audit" | grep rollout | sed 's/^/# /'
+# From vdid's log: when the canary was made, when it was healthy, when a second desktop moved.
+gaps=$(python3 - "$T/vdid.log" <<'PY'
+import re, sys, datetime
+ts = lambda l: datetime.datetime.strptime(l[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+moves, healthy = [], None
+for l in open(sys.argv[1]):
+    if re.search(r"pool=lab: \d+ new spares? on version 2|moving from version 1 to 2", l):
+        moves.append(ts(l))
+    if healthy is None and "healthy on version 2" in l:
+        healthy = ts(l)
+if len(moves) < 2 or healthy is None:
+    print("-1 -1")
+else:
+    print("%d %d" % ((healthy - moves[0]) * 1000, (moves[1] - healthy) * 1000))
+PY
+)
+set -- $gaps
+t_check "the canary was healthy no sooner than its health window after it was made (${1} ms)" test "$1" -ge 2000
+t_check "no second desktop moved before the canary was healthy (${2} ms after)" test "$2" -ge 0
 minready=$(sed -n 's/.* ready=\([0-9]*\) .*/\1/p' "$T/watch.log" | sort -n | head -1)
 t_check "a login would always have found a ready spare: never fewer than 4 (${minready})" test "$minready" -ge 4
 t_check "new spares came up before old ones went" grep -q "replaced by a spare on the pool's new version" "$T/vdid.log"
+audit=$("$VDICTL" audit tail -n 100)
+echo "$audit" | grep rollout | sed 's/^/# /'
 t_check "audited: the start, then wave 1 once the canary was healthy" \
     bash -c 'grep -q "image.rollout.start .*pool lab image testdesk v1 -> v2" <<<"$1" && grep -q "image.rollout.wave .*wave 1 of 2" <<<"$1"' _ "$audit"
 t_check "the canary was healthy before wave 1" \
@@ -171,4 +188,25 @@ t_check "the history keeps every rollout" \
     bash -c '[ "$("$0" image rollouts --all | grep -c "^  #")" = 3 ]' "$VDICTL"
 t_check "version 4 stays out of the pool: it is not retried by itself" \
     bash -c 'sleep 3; [[ "$(rstate)" == "rolled-back 3 4" ]] && [ "$(versions)" = "3:4" ]'
+
+# ---- logoff = force: a busy desktop moves after logoff_grace, warned in the audit log first
+kill -TERM "$vdid"
+t_wait_for 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vdid" || t_fail "vdid did not stop"
+printf 'logoff = force\nlogoff_grace = 2\n' >>"$T/vdid.conf"
+start_vdid
+port=$("$VDICTL" status --json | sed -n 's/^ *"rfb_port": \([0-9]*\),*$/\1/p')
+VDI_TEST_PASSWORD=pw-alice "$VNC" "127.0.0.1:$port" alice --ca "$ca" --hold 120000 >>"$T/vnc.log" 2>&1 &
+vnc=$!
+t_check "alice is back on a desktop" t_wait_for 15 in_use
+alice=$(own alice)
+printf 'banner Patched v5\n' >"$T/v5.run"
+"$VDICTL" image patch testdesk --script "$T/v5.run" >"$T/patch5.log" 2>&1 || t_fail "patch v5 failed"
+warned() { "$VDICTL" audit tail -n 50 | grep -q "desktop.logoff-warning.*desktop=$alice"; }
+t_check "alice is warned that her desktop moves (logoff = force)" t_wait_for 30 warned
+t_check "the warning gives the grace" bash -c '"$0" audit tail -n 50 | grep "desktop.logoff-warning" | grep -q "moves to version 5 of image testdesk in 2s"' "$VDICTL"
+t_check "her viewer is disconnected after the grace" t_wait_for 15 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vnc"
+t_check "her desktop was recycled to move" \
+    grep -q "desktop=$alice .*-> recycling reason=moving from version 3 to 5 of image testdesk (logoff = force, after logoff_grace)" "$T/vdid.log"
+t_check "and the rollout is done: every desktop on version 5" t_wait_for 30 \
+    bash -c '[[ "$(rstate)" == "done 3 5" ]] && [ "$(versions)" = "5:4" ]'
 t_done

@@ -97,11 +97,22 @@ t_check "it says the disk is in use" grep -qi "in use\|resource temporarily unav
 # A move to a new version: the system disk is new, the data disk the same.
 printf 'banner Patched v2\n' >"$T/v2.run"
 "$VDICTL" image patch testdesk --script "$T/v2.run" >/dev/null 2>&1 || t_fail "patch failed"
-fresh alice
-t_check "alice's new desktop is on version 2" t_wait_for 5 \
+# A dedicated desktop moves at its next start (rollout.c): her VMM dies, the desktop keeps its
+# disk (failed), and her next login starts it again, on a new system disk of version 2.
+d=$(own alice)
+kill -9 "$("$VDICTL" desktops show "$d" --json | sed -n 's/^ *"vmm_pid": \([0-9]*\),*$/\1/p')"
+t_wait_for 10 bash -c '"$0" desktops show "$1" --json | grep -q "\"state\": \"failed\""' "$VDICTL" "$d" ||
+    t_fail "alice's desktop did not fail"
+login alice || t_fail "alice's login after the failure failed: $(tail -3 "$T/vnc.log")"
+t_check "her desktop is started again (the same desktop)" test "$(own alice)" = "$d"
+t_check "vdid says it moves to version 2 at this start" grep -q "desktop=$d moves from version 1 to 2 of image testdesk at this start" "$T/vdid.log"
+t_check "alice's desktop is on version 2" t_wait_for 5 \
     bash -c '"$0" desktops show "$1" --json | grep -q "\"image_version\": 2"' "$VDICTL" "$(own alice)"
+t_check "it no longer holds a reference on version 1" test ! -e "$T/state/images/testdesk/v1/refs/desktop-$d"
 t_check "it shows the patch" t_wait_for 5 bash -c 'grep -q "TESTDESK BANNER Patched v2" "$0"' "$T/state/desktops/$(own alice)/vmm.log"
 t_check "and her data disk's count goes on: 2" t_wait_for 5 boots_is alice 2
+t_check "and the new system disk is a clone of version 2" \
+    bash -c 'qemu-img info -U "$1" | grep -q "backing file: .*testdesk/v2/disk.qcow2"' _ "$T/state/desktops/$(own alice)/disk.qcow2"
 
 # A rollback: back to version 1, the data disk still hers.
 "$VDICTL" image set-current testdesk 1 >/dev/null || t_fail "set-current failed"
