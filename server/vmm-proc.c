@@ -114,9 +114,19 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
         {.flags = UV_INHERIT_FD, .data.fd = logfd},
         {.flags = UV_INHERIT_FD, .data.fd = spec->tap_fd}, /* fd 3: the tap */
     };
+    /* vdi-jail runs as root until it drops to the VMM's uid: it gets the environment the VMM gets
+     * (srv__jail_build()), not vdid's (an LD_PRELOAD, systemd's variables...). Without a jail
+     * the VMM inherits vdid's, as any program the admin runs would. */
+    char **env = NULL;
+    if (spec->jail) {
+        env = vdi_xcalloc(spec->jail->n_env + 1, sizeof(*env));
+        for (size_t i = 0; i < spec->jail->n_env; i++)
+            env[i] = (char *)spec->jail->env[i];
+    }
     uv_process_options_t o = {
         .file = args[0],
         .args = args,
+        .env = env,
         .flags = UV_PROCESS_DETACHED, /* setsid: own session and process group */
         .stdio_count = tap ? 4 : 3,
         .stdio = stdio,
@@ -126,6 +136,7 @@ int srv__vmmproc_spawn(uv_loop_t *loop, const struct srv_vmm_spec *spec, srv_vmm
     p->cb = cb;
     p->ctx = ctx;
     rc = uv_spawn(loop, &p->h, &o);
+    free(env);
     srv__jail_argv_free(args);
     free(disk_ro);
     close(logfd);

@@ -62,7 +62,9 @@ memdir() {
 }
 vmm_uids() { for p in $(pgrep -f "$FAKE .*--control $T/"); do status_of "$p" Uid; done | sort; }
 
-t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
+# vdid's own environment (here a preload that does not exist, which the loader complains about
+# on stderr, and a variable) must not reach the jail helper or the VMM.
+LD_PRELOAD=$T/no-such-preload.so VDI_TEST_VDID_ONLY=secret t_bg "$VDID" -c "$T/vdid.conf" 2>"$T/vdid.log"
 vdid=$!
 t_check "two jailed spares become ready" t_wait_for 15 count_is ready 2
 set -- $(ids ready)
@@ -78,6 +80,9 @@ t_check "and a seccomp filter (Seccomp: 2)" test "$(status_of "$p1" Seccomp)" = 
 t_check "and no_new_privs" test "$(status_of "$p1" NoNewPrivs)" = 1
 t_check "and no effective capabilities" test "$(status_of "$p1" CapEff)" = 0000000000000000
 t_check "and an empty bounding set" test "$(status_of "$p1" CapBnd)" = 0000000000000000
+t_check "vdi-jail ran without vdid's environment (no LD_PRELOAD in the VMM's log)" \
+    bash -c '! grep -q no-such-preload "$1"' _ "$T/state/desktops/$d1/vmm.log"
+t_check "nor has the VMM it" bash -c '! tr "\0" "\n" <"/proc/$1/environ" | grep -q "VDI_TEST_VDID_ONLY\|LD_PRELOAD"' _ "$p1"
 vdidmem=$(memdir "$vdid")
 t_check "vdid runs in a memory cgroup of its own ($vdidmem)" grep -q '/vdid$' <<<"$vdidmem"
 t_check "capped at vdid_memory_max" test "$(cat "$vdidmem/memory.limit_in_bytes" 2>/dev/null || cat "$vdidmem/memory.max")" = $((300 << 20))
