@@ -26,3 +26,5 @@ TOOL_vdid_vncclient_LDLIBS := -lvncclient
 # tests/unit/server/test_splice.c fakes the client's TLS stream.
 server_test_splice_LDFLAGS := -Wl,--wrap=auth_tls_read_start,--wrap=auth_tls_read_stop \
     -Wl,--wrap=auth_tls_write,--wrap=auth_tls_write_queue_size,--wrap=auth_tls_close
+# bench/rollout: vdid with the stand-in VMM (where there is no /dev/kvm) and the viewer.
+BENCH_TARGETS += $(O)/tests/tools/vdid_fakevmm $(O)/tests/tools/vdid_vncclient
