@@ -12,7 +12,8 @@
 #include "server/internal.h"
 #include "server/patch-internal.h"
 
-typedef json_t *(*cmd_fn)(srv_t *s, json_t *args, char *err, size_t errlen);
+typedef json_t *(*cmd_fn)(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                          size_t errlen);
 
 static json_t *desktop_json(const brk_desktop_t *d)
 {
@@ -103,8 +104,10 @@ static int collect_desktop(const brk_desktop_t *d, void *ctx)
     return 0;
 }
 
-static json_t *cmd_desktops_list(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_desktops_list(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                 size_t errlen)
 {
+    VDI_UNUSED(who);
     struct list_ctx l = {.arr = json_array(), .state = -1};
     const char *state = NULL;
     bool all;
@@ -131,8 +134,10 @@ err:
     return NULL;
 }
 
-static json_t *cmd_desktops_show(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_desktops_show(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                 size_t errlen)
 {
+    VDI_UNUSED(who);
     int64_t id = 0;
     brk_desktop_t d;
     if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
@@ -166,18 +171,24 @@ static json_t *desktop_action(srv_t *s, json_t *args, bool hard, char *err, size
     return desktop_json(&d);
 }
 
-static json_t *cmd_desktops_destroy(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_desktops_destroy(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                    size_t errlen)
 {
+    VDI_UNUSED(who);
     return desktop_action(s, args, true, err, errlen);
 }
 
-static json_t *cmd_desktops_recycle(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_desktops_recycle(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                    size_t errlen)
 {
+    VDI_UNUSED(who);
     return desktop_action(s, args, false, err, errlen);
 }
 
-static json_t *cmd_sessions_disconnect(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_sessions_disconnect(srv_t *s, const struct srv_caller *who, json_t *args,
+                                       char *err, size_t errlen)
 {
+    VDI_UNUSED(who);
     int64_t id = 0;
     if (!arg_int(args, "id", true, 1, INT64_MAX, &id, err, errlen))
         return NULL;
@@ -196,8 +207,10 @@ static int count_sessions(const brk_session_t *se, void *ctx)
     return 0;
 }
 
-static json_t *cmd_pools_list(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_pools_list(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                              size_t errlen)
 {
+    VDI_UNUSED(who);
     VDI_UNUSED(args);
     json_t *arr = json_array();
     for (size_t i = 0; i < s->cfg->n_pools; i++) {
@@ -252,8 +265,10 @@ static int collect_session(const brk_session_t *se, void *ctx)
     return 0;
 }
 
-static json_t *cmd_sessions_list(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_sessions_list(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                 size_t errlen)
 {
+    VDI_UNUSED(who);
     bool all;
     if (!arg_bool(args, "all", &all, err, errlen))
         return NULL;
@@ -339,8 +354,10 @@ static int collect_audit(const brk_audit_t *a, void *ctx)
     return 0;
 }
 
-static json_t *cmd_audit_tail(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_audit_tail(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                              size_t errlen)
 {
+    VDI_UNUSED(who);
     int64_t n = 20;
     if (!arg_int(args, "n", false, 1, 100000, &n, err, errlen))
         return NULL;
@@ -366,8 +383,10 @@ static json_t *gate_json(const srv_gate_t *g)
                      (json_int_t)st.refused_addr, "refused_total", (json_int_t)st.refused_total);
 }
 
-static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_status(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                          size_t errlen)
 {
+    VDI_UNUSED(who);
     VDI_UNUSED(args);
     struct list_ctx l = {.state = -1};
     unsigned sessions = 0;
@@ -399,19 +418,30 @@ static json_t *cmd_status(srv_t *s, json_t *args, char *err, size_t errlen)
 
 /* image.patch {image, script | bundle, deadline (s), memory (MiB), vcpus, flatten, notes}:
  * start a patch; the result is its id (follow it with image.patch-status). */
-static json_t *cmd_image_patch(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_image_patch(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                               size_t errlen)
 {
     struct srv_patch_req r = {.actor = "admin"};
+    if (who)
+        r.reader = (struct srv_reader){.any = who->uid == 0, .uid = who->uid, .gid = who->gid};
     int64_t deadline = SRV_PATCH_DEADLINE_S, mem = SRV_PATCH_MEMORY >> 20, vcpus = 1;
     if (!arg_string(args, "image", &r.image, err, errlen) ||
         !arg_string(args, "script", &r.script, err, errlen) ||
         !arg_string(args, "bundle", &r.bundle, err, errlen) ||
+        !arg_string(args, "script_text", &r.script_text, err, errlen) ||
         !arg_string(args, "notes", &r.notes, err, errlen) ||
         !arg_int(args, "deadline", false, 1, 7 * 24 * 3600, &deadline, err, errlen) ||
         !arg_int(args, "memory", false, 64, 1 << 20, &mem, err, errlen) ||
         !arg_int(args, "vcpus", false, 1, 16 /* vdi-vmm --vcpus */, &vcpus, err, errlen) ||
         !arg_bool(args, "flatten", &r.flatten, err, errlen))
         return NULL;
+    if (!who && (r.script || r.bundle)) {
+        /* The web view's admin is not a user of this host: no host paths for them. */
+        snprintf(err, errlen,
+                 "a script or bundle path is read on the vdid host: use vdictl there, "
+                 "or send the script's text (script_text)");
+        return NULL;
+    }
     r.deadline_s = (uint32_t)deadline;
     r.memory = (uint64_t)mem << 20;
     r.vcpus = (unsigned)vcpus;
@@ -422,8 +452,10 @@ static json_t *cmd_image_patch(srv_t *s, json_t *args, char *err, size_t errlen)
 }
 
 /* image.patch-status {id, from}: a patch's state and its output from byte @from on. */
-static json_t *cmd_image_patch_status(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_image_patch_status(srv_t *s, const struct srv_caller *who, json_t *args,
+                                      char *err, size_t errlen)
 {
+    VDI_UNUSED(who);
     const char *id;
     int64_t from = 0;
     if (!arg_string(args, "id", &id, err, errlen) ||
@@ -439,16 +471,20 @@ static json_t *cmd_image_patch_status(srv_t *s, json_t *args, char *err, size_t 
     return j;
 }
 
-static json_t *cmd_image_patches(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_image_patches(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                 size_t errlen)
 {
+    VDI_UNUSED(who);
     VDI_UNUSED(args);
     VDI_UNUSED(err);
     VDI_UNUSED(errlen);
     return srv__patches_json(s);
 }
 
-static json_t *cmd_image_rollouts(srv_t *s, json_t *args, char *err, size_t errlen)
+static json_t *cmd_image_rollouts(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
+                                  size_t errlen)
 {
+    VDI_UNUSED(who);
     VDI_UNUSED(err);
     VDI_UNUSED(errlen);
     return srv__rollouts_json(s, json_is_true(json_object_get(args, "history")));
@@ -473,7 +509,7 @@ static const struct {
     {"audit.tail", cmd_audit_tail},
 };
 
-json_t *srv__admin_dispatch(srv_t *s, json_t *req)
+json_t *srv__admin_dispatch(srv_t *s, json_t *req, const struct srv_caller *who)
 {
     char err[512] = "";
     if (!json_is_object(req))
@@ -498,7 +534,7 @@ json_t *srv__admin_dispatch(srv_t *s, json_t *req)
     if (i == VDI_ARRAY_SIZE(commands)) {
         snprintf(err, sizeof(err), "unknown command '%.64s'", name);
     } else {
-        result = commands[i].fn(s, args, err, sizeof(err));
+        result = commands[i].fn(s, who, args, err, sizeof(err));
         if (!result && !err[0])
             snprintf(err, sizeof(err), "%s failed", name);
     }

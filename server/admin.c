@@ -204,7 +204,8 @@ static void handle_line(struct conn *c, const char *line, size_t len)
             c, error_reply("request is not valid JSON: %s (column %d)", jerr.text, jerr.column));
         return;
     }
-    send_reply(c, srv__admin_dispatch(c->a->s, req));
+    struct srv_caller who = {.uid = c->peer.uid, .gid = c->peer.gid};
+    send_reply(c, srv__admin_dispatch(c->a->s, req, &who));
     json_decref(req);
 }
 

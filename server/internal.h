@@ -192,9 +192,16 @@ int srv__host_memory(uint64_t *out);
 int srv__admin_start(srv_t *s, srv_admin_t **out);
 /* Close the listener and every connection; frees @a once libuv is done with it. */
 void srv__admin_close(srv_admin_t *a);
-/* Run one request (a parsed JSON object) and return the reply object (new reference):
+/* Who sent an admin request: a peer of the admin socket, by its credentials (files it names,
+ * like a patch's script, are read only where that uid could read them). The web view's admin
+ * passes NULL: no identity on this host, so no host paths. */
+struct srv_caller {
+    uid_t uid;
+    gid_t gid;
+};
+/* Run one request (a parsed JSON object) from @who and return the reply object (new reference):
  * {"ok":true,"result":...} or {"ok":false,"error":"message"}. Never fails. */
-json_t *srv__admin_dispatch(srv_t *s, json_t *req);
+json_t *srv__admin_dispatch(srv_t *s, json_t *req, const struct srv_caller *who);
 
 /* ---- gateway.c: the RFB listener ------------------------------------------------------------ */
 /* Listen on cfg->listen; logins go through s->auth, then the broker, then the desktop's display.

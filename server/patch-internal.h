@@ -16,18 +16,28 @@
 
 struct srv;
 
-/* Write the bundle disk @out (created; must not exist): a ustar archive of script @script as
- * `run` (mode 0755), or of directory @dir (which must hold an executable `run`), at most @limit
- * bytes of files. 0, or a negative code with the reason in @why (and @out removed). */
-int srv__bundle_write(const char *out, const char *script, const char *dir, uint64_t limit,
-                      char *why, size_t whylen);
+/* Whose files a bundle is read as: the admin socket peer's uid and gid (their other groups are
+ * looked up), or anyone's (@any: root). */
+struct srv_reader {
+    bool any;
+    uid_t uid;
+    gid_t gid;
+};
+/* Write the bundle disk @out (created; must not exist): a ustar archive of script @script (a
+ * file) or @script_text (its text) as `run` (mode 0755), or of directory @dir (which must hold
+ * an executable `run`), at most @limit bytes of files, reading only what @reader may read (NULL:
+ * anything). 0, or a negative code with the reason in @why (and @out removed). */
+int srv__bundle_write(const char *out, const char *script, const char *script_text, const char *dir,
+                      const struct srv_reader *reader, uint64_t limit, char *why, size_t whylen);
 
 struct srv_patch_req {
     const char *image;
-    const char *script; /* absolute path of a script, or ... */
-    const char *bundle; /* ... of a bundle directory (exactly one of the two) */
-    const char *notes;  /* for the manifest; NULL: "patch ID" */
-    const char *actor;  /* for the audit log ("admin", the web admin's user) */
+    const char *script;       /* absolute path of a script, or ... */
+    const char *bundle;       /* ... of a bundle directory, or ... */
+    const char *script_text;  /* ... the script's text (exactly one of the three) */
+    struct srv_reader reader; /* whose files @script and @bundle are read as */
+    const char *notes;        /* for the manifest; NULL: "patch ID" */
+    const char *actor;        /* for the audit log ("admin", the web admin's user) */
     uint32_t deadline_s;
     uint64_t memory; /* bytes */
     unsigned vcpus;
@@ -36,6 +46,7 @@ struct srv_patch_req {
 #define SRV_PATCH_DEADLINE_S (30 * 60)
 #define SRV_PATCH_MEMORY     (1024ULL << 20)
 #define SRV_PATCH_ID_MAX     16 /* "p" and a number */
+#define SRV_PATCH_TEXT_MAX   (256 * 1024)
 
 /* Start a patch; *id gets its id. 0, or a negative code with the reason in @why (-EBUSY: a
  * patch of that image is running; @why names it). */

@@ -55,7 +55,8 @@ struct srv_patch {
     char id[SRV_PATCH_ID_MAX];
     char image[64];
     char holder[SRV_PATCH_ID_MAX + 8];
-    char *script, *bundle, *notes, *actor;
+    char *script, *bundle, *script_text, *notes, *actor;
+    struct srv_reader reader;
     char *dir, *rundir, *overlay, *bundle_img, *kernel, *initrd;
     char cmdline[2048];
     uint32_t deadline_s, base, version;
@@ -106,6 +107,7 @@ static void patch_free(struct srv_patch *p)
 {
     free(p->script);
     free(p->bundle);
+    free(p->script_text);
     free(p->notes);
     free(p->actor);
     free(p->dir);
@@ -300,8 +302,8 @@ static void prep_work(void *arg) /* Thread: the patch worker */
     json_decref(job);
     if (p->rc < 0)
         return;
-    p->rc = srv__bundle_write(p->bundle_img, p->script, p->bundle, BUNDLE_LIMIT, p->why,
-                              sizeof(p->why));
+    p->rc = srv__bundle_write(p->bundle_img, p->script, p->script_text, p->bundle, &p->reader,
+                              BUNDLE_LIMIT, p->why, sizeof(p->why));
     if (p->rc < 0)
         return;
     p->rc = img_catalog_path(cat, p->image, p->base, "kernel", &p->kernel);
@@ -690,12 +692,16 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
             snprintf(why, whylen, "image name '%s' is not valid ([A-Za-z0-9._-])", r->image);
             return -EINVAL;
         }
-    if (!r->script == !r->bundle) {
-        snprintf(why, whylen, "give either a script or a bundle directory");
+    if ((r->script != NULL) + (r->bundle != NULL) + (r->script_text != NULL) != 1) {
+        snprintf(why, whylen, "give one of a script, a bundle directory or a script's text");
         return -EINVAL;
     }
-    const char *path = r->script ? r->script : r->bundle;
-    if (path[0] != '/') {
+    if (r->script_text && strlen(r->script_text) > SRV_PATCH_TEXT_MAX) {
+        snprintf(why, whylen, "the script's text is longer than %d KiB", SRV_PATCH_TEXT_MAX >> 10);
+        return -EINVAL;
+    }
+    const char *path = r->script ? r->script : r->bundle ? r->bundle : "(text)";
+    if (!r->script_text && path[0] != '/') {
         snprintf(why, whylen, "%s: give an absolute path (vdid does not share your directory)",
                  path);
         return -EINVAL;
@@ -723,6 +729,8 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
     snprintf(p->holder, sizeof(p->holder), "patch-%s", p->id);
     p->script = r->script ? vdi_xstrdup(r->script) : NULL;
     p->bundle = r->bundle ? vdi_xstrdup(r->bundle) : NULL;
+    p->script_text = r->script_text ? vdi_xstrdup(r->script_text) : NULL;
+    p->reader = r->reader;
     p->notes = r->notes ? vdi_xstrdup(r->notes) : NULL;
     p->actor = vdi_xstrdup(r->actor ? r->actor : "admin");
     p->dir = vdi_xasprintf("%s/patches/%s", s->cfg->state_dir, p->id);
@@ -749,11 +757,16 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
     }
     char d[512];
     snprintf(d, sizeof(d), "patch %s of image %s with %s %.160s", p->id, p->image,
-             p->script ? "script" : "bundle", path);
+             p->script   ? "script"
+             : p->bundle ? "bundle"
+                         : "script text",
+             path);
     brk_store_audit(s->store, p->actor, "image.patch.start", 0, NULL, d);
     VDI_LOG_INFO("patch=%s image=%s: started (%s %s, deadline %u s%s)", p->id, p->image,
-                 p->script ? "script" : "bundle", path, p->deadline_s,
-                 p->flatten ? ", flatten" : "");
+                 p->script   ? "script"
+                 : p->bundle ? "bundle"
+                             : "script text",
+                 path, p->deadline_s, p->flatten ? ", flatten" : "");
     snprintf(id, idlen, "%s", p->id);
     return 0;
 }

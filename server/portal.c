@@ -907,7 +907,7 @@ static void api_admin(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws, const c
         strcmp(cmd, "audit.tail") != 0)
         brk_store_audit(p->s->store, ws->who->username, "web.admin", 0, ws->who->username, detail);
     json_t *req = json_pack("{s:s, s:o}", "cmd", cmd, "args", args);
-    json_t *reply = srv__admin_dispatch(p->s, req);
+    json_t *reply = srv__admin_dispatch(p->s, req, NULL);
     json_decref(req);
     bool ok = json_is_true(json_object_get(reply, "ok"));
     srv__httpx_json(x, ok ? 200 : 400, NULL, reply);

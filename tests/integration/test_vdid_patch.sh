@@ -14,7 +14,9 @@ t_tmpdir
 VDID=$VDI_BIN/vdid
 VDICTL=$VDI_BIN/vdictl
 FAKE=$VDI_BUILD/tests/tools/vdid_fakevmm
-export VDI_ADMIN_SOCKET=$T/run/vdid.sock VDI_STATE_DIR=$T/state
+# The admin socket where an admin who is not root (uid 4242 in group users) reaches it.
+mkdir -m 0711 "$T/adm"
+export VDI_ADMIN_SOCKET=$T/adm/vdid.sock VDI_STATE_DIR=$T/state
 trap 't_kill_matching KILL "$FAKE .*--control $T/"; t_cleanup' EXIT
 
 # An image whose disk is big enough for testdesk's data area (4 MiB + 64 KiB).
@@ -32,6 +34,8 @@ memory_budget = 2G
 vmm_uid_first = 4200000
 vmm_uid_count = 16
 log_level = debug
+admin_socket = $T/adm/vdid.sock
+admin_group = users
 
 [pool lab]
 image = testdesk
@@ -155,4 +159,28 @@ out=$("$VDICTL" image remove testdesk 1 2>&1); rc=$?
 t_check "version 1 (under version 2, which a desktop uses) is not removed" test "$rc" != 0
 echo "# $out"
 t_check "the refusal says why" grep -qiE "in use|used by|desktop|later version" <<<"$out"
+
+# ---- an admin who is not root: vdid reads their script only where they could read it
+chmod 0711 "$T"
+printf 'echo read by uid 4242\nexit 0\n' >"$T/adm/public.run"
+chmod 0644 "$T/adm/public.run"
+printf 'echo the root-only script\nexit 0\n' >"$T/adm/secret.run"
+chmod 0600 "$T/adm/secret.run"
+as_admin() { setpriv --reuid=4242 --regid=100 --clear-groups "$VDICTL" "$@"; }
+out=$(as_admin image patch testdesk --script "$T/adm/secret.run" 2>&1); rc=$?
+echo "$out" | sed 's/^/# /'
+t_check "a script its admin cannot read is refused (exit $rc)" test "$rc" = 1
+t_check "saying so" grep -q "secret.run: permission denied for uid 4242" <<<"$out"
+t_check "and nothing of it reached a bundle" bash -c '! grep -rqs "the root-only script" "$1"/patches/*/bundle.tar "$1"/patches/*/output.log' _ "$T/state"
+ln -s "$T/adm/secret.run" "$T/adm/link.run"
+out=$(as_admin image patch testdesk --script "$T/adm/link.run" 2>&1)
+t_check "nor through a symlink to it" grep -q "permission denied for uid 4242" <<<"$out"
+mkdir -m 0755 "$T/adm/b"
+cp "$T/adm/public.run" "$T/adm/b/run"; chmod 0755 "$T/adm/b/run"
+cp "$T/adm/secret.run" "$T/adm/b/notes"
+out=$(as_admin image patch testdesk --bundle "$T/adm/b" 2>&1)
+t_check "nor as a file of a bundle directory" grep -q "b/notes: permission denied for uid 4242" <<<"$out"
+out=$(as_admin image patch testdesk --script "$T/adm/public.run" 2>&1); rc=$?
+t_check "a script its admin can read is patched in (exit $rc)" test "$rc" = 0
+t_check "its output streamed" grep -q "^read by uid 4242" <<<"$out"
 t_done

@@ -216,6 +216,18 @@ r=$(post root2 /api/admin/no.such)
 t_check "an unknown admin command is 400 with a message" grep -q "unknown command 'no.such'" <<<"$r"
 r=$(post root2 /api/admin/desktops.show '{"id":"x"}')
 t_check "a bad admin argument is 400 with a message" grep -q "must be a whole number" <<<"$r"
+# The web admin is no user of the vdid host: a patch from the web sends the script's text; a
+# path would be read by vdid (root) on their behalf, so it is refused.
+r=$(post root2 /api/admin/image.patch '{"image":"testdesk","script":"/etc/shadow"}')
+t_check "a patch naming a host path from the web is refused (400)" test "$(status_of "$r")" = 400
+t_check "saying to send the script's text" grep -q "a script or bundle path is read on the vdid host" <<<"$r"
+r=$(post root2 /api/admin/image.patch '{"image":"nosuch","script_text":"echo from the web\nexit 0\n"}')
+t_check "a patch with the script's text is taken from the web ($r)" grep -q '"result":{"id":"p1"}' <<<"$r"
+web_patch_failed() {
+    local r; r=$(post root2 /api/admin/image.patch-status '{"id":"p1"}')
+    grep -q '"state":"failed"' <<<"$r" && grep -q "no such image" <<<"$r"
+}
+t_check "(and fails: there is no image nosuch)" t_wait_for 10 web_patch_failed
 
 # ---- disconnect, logout
 r=$(post alice /api/connect)
