@@ -86,9 +86,11 @@ const columns = {
   desktops: ['id', 'pool', 'owner', 'state', 'image', 'image_version', 'vmm_pid', 'mac', 'ip', 'reason'],
   sessions: ['id', 'user', 'desktop', 'client', 'started'],
   images: ['name', 'current', 'versions'],
+  patches: ['id', 'image', 'state', 'base_version', 'version', 'exit', 'reason', 'started'],
+  rollouts: ['pool', 'image', 'from', 'to', 'state', 'wave', 'healthy', 'failed', 'desktops', 'reason'],
   audit: ['ts', 'actor', 'event', 'desktop', 'user', 'detail'],
 };
-const commands = { status: 'status', pools: 'pools.list', desktops: 'desktops.list', sessions: 'sessions.list', images: 'images.list', audit: 'audit.tail' };
+const commands = { status: 'status', pools: 'pools.list', desktops: 'desktops.list', sessions: 'sessions.list', images: 'images.list', patches: 'image.patches', rollouts: 'image.rollouts', audit: 'audit.tail' };
 
 function table(rows, cols, actions) {
   const t = el('table', {}, el('tr', {}, ...cols.map((c) => el('th', {}, c)), actions ? el('th', {}, '') : ''));
@@ -98,6 +100,7 @@ function table(rows, cols, actions) {
       if (c === 'ts' || c === 'started') v = v ? new Date(v * 1000).toLocaleString() : '';
       if (c === 'memory') v = Math.round(v / 1048576) + ' MiB';
       if (Array.isArray(v)) v = v.join(', ');
+      else if (v && typeof v === 'object') v = Object.entries(v).map(([k, n]) => `v${k}: ${n}`).join(', ');
       // Audit text that was not UTF-8 comes escaped (\xNN, \\): say so on the cell.
       const attrs = Array.isArray(row.escaped) && row.escaped.includes(c)
         ? { class: 'escaped', title: 'not UTF-8 as written: other bytes shown as \\xNN' } : {};
@@ -133,7 +136,39 @@ async function adminTab(tab) {
   if (tab === 'sessions') actions = (s) => [
     el('button', { onclick: async () => { await admin('sessions.disconnect', { id: s.id }); adminTab(tab); } }, 'Disconnect')];
   box.append(table(rows, columns[tab], actions));
+  $('patch-form').hidden = tab !== 'images';
+  if (tab === 'images') {
+    const sel = $('patch-image');
+    const was = sel.value;
+    sel.replaceChildren(...rows.map((i) => el('option', { value: i.name }, i.name)));
+    if (was) sel.value = was;
+  }
 }
+
+// ---- patching an image from the web: the script's text goes to vdid (no host paths here);
+// its output is followed until the patch is published or failed.
+$('patch-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const out = $('patch-output');
+  const args = { image: $('patch-image').value, script_text: $('patch-script').value };
+  if ($('patch-notes').value) args.notes = $('patch-notes').value;
+  $('patch-button').disabled = true;
+  out.textContent = '';
+  const started = await admin('image.patch', args);
+  if (!started) { $('patch-button').disabled = false; return; }
+  out.textContent = `patch ${started.id} of image ${args.image} started\n`;
+  let from = 0;
+  for (;;) {
+    const st = await admin('image.patch-status', { id: started.id, from });
+    if (!st) break;
+    out.textContent += st.output || '';
+    from = st.next;
+    if (st.state === 'published') { out.textContent += `published: version ${st.version} is current; the image's pools roll out to it\n`; break; }
+    if (st.state === 'failed') { out.textContent += `failed: ${st.reason}\n`; break; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  $('patch-button').disabled = false;
+});
 
 for (const b of document.querySelectorAll('[data-tab]')) b.addEventListener('click', () => adminTab(b.dataset.tab));
 

@@ -209,6 +209,24 @@ try {
   await page.click('[data-tab=audit]');
   await page.locator('#admin-table td', { hasText: 'web.login' }).first().waitFor({ timeout: 10000 });
   ok('the audit tab shows the web logins');
+  // ---- patch an image from the admin view: the script's text goes to vdid, its output follows
+  await page.click('[data-tab=images]');
+  await page.locator('#patch-form').waitFor({ state: 'visible', timeout: 10000 });
+  await page.selectOption('#patch-image', 'testdesk');
+  await page.fill('#patch-script', 'echo patched from the browser\nbanner Web v2\n');
+  await page.fill('#patch-notes', 'from the web view');
+  await page.click('#patch-button');
+  await page.locator('#patch-output', { hasText: 'published: version 2 is current' }).waitFor({ timeout: 60000 });
+  const pout = await page.locator('#patch-output').textContent();
+  check(pout.includes('patched from the browser') && pout.includes('PATCH EXIT 0'),
+    'a patch from the admin view streams its output and publishes version 2');
+  await page.screenshot({ path: join(env.VDI_WEB_OUT, 'admin-patch.png') });
+  await page.click('[data-tab=patches]');
+  await page.locator('#admin-table td', { hasText: 'published' }).first().waitFor({ timeout: 10000 });
+  ok('the patches tab lists it as published');
+  await page.click('[data-tab=rollouts]');
+  await page.locator('#admin-table td', { hasText: /^(canary|waves|done)$/ }).first().waitFor({ timeout: 15000 });
+  ok('the rollouts tab shows the pool moving to version 2');
   await page.setViewportSize({ width: 390, height: 844 });
   await sleep(200);
   const aw = await page.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);

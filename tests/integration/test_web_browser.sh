@@ -5,7 +5,8 @@
 # catalogue, and the browser must show testdesk's colour bars and the keys it types; without it
 # (and without VDI_REQUIRE_KVM) the stand-in VMM's screen and keys. Both: wrong password shown,
 # connect through noVNC over wss, Ctrl-Alt-Del, a reused and an expired console token refused,
-# takeover message, reconnect, a desktop that dies under the viewer, log out, a phone-sized layout, the admin view for the admin group. VDI_WEB_FAKE_VMM=1 forces the
+# takeover message, reconnect, a desktop that dies under the viewer, log out, a phone-sized layout, the admin view for the admin group, and an image
+# patched from it (the script's text, its output followed, the pool's rollout shown). VDI_WEB_FAKE_VMM=1 forces the
 # stand-in VMM.
 # timeout: 240
 . "$VDI_SRC/tests/lib.sh"
@@ -53,7 +54,11 @@ if [ $mode = testdesk ]; then
     "$VDICTL" image import testdesk "$DISK" --kernel "$ELF" --state "$T/state" -q >/dev/null ||
         t_fail "vdictl image import failed"
 else
-    t_import_fake_image
+    # big enough for testdesk's data area (4 MiB + 64 KiB): the admin view patches it
+    truncate -s 8M "$T/disk.raw"
+    echo "not a kernel" >"$T/kernel"
+    "$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --state "$T/state" -q >/dev/null ||
+        t_fail "vdictl image import failed"
 fi
 ttl=3
 cat >"$T/vdid.conf" <<CONF
