@@ -46,7 +46,7 @@ pc_libs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 .DEFAULT_GOAL := all
 .PHONY: all deps test unit integration build-tests demo bench fuzz format format-check \
-        check-includes install clean help
+        check-includes install clean help debian-desktop check-slow
 
 # ---- Modules --------------------------------------------------------------------------------
 LIBS :=
@@ -163,6 +163,18 @@ demo: deps
 BENCH_TARGETS ?=
 bench: all $(BENCH_TARGETS)
 	$(Q)VDI_BIN=$(CURDIR)/$(BINDIR) VDI_SRC=$(CURDIR) VDI_BUILD=$(CURDIR)/$(O) bash bench/run.sh
+
+# The debian-desktop golden image (docs/images.md): built once (cached), imported into vdictl's
+# catalogue ($VDI_STATE_DIR, else the system one). Needs root and the Debian mirror.
+debian-desktop: $(BINDIR)/vdictl
+	$(Q)bash golden-images/recipes/debian-desktop/build.sh build/debian-desktop
+	$(Q)bash golden-images/recipes/debian-desktop/import.sh $(BINDIR)/vdictl build/debian-desktop
+
+# Slow checks (tests/slow/): real guests under QEMU's software emulation; not part of `make test`.
+check-slow: $(O)/tests/tools/vncprobe
+	$(Q)bash golden-images/recipes/debian-desktop/build.sh build/debian-desktop
+	$(Q)for t in $(sort $(wildcard tests/slow/test_*.sh)); do echo "== $$t"; \
+	    $(TEST_ENV) bash $$t || exit 1; done
 
 # Fuzz targets: tests/fuzz/fuzz_*.c, built with clang and libFuzzer into build/fuzz/ from the
 # sources each names in its `// fuzz-srcs:` line. `make fuzz FUZZ_S=N` runs each N seconds
