@@ -264,6 +264,9 @@ int srv__session_open(srv_vm_t *vm, const char *user, const char *peer, srv_sess
 void srv__session_close(srv_session_t *se, const char *reason);
 /* Client input seen now (for idle_timeout). */
 void srv__session_activity(srv_session_t *se);
+/* Rollouts (rollout.c): seconds until @vm is recycled to move to its pool's new image version
+ * (logoff = force: its user is being warned), 0 when no such move is planned. */
+uint32_t srv__vm_logoff_in(const srv_vm_t *vm);
 /* Admin (rollout.c): each pool's rollout, its desktops per version and (@history) its earlier
  * rollouts, as a JSON array (new reference). */
 json_t *srv__rollouts_json(srv_t *s, bool history);

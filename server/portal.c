@@ -646,6 +646,7 @@ static void api_login(srv_portal_t *p, srv_httpx_t *x)
 
 /* ---- the user's desktops ---------------------------------------------------------------------- */
 struct desk_ctx {
+    srv_t *s;
     const char *user;
     json_t *list;
 };
@@ -655,15 +656,21 @@ static int desk_cb(const brk_desktop_t *d, void *ctx)
     struct desk_ctx *dc = ctx;
     if (strcmp(d->owner, dc->user) != 0 || d->state == BRK_DS_FAILED)
         return 0;
-    json_array_append_new(dc->list, json_pack("{s:I, s:s, s:s}", "id", (json_int_t)d->id, "pool",
-                                              d->pool, "state", brk_desktop_state_name(d->state)));
+    json_t *o = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)d->id, "pool", d->pool, "state",
+                          brk_desktop_state_name(d->state));
+    /* A forced move to a new image version is coming (rollout.c): the viewer warns its user. */
+    const srv_vm_t *vm = srv__vm_find(dc->s, d->id);
+    uint32_t in = vm ? srv__vm_logoff_in(vm) : 0;
+    if (in)
+        json_object_set_new(o, "logoff_in", json_integer(in));
+    json_array_append_new(dc->list, o);
     return 0;
 }
 
 static void api_desktops(srv_portal_t *p, srv_httpx_t *x, struct wsess *ws)
 {
     const brk_config_t *cfg = p->s->cfg;
-    struct desk_ctx dc = {.user = ws->who->username, .list = json_array()};
+    struct desk_ctx dc = {.s = p->s, .user = ws->who->username, .list = json_array()};
     brk_store_desktop_foreach(p->s->store, false, desk_cb, &dc);
     json_t *pools = json_array();
     for (size_t i = 0; i < cfg->n_pools; i++) {

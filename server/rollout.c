@@ -52,6 +52,7 @@ struct counts {
     unsigned on_old;   /* on any other version */
     unsigned busy_old; /* ... with a user */
     unsigned moving;   /* recycled by the rollout, not gone yet (a spare's replacement follows) */
+    unsigned pinned;   /* never move (counted in nothing else): see pinned() */
 };
 
 static uint32_t vm_version(const srv_vm_t *vm)
@@ -66,6 +67,15 @@ static struct srv_rollout *pool_rollout(srv_t *s, const brk_pool_config_t *p)
     return &s->rollouts[p - s->cfg->pools];
 }
 
+/* A dedicated desktop without a data disk keeps its user's files on its system disk: it stays on
+ * its version (the rollout neither waits for it nor counts it). */
+static bool pinned(const srv_vm_t *vm, uint32_t to)
+{
+    const brk_pool_config_t *p = srv__desktop_pool(vm);
+    return p && p->type == BRK_POOL_DEDICATED && !p->user_disk && vm->owner[0] &&
+           vm_version(vm) != to;
+}
+
 static void count(srv_t *s, const brk_pool_config_t *p, const struct srv_rollout *ro,
                   struct counts *c)
 {
@@ -77,6 +87,10 @@ static void count(srv_t *s, const brk_pool_config_t *p, const struct srv_rollout
             continue;
         if (vm->state == BRK_DS_RECYCLING) {
             c->moving += vm->moving;
+            continue;
+        }
+        if (pinned(vm, r->to)) {
+            c->pinned++;
             continue;
         }
         c->n++;
@@ -142,6 +156,14 @@ uint32_t srv__rollout_version(srv_t *s, const brk_pool_config_t *p)
 uint32_t srv__rollout_version_peek(srv_t *s, const brk_pool_config_t *p)
 {
     return next_version(s, p);
+}
+
+uint32_t srv__vm_logoff_in(const srv_vm_t *vm)
+{
+    uint64_t now = vdi_now_ms();
+    if (!vm->logoff_at || vm->state == BRK_DS_RECYCLING)
+        return 0;
+    return vm->logoff_at > now ? (uint32_t)((vm->logoff_at - now + 999) / 1000) : 1;
 }
 
 bool srv__rollout_outdated(const srv_vm_t *vm)
@@ -575,7 +597,17 @@ static void step(srv_t *s, const brk_pool_config_t *p, struct srv_rollout *ro, u
         return;
     }
     if (c.on_old == 0 && c.healthy == c.on_to && !c.moving) {
-        finish(s, ro, BRK_RO_DONE, c.n ? NULL : "the pool had no desktops");
+        char why[120] = "";
+        if (c.pinned)
+            snprintf(why, sizeof(why),
+                     "%u desktop%s stay%s on %s version (dedicated, no data disk: %s files are on "
+                     "it)",
+                     c.pinned, c.pinned == 1 ? "" : "s", c.pinned == 1 ? "s" : "",
+                     c.pinned == 1 ? "its" : "their",
+                     c.pinned == 1 ? "its user's" : "their users'");
+        else if (!c.n)
+            snprintf(why, sizeof(why), "the pool had no desktops");
+        finish(s, ro, BRK_RO_DONE, why[0] ? why : NULL);
         return;
     }
     /* A spare moved but not gone yet: its replacement, on the new version, follows. */
@@ -696,7 +728,7 @@ json_t *srv__rollouts_json(srv_t *s, bool history)
         json_t *o = ro->r.id ? rollout_json(&ro->r)
                              : json_pack("{s:s, s:s}", "pool", p->name, "image", p->image);
         json_t *per = json_object();
-        unsigned busy = 0, total = 0;
+        unsigned busy = 0, total = 0, kept = 0;
         for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
             const srv_vm_t *vm = vdi_list_entry(it, srv_vm_t, link);
             if (strcmp(vm->pool, p->name) || vm->state == BRK_DS_RECYCLING)
@@ -706,11 +738,15 @@ json_t *srv__rollouts_json(srv_t *s, bool history)
             json_t *n = json_object_get(per, k);
             json_object_set_new(per, k, json_integer(n ? json_integer_value(n) + 1 : 1));
             total++;
-            busy += ro->r.id && vm_version(vm) != ro->r.to && vm->owner[0];
+            if (ro->r.id && pinned(vm, ro->r.to))
+                kept++;
+            else
+                busy += ro->r.id && vm_version(vm) != ro->r.to && vm->owner[0];
         }
         json_object_set_new(o, "desktops", per);
         json_object_set_new(o, "total", json_integer(total));
         json_object_set_new(o, "waiting_for_logout", json_integer(busy));
+        json_object_set_new(o, "kept", json_integer(kept)); /* dedicated, no data disk: stay */
         json_object_set_new(o, "waves_planned", json_integer(p->waves));
         json_object_set_new(o, "current", json_integer(ro->current));
         json_object_set_new(o, "next_version", json_integer(srv__rollout_version_peek(s, p)));

@@ -738,6 +738,10 @@ static int run_image_rollouts(int argc, char **argv)
         if (jint(p, "waiting_for_logout"))
             printf("                 %lld desktop(s) wait for their user's logout\n",
                    jint(p, "waiting_for_logout"));
+        if (jint(p, "kept"))
+            printf("                 %lld desktop(s) stay on their version (dedicated, no data "
+                   "disk: their files are on it)\n",
+                   jint(p, "kept"));
         if (jint(p, "id") && jtext(p, "reason")[0])
             printf("                 %s\n", jtext(p, "reason"));
         size_t h;

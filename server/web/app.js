@@ -66,10 +66,9 @@ async function loadDesktops() {
   for (const p of r.data.pools)
     pools.append(el('li', {}, el('strong', {}, p.name), ` (${p.type}) `, el('br'),
       `image ${p.image}, ${p.width}×${p.height}, ${Math.round(p.memory / 1048576)} MiB`));
-  if (!r.data.pools.length) {
-    pools.append(el('li', {}, 'You are not entitled to any desktop pool.'));
-    $('connect').disabled = true;
-  }
+  // (set both ways: the page may have shown another user, entitled to nothing, before)
+  $('connect').disabled = !r.data.pools.length;
+  if (!r.data.pools.length) pools.append(el('li', {}, 'You are not entitled to any desktop pool.'));
 }
 
 async function disconnect(id) {

@@ -51,7 +51,7 @@ async function connect() {
   rfb.scaleViewport = true; // fit to the window
   rfb.resizeSession = false;
   rfb.focusOnClick = true;
-  rfb.addEventListener('connect', () => { status(`Desktop ${desktop}`); rfb.focus(); });
+  rfb.addEventListener('connect', () => { status(`Desktop ${desktop}`); rfb.focus(); checkNotice(); });
   rfb.addEventListener('desktopname', (e) => { document.title = e.detail.name || 'vdi desktop'; });
   rfb.addEventListener('clipboard', (e) => { $('clipboard').value = e.detail.text; });
   rfb.addEventListener('disconnect', (e) => {
@@ -64,6 +64,25 @@ async function connect() {
     message(text);
   });
 }
+
+// A forced move of the desktop to a new version of its image (the administrator's update,
+// pool setting logoff = force) is announced by /api/desktops as logoff_in (seconds): say so.
+async function checkNotice() {
+  if (!desktop) return;
+  const r = await call('GET', '/api/desktops');
+  if (r.status !== 200) return;
+  const d = (r.data.desktops || []).find((x) => x.id === desktop);
+  const n = $('notice');
+  if (d && d.logoff_in) {
+    const m = Math.ceil(d.logoff_in / 60);
+    n.textContent = `Your desktop restarts for an update in ${d.logoff_in < 120 ? `${d.logoff_in} s` : `${m} min`}: ` +
+      'save your work now.';
+    n.hidden = false;
+  } else {
+    n.hidden = true;
+  }
+}
+setInterval(checkNotice, 5000);
 
 $('cad').addEventListener('click', () => { if (rfb) { rfb.sendCtrlAltDel(); rfb.focus(); } });
 $('fullscreen').addEventListener('click', () => {

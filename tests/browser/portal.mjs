@@ -227,11 +227,32 @@ try {
   await page.click('[data-tab=rollouts]');
   await page.locator('#admin-table td', { hasText: /^(canary|waves|done)$/ }).first().waitFor({ timeout: 15000 });
   ok('the rollouts tab shows the pool moving to version 2');
+  await page.click('[data-tab=audit]');
+  await page.locator('#admin-table td', { hasText: 'desktop.logoff-warning' }).first().waitFor({ timeout: 15000 });
+  ok(`${env.VDI_WEB_USER}'s busy desktop is to move after its grace (logoff = force): audited`);
   await page.setViewportSize({ width: 390, height: 844 });
   await sleep(200);
   const aw = await page.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);
   await page.screenshot({ path: join(env.VDI_WEB_OUT, 'admin-phone.png'), fullPage: true });
   check(aw <= 0, `the admin view fits a phone-sized screen (wide tables scroll in their box; overflow ${aw}px)`);
+  await page.locator('#logout').click();
+  await page.locator('#login-form').waitFor({ state: 'visible', timeout: 10000 });
+
+  // ---- the user back on the desktop that is to move: the viewer warns them (on the same page
+  // the admin, entitled to no pool, used: Connect must work again)
+  await page.setViewportSize({ width: 1024, height: 800 });
+  await page.fill('#username', env.VDI_WEB_USER);
+  await page.fill('#password', env.VDI_WEB_PASSWORD);
+  await page.click('#login-button');
+  await page.locator('#desktops-view').waitFor({ state: 'visible', timeout: 15000 });
+  await page.click('#connect');
+  await page.waitForURL('**/viewer.html');
+  const notice = page.locator('#notice');
+  await notice.waitFor({ state: 'visible', timeout: 15000 });
+  const nt = await notice.textContent();
+  check(/restarts for an update in \d+ (s|min)/.test(nt), `the viewer warns of the coming restart ("${nt}")`);
+  await page.screenshot({ path: join(env.VDI_WEB_OUT, 'viewer-notice.png') });
+  await page.goto(url + '/');
   await page.locator('#logout').click();
   await page.locator('#login-form').waitFor({ state: 'visible', timeout: 10000 });
 

@@ -19,9 +19,9 @@ t_require_pam_wrapper nss
 trap 't_kill_matching KILL "$FAKE .*--control $T/"; t_cleanup' EXIT
 
 mkdir -p "$T/pam"
-echo "alice:pw-alice:vdi" >"$T/pam/passdb"
-echo "alice:x:3001:3001:alice:/nonexistent:/bin/false" >"$T/pam/passwd"
-echo "alice:x:3001:" >"$T/pam/group"
+printf 'alice:pw-alice:vdi\ncarol:pw-carol:vdi\n' >"$T/pam/passdb"
+printf 'alice:x:3001:3001:alice:/nonexistent:/bin/false\ncarol:x:3003:3003:carol:/nonexistent:/bin/false\n' >"$T/pam/passwd"
+printf 'alice:x:3001:\ncarol:x:3003:\n' >"$T/pam/group"
 printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
     "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" "$libdir/pam_wrapper/pam_matrix.so" "$T/pam/passdb" >"$T/pam/vdi"
 
@@ -58,6 +58,14 @@ canary_percent = 20
 waves = 2
 health_window = 2
 max_unhealthy = 0
+
+# carol's files are on her desktop's system disk: it never moves
+[pool keep]
+image = testdesk
+type = dedicated
+user_disk = no
+memory = 64M
+users = carol
 CONF
 start_vdid() {
     LD_PRELOAD="$libdir/libpam_wrapper.so:$libdir/libnss_wrapper.so" PAM_WRAPPER=1 \
@@ -92,6 +100,9 @@ in_use() { "$VDICTL" desktops list --json --state in-use | grep -q '"owner": "al
 t_check "alice's desktop is in use" t_wait_for 15 in_use
 alice=$(own alice)
 t_check "the pool is back to four spares besides alice's" t_wait_for 20 ready_n 4
+VDI_TEST_PASSWORD=pw-carol "$VNC" "127.0.0.1:$port" carol --ca "$ca" >>"$T/vnc.log" 2>&1 || t_fail "carol's login failed"
+carol=$(own carol)
+t_check "carol has a dedicated desktop" test -n "$carol"
 
 # ---- a good version rolls out: canary first, then waves, each after the health window
 printf 'banner Patched v2\nwrite motd hello\n' >"$T/v2.run"
@@ -155,6 +166,11 @@ done_v2() { [[ "$(rstate)" == "done 1 2" ]]; }
 t_check "after alice's logout the rollout is done" t_wait_for 20 done_v2
 t_check "every desktop of the pool is on version 2" t_wait_for 10 bash -c '[ "$(versions)" = "2:4" ]'
 t_check "audited: done" bash -c '"$1" audit tail -n 100 | grep -q "image.rollout.done"' _ "$VDICTL"
+keep=$("$VDICTL" image rollouts --pool keep --json)
+t_check "the pool keep's rollout is done without moving carol's desktop" \
+    python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; assert p["state"]=="done" and p["kept"]==1 and "dedicated, no data disk" in p["reason"], p' <<<"$keep"
+t_check "carol's desktop is still on version 1, never recycled" \
+    bash -c '"$0" desktops show "$1" --json | grep -q "\"image_version\": 1" && ! grep -q "desktop=$1 .*-> recycling" "$2"' "$VDICTL" "$carol" "$T/vdid.log"
 
 # ---- the rollout goes on across a vdid restart
 printf 'banner Patched v3\n' >"$T/v3.run"
@@ -185,14 +201,14 @@ t_check "audited: the unhealthy desktop and the rollback" \
 t_check "only the canary ever ran version 4" \
     bash -c '[ "$(grep -c "image=testdesk version=4 vmm pid" "$1")" = 1 ]' _ "$T/vdid.log"
 t_check "the history keeps every rollout" \
-    bash -c '[ "$("$0" image rollouts --all | grep -c "^  #")" = 3 ]' "$VDICTL"
+    bash -c '[ "$("$0" image rollouts --pool lab --all | grep -c "^  #")" = 3 ]' "$VDICTL"
 t_check "version 4 stays out of the pool: it is not retried by itself" \
     bash -c 'sleep 3; [[ "$(rstate)" == "rolled-back 3 4" ]] && [ "$(versions)" = "3:4" ]'
 
 # ---- logoff = force: a busy desktop moves after logoff_grace, warned in the audit log first
 kill -TERM "$vdid"
 t_wait_for 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vdid" || t_fail "vdid did not stop"
-printf 'logoff = force\nlogoff_grace = 2\n' >>"$T/vdid.conf"
+sed -i 's/^max_unhealthy = 0$/&\nlogoff = force\nlogoff_grace = 2/' "$T/vdid.conf" # [pool lab]
 start_vdid
 port=$("$VDICTL" status --json | sed -n 's/^ *"rfb_port": \([0-9]*\),*$/\1/p')
 VDI_TEST_PASSWORD=pw-alice "$VNC" "127.0.0.1:$port" alice --ca "$ca" --hold 120000 >>"$T/vnc.log" 2>&1 &

@@ -78,6 +78,12 @@ max_desktops = 2
 framebuffer = $fb
 users = alice
 disconnect_timeout = 60
+# The admin view's patch moves the pool at once; alice's desktop after a warning (her viewer
+# shows it) and a grace longer than the test.
+canary_percent = 100
+health_window = 0
+logoff = force
+logoff_grace = 300
 CONF
 
 # (The DEEPBIND switches and the ASan option matter only in sanitizer builds.)
