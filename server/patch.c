@@ -877,12 +877,13 @@ static void recover(srv_t *s, const char *dir, const char *id)
     json_dump_file(r, path, JSON_COMPACT);
     free(path);
     json_decref(r);
-    json_decref(job);
+    /* @image points into @job: log before letting it go. */
     VDI_LOG_WARN("patch=%s image=%s: recorded as failed (vdid stopped while it ran)", id,
                  image ? image : "?");
     if (image)
         brk_store_audit(s->store, NULL, "image.patch.failed", 0, NULL,
                         "vdid stopped while the patch ran");
+    json_decref(job);
 }
 
 /* A finished patch of an earlier vdid, for the list. */
