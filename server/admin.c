@@ -282,31 +282,45 @@ static void refuse(struct conn *c)
     c->close_after_write = true;
 }
 
-static void check_work(uv_work_t *req) /* Thread: worker (NSS may block) */
+int srv__uid_groups(uid_t uid, gid_t **groups) /* Thread: any but the loop (NSS may block) */
 {
-    struct peer_check *pc = vdi_container_of(req, struct peer_check, req);
     struct passwd pw, *found = NULL;
     size_t blen = 16384;
     char *buf = vdi_xmalloc(blen);
-    int rc;
-    while ((rc = getpwuid_r(pc->uid, &pw, buf, blen, &found)) == ERANGE && blen < (1u << 20)) {
+    int rc, n = 0;
+    *groups = NULL;
+    while ((rc = getpwuid_r(uid, &pw, buf, blen, &found)) == ERANGE && blen < (1u << 20)) {
         blen *= 2;
         buf = vdi_xrealloc(buf, blen);
     }
     if (rc == 0 && found) {
-        int cap = 64, n = cap, got;
-        gid_t *groups = vdi_xmalloc(sizeof(*groups) * (size_t)cap);
+        int cap = 64, got;
+        gid_t *g = vdi_xmalloc(sizeof(*g) * (size_t)cap);
+        n = cap;
         /* getgrouplist() returns -1 and the needed count in n when the array is too small. */
-        while ((got = getgrouplist(pw.pw_name, pw.pw_gid, groups, &n)) < 0 && n > cap &&
-               n <= 65536) {
+        while ((got = getgrouplist(pw.pw_name, pw.pw_gid, g, &n)) < 0 && n > cap && n <= 65536) {
             cap = n;
-            groups = vdi_xrealloc(groups, sizeof(*groups) * (size_t)cap);
+            g = vdi_xrealloc(g, sizeof(*g) * (size_t)cap);
         }
-        for (int i = 0; got >= 0 && i < n && !pc->member; i++)
-            pc->member = groups[i] == pc->admin_gid;
-        free(groups);
+        if (got < 0) {
+            free(g);
+            n = 0;
+        } else {
+            *groups = g;
+        }
     }
     free(buf);
+    return n;
+}
+
+static void check_work(uv_work_t *req) /* Thread: worker (NSS may block) */
+{
+    struct peer_check *pc = vdi_container_of(req, struct peer_check, req);
+    gid_t *groups;
+    int n = srv__uid_groups(pc->uid, &groups);
+    for (int i = 0; i < n && !pc->member; i++)
+        pc->member = groups[i] == pc->admin_gid;
+    free(groups);
 }
 
 static void check_done(uv_work_t *req, int status)

@@ -233,8 +233,10 @@ int srv__desktop_provision(srv_t *s, const brk_pool_config_t *pool, const char *
 int srv__desktop_restart(srv_t *s, int64_t id, const brk_pool_config_t *pool, srv_vm_t **out);
 /* The exit callback of a desktop's VMM process (@ctx: the srv_vm_t). */
 void srv__desktop_on_exit(void *ctx, int64_t status, int sig);
-/* Drop holder @holder's ("desktop-ID") reference on @image version @version, off the loop (the
- * catalogue takes a file lock that an import may hold for a while). */
+/* Take / drop holder @holder's ("desktop-ID", "rollout-POOL") reference on @image version
+ * @version, off the loop (the catalogue takes a file lock that an import may hold for a while).
+ * Version 0: nothing. */
+void srv__image_ref(srv_t *s, const char *image, uint32_t version, const char *holder);
 void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder);
 
 /* ---- desktop-prep.c: a desktop's disk and VMM start ---------------------------------------------- */

@@ -126,46 +126,59 @@ static void holder_of(int64_t id, char *buf, size_t n)
     snprintf(buf, n, "desktop-%" PRId64, id);
 }
 
-/* ---- the image reference, dropped on the catalogue worker ----------------------------------- */
-struct unref_job {
+/* ---- image references, taken and dropped on the catalogue worker -------------------------- */
+struct ref_job {
     img_catalog_t *cat;
     char image[64];
-    char holder[32];
+    char holder[80];
     uint32_t version;
+    bool take;
     int rc;
 };
 
-static void unref_work(void *arg) /* Thread: the catalogue worker */
+static void ref_work(void *arg) /* Thread: the catalogue worker */
 {
-    struct unref_job *j = arg;
-    j->rc = img_catalog_unref(j->cat, j->image, j->version, j->holder);
+    struct ref_job *j = arg;
+    j->rc = j->take ? img_catalog_ref(j->cat, j->image, j->version, j->holder)
+                    : img_catalog_unref(j->cat, j->image, j->version, j->holder);
 }
 
-static void unref_done(void *arg, int status)
+static void ref_done(void *arg, int status)
 {
-    struct unref_job *j = arg;
-    if (status == 0 && j->rc < 0 && j->rc != -ENOENT)
-        VDI_LOG_WARN("%s image=%s version=%u: cannot drop its reference: %s", j->holder, j->image,
-                     j->version, vdi_strerror(j->rc));
+    struct ref_job *j = arg;
+    if (status == 0 && j->rc < 0 && (j->take || j->rc != -ENOENT))
+        VDI_LOG_WARN("%s image=%s version=%u: cannot %s its reference: %s", j->holder, j->image,
+                     j->version, j->take ? "take" : "drop", vdi_strerror(j->rc));
     free(j);
 }
 
-void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder)
+static void ref_submit(srv_t *s, const char *image, uint32_t version, const char *holder, bool take)
 {
     if (!version || !s->catalog)
         return;
-    struct unref_job *j = vdi_xcalloc(1, sizeof(*j));
+    struct ref_job *j = vdi_xcalloc(1, sizeof(*j));
     j->cat = s->catalog;
     snprintf(j->image, sizeof(j->image), "%s", image);
     snprintf(j->holder, sizeof(j->holder), "%s", holder);
     j->version = version;
-    int rc = srv__catq_submit(s->catq, unref_work, unref_done, j, NULL);
+    j->take = take;
+    int rc = srv__catq_submit(s->catq, ref_work, ref_done, j, NULL);
     if (rc < 0) {
-        /* vdid is stopping: the reference stays; `vdictl image verify` reports it stale. */
-        VDI_LOG_WARN("%s image=%s version=%u: reference kept: %s", holder, image, version,
-                     vdi_strerror(rc));
+        /* vdid is stopping: a reference to drop stays (`vdictl image verify` reports it stale). */
+        VDI_LOG_WARN("%s image=%s version=%u: reference %s: %s", holder, image, version,
+                     take ? "not taken" : "kept", vdi_strerror(rc));
         free(j);
     }
+}
+
+void srv__image_ref(srv_t *s, const char *image, uint32_t version, const char *holder)
+{
+    ref_submit(s, image, version, holder, true);
+}
+
+void srv__image_unref(srv_t *s, const char *image, uint32_t version, const char *holder)
+{
+    ref_submit(s, image, version, holder, false);
 }
 
 /* ---- the control socket ---------------------------------------------------------------------- */

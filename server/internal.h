@@ -192,6 +192,10 @@ int srv__host_memory(uint64_t *out);
 int srv__admin_start(srv_t *s, srv_admin_t **out);
 /* Close the listener and every connection; frees @a once libuv is done with it. */
 void srv__admin_close(srv_admin_t *a);
+/* The groups of @uid's account, as getgrouplist() gives them (its primary group included): their
+ * count, with *groups malloc'd (NULL and 0 when the uid has no account or NSS fails). Blocks on
+ * NSS: never on the loop. */
+int srv__uid_groups(uid_t uid, gid_t **groups);
 /* Who sent an admin request: a peer of the admin socket, by its credentials (files it names,
  * like a patch's script, are read only where that uid could read them). The web view's admin
  * passes NULL: no identity on this host, so no host paths. */

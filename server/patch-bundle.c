@@ -15,9 +15,6 @@
 #define VDI_LOG_TAG "patch"
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/vdi.h"
+#include "server/internal.h"
 #include "server/patch-internal.h"
 
 #define BLOCK     512
@@ -60,34 +58,15 @@ static bool may(const struct tw *w, const struct stat *st, unsigned want)
     return (bits & want) == want;
 }
 
-/* The reader's groups (NSS may block: the patch worker). */
-static int reader_groups(struct tw *w, gid_t gid)
+/* The reader's groups: their account's, and the gid they asked with (NSS may block: the patch
+ * worker). */
+static void reader_groups(struct tw *w, gid_t gid)
 {
-    struct passwd pw, *found = NULL;
-    size_t blen = 16384;
-    char *buf = vdi_xmalloc(blen);
-    int rc;
-    while ((rc = getpwuid_r(w->uid, &pw, buf, blen, &found)) == ERANGE && blen < (1u << 20)) {
-        blen *= 2;
-        buf = vdi_xrealloc(buf, blen);
-    }
-    int cap = 64, n = cap;
-    w->gids = vdi_xmalloc(sizeof(*w->gids) * (size_t)cap);
-    w->gids[0] = gid;
-    w->n_gids = 1;
-    if (rc == 0 && found) {
-        int got;
-        while ((got = getgrouplist(pw.pw_name, pw.pw_gid, w->gids, &n)) < 0 && n > cap &&
-               n <= 65536) {
-            cap = n;
-            w->gids = vdi_xrealloc(w->gids, sizeof(*w->gids) * (size_t)cap);
-        }
-        w->n_gids = got >= 0 ? n : 0;
-        if (w->n_gids < cap)
-            w->gids[w->n_gids++] = gid;
-    }
-    free(buf);
-    return 0;
+    gid_t *g;
+    int n = srv__uid_groups(w->uid, &g);
+    w->gids = vdi_xrealloc(g, sizeof(*w->gids) * (size_t)(n + 1));
+    w->gids[n] = gid;
+    w->n_gids = n + 1;
 }
 
 static int denied(struct tw *w, const char *path)

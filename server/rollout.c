@@ -175,49 +175,18 @@ bool srv__rollout_outdated(const srv_vm_t *vm)
     return vm_version(vm) != (ro->r.state == BRK_RO_ROLLING_BACK ? ro->r.from : ro->r.to);
 }
 
-/* ---- references and the current version, on the catalogue worker ----------------------------- */
-struct ref_job {
-    img_catalog_t *cat;
-    char image[64], holder[80];
-    uint32_t version;
-    bool take;
-    int rc;
-};
-
-static void ref_work(void *arg) /* Thread: the catalogue worker */
-{
-    struct ref_job *j = arg;
-    j->rc = j->take ? img_catalog_ref(j->cat, j->image, j->version, j->holder)
-                    : img_catalog_unref(j->cat, j->image, j->version, j->holder);
-}
-
-static void ref_done(void *arg, int status)
-{
-    struct ref_job *j = arg;
-    if (status == 0 && j->rc < 0 && !(j->rc == -ENOENT && !j->take))
-        VDI_LOG_WARN("image=%s version=%u: cannot %s reference %s: %s", j->image, j->version,
-                     j->take ? "take" : "drop", j->holder, vdi_strerror(j->rc));
-    free(j);
-}
-
-/* Hold (or drop) the pool's reference on the version it may go back to, so that it cannot be
- * removed while the rollout runs. */
+/* ---- the reference on the old version, and the current version, on the catalogue worker ------- */
+/* Hold (or, @version 0, drop) the pool's reference on the version it may go back to, so that it
+ * cannot be removed while the rollout runs. */
 static void hold_from(srv_t *s, struct srv_rollout *ro, uint32_t version)
 {
     if (ro->from_ref && ro->ref_ver == version)
         return;
-    for (int take = 0; take < 2; take++) {
-        if (take ? !version : !ro->from_ref)
-            continue;
-        struct ref_job *j = vdi_xcalloc(1, sizeof(*j));
-        j->cat = s->catalog;
-        j->take = take;
-        j->version = take ? version : ro->ref_ver;
-        snprintf(j->image, sizeof(j->image), "%s", ro->r.image);
-        snprintf(j->holder, sizeof(j->holder), "rollout-%s", ro->r.pool);
-        if (srv__catq_submit(s->catq, ref_work, ref_done, j, NULL) < 0)
-            free(j);
-    }
+    char holder[80];
+    snprintf(holder, sizeof(holder), "rollout-%s", ro->r.pool);
+    if (ro->from_ref)
+        srv__image_unref(s, ro->r.image, ro->ref_ver, holder);
+    srv__image_ref(s, ro->r.image, version, holder);
     ro->from_ref = version != 0;
     ro->ref_ver = version;
 }
