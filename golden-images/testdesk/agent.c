@@ -167,6 +167,7 @@ void td_agent_patch(void)
             .sleep_ms = sleep_ms,
             .rd = bundle_read,
             .bundle_bytes = td_blk_sectors(b.disk) * SECTOR,
+            .fetch = td_have_net() ? td_net_fetch : NULL,
         };
         if (tp_script_run(script, (size_t)size, &area, &env, &code) == TP_HANG) {
             for (;;)

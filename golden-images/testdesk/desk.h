@@ -127,6 +127,9 @@ bool td_have_net(void);
 /* Receive, answer, run the stack's timers; returns when it next wants to run (td_now_us). */
 uint64_t td_net_poll(void);
 void td_net_cmd(const char *op, int argc, char **argv); /* net-ping, net-udp */
-void td_fb_net(const char *line);                       /* fb.c: the address line on screen */
+/* The patch agent's `fetch` (a struct tp_env callback, patch.h): waits for the lease. */
+int td_net_fetch(void *ctx, const char *host, unsigned port, const char *name, void *buf,
+                 size_t cap, size_t *len, char *why, size_t whylen);
+void td_fb_net(const char *line); /* fb.c: the address line on screen */
 
 #endif

@@ -3,7 +3,8 @@
  * Receive keeps RX_BUFS buffers posted; transmit sends one frame at a time and waits for it. The
  * stack gets a lease by DHCP at start; once bound, testdesk prints "testdesk: net lease ..." and
  * shows the address on screen, and answers ping and UDP echo (port 7) from the desktop loop.
- * Commands: `net-ping IP|gw` and `net-udp IP PORT TEXT`. */
+ * Commands: `net-ping IP|gw` and `net-udp IP PORT TEXT`; the patch agent's `fetch` (patch.h) is
+ * td_net_fetch(). */
 #include "golden-images/testdesk/desk.h"
 #include "golden-images/testdesk/netstack.h"
 
@@ -118,17 +119,54 @@ static bool addr_arg(const char *s, uint32_t *ip)
     return ns_ip_parse(s, ip) == 0;
 }
 
+/* Wait (10 s at most) for the lease; is there one? */
+static bool lease_wait(void)
+{
+    for (uint64_t end = td_now_us() + 10000000; present && !ns_bound(&ns) && td_now_us() < end;) {
+        td_vq_wait(&nic.vq[0], 100000);
+        td_net_poll();
+    }
+    return present && ns_bound(&ns);
+}
+
+int td_net_fetch(void *ctx, const char *host, unsigned port, const char *name, void *buf,
+                 size_t cap, size_t *len, char *why, size_t whylen)
+{
+    (void)ctx;
+    uint32_t ip;
+    if (!lease_wait()) {
+        td_snprintf(why, whylen, "%s", present ? "no address from DHCP within 10 s" : "no NIC");
+        return -1;
+    }
+    if (!addr_arg(host, &ip)) {
+        td_snprintf(why, whylen, "not an address (nor gw)");
+        return -1;
+    }
+    for (int t = 0; t < 3; t++) {
+        ns_fetch_start(&ns, ip, (uint16_t)port, name);
+        uint64_t end = td_now_us() + 1000000;
+        while (!ns.reply_ready && td_now_us() < end) {
+            td_vq_wait(&nic.vq[0], 10000);
+            td_net_poll();
+        }
+        if (ns.reply_ready) {
+            size_t n = ns.reply_len < cap ? ns.reply_len : cap;
+            memcpy(buf, ns.reply, n < NS_REPLY_MAX ? n : NS_REPLY_MAX);
+            *len = ns.reply_len;
+            return 0;
+        }
+    }
+    td_snprintf(why, whylen, "no reply (three tries)");
+    return -1;
+}
+
 void td_net_cmd(const char *op, int argc, char **argv)
 {
     char detail[96], ip_s[16];
     uint32_t ip;
     uint64_t port;
     /* A command that comes before the lease waits for it (10 s at most). */
-    for (uint64_t end = td_now_us() + 10000000; present && !ns_bound(&ns) && td_now_us() < end;) {
-        td_vq_wait(&nic.vq[0], 100000);
-        td_net_poll();
-    }
-    if (!present || !ns_bound(&ns)) {
+    if (!lease_wait()) {
         td_printf("TESTDESK FAIL net-%s %s\n", op, present ? "no address yet" : "no NIC");
         return;
     }

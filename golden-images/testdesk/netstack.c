@@ -230,6 +230,23 @@ static void udp_out(struct netstack *ns, uint32_t src, const uint8_t *src_mac, u
     ip_out(ns, f, ETH_HLEN + IP_HLEN + UDP_HLEN + len, dst, src_mac);
 }
 
+void ns_fetch_start(struct netstack *ns, uint32_t ip, uint16_t port, const char *name)
+{
+    uint8_t req[4 + 200 + 1];
+    size_t n = strlen(name);
+    if (n > 200)
+        n = 200;
+    memcpy(req, "GET ", 4);
+    memcpy(req + 4, name, n);
+    req[4 + n] = '\n';
+    ns->reply_ip = ip;
+    ns->reply_sport = port;
+    ns->reply_waiting = true;
+    ns->reply_ready = false;
+    ns->reply_len = 0;
+    udp_out(ns, ns->ip, ns->mac, ip, NS_FETCH_SPORT, port, req, 5 + n);
+}
+
 void ns_udp_send(struct netstack *ns, uint32_t ip, uint16_t dport, uint16_t sport, const void *data,
                  size_t len, uint32_t src_ip, const uint8_t *src_mac)
 {
@@ -428,6 +445,13 @@ static void rx_ip(struct netstack *ns, const uint8_t *ip, size_t len, uint64_t n
         else if (dport == 7 && ns->ip && dst == ns->ip) {
             ns->udp_echoed++;
             udp_out(ns, ns->ip, ns->mac, src, 7, sport, p + UDP_HLEN, ulen - UDP_HLEN);
+        } else if (dport == NS_FETCH_SPORT && ns->reply_waiting && ns->ip && dst == ns->ip &&
+                   src == ns->reply_ip && sport == ns->reply_sport) {
+            size_t n = ulen - UDP_HLEN;
+            memcpy(ns->reply, p + UDP_HLEN, n < NS_REPLY_MAX ? n : NS_REPLY_MAX);
+            ns->reply_len = n;
+            ns->reply_waiting = false;
+            ns->reply_ready = true;
         }
         return;
     }

@@ -413,6 +413,57 @@ static int do_copy(const struct tp_env *env, struct tp_area *a, const char *memb
     return 0;
 }
 
+static int do_fetch(const struct tp_env *env, struct tp_area *a, char *args, unsigned lineno)
+{
+    static char data[TP_DATA_MAX];
+    char *port_s = next_word(args);
+    char *name = next_word(port_s);
+    next_word(name);
+    uint64_t port;
+    if (!*args || !parse_u64(port_s, &port) || port == 0 || port > 65535 || !tp_name_ok(name)) {
+        say_line(env, lineno, "usage: fetch HOST PORT NAME", NULL);
+        return -1;
+    }
+    if (!env->fetch) {
+        say_line(env, lineno, "no network in this machine for fetch of", name);
+        return -1;
+    }
+    char why[96] = "";
+    size_t len = 0;
+    if (env->fetch(env->ctx, args, (unsigned)port, name, data, sizeof(data), &len, why,
+                   sizeof(why)) < 0) {
+        char out[TP_LINE_MAX + 128];
+        struct sb b = {out, sizeof(out), 0};
+        sb_str(&b, "fetch ");
+        sb_str(&b, name);
+        sb_str(&b, " from ");
+        sb_mem(&b, args, strlen(args));
+        sb_str(&b, ": ");
+        sb_mem(&b, why, strlen(why));
+        say_line(env, lineno, out, NULL);
+        return -1;
+    }
+    if (len == 0 || len > sizeof(data) || tp_area_put(a, name, data, len) < 0) {
+        say_line(env, lineno,
+                 len == 0             ? "the server has no such file:"
+                 : len > sizeof(data) ? "the server's file is too large:"
+                                      : "no room for file",
+                 name);
+        return -1;
+    }
+    char out[TP_LINE_MAX + 64];
+    struct sb b = {out, sizeof(out), 0};
+    sb_str(&b, "patch: fetched ");
+    sb_str(&b, name);
+    sb_str(&b, " from ");
+    sb_mem(&b, args, strlen(args));
+    sb_str(&b, " (");
+    sb_u64(&b, len);
+    sb_str(&b, " bytes)");
+    env->out(env->ctx, out);
+    return 0;
+}
+
 enum tp_result tp_script_run(const char *s, size_t len, struct tp_area *a, const struct tp_env *env,
                              int *exit_code)
 {
@@ -474,6 +525,11 @@ enum tp_result tp_script_run(const char *s, size_t len, struct tp_area *a, const
             if (!tp_name_ok(name) || do_copy(env, a, rest, name, lineno) < 0) {
                 if (!tp_name_ok(name))
                     say_line(env, lineno, "usage: copy MEMBER NAME", NULL);
+                *exit_code = 1;
+                return TP_EXIT;
+            }
+        } else if (!strcmp(cmd, "fetch")) {
+            if (do_fetch(env, a, rest, lineno) < 0) {
                 *exit_code = 1;
                 return TP_EXIT;
             }

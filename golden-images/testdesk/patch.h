@@ -15,6 +15,11 @@
  *   banner TEXT                set the banner file
  *   write NAME TEXT            set file NAME to TEXT (one line)
  *   copy MEMBER NAME           set file NAME to bundle member MEMBER's bytes
+ *   fetch HOST PORT NAME       set file NAME to what a server on the network sends: the agent
+ *                              (on a lease from DHCP) sends the UDP datagram "GET NAME\n" to
+ *                              HOST (an address, or `gw`) at PORT and takes the reply
+ *                              datagram's bytes (1..TP_DATA_MAX; empty: no such file); three
+ *                              tries a second apart. Needs a network (`image patch --network`)
  *   remove NAME                remove file NAME
  *   sleep MS                   wait
  *   exit N                     stop, with exit status N (0..255); the end of the script is exit 0
@@ -91,6 +96,11 @@ struct tp_env {
     void (*sleep_ms)(void *ctx, unsigned ms); /* `sleep` */
     tp_read_fn rd;                            /* the bundle disk, for `copy` */
     uint64_t bundle_bytes;
+    /* `fetch`: the reply of HOST at UDP PORT to "GET NAME\n" into @buf (@cap bytes); 0 with its
+     * length in *len (more than @cap: it was cut), or -1 with the reason in @why. NULL: the
+     * machine has no network. */
+    int (*fetch)(void *ctx, const char *host, unsigned port, const char *name, void *buf,
+                 size_t cap, size_t *len, char *why, size_t whylen);
 };
 enum tp_result {
     TP_EXIT = 0, /* *exit_code holds the status */

@@ -7,6 +7,8 @@
 # file makes a broken version: its next boot announces the crash and, the given time after
 # READY, triple-faults (QEMU with -no-reboot then exits on its own); a maintenance VM of that
 # version still runs patches, and a `crash` file that is not a number is reported and ignored.
+# `fetch` takes a file from a server on the network (QEMU's user network, whose gateway is the
+# host's loopback), says when the server has no such file, and when the machine has no NIC.
 # timeout: 180
 . "${VDI_SRC:?}/tests/lib.sh"
 ELF=$VDI_SRC/build/testdesk/testdesk.elf
@@ -21,10 +23,13 @@ accel=tcg
 fast=()
 [ -f /usr/share/qemu/qboot.rom ] && fast=(-bios /usr/share/qemu/qboot.rom)
 
-# boot NAME DISK [BUNDLE]: run QEMU until the guest powers off; serial in $T/NAME.log.
+# boot NAME DISK [BUNDLE]: run QEMU until the guest powers off; serial in $T/NAME.log. A NIC
+# on QEMU's user network when $NIC is set.
+NIC=
 boot() {
     local name=$1 disk=$2 bundle=${3:-}
     local drives=(-drive "if=none,id=d0,format=qcow2,file=$disk" -device virtio-blk-pci,drive=d0)
+    [ -n "$NIC" ] && drives+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
     [ -n "$bundle" ] && drives+=(-drive "if=none,id=d1,format=raw,readonly=on,file=$bundle"
         -device virtio-blk-pci,drive=d1)
     timeout $((60 * VDI_TEST_TIMEOUT_MULT)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 \
@@ -164,6 +169,46 @@ t_check "a crash file that is not a number is reported" \
 t_check "and ignored: the guest lives on and powers off" \
     in_order badcrash "^TESTDESK READY" "^TESTDESK OK echo alive" "powering off"
 ! has badcrash "TESTDESK CRASH" || t_fail "a crash file that is not a number was obeyed"
+
+# fetch: a UDP file server on the host's loopback, which the guest reaches as its gateway.
+command -v python3 >/dev/null || t_need "python3 is missing"
+cat >"$T/files.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+files = {"pkg": b"package 1.2.3 from the network\n"}
+while True:
+    data, peer = s.recvfrom(2048)
+    name = data.decode(errors="replace").strip()[4:] if data.startswith(b"GET ") else ""
+    with open(sys.argv[1] + ".log", "a") as log:
+        log.write("asked for %s\n" % name)
+    s.sendto(files.get(name, b""), peer)
+PY
+t_bg python3 "$T/files.py" "$T/files.port"
+t_wait_for 10 test -s "$T/files.port" || t_fail "the file server did not start"
+port=$(cat "$T/files.port")
+mkdir -p "$T/fetch" "$T/fetchmiss"
+printf 'fetch gw %s pkg\necho got it\n' "$port" >"$T/fetch/run"
+printf 'fetch gw %s missing\necho not reached\n' "$port" >"$T/fetchmiss/run"
+bundle fetch
+bundle fetchmiss
+qemu-img create -q -f qcow2 -F qcow2 -b "$SYS" "$T/v5.qcow2"
+NIC=1 boot fetch "$T/v5.qcow2" "$T/fetch.tar"
+t_check "the server was asked for pkg" grep -q "asked for pkg" "$T/files.port.log"
+t_check "fetch reports the file and its size" has fetch "patch: fetched pkg from gw (31 bytes)"
+t_check "and the patch exits 0" has fetch "^PATCH EXIT 0"
+boot fetched "$T/v5.qcow2"
+t_check "the fetched file is on the disk at the next boot" has fetched "testdesk: file pkg size=31"
+NIC=1 boot fetchmiss "$T/v5.qcow2" "$T/fetchmiss.tar"
+t_check "a file the server does not have is named" \
+    has fetchmiss "patch: line 1: the server has no such file: missing"
+t_check "and the patch exits 1" has fetchmiss "^PATCH EXIT 1"
+! has fetchmiss "not reached" || t_fail "the script went on after a failed fetch"
+boot nonic "$T/v5.qcow2" "$T/fetch.tar"
+t_check "without a NIC fetch says so" has nonic "patch: line 1: no network in this machine for fetch of pkg"
+t_check "and the patch exits 1" has nonic "^PATCH EXIT 1"
 
 # Not a bundle: random bytes on the read-only disk are not run.
 head -c 65536 /dev/urandom > "$T/noise.img"

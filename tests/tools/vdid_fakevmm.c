@@ -562,6 +562,51 @@ static void *net_script_main(void *arg)
     return NULL;
 }
 
+/* The patch agent's `fetch` (golden-images/testdesk/patch.h) on the guest's NIC, as testdesk's
+ * td_net_fetch() does it. Thread: the agent's. */
+static int net_fetch(void *ctx, const char *host, unsigned port, const char *name, void *buf,
+                     size_t cap, size_t *len, char *why, size_t whylen)
+{
+    (void)ctx;
+    bool bound = false;
+    for (int i = 0; i < 1000 && !bound; i++) {
+        pthread_mutex_lock(&net_lock);
+        bound = ns_bound(&net);
+        pthread_mutex_unlock(&net_lock);
+        if (!bound)
+            usleep(10000);
+    }
+    if (!bound) {
+        snprintf(why, whylen, "no address from DHCP within 10 s");
+        return -1;
+    }
+    uint32_t ip = addr_of(host);
+    if (!ip) {
+        snprintf(why, whylen, "not an address (nor gw)");
+        return -1;
+    }
+    for (int t = 0; t < 3; t++) {
+        pthread_mutex_lock(&net_lock);
+        ns_fetch_start(&net, ip, (uint16_t)port, name);
+        pthread_mutex_unlock(&net_lock);
+        for (int w = 0; w < 100; w++) {
+            usleep(10000);
+            pthread_mutex_lock(&net_lock);
+            bool ready = net.reply_ready;
+            if (ready) {
+                size_t n = net.reply_len < cap ? net.reply_len : cap;
+                *len = net.reply_len;
+                memcpy(buf, net.reply, n < NS_REPLY_MAX ? n : NS_REPLY_MAX);
+            }
+            pthread_mutex_unlock(&net_lock);
+            if (ready)
+                return 0;
+        }
+    }
+    snprintf(why, whylen, "no reply (three tries)");
+    return -1;
+}
+
 /* --net tapfd=N,mac=M: start the guest's NIC. */
 static int net_start(const char *arg)
 {
@@ -735,6 +780,7 @@ static void *agent_main(void *arg)
             .rd = bundle_read,
             .ctx = b,
             .bundle_bytes = img_size(b),
+            .fetch = tap_fd >= 0 ? net_fetch : NULL,
         };
         if (tp_script_run(script, (size_t)run_size, &area, &env, &code) == TP_HANG)
             for (;;)
