@@ -154,6 +154,9 @@ uint32_t brk_net_instance(const char *state_dir);
 void brk_net_bridge_name(uint32_t instance, const char *pool, char out[BRK_NET_IFNAMSIZ]);
 /* Desktop @id's tap: "vdt", 4 hex digits of @instance, the id in base 36. */
 void brk_net_tap_name(uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ]);
+/* The tap of maintenance VM @seq (`image patch --network`): "vdm", the same 4 digits, @seq in
+ * base 36. */
+void brk_net_maint_tap_name(uint32_t instance, unsigned seq, char out[BRK_NET_IFNAMSIZ]);
 /* A locally administered unicast MAC, "02:76:64:" and three bytes of @rnd. */
 void brk_net_mac(const uint8_t rnd[3], char out[BRK_NET_MAC_LEN]);
 /* Does @s read as a MAC address (six hex pairs with colons)? */

@@ -44,7 +44,7 @@ void brk_net_bridge_name(uint32_t instance, const char *pool, char out[BRK_NET_I
     snprintf(out, BRK_NET_IFNAMSIZ, "vdn%08" PRIx32, fnv1a(fnv1a(2166136261u, seed), pool));
 }
 
-void brk_net_tap_name(uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ])
+static void tap_name(const char *prefix, uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ])
 {
     static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
     char b36[16];
@@ -55,11 +55,22 @@ void brk_net_tap_name(uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ])
         v /= 36;
     } while (v && n < 8); /* 36^8: far more desktops than a host makes */
     char name[BRK_NET_IFNAMSIZ];
-    int k = snprintf(name, sizeof(name), "vdt%04" PRIx32, (instance ^ (instance >> 16)) & 0xffff);
+    int k = snprintf(name, sizeof(name), "%s%04" PRIx32, prefix,
+                     (instance ^ (instance >> 16)) & 0xffff);
     while (n && k < BRK_NET_IFNAMSIZ - 1)
         name[k++] = b36[--n];
     name[k] = 0;
     memcpy(out, name, BRK_NET_IFNAMSIZ);
+}
+
+void brk_net_tap_name(uint32_t instance, int64_t id, char out[BRK_NET_IFNAMSIZ])
+{
+    tap_name("vdt", instance, id, out);
+}
+
+void brk_net_maint_tap_name(uint32_t instance, unsigned seq, char out[BRK_NET_IFNAMSIZ])
+{
+    tap_name("vdm", instance, seq, out);
 }
 
 void brk_net_mac(const uint8_t rnd[3], char out[BRK_NET_MAC_LEN])

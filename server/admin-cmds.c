@@ -416,8 +416,9 @@ static json_t *cmd_status(srv_t *s, const struct srv_caller *who, json_t *args, 
         gate_json(s->web ? (const srv_gate_t *)srv__web_gate(s->web) : NULL));
 }
 
-/* image.patch {image, script | bundle, deadline (s), memory (MiB), vcpus, flatten, notes}:
- * start a patch; the result is its id (follow it with image.patch-status). */
+/* image.patch {image, script | bundle | script_text, deadline (s), memory (MiB), vcpus, flatten,
+ * notes, network (a pool)}: start a patch; the result is its id (follow it with
+ * image.patch-status). */
 static json_t *cmd_image_patch(srv_t *s, const struct srv_caller *who, json_t *args, char *err,
                                size_t errlen)
 {
@@ -430,6 +431,7 @@ static json_t *cmd_image_patch(srv_t *s, const struct srv_caller *who, json_t *a
         !arg_string(args, "bundle", &r.bundle, err, errlen) ||
         !arg_string(args, "script_text", &r.script_text, err, errlen) ||
         !arg_string(args, "notes", &r.notes, err, errlen) ||
+        !arg_string(args, "network", &r.network, err, errlen) ||
         !arg_int(args, "deadline", false, 1, 7 * 24 * 3600, &deadline, err, errlen) ||
         !arg_int(args, "memory", false, 64, 1 << 20, &mem, err, errlen) ||
         !arg_int(args, "vcpus", false, 1, 16 /* vdi-vmm --vcpus */, &vcpus, err, errlen) ||

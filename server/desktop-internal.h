@@ -274,6 +274,14 @@ int srv__net_desktop_up(const struct srv_net_desk *d, int *tap_fd, char *why, si
 void srv__net_tap_name(srv_t *s, int64_t id, char out[BRK_NET_IFNAMSIZ]);
 /* @vm's VMM is gone: remove its rules and DHCP entry (in a worker). Clears vm->tap. */
 void srv__net_desktop_down(srv_vm_t *vm);
+/* A maintenance VM's port (`image patch --network POOL`, patch number @seq) on pool @pool's
+ * network: its own tap name, a fresh MAC and (nat) an address nothing else has, claimed until
+ * srv__net_maint_down(); no bandwidth cap. Fills @d for srv__net_desktop_up(). 0, or a negative
+ * code with the reason in @why (the pool has no network, no free address). Loop. */
+int srv__net_maint_plan(srv_t *s, const brk_pool_config_t *pool, unsigned seq,
+                        struct srv_net_desk *d, char *why, size_t whylen);
+/* Its VMM is gone: remove the port's rules and DHCP entry, release its address. Loop. */
+void srv__net_maint_down(srv_t *s, const brk_pool_config_t *pool, const struct srv_net_desk *d);
 
 /* ---- login.c: what desktops tell logins and sessions ------------------------------------------- */
 /* @vm became ready: logins waiting for it get it. */

@@ -38,7 +38,9 @@ struct srv_net {
     char table[24];
     struct netpool_rt *pools; /* cfg->pools' order */
     size_t n;
-    char *dir; /* RUN_DIR/net */
+    char *dir;         /* RUN_DIR/net */
+    uint32_t *claimed; /* the nat addresses of maintenance VMs' ports */
+    size_t n_claimed;
 };
 
 /* ---- checks ------------------------------------------------------------------------------- */
@@ -442,6 +444,7 @@ void srv__net_close(srv_t *s)
     }
     free(n->pools);
     free(n->dir);
+    free(n->claimed);
     free(n);
     s->net = NULL;
 }
@@ -450,6 +453,70 @@ void srv__net_close(srv_t *s)
 void srv__net_tap_name(srv_t *s, int64_t id, char out[BRK_NET_IFNAMSIZ])
 {
     brk_net_tap_name(s->net->instance, id, out);
+}
+
+/* Fill @d for port @tap of pool @pool: a MAC (kept when @mac holds one) and, nat, an address
+ * (kept when @ip holds a free one of the subnet) that no desktop but @except and no maintenance
+ * VM has. @mac and @ip are updated. Loop. */
+static int port_plan(srv_t *s, const brk_pool_config_t *pool, const srv_vm_t *except,
+                     const char *tap, char mac[BRK_NET_MAC_LEN], char ip_s[BRK_NET_IP_LEN],
+                     struct srv_net_desk *d, char *why, size_t whylen)
+{
+    srv_net_t *n = s->net;
+    struct netpool_rt *rt = &n->pools[pool - s->cfg->pools];
+    if (!brk_net_mac_valid(mac)) {
+        uint8_t rnd[3];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+            snprintf(why, whylen, "cannot draw a MAC address: %s", strerror(errno));
+            return -EIO;
+        }
+        brk_net_mac(rnd, mac);
+    }
+    if (pool->net == BRK_NET_NAT) {
+        /* The other desktops' addresses (every pool's: subnets do not overlap), and those of
+         * maintenance VMs. */
+        size_t cnt = 0;
+        uint32_t ip = 0,
+                 *used = vdi_xcalloc(vdi_list_count(&s->vms) + n->n_claimed + 1, sizeof(*used));
+        for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
+            const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
+            if (o != except && brk_net_ip_parse(o->ip, &used[cnt]) == 0)
+                cnt++;
+        }
+        for (size_t k = 0; k < n->n_claimed; k++)
+            used[cnt++] = n->claimed[k];
+        bool keep = brk_net_ip_parse(ip_s, &ip) == 0 && ip > pool->subnet + 1 &&
+                    ip - pool->subnet - 2 < brk_net_hosts(pool);
+        for (size_t k = 0; keep && k < cnt; k++)
+            keep = used[k] != ip;
+        if (!keep) {
+            int rc = brk_net_ip_pick(pool, used, cnt, rt->last_ip, &ip);
+            if (rc < 0) {
+                free(used);
+                snprintf(why, whylen, "pool %s: no free address left in its subnet", pool->name);
+                return rc;
+            }
+            brk_net_ip_str(ip, ip_s);
+        }
+        free(used);
+        rt->last_ip = ip;
+    } else {
+        ip_s[0] = 0;
+    }
+    memset(d, 0, sizeof(*d));
+    d->on = true;
+    snprintf(d->table, sizeof(d->table), "%s", n->table);
+    snprintf(d->bridge, sizeof(d->bridge), "%s", rt->p.bridge);
+    snprintf(d->port.tap, sizeof(d->port.tap), "%s", tap);
+    snprintf(d->port.mac, sizeof(d->port.mac), "%s", mac);
+    snprintf(d->port.ip, sizeof(d->port.ip), "%s", ip_s);
+    d->port.allow_host = pool->allow_host;
+    d->isolate = pool->isolate;
+    d->vlan = (uint16_t)pool->vlan;
+    d->bandwidth_bps = pool->bandwidth_bps;
+    if (pool->net == BRK_NET_NAT)
+        snprintf(d->hosts_file, sizeof(d->hosts_file), "%s/%s", rt->hostsdir, tap);
+    return 0;
 }
 
 int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct srv_net_desk *d,
@@ -462,61 +529,40 @@ int srv__net_desktop_plan(srv_vm_t *vm, const brk_pool_config_t *pool, struct sr
         vm->tap[0] = vm->mac[0] = vm->ip[0] = 0;
         return 0;
     }
-    struct netpool_rt *rt = &n->pools[pool - s->cfg->pools];
     brk_net_tap_name(n->instance, vm->id, vm->tap);
     /* A dedicated desktop started again keeps its MAC (and, if still free, its address). */
-    if (!brk_net_mac_valid(vm->mac)) {
-        uint8_t rnd[3];
-        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-            snprintf(why, whylen, "cannot draw a MAC address: %s", strerror(errno));
-            return -EIO;
-        }
-        brk_net_mac(rnd, vm->mac);
-    }
-    if (pool->net == BRK_NET_NAT) {
-        /* The other desktops' addresses (every pool's: subnets do not overlap). */
-        size_t cnt = 0;
-        uint32_t ip = 0, *used = vdi_xcalloc(vdi_list_count(&s->vms) + 1, sizeof(*used));
-        for (vdi_list_t *it = s->vms.next; it != &s->vms; it = it->next) {
-            const srv_vm_t *o = vdi_list_entry(it, srv_vm_t, link);
-            if (o != vm && brk_net_ip_parse(o->ip, &used[cnt]) == 0)
-                cnt++;
-        }
-        bool keep = brk_net_ip_parse(vm->ip, &ip) == 0 && ip > pool->subnet + 1 &&
-                    ip - pool->subnet - 2 < brk_net_hosts(pool);
-        for (size_t k = 0; keep && k < cnt; k++)
-            keep = used[k] != ip;
-        if (!keep) {
-            int rc = brk_net_ip_pick(pool, used, cnt, rt->last_ip, &ip);
-            if (rc < 0) {
-                free(used);
-                snprintf(why, whylen, "pool %s: no free address left in its subnet", pool->name);
-                return rc;
-            }
-            brk_net_ip_str(ip, vm->ip);
-        }
-        free(used);
-        rt->last_ip = ip;
-    } else {
-        vm->ip[0] = 0;
-    }
-    int rc = brk_store_desktop_set_net(s->store, vm->id, vm->mac, vm->ip);
+    int rc = port_plan(s, pool, vm, vm->tap, vm->mac, vm->ip, d, why, whylen);
+    if (rc < 0)
+        return rc;
+    rc = brk_store_desktop_set_net(s->store, vm->id, vm->mac, vm->ip);
     if (rc < 0) {
         snprintf(why, whylen, "cannot record the desktop's MAC and address: %s", vdi_strerror(rc));
+        d->on = false;
         return rc;
     }
-    d->on = true;
-    snprintf(d->table, sizeof(d->table), "%s", n->table);
-    snprintf(d->bridge, sizeof(d->bridge), "%s", rt->p.bridge);
-    snprintf(d->port.tap, sizeof(d->port.tap), "%s", vm->tap);
-    snprintf(d->port.mac, sizeof(d->port.mac), "%s", vm->mac);
-    snprintf(d->port.ip, sizeof(d->port.ip), "%s", vm->ip);
-    d->port.allow_host = pool->allow_host;
-    d->isolate = pool->isolate;
-    d->vlan = (uint16_t)pool->vlan;
-    d->bandwidth_bps = pool->bandwidth_bps;
-    if (pool->net == BRK_NET_NAT)
-        snprintf(d->hosts_file, sizeof(d->hosts_file), "%s/%s", rt->hostsdir, vm->tap);
+    return 0;
+}
+
+int srv__net_maint_plan(srv_t *s, const brk_pool_config_t *pool, unsigned seq,
+                        struct srv_net_desk *d, char *why, size_t whylen)
+{
+    srv_net_t *n = s->net;
+    memset(d, 0, sizeof(*d));
+    if (!n || pool->net == BRK_NET_NONE) {
+        snprintf(why, whylen, "pool %s has no network (network = none)", pool->name);
+        return -EINVAL;
+    }
+    char tap[BRK_NET_IFNAMSIZ], mac[BRK_NET_MAC_LEN] = "", ip[BRK_NET_IP_LEN] = "";
+    brk_net_maint_tap_name(n->instance, seq, tap);
+    int rc = port_plan(s, pool, NULL, tap, mac, ip, d, why, whylen);
+    if (rc < 0)
+        return rc;
+    d->bandwidth_bps = 0; /* an admin's patch is not capped (and its tap has no ifb name) */
+    uint32_t a;
+    if (brk_net_ip_parse(ip, &a) == 0) {
+        n->claimed = vdi_xrealloc(n->claimed, (n->n_claimed + 1) * sizeof(*n->claimed));
+        n->claimed[n->n_claimed++] = a;
+    }
     return 0;
 }
 
@@ -609,32 +655,54 @@ static void down_done(uv_work_t *w, int status)
     free(j);
 }
 
-void srv__net_desktop_down(srv_vm_t *vm)
+/* Remove port @port's rules and DHCP entry (@pool: its pool, NULL when gone) in a worker. */
+static void port_down(srv_t *s, const brk_pool_config_t *pool, const struct srv_netport *port)
 {
-    srv_t *s = vm->s;
     srv_net_t *n = s->net;
-    if (!vm->tap[0] || !n)
-        return;
     struct down_job *j = vdi_xcalloc(1, sizeof(*j));
     j->s = s;
     j->pool = SIZE_MAX;
     snprintf(j->table, sizeof(j->table), "%s", n->table);
-    snprintf(j->port.tap, sizeof(j->port.tap), "%s", vm->tap);
-    snprintf(j->port.mac, sizeof(j->port.mac), "%s", vm->mac);
-    snprintf(j->port.ip, sizeof(j->port.ip), "%s", vm->ip);
-    const brk_pool_config_t *pool = srv__desktop_pool(vm);
+    j->port = *port;
     if (pool) {
         j->pool = (size_t)(pool - s->cfg->pools);
         j->port.allow_host = pool->allow_host;
         if (pool->net == BRK_NET_NAT && n->pools[j->pool].hostsdir)
             snprintf(j->hosts_file, sizeof(j->hosts_file), "%s/%s", n->pools[j->pool].hostsdir,
-                     vm->tap);
+                     port->tap);
     } else {
         j->port.allow_host = true; /* delete it from every set it may be in */
     }
-    vm->tap[0] = 0;
     if (uv_queue_work(s->loop, &j->w, down_work, down_done) < 0) {
         down_work(&j->w);
         free(j);
     }
+}
+
+void srv__net_desktop_down(srv_vm_t *vm)
+{
+    srv_t *s = vm->s;
+    if (!vm->tap[0] || !s->net)
+        return;
+    struct srv_netport port = {0};
+    snprintf(port.tap, sizeof(port.tap), "%s", vm->tap);
+    snprintf(port.mac, sizeof(port.mac), "%s", vm->mac);
+    snprintf(port.ip, sizeof(port.ip), "%s", vm->ip);
+    vm->tap[0] = 0;
+    port_down(s, srv__desktop_pool(vm), &port);
+}
+
+void srv__net_maint_down(srv_t *s, const brk_pool_config_t *pool, const struct srv_net_desk *d)
+{
+    srv_net_t *n = s->net;
+    if (!d->on || !n)
+        return;
+    uint32_t a;
+    if (brk_net_ip_parse(d->port.ip, &a) == 0)
+        for (size_t i = 0; i < n->n_claimed; i++)
+            if (n->claimed[i] == a) {
+                n->claimed[i] = n->claimed[--n->n_claimed];
+                break;
+            }
+    port_down(s, pool, &d->port);
 }

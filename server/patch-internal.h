@@ -42,6 +42,7 @@ struct srv_patch_req {
     uint64_t memory; /* bytes */
     unsigned vcpus;
     bool flatten;
+    const char *network; /* a pool whose network the maintenance VM joins; NULL: no network */
 };
 #define SRV_PATCH_DEADLINE_S (30 * 60)
 #define SRV_PATCH_MEMORY     (1024ULL << 20)

@@ -4,9 +4,11 @@
  *   prep (worker)    STATE/patches/ID/: disk.qcow2, an overlay on the image's current version
  *                    (a catalogue reference "patch-ID" keeps that version while we work), and
  *                    bundle.tar, the bundle as a disk; job.json says what a later vdid must undo
- *   run (loop)       the maintenance VM, jailed like a desktop's VMM, with no network: its
- *                    serial console (stdout) comes to us through a pipe and is kept (the last
- *                    256 KiB in memory); a deadline timer kills it
+ *   run (loop)       the maintenance VM, jailed like a desktop's VMM, with no network (with
+ *                    --network POOL: a port of its own on that pool's network, made by the
+ *                    worker, removed when the VM ends): its serial console (stdout) comes to
+ *                    us through a pipe and is kept (the last 256 KiB in memory); a deadline
+ *                    timer kills it
  *   finish (worker)  exit 0 + clean power-off + a disk that passes check: publish (an overlay
  *                    version, or with flatten a standalone one) and make it current; always:
  *                    drop the reference, keep output.log and result.json, remove the disks
@@ -63,6 +65,9 @@ struct srv_patch {
     uint64_t memory;
     unsigned vcpus;
     bool flatten;
+    char network[64];        /* the pool whose network it joins; "" none */
+    struct srv_net_desk net; /* its port there (net.on) */
+    int tap_fd;              /* the worker's open tap, until the VMM has it */
     enum pstate state;
     bool publish; /* finish: publish (else only clean up) */
     bool have_exit, timed_out, vm_exited, eof, oom;
@@ -323,6 +328,8 @@ static void prep_work(void *arg) /* Thread: the patch worker */
         free(t);
     }
     free(cl);
+    if (p->net.on)
+        p->rc = srv__net_desktop_up(&p->net, &p->tap_fd, p->why, sizeof(p->why));
 }
 
 /* Publish (when asked and the disk is sound), then always: drop the reference, write
@@ -473,6 +480,14 @@ static void finish_done(void *arg, int status)
 /* Decide the outcome and hand the rest to the worker. */
 static void conclude(struct srv_patch *p, bool publish)
 {
+    if (p->tap_fd >= 0) {
+        close(p->tap_fd);
+        p->tap_fd = -1;
+    }
+    if (p->net.on) {
+        srv__net_maint_down(p->s, brk_config_pool(p->s->cfg, p->network), &p->net);
+        p->net.on = false;
+    }
     p->publish = publish;
     p->state = publish ? P_PUBLISHING : P_FAILED;
     int rc = srv__catq_submit(p->s->patchq, finish_work, finish_done, p, &p->job);
@@ -566,7 +581,7 @@ static int spawn(struct srv_patch *p, char *why, size_t whylen)
 {
     srv_t *s = p->s;
     const brk_config_t *cfg = s->cfg;
-    struct srv_jail jail;
+    struct srv_jail jail = {0};
     struct srv_jail_bufs jb = {0};
     int rc, fds[2] = {-1, -1};
     if (cfg->jail) {
@@ -623,11 +638,17 @@ static int spawn(struct srv_patch *p, char *why, size_t whylen)
         .fb_width = 1024,
         .fb_height = 768,
         .jail = cfg->jail ? &jail : NULL,
-        .tap_fd = -1,
+        .mac = p->tap_fd >= 0 ? p->net.port.mac : NULL,
+        .tap_fd = p->tap_fd,
         .stdout_fd = fds[1],
     };
+    jail.keep_fds = p->tap_fd >= 0 ? 1 : 0;
     rc = srv__vmmproc_spawn(s->loop, &spec, on_exit_cb, p, &p->proc, &p->pid, why, whylen);
     close(fds[1]);
+    if (p->tap_fd >= 0) {
+        close(p->tap_fd); /* the VMM has its own: the tap goes with it */
+        p->tap_fd = -1;
+    }
     free(log);
     free(images);
     free(ctl);
@@ -714,6 +735,21 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
         snprintf(why, whylen, "vdid is stopping");
         return -ESHUTDOWN;
     }
+    const brk_pool_config_t *netpool = NULL;
+    if (r->network) {
+        netpool = brk_config_pool(s->cfg, r->network);
+        if (!netpool) {
+            snprintf(why, whylen, "--network %.64s: no such pool", r->network);
+            return -ENOENT;
+        }
+        if (netpool->net == BRK_NET_NONE) {
+            snprintf(why, whylen,
+                     "--network %s: that pool has no network (network = none); give a pool with "
+                     "network = nat or bridge:NAME",
+                     netpool->name);
+            return -EINVAL;
+        }
+    }
     for (vdi_list_t *it = s->patches.next; it != &s->patches; it = it->next) {
         struct srv_patch *o = vdi_list_entry(it, struct srv_patch, link);
         if (!strcmp(o->image, r->image) && o->state != P_PUBLISHED && o->state != P_FAILED) {
@@ -741,6 +777,7 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
     p->memory = r->memory ? r->memory : SRV_PATCH_MEMORY;
     p->vcpus = r->vcpus ? r->vcpus : 1;
     p->flatten = r->flatten;
+    p->tap_fd = -1;
     p->out = vdi_xcalloc(1, OUT_MAX + 1);
     p->started = (int64_t)time(NULL);
     p->state = P_PREPARING;
@@ -749,36 +786,58 @@ int srv__patch_start(srv_t *s, const struct srv_patch_req *r, char *id, size_t i
     p->timer_init = true;
     p->handles = 1;
     vdi_list_push_head(&s->patches, &p->link);
-    int rc = srv__catq_submit(s->patchq, prep_work, prep_done, p, &p->job);
+    int rc = 0;
+    if (netpool) {
+        snprintf(p->network, sizeof(p->network), "%s", netpool->name);
+        rc = srv__net_maint_plan(s, netpool, s->patch_seq, &p->net, why, whylen);
+    }
+    if (rc == 0) {
+        rc = srv__catq_submit(s->patchq, prep_work, prep_done, p, &p->job);
+        if (rc < 0)
+            snprintf(why, whylen, "vdid is stopping");
+    }
     if (rc < 0) {
-        snprintf(why, whylen, "vdid is stopping");
+        if (p->net.on)
+            srv__net_maint_down(s, netpool, &p->net);
         patch_drop(p);
         return rc;
     }
-    char d[512];
-    snprintf(d, sizeof(d), "patch %s of image %s with %s %.160s", p->id, p->image,
+    char d[640], net[160] = "";
+    if (p->net.on)
+        snprintf(net, sizeof(net), " on the network of pool %s (tap %s mac %s%s%s)", p->network,
+                 p->net.port.tap, p->net.port.mac, p->net.port.ip[0] ? " address " : "",
+                 p->net.port.ip);
+    snprintf(d, sizeof(d), "patch %s of image %s with %s %.160s%s", p->id, p->image,
              p->script   ? "script"
              : p->bundle ? "bundle"
                          : "script text",
-             path);
+             path, net[0] ? net : " (no network)");
     brk_store_audit(s->store, p->actor, "image.patch.start", 0, NULL, d);
-    VDI_LOG_INFO("patch=%s image=%s: started (%s %s, deadline %u s%s)", p->id, p->image,
+    VDI_LOG_INFO("patch=%s image=%s: started (%s %s, deadline %u s%s)%s", p->id, p->image,
                  p->script   ? "script"
                  : p->bundle ? "bundle"
                              : "script text",
-                 path, p->deadline_s, p->flatten ? ", flatten" : "");
+                 path, p->deadline_s, p->flatten ? ", flatten" : "", net[0] ? net : ", no network");
     snprintf(id, idlen, "%s", p->id);
     return 0;
 }
 
 static json_t *patch_json(const struct srv_patch *p)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:I, s:I, s:i, s:b}", "id", p->id,
-                     "image", p->image, "state", state_names[p->state], "base_version",
-                     (int)p->base, "version", (int)p->version, "exit",
-                     p->have_exit ? json_integer(p->exit_code) : json_null(), "reason",
-                     json_text(p->why), "started", (json_int_t)p->started, "ended",
-                     (json_int_t)p->ended, "deadline", (int)p->deadline_s, "flatten", p->flatten);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:I, s:I, s:i, s:b}", "id", p->id, "image",
+                  p->image, "state", state_names[p->state], "base_version", (int)p->base, "version",
+                  (int)p->version, "exit", p->have_exit ? json_integer(p->exit_code) : json_null(),
+                  "reason", json_text(p->why), "started", (json_int_t)p->started, "ended",
+                  (json_int_t)p->ended, "deadline", (int)p->deadline_s, "flatten", p->flatten);
+    /* Its network: the pool's name, and the MAC and (nat) address its port had. */
+    json_object_set_new(j, "network", p->network[0] ? json_string(p->network) : json_null());
+    if (p->network[0]) {
+        json_object_set_new(j, "mac", json_string(p->net.port.mac));
+        json_object_set_new(j, "address",
+                            p->net.port.ip[0] ? json_string(p->net.port.ip) : json_null());
+    }
+    return j;
 }
 
 json_t *srv__patch_json(srv_t *s, const char *id, uint64_t from)

@@ -456,8 +456,9 @@ static int run_audit(int argc, char **argv)
 
 /* ---- image patch (through vdid) ----------------------------------------------------------- */
 static const char patch_usage[] =
-    "image patch NAME (--script FILE | --bundle DIR) [--deadline DURATION] [--memory MiB]\n"
-    "                    [--vcpus N] [--flatten] [--notes TEXT] [--no-wait] [--json]\n"
+    "image patch NAME (--script FILE | --bundle DIR) [--network POOL] [--deadline DURATION]\n"
+    "                    [--memory MiB] [--vcpus N] [--flatten] [--notes TEXT] [--no-wait]\n"
+    "                    [--json]\n"
     "       vdictl image patches [ID] [--json]";
 
 /* "90", "90s", "30m", "2h" -> seconds; -EINVAL otherwise. */
@@ -491,7 +492,12 @@ static void print_patch(json_t *p)
         printf(" -> v%lld", jint(p, "version"));
     if (json_is_integer(json_object_get(p, "exit")))
         printf("  exit %lld", jint(p, "exit"));
-    printf("  started %s\n", t);
+    printf("  started %s", t);
+    if (json_is_string(json_object_get(p, "network")))
+        printf("  network %s (%s%s%s)", jstr(p, "network"), jstr(p, "mac"),
+               json_is_string(json_object_get(p, "address")) ? " " : "",
+               json_is_string(json_object_get(p, "address")) ? jstr(p, "address") : "");
+    printf("\n");
     const char *why = jtext(p, "reason");
     if (why[0])
         printf("       %s\n", why);
@@ -534,19 +540,14 @@ static int follow_patch(const char *id, bool json)
 static int run_image_patch(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"script", required_argument, NULL, 'S'},
-        {"bundle", required_argument, NULL, 'B'},
-        {"deadline", required_argument, NULL, 'D'},
-        {"memory", required_argument, NULL, 'M'},
-        {"vcpus", required_argument, NULL, 'C'},
-        {"flatten", no_argument, NULL, 'F'},
-        {"notes", required_argument, NULL, 'N'},
-        {"no-wait", no_argument, NULL, 'W'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"script", required_argument, NULL, 'S'},   {"bundle", required_argument, NULL, 'B'},
+        {"deadline", required_argument, NULL, 'D'}, {"memory", required_argument, NULL, 'M'},
+        {"vcpus", required_argument, NULL, 'C'},    {"flatten", no_argument, NULL, 'F'},
+        {"notes", required_argument, NULL, 'N'},    {"network", required_argument, NULL, 'n'},
+        {"no-wait", no_argument, NULL, 'W'},        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
-    const char *script = NULL, *bundle = NULL, *notes = NULL;
+    const char *script = NULL, *bundle = NULL, *notes = NULL, *network = NULL;
     uint64_t deadline = 0, mem = 0, vcpus = 0;
     bool flatten = false, nowait = false, json = false;
     int c;
@@ -586,6 +587,9 @@ static int run_image_patch(int argc, char **argv)
         case 'N':
             notes = optarg;
             break;
+        case 'n':
+            network = optarg;
+            break;
         case 'W':
             nowait = true;
             break;
@@ -618,6 +622,8 @@ static int run_image_patch(int argc, char **argv)
     free(abs);
     if (notes)
         json_object_set_new(args, "notes", json_string(notes));
+    if (network)
+        json_object_set_new(args, "network", json_string(network));
     if (deadline)
         json_object_set_new(args, "deadline", json_integer((json_int_t)deadline));
     if (mem)

@@ -44,6 +44,14 @@ static void test_names_fit_an_interface(void **state)
     assert_true(strlen(a) <= 15);
     brk_net_tap_name(i1, 36 * 36 * 36, a);
     assert_string_equal(a + 7, "1000");
+    /* a maintenance VM's tap never has a desktop's name */
+    brk_net_maint_tap_name(i1, 1, b);
+    brk_net_tap_name(i1, 1, a);
+    assert_memory_equal(b, "vdm", 3);
+    assert_string_equal(a + 3, b + 3);
+    assert_string_not_equal(a, b);
+    brk_net_maint_tap_name(i1, UINT32_MAX, b);
+    assert_true(strlen(b) <= 15);
 }
 
 static void test_mac(void **state)
