@@ -254,6 +254,8 @@ static void ctl_msg(void *ctx, const struct vmm_msg *m)
         snprintf(vm->crash, sizeof(vm->crash), "guest crashed%s%s", sep, m->reason);
         break;
     case VMM_EVENT_BOOTED:
+    case VMM_EVENT_AGENT:
+    case VMM_EVENT_AGENT_LOST:
     case VMM_EVENT_UNKNOWN:
         break;
     }

@@ -233,6 +233,53 @@ static void status_reply(vmm_control_t *c, const struct vmm_control_ops *ops, vo
         json_object_set_new(rep, "memory_mib", json_integer((json_int_t)st.memory_mib));
     }
     json_object_set_new(rep, "rss_kib", json_integer(rss_kib()));
+    if (ops && ops->agent_status)
+        ops->agent_status(ctx, &st.agent);
+    if (!st.agent.present) {
+        json_object_set_new(rep, "agent", json_null());
+        return;
+    }
+    json_object_set_new(rep, "agent",
+                        json_pack("{s:b, s:b, s:s, s:s, s:i, s:I}", "connected", st.agent.connected,
+                                  "up", st.agent.up, "name", st.agent.name, "caps", st.agent.caps,
+                                  "heartbeat_s", (int)st.agent.heartbeat_s, "last_ms_ago",
+                                  (json_int_t)st.agent.last_ms_ago));
+}
+
+/* `message`: the guest agent shows a text to the user. */
+static json_t *message_request(json_t *req, const struct vmm_control_ops *ops, void *ctx)
+{
+    json_t *t = json_object_get(req, "text"), *sec = json_object_get(req, "seconds");
+    json_int_t secs = 30;
+    if (!json_is_string(t) || json_string_length(t) == 0 ||
+        json_string_length(t) > VMM_AGENT_TEXT_MAX ||
+        memchr(json_string_value(t), 0, json_string_length(t)))
+        return error_reply("\"text\" must be a string of 1 to %d bytes (UTF-8, no NUL)",
+                           VMM_AGENT_TEXT_MAX);
+    if (sec && (!json_is_integer(sec) || json_integer_value(sec) < 1 ||
+                json_integer_value(sec) > VMM_AGENT_MESSAGE_MAX_S))
+        return error_reply("\"seconds\" must be an integer from 1 to %d", VMM_AGENT_MESSAGE_MAX_S);
+    if (sec)
+        secs = json_integer_value(sec);
+    if (!ops)
+        return error_reply("no virtual machine is running");
+    int err = ops->agent_message ? ops->agent_message(ctx, json_string_value(t), (unsigned)secs)
+                                 : -ENOTCONN;
+    switch (err) {
+    case 0: {
+        json_t *rep = json_object();
+        json_object_set_new(rep, "ok", json_true());
+        return rep;
+    }
+    case -ENOTCONN:
+        return error_reply("no guest agent is connected");
+    case -EOPNOTSUPP:
+        return error_reply("the guest agent does not show messages");
+    case -ENOBUFS:
+        return error_reply("the guest agent is not reading what it is sent");
+    default:
+        return error_reply("message not sent: %s", vdi_strerror(err));
+    }
 }
 
 void vmm_control_handle(vmm_control_t *c, const struct vmm_control_ops *ops, void *ctx,
@@ -295,6 +342,9 @@ void vmm_control_handle(vmm_control_t *c, const struct vmm_control_ops *ops, voi
             c->shutdown_deadline = deadline ? deadline : 1;
         if (ms == 0)
             ops->request_stop(ctx, "shutdown requested with no deadline");
+    } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_MESSAGE))) {
+        json_decref(rep);
+        rep = message_request(req, ops, ctx);
     } else if (!strcmp(cmd, vmm_cmd_name(VMM_CMD_QUIT))) {
         c->quit = true;
         if (ops)

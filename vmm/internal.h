@@ -50,7 +50,8 @@ struct vmm_config {
     int net_fd;
     bool net_has_mac; /* the NIC's MAC is net_mac (else 52:54:00 and three random bytes) */
     uint8_t net_mac[6];
-    bool rng; /* virtio-rng (default on) */
+    bool rng;   /* virtio-rng (default on) */
+    bool agent; /* the guest agent's port, virtio-console (default on) */
     /* Display and input (display/ serves them; the devices live on the PCI bus). */
     uint32_t fb_width, fb_height; /* preferred mode for the EDID; 0: no display device */
     bool input;                   /* virtio keyboard + tablet */
@@ -161,6 +162,8 @@ int vmm__iothread_add_fd(vmm_vm_t *vm, int fd, vmm_fd_fn fn, void *opaque);
 void vmm__iothread_del_fd(vmm_vm_t *vm, int fd); /* returns when no callback for @fd runs */
 
 /* ---- VM life ------------------------------------------------------------------------------ */
+/* Post an event for the control socket (enum vmm_event, vmm/vmm.h). Thread: any. */
+void vmm__vm_event(vmm_vm_t *vm, enum vmm_event ev, const char *reason);
 enum vmm_stop_reason {
     VMM_STOP_POWEROFF, /* guest powered off: exit 0 */
     VMM_STOP_REBOOT,   /* guest asked for a reset */
@@ -171,6 +174,44 @@ enum vmm_stop_reason {
 void vmm__vm_request_stop(vmm_vm_t *vm, enum vmm_stop_reason reason, const char *why);
 /* The identifier used in log lines (vm=ID). */
 const char *vmm__vm_name(const vmm_vm_t *vm);
+
+/* ---- The guest agent, host side (agent.c; docs/agent-protocol.md) ------------------------ */
+/* The protocol state of one agent port: what the guest's agent said, what waits for it, and the
+ * heartbeat watchdog. It knows nothing of the transport: virtio-console.c owns one, feeds it the
+ * bytes the guest sent and moves ->out into the guest's buffers. Not locked: the owner
+ * serialises every call (virtio-console.c under its device lock). Events go out through
+ * vmm__vm_event(). */
+#define VMM_AGENT_OUT_MAX (4u << 20) /* bytes queued for a guest that does not read */
+struct vmm_agent {
+    vmm_vm_t *vm;
+    vdi_buf_t in;  /* a partial line from the guest */
+    bool skipping; /* dropping the rest of an over-long line */
+    vdi_buf_t out; /* bytes for the guest not yet in its buffers */
+    bool open;     /* the guest has the port open */
+    bool hello;    /* it said hello since it opened the port */
+    bool lost;     /* agent-lost went out and nothing came since */
+    char name[32], caps[64];
+    unsigned hb_s;
+    uint64_t last_ms; /* its last line */
+    uint64_t lines, bad_lines, overlong;
+};
+void vmm__agent_init(struct vmm_agent *a, vmm_vm_t *vm);
+void vmm__agent_fini(struct vmm_agent *a);
+/* The guest opened (@open) or closed its end, or the device was reset (closed). */
+void vmm__agent_opened(struct vmm_agent *a, bool open, uint64_t now_ms);
+/* Bytes the guest's agent wrote. Replies it calls for are appended to ->out. */
+void vmm__agent_input(struct vmm_agent *a, const void *data, size_t len, uint64_t now_ms);
+/* The watchdog: agent-lost once no line came for VMM_AGENT_HB_MISSED heartbeat periods.
+ * Returns the milliseconds until it needs to run again (0: not while nothing changes). */
+uint64_t vmm__agent_tick(struct vmm_agent *a, uint64_t now_ms);
+/* Queue a `message` for the guest: 0, -ENOTCONN, -EOPNOTSUPP, -ENOBUFS, -EINVAL (the text is
+ * empty or over VMM_AGENT_TEXT_MAX, @seconds out of range). */
+int vmm__agent_queue_message(struct vmm_agent *a, const char *text, unsigned seconds);
+void vmm__agent_status(const struct vmm_agent *a, uint64_t now_ms, struct vmm_agent_status *st);
+/* The same for the VM's agent port (virtio-console.c), from any thread; a VM without one gives
+ * -ENOTCONN and a status with present false. */
+int vmm__vm_agent_message(vmm_vm_t *vm, const char *text, unsigned seconds);
+void vmm__vm_agent_status(vmm_vm_t *vm, struct vmm_agent_status *st);
 
 /* ---- Core-only (vm.c, boot.c, tables.c, dev-*.c, control.c, main.c) ---------------------- */
 /* Guest physical map: RAM from 0 up to min(mem, 3 GiB), the rest from 4 GiB. The 32-bit PCI
@@ -215,7 +256,6 @@ int vmm__vm_power_button(vmm_vm_t *vm);
  * must only queue. Thread: main sets it before vmm__vm_start(). */
 typedef void (*vmm_event_fn)(void *ctx, enum vmm_event ev, const char *reason);
 void vmm__vm_set_event_fn(vmm_vm_t *vm, vmm_event_fn fn, void *ctx);
-void vmm__vm_event(vmm_vm_t *vm, enum vmm_event ev, const char *reason); /* Thread: any */
 
 /* Legacy devices (dev-*.c), created by devices.c. Each returns 0 or -errno. Thread: main. */
 int vmm__uart_setup(vmm_vm_t *vm, const struct vmm_config *cfg);

@@ -49,6 +49,8 @@ static void usage(FILE *f)
         "      --net tap=NAME[,mac=M]  a virtio-net device on tap interface NAME\n"
         "      --net tapfd=N[,mac=M]   ... on the tap already open at fd N (vdid passes one)\n"
         "      --no-rng              no virtio-rng device\n"
+        "      --no-agent            no port for a guest agent (virtio-console, port\n"
+        "                            " VMM_AGENT_PORT_NAME ")\n"
         "      --fb WxH|none         the display's preferred mode, up to 3840x2160 (default\n"
         "                            1280x800); none: no display or input devices\n"
         "      --display PATH        serve the screen as RFB on the unix socket PATH (mode 0600)\n"
@@ -226,6 +228,14 @@ static void ctl_request_stop(void *ctx, const char *why)
 {
     vmm__vm_request_stop(ctx, VMM_STOP_SHUTDOWN, why);
 }
+static void ctl_agent_status(void *ctx, struct vmm_agent_status *st)
+{
+    vmm__vm_agent_status(ctx, st);
+}
+static int ctl_agent_message(void *ctx, const char *text, unsigned seconds)
+{
+    return vmm__vm_agent_message(ctx, text, seconds);
+}
 static const struct vmm_control_ops ctl_ops = {
     .status = ctl_status,
     .pause = ctl_pause,
@@ -233,6 +243,8 @@ static const struct vmm_control_ops ctl_ops = {
     .paused = ctl_paused,
     .power_button = ctl_power_button,
     .request_stop = ctl_request_stop,
+    .agent_status = ctl_agent_status,
+    .agent_message = ctl_agent_message,
 };
 
 /* The RFB display (display/), if --display or --display-tcp asked for one. */
@@ -354,6 +366,7 @@ int main(int argc, char **argv)
         OPT_BACKING_ROOT,
         OPT_NET,
         OPT_NO_RNG,
+        OPT_NO_AGENT,
         OPT_FB,
         OPT_DISPLAY,
         OPT_DISPLAY_TCP,
@@ -376,6 +389,7 @@ int main(int argc, char **argv)
         {"backing-root", required_argument, NULL, OPT_BACKING_ROOT},
         {"net", required_argument, NULL, OPT_NET},
         {"no-rng", no_argument, NULL, OPT_NO_RNG},
+        {"no-agent", no_argument, NULL, OPT_NO_AGENT},
         {"fb", required_argument, NULL, OPT_FB},
         {"display", required_argument, NULL, OPT_DISPLAY},
         {"display-tcp", required_argument, NULL, OPT_DISPLAY_TCP},
@@ -389,6 +403,7 @@ int main(int argc, char **argv)
         .mem_bytes = 512ULL << 20,
         .vcpus = 1,
         .rng = true,
+        .agent = true,
         .fb_width = 1280,
         .fb_height = 800,
         .input = true,
@@ -469,6 +484,9 @@ int main(int argc, char **argv)
             break;
         case OPT_NO_RNG:
             cfg.rng = false;
+            break;
+        case OPT_NO_AGENT:
+            cfg.agent = false;
             break;
         case OPT_FB: {
             unsigned w, h;

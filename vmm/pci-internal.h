@@ -303,6 +303,12 @@ int vmm__virtio_input_create(vmm_vm_t *vm, enum vmm_input_kind kind, struct vmm_
 void vmm__virtio_input_send(struct vmm_virtio_dev *vd, const uint16_t *type, const uint16_t *code,
                             const int32_t *value, unsigned n);
 
+/* The guest agent's port (virtio-console, one named port; agent.c speaks the protocol). */
+int vmm__virtio_console_create(vmm_vm_t *vm, struct vmm_virtio_dev **out);
+/* vmm__agent_queue_message() and vmm__agent_status() on its agent. Thread: any. */
+int vmm__virtio_console_message(struct vmm_virtio_dev *vd, const char *text, unsigned seconds);
+void vmm__virtio_console_status(struct vmm_virtio_dev *vd, struct vmm_agent_status *st);
+
 struct vmm_bochs;
 int vmm__bochs_create(vmm_vm_t *vm, uint32_t width, uint32_t height, struct vmm_bochs **out);
 extern const struct dpy_fb_source vmm__bochs_fb_source;

@@ -45,6 +45,7 @@ struct pci_bus {
     /* Devices vmm__pci_setup made, for the display. */
     struct vmm_bochs *bochs;
     struct vmm_input_pair input;
+    struct vmm_virtio_dev *agent; /* the guest agent's port, or NULL */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -509,7 +510,7 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
     }
     bus = bus_of(vm);
     /* The order is fixed, so a guest sees the same slots on every boot:
-     * display, keyboard, tablet, disks in command-line order, rng, network. */
+     * display, keyboard, tablet, disks in command-line order, rng, network, agent port. */
     if (cfg->fb_width) {
         err = vmm__bochs_create(vm, cfg->fb_width, cfg->fb_height, &bus->bochs);
         if (err < 0) {
@@ -583,6 +584,14 @@ int vmm__pci_setup(vmm_vm_t *vm, const struct vmm_config *cfg)
             goto err;
         }
     }
+    if (cfg->agent) {
+        err = vmm__virtio_console_create(vm, &bus->agent);
+        if (err < 0) {
+            VDI_LOG_ERR("vm=%s guest agent port (virtio-console): %s", vmm__vm_name(vm),
+                        vdi_strerror(err));
+            goto err;
+        }
+    }
     return 0;
 err:
     vmm__pci_teardown(vm);
@@ -596,6 +605,22 @@ const struct dpy_fb_source *vmm__pci_fb_source(vmm_vm_t *vm, void **ctx)
         return NULL;
     *ctx = bus->bochs;
     return &vmm__bochs_fb_source;
+}
+
+int vmm__vm_agent_message(vmm_vm_t *vm, const char *text, unsigned seconds)
+{
+    struct pci_bus *bus = bus_of(vm);
+    if (!bus || !bus->agent)
+        return -ENOTCONN;
+    return vmm__virtio_console_message(bus->agent, text, seconds);
+}
+
+void vmm__vm_agent_status(vmm_vm_t *vm, struct vmm_agent_status *st)
+{
+    struct pci_bus *bus = bus_of(vm);
+    memset(st, 0, sizeof(*st));
+    if (bus && bus->agent)
+        vmm__virtio_console_status(bus->agent, st);
 }
 
 const struct dpy_input_sink *vmm__pci_input_sink(vmm_vm_t *vm, void **ctx)

@@ -9,20 +9,22 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/vdi.h"
 #include "vmm/internal.h"
 
 static const char *const event_names[VMM_EVENT_COUNT] = {
-    [VMM_EVENT_BOOTED] = "booted",     [VMM_EVENT_READY] = "ready",
-    [VMM_EVENT_SHUTDOWN] = "shutdown", [VMM_EVENT_REBOOT] = "reboot",
-    [VMM_EVENT_CRASHED] = "crashed",
+    [VMM_EVENT_BOOTED] = "booted",         [VMM_EVENT_READY] = "ready",
+    [VMM_EVENT_SHUTDOWN] = "shutdown",     [VMM_EVENT_REBOOT] = "reboot",
+    [VMM_EVENT_CRASHED] = "crashed",       [VMM_EVENT_AGENT] = "agent",
+    [VMM_EVENT_AGENT_LOST] = "agent-lost",
 };
 
 static const char *const cmd_names[VMM_CMD_COUNT] = {
     [VMM_CMD_STATUS] = "status",     [VMM_CMD_PAUSE] = "pause", [VMM_CMD_RESUME] = "resume",
-    [VMM_CMD_SHUTDOWN] = "shutdown", [VMM_CMD_QUIT] = "quit",
+    [VMM_CMD_SHUTDOWN] = "shutdown", [VMM_CMD_QUIT] = "quit",   [VMM_CMD_MESSAGE] = "message",
 };
 
 static const char *const state_names[] = {
@@ -78,6 +80,28 @@ int vmm_request_format(enum vmm_cmd cmd, uint32_t timeout_ms, char *buf, size_t 
     return len < 0 || (size_t)len >= n ? -ENOSPC : len;
 }
 
+int vmm_request_format_message(const char *text, unsigned seconds, char *buf, size_t n)
+{
+    size_t len = strlen(text);
+    if (len == 0 || len > VMM_AGENT_TEXT_MAX || seconds == 0 || seconds > VMM_AGENT_MESSAGE_MAX_S)
+        return -EINVAL;
+    json_t *o = json_pack("{s:s, s:s%, s:i}", "cmd", vmm_cmd_name(VMM_CMD_MESSAGE), "text", text,
+                          len, "seconds", (json_int_t)seconds);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return -EINVAL; /* not UTF-8 */
+    size_t sl = strlen(s);
+    int rc = sl + 1 < n ? (int)(sl + 1) : -ENOSPC;
+    if (rc > 0) {
+        memcpy(buf, s, sl);
+        buf[sl] = '\n';
+        buf[sl + 1] = 0;
+    }
+    free(s);
+    return rc;
+}
+
 /* Copy an optional string member into @buf; -EPROTO when present but not a string. */
 static int get_str(json_t *o, const char *key, char *buf, size_t n)
 {
@@ -101,6 +125,29 @@ static int get_uint(json_t *o, const char *key, uint64_t *out)
     if (!json_is_integer(v) || json_integer_value(v) < 0)
         return -EPROTO;
     *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* The optional "agent" object of a status reply (null or absent: no agent port). */
+static int parse_agent(json_t *a, struct vmm_agent_status *ag)
+{
+    uint64_t hb, ago;
+    memset(ag, 0, sizeof(*ag));
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_object(a))
+        return -EPROTO;
+    json_t *c = json_object_get(a, "connected"), *u = json_object_get(a, "up");
+    if ((c && !json_is_boolean(c)) || (u && !json_is_boolean(u)) ||
+        get_str(a, "name", ag->name, sizeof(ag->name)) < 0 ||
+        get_str(a, "caps", ag->caps, sizeof(ag->caps)) < 0 || get_uint(a, "heartbeat_s", &hb) < 0 ||
+        get_uint(a, "last_ms_ago", &ago) < 0 || hb > VMM_AGENT_HB_MAX_S)
+        return -EPROTO;
+    ag->present = true;
+    ag->connected = json_is_true(c);
+    ag->up = json_is_true(u);
+    ag->heartbeat_s = (unsigned)hb;
+    ag->last_ms_ago = ago;
     return 0;
 }
 
@@ -129,7 +176,7 @@ static int parse_status(json_t *o, struct vmm_status *st)
     if (rss && !json_is_integer(rss))
         return -EPROTO;
     st->rss_kib = rss ? (int64_t)json_integer_value(rss) : -1;
-    return 0;
+    return parse_agent(json_object_get(o, "agent"), &st->agent);
 }
 
 int vmm_msg_parse(const char *line, size_t len, struct vmm_msg *out)

@@ -81,6 +81,8 @@ static void exec(char *s)
         td_blk_cmd("flush", argc, argv);
     } else if (!strncmp(cmd, "net-", 4)) {
         td_net_cmd(cmd + 4, argc, argv);
+    } else if (!strcmp(cmd, "agent-hang") || !strcmp(cmd, "agent-resume")) {
+        td_console_cmd(cmd + 6);
     } else if (!strcmp(cmd, "rng")) {
         td_rng_cmd(argc, argv);
     } else if (!strcmp(cmd, "echo")) {
@@ -145,6 +147,9 @@ static void probe_devices(void)
         case 1:
             td_net_probe(d);
             break;
+        case 3:
+            td_console_probe(d);
+            break;
         case 4:
             td_rng_probe(d);
             break;
@@ -160,9 +165,9 @@ static void probe_devices(void)
 /* testdesk.require=fb,kbd,tablet,blk,rng: absent devices are reported; required ones fail. */
 static void check_required(void)
 {
-    static const char *const names[] = {"fb", "kbd", "tablet", "blk", "rng", "net"};
-    bool have[] = {td_fb_present(),    td_have_keyboard(), td_have_tablet(),
-                   td_blk_count() > 0, td_have_rng(),      td_have_net()};
+    static const char *const names[] = {"fb", "kbd", "tablet", "blk", "rng", "net", "agent"};
+    bool have[] = {td_fb_present(), td_have_keyboard(), td_have_tablet(), td_blk_count() > 0,
+                   td_have_rng(),   td_have_net(),      td_have_agent()};
     const char *req = td_opt.require ? td_opt.require : "";
     for (unsigned i = 0; i < TD_ARRAY_SIZE(names); i++) {
         size_t n = strlen(names[i]);
@@ -222,6 +227,7 @@ void td_desk_run(unsigned cpus)
             td_crash();
         }
         uint64_t net_due = td_net_poll();
+        uint64_t agent_due = td_console_poll();
         td_input_poll();
         poll_serial();
         run_pending();
@@ -247,6 +253,8 @@ void td_desk_run(unsigned cpus)
             next = wait_until;
         if (net_due < next)
             next = net_due;
+        if (agent_due < next)
+            next = agent_due;
         if (crash_at < next)
             next = crash_at;
         now = td_now_us();

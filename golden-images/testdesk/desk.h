@@ -11,6 +11,7 @@ struct td_options {
     unsigned data_disk;  /* testdesk.data: the user's data disk (its index; 0: none) */
     unsigned anim;       /* testdesk.anim: percent of the screen changed per frame */
     unsigned fps;        /* testdesk.fps: animation frame rate (default 30) */
+    unsigned hb;         /* testdesk.hb: the agent's heartbeat period in seconds (default 5) */
 };
 extern struct td_options td_opt;
 
@@ -50,8 +51,9 @@ struct td_virtio {
     uint64_t common, notify, isr, devcfg, msix_table;
     uint32_t notify_mult;
     uint64_t features; /* negotiated */
-    struct td_vq vq[2];
+    struct td_vq vq[10];
     unsigned nvq;
+    unsigned msix_entries; /* used by the queues; queues past the last share it */
 };
 struct td_vdesc {
     uint64_t addr;
@@ -67,6 +69,9 @@ unsigned td_virtio_type(const struct td_pci_dev *d);
 int td_virtio_init(struct td_virtio *v, const struct td_pci_dev *d, const char *name, uint64_t want,
                    unsigned nvq, uint16_t qsize);
 void td_virtio_driver_ok(struct td_virtio *v);
+/* The device-specific configuration of virtio function @d (mapped), before td_virtio_init(); 0
+ * when it has none we can reach. */
+uint64_t td_virtio_devcfg(const struct td_pci_dev *d);
 /* Post a chain of @n buffers (@write[i]: the device writes it); false if the ring is full. */
 bool td_vq_post(struct td_vq *q, const uint64_t *addr, const uint32_t *len, const bool *write,
                 unsigned n);
@@ -120,6 +125,15 @@ void td_agent_patch(void);
 /* The data area's `crash` file, as td_agent_boot() read it: true with the milliseconds after
  * READY at which testdesk is to crash (td_crash), false when there is no valid one. */
 bool td_agent_crash_ms(uint64_t *ms);
+
+/* ---- console.c: the guest agent on a virtio-console port (docs/agent-protocol.md) ---------- */
+void td_console_probe(const struct td_pci_dev *d);
+bool td_have_agent(void);
+/* Serve the agent's port: control messages, lines from the host, heartbeats, the message on
+ * screen. Returns the td_now_us() time it wants to run again by. */
+uint64_t td_console_poll(void);
+void td_console_cmd(const char *op);  /* agent-hang, agent-resume */
+void td_fb_message(const char *text); /* fb.c: a message band under the title bar ("" clears) */
 
 /* ---- net.c: virtio-net under the IPv4 stack (netstack.c) ---------------------------------- */
 void td_net_probe(const struct td_pci_dev *d);

@@ -5,7 +5,8 @@
  *   rows 0..31            title bar (0x203060) with "TESTDESK" and the clock
  *   rows 32..32+(H-32)/2  eight colour bars, bar i over columns [i*W/8, (i+1)*W/8):
  *                         white, yellow, cyan, green, magenta, red, blue, black
- *   below                 grey (0x404040) with the key text line and a status line
+ *   below                 grey (0x404040) with the key text line, a status line, the
+ *                         network line and the agent's message (black on 0xffd000)
  *   anywhere              the pointer marker (orange 0xff8000 square, 9x9, black border)
  * With anim=P, the bottom P% of the rows change every frame. */
 #include "golden-images/testdesk/desk.h"
@@ -34,6 +35,7 @@
 #define C_BG           0x404040
 #define C_TEXT         0xffffff
 #define C_MARK         0xff8000
+#define C_MSG          0xffd000
 #define KEYS_MAX       160
 
 static const uint32_t bars[8] = {0xffffff, 0xffff00, 0x00ffff, 0x00ff00,
@@ -49,7 +51,9 @@ static uint32_t mx, my;
 static bool mark_on;
 static uint32_t under[MARK * MARK];
 static unsigned anim_rows_drawn;
-static char banner[41]; /* fits between "TESTDESK" and the clock at 1024 wide */
+static char banner[41];   /* fits between "TESTDESK" and the clock at 1024 wide */
+static char message[161]; /* the agent's message ("": none) */
+static void draw_message(void);
 
 bool td_fb_present(void)
 {
@@ -267,8 +271,35 @@ void td_fb_draw_desktop(void)
                 td_have_rng() ? "Y" : "N");
     text(8, keys_y() + 2 * CELL_H, status, C_TEXT, C_BG);
     draw_keys();
+    if (message[0])
+        draw_message();
     anim_rows_drawn = 0;
     mark_show();
+}
+
+/* The agent's message: a yellow band two lines under the network line ("" clears it). */
+static void draw_message(void)
+{
+    uint32_t y = keys_y() + 6 * CELL_H;
+    if (y + CELL_H + 4 > H)
+        return;
+    bool had = mark_on;
+    mark_hide();
+    rect(0, y - 2, W, CELL_H + 4, message[0] ? C_MSG : C_BG);
+    if (message[0])
+        text(8, y, message, 0x000000, C_MSG);
+    if (had)
+        mark_show();
+}
+
+void td_fb_message(const char *t)
+{
+    size_t n = 0;
+    for (; t[n] && n < sizeof(message) - 1; n++)
+        message[n] = (t[n] >= 0x20 && t[n] < 0x7f) ? t[n] : '?';
+    message[n] = 0;
+    if (present)
+        draw_message();
 }
 
 void td_fb_net(const char *line)

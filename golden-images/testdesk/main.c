@@ -123,6 +123,8 @@ static void parse_cmdline(void)
             td_opt.anim = (unsigned)v;
         else if (!strcmp(key, "fps") && td_parse_u64(val, &v) && v >= 1 && v <= 240)
             td_opt.fps = (unsigned)v;
+        else if (!strcmp(key, "hb") && td_parse_u64(val, &v) && v >= 1 && v <= 300)
+            td_opt.hb = (unsigned)v;
         else if (!strcmp(key, "require"))
             td_opt.require = val;
         else if (!strcmp(key, "data") && td_parse_u64(val, &v) && v >= 1 && v < 8)
@@ -151,6 +153,7 @@ void td_user_main(uint32_t start_info)
     }
     td_printf("testdesk: cmdline \"%s\"\n", cmdline);
     td_opt.fps = 30;
+    td_opt.hb = 5;
     parse_cmdline();
     td_mem_init(start_info);
     td_acpi_init(*(const uint64_t *)(si + 32));

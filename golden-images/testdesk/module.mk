@@ -3,8 +3,11 @@
 # display and broker tests all boot this one fixed path.
 TESTDESK_CC ?= gcc
 TESTDESK_OUT := build/testdesk
+# vmm/agent-wire.c is vdi-vmm's half of the guest agent's wire format, freestanding on purpose:
+# testdesk's agent (console.c) speaks it with the very same code.
 TESTDESK_SRCS := $(wildcard golden-images/testdesk/*.c) golden-images/testdesk/boot.S
-TESTDESK_OBJS := $(patsubst golden-images/testdesk/%,$(TESTDESK_OUT)/%.o,$(TESTDESK_SRCS))
+TESTDESK_OBJS := $(patsubst golden-images/testdesk/%,$(TESTDESK_OUT)/%.o,$(TESTDESK_SRCS)) \
+    $(TESTDESK_OUT)/vmm-agent-wire.c.o
 TESTDESK_CFLAGS := -std=gnu11 -O2 -g -I. $(WARN) -Werror -ffreestanding -fno-builtin \
     -nostdlib -mgeneral-regs-only -mno-red-zone -fno-pic -fno-pie -mcmodel=small \
     -fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables \
@@ -20,6 +23,11 @@ $(TESTDESK_OUT)/testdesk.elf: $(TESTDESK_OBJS) golden-images/testdesk/testdesk.l
 	$(Q)$(TESTDESK_CC) $(TESTDESK_CFLAGS) $(TESTDESK_LDFLAGS) -o $@ $(TESTDESK_OBJS)
 
 $(TESTDESK_OUT)/%.c.o: golden-images/testdesk/%.c
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(TESTDESK_CC) $(TESTDESK_CFLAGS) -c -o $@ $<
+
+$(TESTDESK_OUT)/vmm-agent-wire.c.o: vmm/agent-wire.c
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(TESTDESK_CC) $(TESTDESK_CFLAGS) -c -o $@ $<

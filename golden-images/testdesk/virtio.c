@@ -50,6 +50,16 @@ static bool bar_addr(const struct td_pci_dev *d, unsigned cap, uint64_t *out, ui
     return td_map(*out, *len ? *len : 1);
 }
 
+uint64_t td_virtio_devcfg(const struct td_pci_dev *d)
+{
+    uint32_t len;
+    uint64_t a;
+    for (unsigned c = td_pci_cap(d, 0x09, 0); c; c = td_pci_cap(d, 0x09, c))
+        if (td_pci_rd8(d, c + 3) == 4 && bar_addr(d, c, &a, &len))
+            return a;
+    return 0;
+}
+
 static int fail(struct td_virtio *v, const char *why)
 {
     if (v->common)
@@ -86,12 +96,13 @@ static int find_structures(struct td_virtio *v)
         return fail(v, "no MSI-X capability");
     uint32_t tbl = td_pci_rd32(d, mc + 4);
     uint8_t bir = tbl & 7;
-    if (bir > 5 || !d->bar[bir] || !td_map(d->bar[bir] + (tbl & ~7u), 16 * 8))
+    /* Fewer vectors than queues (QEMU gives virtio-serial max_ports + 1): the last ones share. */
+    v->msix_entries = (td_pci_rd16(d, mc + 2) & 0x7ff) + 1;
+    if (v->msix_entries > v->nvq)
+        v->msix_entries = v->nvq;
+    if (bir > 5 || !d->bar[bir] || !td_map(d->bar[bir] + (tbl & ~7u), 16 * v->msix_entries))
         return fail(v, "MSI-X table not reachable");
     v->msix_table = d->bar[bir] + (tbl & ~7u);
-    unsigned entries = (td_pci_rd16(d, mc + 2) & 0x7ff) + 1;
-    if (entries < v->nvq)
-        return fail(v, "fewer MSI-X vectors than queues");
     td_pci_wr16(d, mc + 2, td_pci_rd16(d, mc + 2) | 0x8000); /* MSI-X enable */
     return 0;
 }
@@ -125,11 +136,12 @@ static int queue_setup(struct td_virtio *v, unsigned i, uint16_t qsize)
     if (!q->desc || !q->avail || !q->used)
         return fail(v, "out of memory for queues");
     wr16(c + CC_QSIZE, n);
-    msix_set(v, i, next_vector);
-    wr16(c + CC_QMSIX, (uint16_t)i);
-    if (rd16(c + CC_QMSIX) != i)
+    uint16_t entry = (uint16_t)(i < v->msix_entries ? i : v->msix_entries - 1);
+    if (entry == i)
+        msix_set(v, entry, next_vector++);
+    wr16(c + CC_QMSIX, entry);
+    if (rd16(c + CC_QMSIX) != entry)
         return fail(v, "MSI-X vector for a queue refused");
-    next_vector++;
     wr64(c + CC_QDESC, (uint64_t)(uintptr_t)q->desc);
     wr64(c + CC_QDRIVER, (uint64_t)(uintptr_t)q->avail);
     wr64(c + CC_QDEVICE, (uint64_t)(uintptr_t)q->used);

@@ -1,4 +1,4 @@
-// fuzz-srcs: vmm/io.c vmm/vm.c vmm/iothread.c vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/dev-bochs.c vmm/boot.c vmm/tables.c vmm/devices.c vmm/dev-uart.c vmm/dev-legacy.c vmm/serial-sink.c vmm/decompress.c vmm/proto.c golden-images/*.c common/*.c
+// fuzz-srcs: vmm/io.c vmm/vm.c vmm/iothread.c vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/virtio-console.c vmm/agent.c vmm/agent-wire.c vmm/dev-bochs.c vmm/boot.c vmm/tables.c vmm/devices.c vmm/dev-uart.c vmm/dev-legacy.c vmm/serial-sink.c vmm/decompress.c vmm/proto.c golden-images/*.c common/*.c
 // fuzz-libs: -lz -lzstd -llzma -llz4 -ljansson -lcrypto
 /* libFuzzer target for the PCI side of vdi-vmm on the real core: port and MMIO dispatch through
  * vmm/io.c (the region tables vCPUs look up, BAR moves and decode toggles), pci.c's config space
@@ -47,7 +47,7 @@ static uint64_t take(const uint8_t **p, size_t *left, unsigned n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const uint32_t lens[4] = {1, 2, 4, 8};
-    struct vmm_config cfg = {.rng = true, .input = true, .fb_width = 0};
+    struct vmm_config cfg = {.rng = true, .input = true, .agent = true, .fb_width = 0};
     vmm_vm_t *vm = bare_vm_new();
     vdi_log_set_level(VDI_LOG_LEVEL_ERR);
     if (vmm__iothread_init(vm) < 0) /* devices register their fds (not started: no thread) */

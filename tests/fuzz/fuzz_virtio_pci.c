@@ -1,10 +1,10 @@
-// fuzz-srcs: vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/dev-bochs.c golden-images/disk.c golden-images/qcow2.c golden-images/create.c common/*.c
+// fuzz-srcs: vmm/pci.c vmm/msix.c vmm/virtq.c vmm/virtio-pci.c vmm/virtio-blk.c vmm/virtio-rng.c vmm/virtio-input.c vmm/virtio-net.c vmm/virtio-console.c vmm/agent.c vmm/agent-wire.c vmm/dev-bochs.c golden-images/disk.c golden-images/qcow2.c golden-images/create.c common/*.c
 // fuzz-libs: -lz -lzstd
 /* libFuzzer target for the PCI side of vdi-vmm as a guest sees it: the input is a program of
  * guest actions (config-space accesses through 0xcf8/0xcfc, MMIO accesses to whatever BARs are
  * decoded, writes to guest RAM where rings live, I/O-thread turns, display-side input events and
  * framebuffer reads) run against a machine with every device (display, keyboard, tablet, a disk,
- * rng) over the fake core of the unit tests. Nothing may crash, leak or trip a sanitizer. */
+ * rng, the agent's port) over the fake core of the unit tests. Nothing may crash, leak or trip a sanitizer. */
 #include "tests/unit/vmm/fake_vm.h"
 
 #include <fcntl.h>
@@ -65,7 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const uint32_t lens[4] = {1, 2, 4, 8};
     struct reader r = {data, size};
-    struct vmm_config cfg = {.fb_width = 320, .fb_height = 200, .input = true, .rng = true};
+    struct vmm_config cfg = {
+        .fb_width = 320, .fb_height = 200, .input = true, .rng = true, .agent = true};
     vmm_vm_t *vm = fake_vm_new(RAM_SIZE);
     void *fb_ctx, *in_ctx;
 

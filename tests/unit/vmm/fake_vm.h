@@ -6,6 +6,7 @@
 #define VDI_TESTS_FAKE_VM_H
 
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,6 +67,10 @@ struct vmm_vm {
     bool irq_level[24];
     bool fail_route_add;
     int stops;
+    /* Events posted with vmm__vm_event(): how many, and the last one. */
+    int nevents;
+    enum vmm_event last_event;
+    char last_reason[200];
 };
 
 static inline vmm_vm_t *fake_vm_new(uint64_t ram_size)
@@ -336,6 +341,13 @@ void vmm__vm_request_stop(vmm_vm_t *vm, enum vmm_stop_reason reason, const char 
     (void)reason;
     (void)why;
     vm->stops++;
+}
+
+void vmm__vm_event(vmm_vm_t *vm, enum vmm_event ev, const char *reason)
+{
+    vm->nevents++;
+    vm->last_event = ev;
+    snprintf(vm->last_reason, sizeof(vm->last_reason), "%s", reason ? reason : "");
 }
 
 const char *vmm__vm_name(const vmm_vm_t *vm)

@@ -31,6 +31,9 @@ static int teardown(void **state)
 struct machine {
     bool paused, stopped, power_ok;
     char why[128];
+    int agent_err; /* what agent_message returns */
+    char text[64];
+    unsigned seconds;
 };
 
 static void m_status(void *ctx, struct vmm_status *st)
@@ -70,6 +73,33 @@ static const struct vmm_control_ops ops = {
     .paused = m_paused,
     .power_button = m_power_button,
     .request_stop = m_request_stop,
+};
+
+static void m_agent_status(void *ctx, struct vmm_agent_status *st)
+{
+    (void)ctx;
+    st->present = st->connected = st->up = true;
+    snprintf(st->name, sizeof(st->name), "testdesk");
+    snprintf(st->caps, sizeof(st->caps), "message");
+    st->heartbeat_s = 5;
+    st->last_ms_ago = 1234;
+}
+static int m_agent_message(void *ctx, const char *text, unsigned seconds)
+{
+    struct machine *m = ctx;
+    snprintf(m->text, sizeof(m->text), "%s", text);
+    m->seconds = seconds;
+    return m->agent_err;
+}
+static const struct vmm_control_ops agent_ops = {
+    .status = m_status,
+    .pause = m_pause,
+    .resume = m_resume,
+    .paused = m_paused,
+    .power_button = m_power_button,
+    .request_stop = m_request_stop,
+    .agent_status = m_agent_status,
+    .agent_message = m_agent_message,
 };
 
 static char *handle_on(vmm_control_t *c, struct machine *m, const char *line)
@@ -205,6 +235,82 @@ static void test_requests_reach_the_machine(void **state)
     assert_int_equal(vmm_request_format(VMM_CMD_STATUS, 0, line, 8), -ENOSPC);
 }
 
+/* The guest agent's part of the contract: `status` carries "agent" (null without a port), and
+ * `message` reaches the machine's agent with its errors in words. */
+static void test_agent_requests(void **state)
+{
+    vmm_control_t *c = *state;
+    struct machine m = {0};
+    char line[256], *r;
+    struct vmm_msg msg;
+
+    r = handle_on(c, &m, "{\"cmd\":\"status\"}");
+    assert_non_null(strstr(r, "\"agent\":null"));
+    assert_false(parse(r).status.agent.present);
+    free(r);
+    r = handle_on(c, &m, "{\"cmd\":\"message\",\"text\":\"hi\"}");
+    msg = parse(r);
+    free(r);
+    assert_false(msg.ok);
+    assert_string_equal(msg.error, "no guest agent is connected");
+
+    vmm_control_handle(c, &agent_ops, &m, "{\"cmd\":\"status\"}", &r);
+    msg = parse(r);
+    free(r);
+    assert_true(msg.status.agent.present && msg.status.agent.connected && msg.status.agent.up);
+    assert_string_equal(msg.status.agent.name, "testdesk");
+    assert_string_equal(msg.status.agent.caps, "message");
+    assert_int_equal(msg.status.agent.heartbeat_s, 5);
+    assert_int_equal(msg.status.agent.last_ms_ago, 1234);
+
+    int n = vmm_request_format_message("Grüße \"quoted\"", 90, line, sizeof(line));
+    assert_true(n > 0);
+    assert_int_equal(line[n - 1], '\n');
+    line[n - 1] = 0;
+    vmm_control_handle(c, &agent_ops, &m, line, &r);
+    assert_true(parse(r).ok);
+    free(r);
+    assert_string_equal(m.text, "Grüße \"quoted\"");
+    assert_int_equal(m.seconds, 90);
+    static const struct {
+        int err;
+        const char *want;
+    } errs[] = {
+        {-ENOTCONN, "no guest agent is connected"},
+        {-EOPNOTSUPP, "the guest agent does not show messages"},
+        {-ENOBUFS, "the guest agent is not reading what it is sent"},
+    };
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        m.agent_err = errs[i].err;
+        vmm_control_handle(c, &agent_ops, &m, line, &r);
+        msg = parse(r);
+        free(r);
+        assert_false(msg.ok);
+        assert_string_equal(msg.error, errs[i].want);
+    }
+    static const char *const bad[] = {
+        "{\"cmd\":\"message\"}",
+        "{\"cmd\":\"message\",\"text\":\"\"}",
+        "{\"cmd\":\"message\",\"text\":7}",
+        "{\"cmd\":\"message\",\"text\":\"a\\u0000b\"}",
+        "{\"cmd\":\"message\",\"text\":\"hi\",\"seconds\":0}",
+        "{\"cmd\":\"message\",\"text\":\"hi\",\"seconds\":3601}",
+        "{\"cmd\":\"message\",\"text\":\"hi\",\"seconds\":\"5\"}",
+    };
+    m.agent_err = 0;
+    m.text[0] = 0;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        vmm_control_handle(c, &agent_ops, &m, bad[i], &r);
+        assert_false(parse(r).ok);
+        free(r);
+    }
+    assert_string_equal(m.text, ""); /* none reached the agent */
+    assert_int_equal(vmm_request_format_message("", 5, line, sizeof(line)), -EINVAL);
+    assert_int_equal(vmm_request_format_message("\xff", 5, line, sizeof(line)), -EINVAL);
+    assert_int_equal(vmm_request_format_message("hi", 0, line, sizeof(line)), -EINVAL);
+    assert_int_equal(vmm_request_format_message("hi", 5, line, 10), -ENOSPC);
+}
+
 static void test_client_parser(void **state)
 {
     (void)state;
@@ -220,6 +326,9 @@ static void test_client_parser(void **state)
         "{\"ok\":true,\"state\":\"running\",\"vcpus\":-1}",
         "{\"ok\":false,\"error\":[]}",
         "{\"event\":\"ready\",\"reason\":5}",
+        "{\"ok\":true,\"state\":\"running\",\"agent\":[]}",
+        "{\"ok\":true,\"state\":\"running\",\"agent\":{\"up\":1}}",
+        "{\"ok\":true,\"state\":\"running\",\"agent\":{\"heartbeat_s\":9999}}",
     };
     struct vmm_msg m;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -248,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commands_need_a_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_says_ready_after_first_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requests_reach_the_machine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_requests, setup, teardown),
         cmocka_unit_test(test_client_parser),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

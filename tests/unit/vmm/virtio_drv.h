@@ -19,8 +19,8 @@ struct drv {
     vmm_vm_t *vm;
     unsigned slot;
     uint64_t bar4, msix_bar;
-    uint64_t ring[2]; /* gpa of each queue's rings: desc, avail at +0x100, used at +0x200 */
-    uint16_t avail_idx[2], used_seen[2];
+    uint64_t ring[4]; /* gpa of each queue's rings: desc, avail at +0x100, used at +0x200 */
+    uint16_t avail_idx[4], used_seen[4];
     uint64_t features;
 };
 
@@ -137,7 +137,7 @@ static inline uint8_t drv_init(struct drv *d, uint64_t want, unsigned nq, bool m
             p = cfg_read(d->vm, d->slot, p + 1, 1);
         }
         cfg_write(d->vm, d->slot, cap + 2, 2, 0x8000);
-        for (unsigned v = 0; v < 3; v++) {
+        for (unsigned v = 0; v < 5; v++) {
             uint32_t e[4] = {0xfee00000, 0, 0x40 + v, 0};
             for (unsigned k = 0; k < 4; k++)
                 fake_io(d->vm, VMM_IO_MMIO, d->msix_bar + 16 * v + 4 * k, &e[k], 4, true);
