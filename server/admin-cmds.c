@@ -148,7 +148,13 @@ static json_t *cmd_desktops_show(srv_t *s, const struct srv_caller *who, json_t 
                  rc == -ENOENT ? "no such desktop" : vdi_strerror(rc));
         return NULL;
     }
-    return desktop_json(&d);
+    json_t *j = desktop_json(&d);
+    /* The guest agent, as its VMM last reported it ("" before any report). */
+    srv_vm_t *vm = srv__vm_find(s, id);
+    bool up = false;
+    json_object_set_new(j, "agent", json_string(vm ? srv__vm_agent(vm, &up) : ""));
+    json_object_set_new(j, "agent_up", json_boolean(up));
+    return j;
 }
 
 static json_t *desktop_action(srv_t *s, json_t *args, bool hard, char *err, size_t errlen)

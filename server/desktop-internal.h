@@ -36,6 +36,10 @@ int srv__vmmctl_connect(uv_loop_t *loop, const char *path, const struct srv_vmmc
                         void *ctx, srv_vmmctl_t **out);
 /* Send request @cmd (@timeout_ms for VMM_CMD_SHUTDOWN) once connected; dropped otherwise. */
 void srv__vmmctl_send(srv_vmmctl_t *c, enum vmm_cmd cmd, uint32_t timeout_ms);
+/* Send a `message` for the guest agent to show @seconds; -ENOTCONN when not connected, -EINVAL
+ * for a text vmm_request_format_message() refuses. The VMM's answer arrives as a reply (a
+ * refusal is logged). */
+int srv__vmmctl_message(srv_vmmctl_t *c, const char *text, unsigned seconds);
 /* Close; no callback runs after this. NULL is fine. */
 void srv__vmmctl_close(srv_vmmctl_t *c);
 
@@ -203,7 +207,10 @@ struct srv_vm {
     bool healthy;          /* on its version for the pool's health_window without failing */
     uint64_t logoff_at;    /* ms: a busy desktop moves then (logoff = force); 0: not planned */
     bool moving;           /* recycled by a rollout to come back on another version */
-    vdi_list_t link;       /* in srv_t.vms */
+    /* The guest agent (docs/agent-protocol.md), from the VMM's agent and agent-lost events. */
+    bool agent_up;
+    char agent[240]; /* the last event's reason ("testdesk v=1 heartbeat=5s caps=message"); "" */
+    vdi_list_t link; /* in srv_t.vms */
 };
 
 /* A desktop object for record @d, in s->vms. */

@@ -235,6 +235,15 @@ static void ctl_msg(void *ctx, const struct vmm_msg *m)
     if (m->kind == VMM_MSG_REPLY) {
         if (m->has_status && m->status.ready)
             vm_ready(vm);
+        if (m->has_status && m->status.agent.up && !vm->agent_up) {
+            /* Re-attached (vdid restarted): the agent's hello went out before we connected. */
+            vm->agent_up = true;
+            snprintf(vm->agent, sizeof(vm->agent), "%s heartbeat=%us caps=%s", m->status.agent.name,
+                     m->status.agent.heartbeat_s,
+                     m->status.agent.caps[0] ? m->status.agent.caps : "none");
+        }
+        if (!m->ok)
+            VDI_LOG_WARN("desktop=%" PRId64 " the vmm refused a request: %s", vm->id, m->error);
         return;
     }
     const char *name = vmm_event_name(m->event);
@@ -253,12 +262,30 @@ static void ctl_msg(void *ctx, const struct vmm_msg *m)
     case VMM_EVENT_CRASHED:
         snprintf(vm->crash, sizeof(vm->crash), "guest crashed%s%s", sep, m->reason);
         break;
-    case VMM_EVENT_BOOTED:
     case VMM_EVENT_AGENT:
-    case VMM_EVENT_AGENT_LOST:
+        vm->agent_up = true;
+        snprintf(vm->agent, sizeof(vm->agent), "%s", m->reason);
+        VDI_LOG_INFO("desktop=%" PRId64 " guest agent up: %s", vm->id, m->reason);
+        break;
+    case VMM_EVENT_AGENT_LOST: {
+        vm->agent_up = false;
+        snprintf(vm->agent, sizeof(vm->agent), "lost: %s", m->reason);
+        VDI_LOG_WARN("desktop=%" PRId64 " guest agent lost: %s", vm->id, m->reason);
+        char why[260];
+        snprintf(why, sizeof(why), "guest agent lost: %s", m->reason);
+        srv__rollout_desktop_failed(vm, why);
+        break;
+    }
+    case VMM_EVENT_BOOTED:
     case VMM_EVENT_UNKNOWN:
         break;
     }
+}
+
+const char *srv__vm_agent(const srv_vm_t *vm, bool *up)
+{
+    *up = vm->agent_up;
+    return vm->agent;
 }
 
 /* The control socket closed: the VMM is exiting (or exited). */

@@ -233,6 +233,9 @@ int srv__vms_start(srv_t *s);
 /* Stop following the VMMs (they keep running) and fail waiting logins. */
 void srv__vms_stop(srv_t *s);
 srv_vm_t *srv__vm_find(srv_t *s, int64_t id);
+/* What the desktop's VMM last said of its guest agent ("" before anything), and whether it is up
+ * (*up). Valid until the next loop turn. */
+const char *srv__vm_agent(const srv_vm_t *vm, bool *up);
 int64_t srv__vm_id(const srv_vm_t *vm);
 /* The desktop's display socket (RFB 3.8, security None). Owned by @vm. */
 const char *srv__vm_display(const srv_vm_t *vm);

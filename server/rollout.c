@@ -481,6 +481,20 @@ static unsigned surge(srv_t *s, const brk_pool_config_t *p, unsigned want)
     return made;
 }
 
+/* Tell the user of @vm, on the desktop itself through the guest agent, that it restarts in
+ * @grace_s seconds (the browser viewer says it too, from the session's state). */
+static void warn_user(srv_vm_t *vm, unsigned grace_s)
+{
+    char text[200];
+    unsigned secs = VDI_MAX(1u, VDI_MIN(grace_s, (unsigned)VMM_AGENT_MESSAGE_MAX_S));
+    snprintf(text, sizeof(text), "This desktop restarts in %u s for an update. Save your work now.",
+             grace_s);
+    int err = srv__vmmctl_message(vm->ctl, text, secs);
+    if (err < 0)
+        VDI_LOG_WARN("desktop=%" PRId64 " the logoff warning cannot reach the desktop: %s", vm->id,
+                     err == -ENOTCONN ? "its vmm is not connected" : vdi_strerror(err));
+}
+
 /* Move up to @want desktops of @p that are not on @to: idle ones at once (new spares first when
  * there is room, so that a login never waits for a boot); busy ones with logoff = force after a
  * warning and logoff_grace. */
@@ -524,6 +538,7 @@ static void move_some(srv_t *s, const brk_pool_config_t *p, struct srv_rollout *
                              vm->owner, to, r->image, p->logoff_grace_s);
                     VDI_LOG_INFO("desktop=%" PRId64 " %s", vm->id, d);
                     brk_store_audit(s->store, NULL, "desktop.logoff-warning", vm->id, vm->owner, d);
+                    warn_user(vm, p->logoff_grace_s);
                 } else if (now >= vm->logoff_at) {
                     move(ro, vm, to, "logoff = force, after logoff_grace");
                 }

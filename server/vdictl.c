@@ -353,13 +353,13 @@ static int run_desktops(int argc, char **argv)
             const char *mac = jstr(r, "mac"), *ip = jstr(r, "ip");
             printf("desktop %lld\n  pool:     %s\n  state:    %s\n  owner:    %s\n"
                    "  image:    %s (version %lld)\n  overlay:  %s\n  vmm pid:  %lld\n"
-                   "  memory:   %lldM\n  network:  %s%s%s\n  created:  %s\n  updated:  %s\n"
-                   "  reason:   %s\n",
+                   "  memory:   %lldM\n  network:  %s%s%s\n  agent:    %s\n  created:  %s\n"
+                   "  updated:  %s\n  reason:   %s\n",
                    jint(r, "id"), jstr(r, "pool"), jstr(r, "state"), jstr(r, "owner"),
                    jstr(r, "image"), jint(r, "image_version"), jstr(r, "overlay"),
                    jint(r, "vmm_pid"), jint(r, "memory") >> 20, *mac ? mac : "none",
-                   *mac ? "  address " : "", *mac ? (*ip ? ip : "from the bridge's DHCP") : "", c,
-                   u, jstr(r, "reason"));
+                   *mac ? "  address " : "", *mac ? (*ip ? ip : "from the bridge's DHCP") : "",
+                   *jstr(r, "agent") ? jstr(r, "agent") : "none seen", c, u, jstr(r, "reason"));
         } else {
             printf("desktop %lld: %s\n", jint(r, "id"), jstr(r, "state"));
         }

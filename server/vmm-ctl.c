@@ -130,6 +130,16 @@ static void on_written(uv_write_t *req, int status)
     free(req);
 }
 
+/* Queue @n bytes of @line on the socket (copied). */
+static void write_line(srv_vmmctl_t *c, const char *line, size_t n)
+{
+    uv_write_t *req = vdi_xmalloc(sizeof(*req) + n);
+    memcpy(req + 1, line, n);
+    uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)n);
+    if (uv_write(req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0)
+        free(req);
+}
+
 void srv__vmmctl_send(srv_vmmctl_t *c, enum vmm_cmd cmd, uint32_t timeout_ms)
 {
     char line[128];
@@ -137,9 +147,19 @@ void srv__vmmctl_send(srv_vmmctl_t *c, enum vmm_cmd cmd, uint32_t timeout_ms)
         return;
     int n = vmm_request_format(cmd, timeout_ms, line, sizeof(line));
     VDI_ASSERT(n > 0);
-    uv_write_t *req = vdi_xmalloc(sizeof(*req) + (size_t)n);
-    memcpy(req + 1, line, (size_t)n);
-    uv_buf_t b = uv_buf_init((char *)(req + 1), (unsigned)n);
-    if (uv_write(req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0)
-        free(req);
+    write_line(c, line, (size_t)n);
+}
+
+int srv__vmmctl_message(srv_vmmctl_t *c, const char *text, unsigned seconds)
+{
+    /* JSON escapes take at most 6 bytes a byte of text. */
+    size_t cap = 6 * (size_t)VMM_AGENT_TEXT_MAX + 128;
+    if (!c || !c->up || c->closing)
+        return -ENOTCONN;
+    char *line = vdi_xmalloc(cap);
+    int n = vmm_request_format_message(text, seconds, line, cap);
+    if (n > 0)
+        write_line(c, line, (size_t)n);
+    free(line);
+    return n < 0 ? n : 0;
 }

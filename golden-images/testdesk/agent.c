@@ -15,6 +15,8 @@ static uint8_t *area_buf; /* TP_AREA_BYTES, from td_alloc */
 static bool area_ok;      /* disk 0 is big enough and its area parsed (or was empty) */
 static bool crash_set;    /* the area holds a valid `crash` file: crash crash_ms after READY */
 static uint64_t crash_ms;
+static bool hang_set; /* ... a valid `hang` file: the guest agent stops hang_ms after READY */
+static uint64_t hang_ms;
 
 static bool read_area(void)
 {
@@ -78,18 +80,30 @@ void td_agent_boot(void)
         td_fb_banner(b->data);
     }
     char why[96];
-    int r = tp_crash_ms(&area, &crash_ms, why, sizeof(why));
+    int r = tp_file_ms(&area, "crash", &crash_ms, why, sizeof(why));
     if (r < 0)
         td_printf("TESTDESK FAIL crash file ignored: %s\n", why);
     crash_set = r > 0;
     if (crash_set)
         td_printf("TESTDESK CRASH in %lu ms\n", crash_ms);
+    r = tp_file_ms(&area, "hang", &hang_ms, why, sizeof(why));
+    if (r < 0)
+        td_printf("TESTDESK FAIL hang file ignored: %s\n", why);
+    hang_set = r > 0;
+    if (hang_set)
+        td_printf("TESTDESK AGENT hang in %lu ms\n", hang_ms);
 }
 
 bool td_agent_crash_ms(uint64_t *ms)
 {
     *ms = crash_ms;
     return crash_set;
+}
+
+bool td_agent_hang_ms(uint64_t *ms)
+{
+    *ms = hang_ms;
+    return hang_set;
 }
 
 struct bundle {

@@ -310,6 +310,11 @@ uint64_t td_console_poll(void)
     return due;
 }
 
+void td_console_hang(void)
+{
+    hung = true;
+}
+
 void td_console_cmd(const char *op)
 {
     if (!td_have_agent()) {

@@ -212,10 +212,12 @@ void td_desk_run(unsigned cpus)
                   td_blk_count());
     else
         td_printf("TESTDESK READY cpus=%u fb=none disks=%u\n", cpus, td_blk_count());
-    uint64_t ready_us = td_now_us(), crash_ms, crash_at = UINT64_MAX;
+    uint64_t ready_us = td_now_us(), crash_ms, crash_at = UINT64_MAX, hang_at = UINT64_MAX;
     td_agent_patch(); /* returns unless this is a maintenance VM */
     if (td_agent_crash_ms(&crash_ms))
         crash_at = ready_us + crash_ms * 1000;
+    if (td_agent_hang_ms(&crash_ms))
+        hang_at = ready_us + crash_ms * 1000;
     run_next = td_opt.run;
     uint32_t last_clock = ~0u;
     uint64_t next_frame = 0, frame = 0, next_clock = 0;
@@ -225,6 +227,11 @@ void td_desk_run(unsigned cpus)
         if (td_now_us() >= crash_at) { /* before the commands: a due crash wins */
             td_printf("TESTDESK CRASH now\n");
             td_crash();
+        }
+        if (td_now_us() >= hang_at) {
+            td_printf("TESTDESK AGENT hang now\n");
+            td_console_hang();
+            hang_at = UINT64_MAX;
         }
         uint64_t net_due = td_net_poll();
         uint64_t agent_due = td_console_poll();
@@ -257,6 +264,8 @@ void td_desk_run(unsigned cpus)
             next = agent_due;
         if (crash_at < next)
             next = crash_at;
+        if (hang_at < next)
+            next = hang_at;
         now = td_now_us();
         td_timer_arm(next > now ? next - now : 1);
         td_sleep(seen);

@@ -117,14 +117,17 @@ void td_fb_anim_frame(unsigned percent, uint64_t frame);
 void td_fb_banner(const char *text); /* drawn in the title bar (agent.c's `banner` file) */
 
 /* ---- agent.c: the data area and the patch agent (patch.c) ---------------------------------- */
-/* Read disk 0's data area: print its files, the banner and a crash request (`testdesk: file
- * ...`, `TESTDESK BANNER ...`, `TESTDESK CRASH in MS ms`) and show the banner on screen. */
+/* Read disk 0's data area: print its files, the banner, a crash and a hang request (`testdesk:
+ * file ...`, `TESTDESK BANNER ...`, `TESTDESK CRASH in MS ms`, `TESTDESK AGENT hang in MS ms`)
+ * and show the banner on screen. */
 void td_agent_boot(void);
 /* If a read-only disk holds a patch bundle, run it (PATCH EXIT N) and power off; else return. */
 void td_agent_patch(void);
 /* The data area's `crash` file, as td_agent_boot() read it: true with the milliseconds after
  * READY at which testdesk is to crash (td_crash), false when there is no valid one. */
 bool td_agent_crash_ms(uint64_t *ms);
+/* The same for the `hang` file: when the guest agent is to stop (td_console_hang). */
+bool td_agent_hang_ms(uint64_t *ms);
 
 /* ---- console.c: the guest agent on a virtio-console port (docs/agent-protocol.md) ---------- */
 void td_console_probe(const struct td_pci_dev *d);
@@ -132,8 +135,10 @@ bool td_have_agent(void);
 /* Serve the agent's port: control messages, lines from the host, heartbeats, the message on
  * screen. Returns the td_now_us() time it wants to run again by. */
 uint64_t td_console_poll(void);
-void td_console_cmd(const char *op);  /* agent-hang, agent-resume */
-void td_fb_message(const char *text); /* fb.c: a message band under the title bar ("" clears) */
+void td_console_cmd(const char *op); /* agent-hang, agent-resume */
+void td_console_hang(void);          /* the agent stops: no heartbeat, no answer */
+void td_fb_message(
+    const char *text); /* fb.c: the message band under the network line ("" clears) */
 
 /* ---- net.c: virtio-net under the IPv4 stack (netstack.c) ---------------------------------- */
 void td_net_probe(const struct td_pci_dev *d);

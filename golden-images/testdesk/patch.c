@@ -192,9 +192,9 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-int tp_crash_ms(const struct tp_area *a, uint64_t *ms, char *why, size_t whylen)
+int tp_file_ms(const struct tp_area *a, const char *name, uint64_t *ms, char *why, size_t whylen)
 {
-    const struct tp_file *f = tp_area_get(a, "crash");
+    const struct tp_file *f = tp_area_get(a, name);
     if (!f)
         return 0;
     size_t i = 0, e = f->len; /* f->data may hold NULs: go by the length */
@@ -214,7 +214,7 @@ int tp_crash_ms(const struct tp_area *a, uint64_t *ms, char *why, size_t whylen)
             return -1;
         }
         v = v * 10 + (uint64_t)(c - '0');
-        if (v > TP_CRASH_MS_MAX) {
+        if (v > TP_FILE_MS_MAX) {
             set_why(why, whylen, "more than a day (86400000 ms)", NULL);
             return -1;
         }

@@ -6,7 +6,8 @@
  * "files": "TDFS1\n", then for each file "NAME LENGTH\n" and LENGTH bytes and "\n", then "END\n";
  * zeros after. A disk whose area does not start with the magic has no files. A file called
  * `banner` is drawn in the title bar; a file called `crash` (a number of milliseconds) makes the
- * guest crash on purpose that long after it is ready (tp_crash_ms).
+ * guest crash on purpose that long after it is ready, and one called `hang` makes its guest agent
+ * stop that long after (tp_file_ms).
  *
  * The bundle: a maintenance VM gets the patch as a read-only second disk holding a ustar archive
  * (vdid writes it; `tar` reads it). Its member `run` is, for testdesk, a script of its own:
@@ -67,12 +68,13 @@ int tp_area_put(struct tp_area *a, const char *name, const void *data, size_t le
 int tp_area_remove(struct tp_area *a, const char *name);
 bool tp_name_ok(const char *name);
 
-/* The `crash` file: a request to crash on purpose (a triple fault in testdesk), MS milliseconds
- * after the guest is ready, for testing image versions that are broken. Its text is MS in
- * decimal, white space around it allowed, at most TP_CRASH_MS_MAX. Returns 1 with *ms, 0 when
- * @a has no such file, -1 when its text is not such a number (the reason in @why). */
-#define TP_CRASH_MS_MAX 86400000U /* a day */
-int tp_crash_ms(const struct tp_area *a, uint64_t *ms, char *why, size_t whylen);
+/* The `crash` and `hang` files: requests, for testing image versions that are broken, to crash
+ * on purpose (a triple fault in testdesk) or to stop the guest agent (no more heartbeats), MS
+ * milliseconds after the guest is ready. Their text is MS in decimal, white space around it
+ * allowed, at most TP_FILE_MS_MAX. Returns 1 with *ms, 0 when @a has no file @name, -1 when its
+ * text is not such a number (the reason in @why). */
+#define TP_FILE_MS_MAX 86400000U /* a day */
+int tp_file_ms(const struct tp_area *a, const char *name, uint64_t *ms, char *why, size_t whylen);
 
 /* A user's data disk (the second disk of a desktop whose pool has user_disk, when the command
  * line says testdesk.data=N): sector 0 holds "TDDATA1\nboots=N\n" and zeros. Count one boot in

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode == 0) {
         if (tp_area_parse(d.p, d.n, &area, why, sizeof(why)) == 1) {
             uint64_t ms;
-            if (tp_crash_ms(&area, &ms, why, sizeof(why)) == 1 && ms > TP_CRASH_MS_MAX)
+            if (tp_file_ms(&area, "crash", &ms, why, sizeof(why)) == 1 && ms > TP_FILE_MS_MAX)
                 abort();
             if (tp_area_format(&area, buf, sizeof(buf)) == 0) {
                 if (tp_area_parse(buf, sizeof(buf), &again, why, sizeof(why)) != 1 ||

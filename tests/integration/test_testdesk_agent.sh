@@ -157,6 +157,33 @@ PY
 timeout $((200 * M)) python3 "$T/host.py" "$T" "$M" || t_fail "the host side failed (serial: $(tail -5 "$T/serial.log" 2>/dev/null))"
 t_check "QEMU exits after poweroff" t_wait_for 20 bash -c "! kill -0 $qemu_pid 2>/dev/null"
 
+# A version whose data area holds a `hang` file (made by a patch, as an admin's broken patch would
+# be): its agent stops that long after READY, and says so.
+SYS=$VDI_SRC/build/testdesk/system.qcow2
+if [ -f "$SYS" ] && command -v qemu-img >/dev/null; then
+    qemu-img create -q -f qcow2 -F qcow2 -b "$SYS" "$T/v2.qcow2" || t_fail "qemu-img create failed"
+    mkdir -p "$T/b"
+    printf 'write hang 1500\n' > "$T/b/run"
+    tar --format=ustar -C "$T/b" -cf "$T/b.tar" . || t_fail "tar failed"
+    timeout $((60 * M)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 -m 128 -nodefaults \
+        -display none -no-reboot -kernel "$ELF" -append "testdesk.run=poweroff" \
+        -drive "if=none,id=d0,format=qcow2,file=$T/v2.qcow2" -device virtio-blk-pci,drive=d0 \
+        -drive "if=none,id=d1,format=raw,readonly=on,file=$T/b.tar" -device virtio-blk-pci,drive=d1 \
+        -chardev file,id=ser,path="$T/patch.log" -serial chardev:ser
+    t_check "the patch writes the hang file" grep -qa "^PATCH EXIT 0" "$T/patch.log"
+    timeout $((60 * M)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 -m 128 -nodefaults \
+        -display none -no-reboot -kernel "$ELF" \
+        -append "testdesk.hb=1 testdesk.run=sleep:3000;poweroff" \
+        -drive "if=none,id=d0,format=qcow2,file=$T/v2.qcow2" -device virtio-blk-pci,drive=d0 \
+        -device virtio-serial-pci -chardev socket,id=ag,path="$T/hang.sock",server=on,wait=off \
+        -device virtserialport,chardev=ag,name=org.vdi.agent.0 \
+        -chardev file,id=ser,path="$T/hang.log" -serial chardev:ser
+    t_check "the hang request is announced at boot" grep -qa "TESTDESK AGENT hang in 1500 ms" "$T/hang.log"
+    t_check "and carried out after READY" grep -qa "TESTDESK AGENT hang now" "$T/hang.log"
+else
+    t_need "qemu-img or $SYS missing (make testdesk)"
+fi
+
 # Without the device, an agent cannot be required.
 timeout $((60 * M)) qemu-system-x86_64 -accel "$accel" "${fast[@]}" -smp 1 -m 128 -nodefaults \
     -display none -no-reboot -kernel "$ELF" \

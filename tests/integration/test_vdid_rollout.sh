@@ -6,8 +6,10 @@
 # desktops with it) with nothing lost. With vdid, real PAM (pam_wrapper + pam_matrix), a real
 # viewer (libvncclient) and the stand-in VMM, which boots the data area testdesk would (its
 # banner, and a `crash` file that makes it crash after it became ready); logoff = force moves a
-# busy desktop after logoff_grace, with a warning.
-# timeout: 180
+# busy desktop after logoff_grace, with a warning in the audit log and on the desktop (the guest
+# agent's message); a version whose guest agent stops sending heartbeats fails its health check
+# and is rolled back too.
+# timeout: 240
 . "$VDI_SRC/tests/lib.sh"
 t_tmpdir
 VDID=$VDI_BIN/vdid
@@ -27,7 +29,9 @@ printf 'auth required %s passdb=%s\naccount required %s passdb=%s\n' \
 
 truncate -s 8M "$T/disk.raw"
 echo "not a kernel" >"$T/kernel"
-"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" -q >/dev/null || t_fail "import failed"
+# testdesk.hb=1: the guest agent's heartbeat every second (the stand-in reads it as testdesk does)
+"$VDICTL" image import testdesk "$T/disk.raw" --kernel "$T/kernel" --cmdline "testdesk.hb=1" -q \
+    >/dev/null || t_fail "import failed"
 
 out=$(printf '[vdid]\nstate_dir = %s/x\n[pool p]\nimage = t\nlogoff = later\n' "$T" >"$T/bad.conf"
     "$VDID" --check-config -c "$T/bad.conf" 2>&1)
@@ -223,9 +227,31 @@ printf 'banner Patched v5\n' >"$T/v5.run"
 warned() { "$VDICTL" audit tail -n 50 | grep -q "desktop.logoff-warning.*desktop=$alice"; }
 t_check "alice is warned that her desktop moves (logoff = force)" t_wait_for 30 warned
 t_check "the warning gives the grace" bash -c '"$0" audit tail -n 50 | grep "desktop.logoff-warning" | grep -q "moves to version 5 of image testdesk in 2s"' "$VDICTL"
+t_check "and reaches her desktop through its guest agent, shown for the grace" t_wait_for 5 \
+    grep -q "^TESTDESK MESSAGE secs=2 bytes=[0-9]* text=This desktop restarts in 2 s for an update. Save your work now.$" \
+    "$T/state/desktops/$alice/vmm.log"
 t_check "her viewer is disconnected after the grace" t_wait_for 15 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vnc"
 t_check "her desktop was recycled to move" \
     grep -q "desktop=$alice .*-> recycling reason=moving from version 3 to 5 of image testdesk (logoff = force, after logoff_grace)" "$T/vdid.log"
 t_check "and the rollout is done: every desktop on version 5" t_wait_for 30 \
     bash -c '[[ "$(rstate)" == "done 3 5" ]] && [ "$(versions)" = "5:4" ]'
+some=$("$VDICTL" desktops list --json --state ready | sed -n 's/^ *"id": \([0-9]*\),*$/\1/p' | head -1)
+t_check "vdictl desktops show says how the guest agent is" \
+    bash -c '"$0" desktops show "$1" | grep -q "^  agent: *testdesk v=1 heartbeat=1s caps=message$"' "$VDICTL" "$some"
+
+# ---- a version whose guest agent stops after it became ready (a hung session): no crash, no
+# exit, but no heartbeat either. The canary fails its health check and the rollout rolls back.
+kill -TERM "$vdid"
+t_wait_for 10 bash -c '! kill -0 "$1" 2>/dev/null' _ "$vdid" || t_fail "vdid did not stop"
+sed -i 's/^health_window = 2$/health_window = 10/' "$T/vdid.conf"
+start_vdid
+printf 'banner Hung v6\nwrite hang 300\n' >"$T/v6.run"
+"$VDICTL" image patch testdesk --script "$T/v6.run" >"$T/patch6.log" 2>&1 || t_fail "patch v6 failed"
+t_check "version 6 is rolled back by itself" t_wait_for 40 bash -c '[[ "$(rstate)" == "rolled-back 5 6" ]]'
+out=$("$VDICTL" image rollouts)
+echo "$out" | sed 's/^/# /'
+t_check "vdictl image rollouts says why: the canary's guest agent was lost" \
+    grep -q "last: desktop [0-9]*: guest agent lost: no heartbeat for 3 s from testdesk (one every 1 s)" <<<"$out"
+t_check "vdid logged the lost agent" grep -q "desktop=[0-9]* guest agent lost: no heartbeat" "$T/vdid.log"
+t_check "every desktop of the pool is on version 5 again" t_wait_for 15 bash -c '[ "$(versions)" = "5:4" ]'
 t_done

@@ -10,6 +10,10 @@
  *   FAKEVMM_IGNORE_SHUTDOWN=1 a hung VMM: the guest ignores the power button and the machine does
  *                             not stop on quit or at the shutdown deadline (vdid must kill it)
  *   FAKEVMM_EXIT_MS=N         the guest crashes N ms after start (`crashed` event, exit status 4)
+ *   FAKEVMM_NO_AGENT=1        the guest runs no guest agent (by default testdesk's agent is up
+ *                             from `ready`: the `agent` event, heartbeats every testdesk.hb
+ *                             seconds (default 5) in `status`, `message`s printed on stdout as
+ *                             "TESTDESK MESSAGE secs=N bytes=B text=T" the way testdesk does)
  *   FAKEVMM_TRIGGERS=1        hostile acts on request, for the jail's tests: when a file named
  *                             `alloc` appears next to the control socket, allocate and touch
  *                             FAKEVMM_ALLOC_MB MiB (default 1024) in a loop; when `syscall`
@@ -41,7 +45,10 @@
  * stdout, the data area written back to disk 0) and powers off. When the area holds a `crash`
  * file of MS milliseconds (an image version broken on purpose) it prints "TESTDESK CRASH in MS
  * ms", and MS ms after `ready` "TESTDESK CRASH now", and stops as FAKEVMM_EXIT_MS does (the
- * `crashed` event, exit status 4); as in testdesk, not in a maintenance VM (one with a bundle).
+ * `crashed` event, exit status 4); as in testdesk, not in a maintenance VM (one with a bundle). A
+ * `hang` file of MS milliseconds stops the guest agent MS ms after `ready` ("TESTDESK AGENT hang
+ * now"), and VMM_AGENT_HB_MISSED heartbeat periods later the `agent-lost` event follows, as
+ * vdi-vmm's watchdog would send it.
  *   FAKEVMM_FLOOD=1           the display does the RFB handshake itself (security None, a 0x0
  *                             ServerInit), then sends empty FramebufferUpdates (zero bytes) as
  *                             fast as the socket takes them: a source that never waits, for
@@ -117,6 +124,12 @@ struct machine {
     bool hung, paused;
     enum stop stop;
     char why[128];
+    /* The guest agent (docs/agent-protocol.md), as testdesk runs it: up from `ready`, stopped at
+     * hang_at (the `hang` file), lost VMM_AGENT_HB_MISSED heartbeats later. */
+    bool agent;                        /* the guest runs one (not with FAKEVMM_NO_AGENT) */
+    unsigned hb_s;                     /* testdesk.hb on the command line, default 5 */
+    long long agent_since, hang_after; /* ms; -1: not up yet / never */
+    long long hang_at, lost_at;        /* ms; -1: never */
 };
 
 static void stop_locked(struct machine *m, enum stop how, const char *why)
@@ -180,6 +193,45 @@ static void m_request_stop(void *ctx, const char *why)
         stop_locked(m, STOP_STOPPED, why);
     pthread_mutex_unlock(&m->lock);
 }
+static void m_agent_status(void *ctx, struct vmm_agent_status *st)
+{
+    struct machine *m = ctx;
+    long long now = now_ms();
+    pthread_mutex_lock(&m->lock);
+    st->present = true; /* vdi-vmm always gives the machine the agent's port */
+    st->connected = m->agent && m->agent_since >= 0;
+    if (st->connected) {
+        bool hung = m->hang_at >= 0 && now >= m->hang_at;
+        st->up = m->lost_at < 0 || now < m->lost_at;
+        snprintf(st->name, sizeof(st->name), "testdesk");
+        snprintf(st->caps, sizeof(st->caps), "message");
+        st->heartbeat_s = m->hb_s;
+        st->last_ms_ago =
+            (uint64_t)(hung ? now - m->hang_at : (now - m->agent_since) % (m->hb_s * 1000LL));
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+/* testdesk shows the message and prints it on serial (here: stdout, the desktop's vmm.log). */
+static int m_agent_message(void *ctx, const char *text, unsigned seconds)
+{
+    struct machine *m = ctx;
+    long long now = now_ms();
+    pthread_mutex_lock(&m->lock);
+    int err = !m->agent || m->agent_since < 0 ? -ENOTCONN : 0;
+    bool hung = m->hang_at >= 0 && now >= m->hang_at;
+    pthread_mutex_unlock(&m->lock);
+    if (err || hung)
+        return err; /* a hung agent's port takes the line; nobody reads it */
+    printf("TESTDESK MESSAGE secs=%u bytes=%zu text=", seconds, strlen(text));
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+            putchar(*p);
+        else
+            printf("\\x%02x", *p);
+    putchar('\n');
+    fflush(stdout);
+    return 0;
+}
 static const struct vmm_control_ops machine_ops = {
     .status = m_status,
     .pause = m_pause,
@@ -187,6 +239,8 @@ static const struct vmm_control_ops machine_ops = {
     .paused = m_paused,
     .power_button = m_power_button,
     .request_stop = m_request_stop,
+    .agent_status = m_agent_status,
+    .agent_message = m_agent_message,
 };
 
 /* FAKEVMM_TRIGGERS: the files the test drops into our run directory. */
@@ -259,6 +313,27 @@ static void *guest_main(void *arg)
                 m->crash_at = at;
                 m->crash_on_request = true;
             }
+            if (m->agent) {
+                char why[96];
+                m->agent_since = now;
+                snprintf(why, sizeof(why), "testdesk v=%d heartbeat=%us caps=message",
+                         VMM_AGENT_VERSION, m->hb_s);
+                vmm_control_event(m->ctl, VMM_EVENT_AGENT, why);
+                if (m->hang_after >= 0)
+                    m->hang_at = now + m->hang_after;
+            }
+        }
+        if (m->hang_at >= 0 && now >= m->hang_at && m->lost_at < 0) {
+            printf("TESTDESK AGENT hang now\n");
+            fflush(stdout);
+            m->lost_at = m->hang_at + (long long)VMM_AGENT_HB_MISSED * m->hb_s * 1000;
+        }
+        if (m->lost_at >= 0 && now >= m->lost_at && m->agent) {
+            char why[96];
+            snprintf(why, sizeof(why), "no heartbeat for %lld s from testdesk (one every %u s)",
+                     (now - m->hang_at) / 1000, m->hb_s);
+            vmm_control_event(m->ctl, VMM_EVENT_AGENT_LOST, why);
+            m->agent = false; /* said once */
         }
         if (m->crash_at >= 0 && now >= m->crash_at) {
             if (m->crash_on_request) {
@@ -275,7 +350,8 @@ static void *guest_main(void *arg)
             stop_locked(m, STOP_POWEROFF, "the guest powered off");
             break;
         }
-        const long long due[] = {m->ready_at, m->crash_at, m->poweroff_at};
+        const long long due[] = {m->ready_at, m->crash_at, m->poweroff_at,
+                                 m->lost_at < 0 ? m->hang_at : (m->agent ? m->lost_at : -1)};
         for (size_t i = 0; i < sizeof(due) / sizeof(due[0]); i++)
             if (due[i] >= 0 && due[i] < next)
                 next = due[i];
@@ -700,6 +776,7 @@ static struct tp_area area;
 static uint8_t area_buf[TP_AREA_BYTES];
 static bool area_ok;
 static long long crash_ms = -1; /* the area's `crash` file; -1: none (or not a number) */
+static long long hang_ms = -1;  /* ... its `hang` file */
 
 /* testdesk.data=N on the command line: count this boot on the user's data disk N. */
 static void data_disk_boot(const char *cmdline)
@@ -743,12 +820,19 @@ static void agent_boot(void)
         if (b)
             printf("TESTDESK BANNER %s\n", b->data);
         uint64_t ms;
-        int r = tp_crash_ms(&area, &ms, why, sizeof(why));
+        int r = tp_file_ms(&area, "crash", &ms, why, sizeof(why));
         if (r < 0)
             printf("TESTDESK FAIL crash file ignored: %s\n", why);
         if (r > 0) {
             crash_ms = (long long)ms;
             printf("TESTDESK CRASH in %lld ms\n", crash_ms);
+        }
+        r = tp_file_ms(&area, "hang", &ms, why, sizeof(why));
+        if (r < 0)
+            printf("TESTDESK FAIL hang file ignored: %s\n", why);
+        if (r > 0) {
+            hang_ms = (long long)ms;
+            printf("TESTDESK AGENT hang in %lld ms\n", hang_ms);
         }
     }
     fflush(stdout);
@@ -879,6 +963,13 @@ int main(int argc, char **argv)
     agent_boot();
     bool patching = find_bundle();
     m.crash_after_ready = patching ? -1 : crash_ms;
+    m.agent = !getenv("FAKEVMM_NO_AGENT");
+    const char *hb = cmdline ? strstr(cmdline, "testdesk.hb=") : NULL;
+    m.hb_s = hb && atoi(hb + 12) >= VMM_AGENT_HB_MIN_S && atoi(hb + 12) <= VMM_AGENT_HB_MAX_S
+                 ? (unsigned)atoi(hb + 12)
+                 : 5;
+    m.agent_since = m.hang_at = m.lost_at = -1;
+    m.hang_after = patching ? -1 : hang_ms;
     pthread_t guest, dpy;
     if (pthread_create(&guest, NULL, guest_main, &m) != 0 ||
         (dfd >= 0 && pthread_create(&dpy, NULL, display_main, &dfd) != 0)) {
