@@ -85,7 +85,7 @@ const columns = {
   desktops: ['id', 'pool', 'owner', 'state', 'image', 'image_version', 'vmm_pid', 'mac', 'ip', 'reason'],
   sessions: ['id', 'user', 'desktop', 'client', 'started'],
   images: ['name', 'current', 'versions'],
-  patches: ['id', 'image', 'state', 'base_version', 'version', 'exit', 'reason', 'started'],
+  patches: ['id', 'image', 'state', 'base_version', 'version', 'network', 'exit', 'reason', 'started'],
   rollouts: ['pool', 'image', 'from', 'to', 'state', 'wave', 'healthy', 'failed', 'desktops', 'reason'],
   audit: ['ts', 'actor', 'event', 'desktop', 'user', 'detail'],
 };
@@ -141,6 +141,14 @@ async function adminTab(tab) {
     const was = sel.value;
     sel.replaceChildren(...rows.map((i) => el('option', { value: i.name }, i.name)));
     if (was) sel.value = was;
+    // The networks a maintenance VM may join: those of the pools that have one.
+    const pools = await admin('pools.list');
+    const net = $('patch-network');
+    const netWas = net.value;
+    net.replaceChildren(net.options[0],
+      ...(pools || []).filter((p) => p.network && p.network !== 'none')
+        .map((p) => el('option', { value: p.name }, `pool ${p.name}: ${p.network}`)));
+    if (netWas) net.value = netWas;
   }
 }
 
@@ -151,6 +159,7 @@ $('patch-form').addEventListener('submit', async (ev) => {
   const out = $('patch-output');
   const args = { image: $('patch-image').value, script_text: $('patch-script').value };
   if ($('patch-notes').value) args.notes = $('patch-notes').value;
+  if ($('patch-network').value) args.network = $('patch-network').value;
   $('patch-button').disabled = true;
   out.textContent = '';
   const started = await admin('image.patch', args);

@@ -213,6 +213,23 @@ try {
   await page.click('[data-tab=images]');
   await page.locator('#patch-form').waitFor({ state: 'visible', timeout: 10000 });
   await page.selectOption('#patch-image', 'testdesk');
+  // The network field offers only the networks of pools that have one: none in this config.
+  const nets = await page.locator('#patch-network option').allTextContents();
+  check(nets.length === 1 && nets[0].startsWith('none'),
+    `the patch form's network field offers no network when no pool has one (${JSON.stringify(nets)})`);
+  // A pool without a network, given anyway (an out-of-date page), is refused by vdid, saying why.
+  await page.evaluate(() => {
+    const o = document.createElement('option');
+    o.value = 'lab';
+    o.textContent = 'pool lab';
+    document.getElementById('patch-network').append(o);
+  });
+  await page.selectOption('#patch-network', 'lab');
+  await page.fill('#patch-script', 'echo never runs\n');
+  await page.click('#patch-button');
+  await page.locator('#admin-message', { hasText: 'that pool has no network' }).waitFor({ timeout: 10000 });
+  ok('a patch on the network of a pool without one is refused with the reason');
+  await page.selectOption('#patch-network', '');
   await page.fill('#patch-script', 'echo patched from the browser\nbanner Web v2\n');
   await page.fill('#patch-notes', 'from the web view');
   await page.click('#patch-button');
