@@ -94,6 +94,7 @@ typedef struct {
     uint32_t audit_coalesce_s; /* repeated refusals within this window share a row (0: off) */
     /* The web portal (server/http.c, server/portal*.c). */
     char *web_listen;            /* HTTPS address "HOST:PORT"; NULL when "off" */
+    char *metrics_listen;        /* plain-HTTP Prometheus endpoint "HOST:PORT"; NULL when "off" */
     char *web_root;              /* portal pages (NULL: found next to vdid) */
     char *novnc_dir;             /* the noVNC package (NULL: found next to vdid) */
     uint32_t web_session_idle_s; /* a web session unused this long ends */

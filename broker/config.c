@@ -93,6 +93,7 @@ static const struct opt daemon_opts[] = {
     {"audit_coalesce", T_DURATION, CF(audit_coalesce_s), 0, "60", 0, 3600, false},
     /* The web portal (server/http.c, server/portal*.c). */
     {"web_listen", T_ADDR_OFF, CF(web_listen), 0, "0.0.0.0:8443", 0, 0, false},
+    {"metrics_listen", T_ADDR_OFF, CF(metrics_listen), 0, "127.0.0.1:9600", 0, 0, false},
     {"web_root", T_PATH, CF(web_root), 0, NULL, 0, 0, false},   /* found next to vdid */
     {"novnc_dir", T_PATH, CF(novnc_dir), 0, NULL, 0, 0, false}, /* found next to vdid */
     {"web_session_idle", T_DURATION, CF(web_session_idle_s), 0, "30m", 60, DAY, false},
@@ -573,6 +574,7 @@ void brk_config_free(brk_config_t *cfg)
     free(cfg->tls_key);
     free(cfg->pam_service);
     free(cfg->web_listen);
+    free(cfg->metrics_listen);
     free(cfg->web_root);
     free(cfg->novnc_dir);
     free_list(cfg->vmm_env, cfg->n_vmm_env);

@@ -97,6 +97,7 @@ cat <<EOF
     https://$host:${web_listen##*:}/   (accept the self-signed certificate)
 
   admin:     VDI_ADMIN_SOCKET=$run/vdid.sock $bin/vdictl status | desktops list | sessions list
+  metrics:   http://127.0.0.1:9600/metrics   (Prometheus text format, loopback only)
   stop:      Ctrl-C (desktops keep running; the next make demo re-attaches)
 
 EOF

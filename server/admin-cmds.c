@@ -410,13 +410,13 @@ static json_t *cmd_status(srv_t *s, const struct srv_caller *who, json_t *args, 
         if (st != BRK_DS_GONE)
             json_object_set_new(states, brk_desktop_state_name(st), json_integer(l.by_state[st]));
     return json_pack(
-        "{s:s, s:I, s:I, s:s, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}, s:{s:o, s:o}}",
+        "{s:s, s:I, s:I, s:s, s:i, s:i, s:i, s:o, s:i, s:{s:I, s:I, s:I, s:I, s:i}, s:{s:o, s:o}}",
         "version", VDI_VERSION, "pid", (json_int_t)getpid(), "uptime",
         (json_int_t)((vdi_now_ms() - s->started_ms) / 1000), "listen", s->cfg->listen, "rfb_port",
-        srv__gateway_port(s->gateway), "pools", (int)s->cfg->n_pools, "desktops", states,
-        "sessions", (int)sessions, "memory", "host", (json_int_t)host, "budget",
-        (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used, "free",
-        (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
+        srv__gateway_port(s->gateway), "metrics_port", srv__metrics_port(s->metrics), "pools",
+        (int)s->cfg->n_pools, "desktops", states, "sessions", (int)sessions, "memory", "host",
+        (json_int_t)host, "budget", (json_int_t)s->memory_budget, "used", (json_int_t)l.mem_used,
+        "free", (json_int_t)(s->memory_budget > l.mem_used ? s->memory_budget - l.mem_used : 0),
         "overcommit", (int)s->cfg->overcommit_pct, "preauth", "rfb",
         gate_json(srv__gateway_gate(s->gateway)), "web",
         gate_json(s->web ? (const srv_gate_t *)srv__web_gate(s->web) : NULL));

@@ -377,6 +377,8 @@ void srv__daemon_stop(srv_t *s, const char *why)
     }
     srv__web_close(s->web); /* the web portal */
     s->web = NULL;
+    srv__metrics_close(s->metrics);
+    s->metrics = NULL;
     if (s->vms_started)
         srv__vms_stop(s);
     s->vms_started = false;
@@ -425,6 +427,9 @@ int srv__daemon_run(srv_t *s)
     if (rc < 0)
         goto out;
     rc = srv__web_start(s, &s->web); /* the web portal */
+    if (rc < 0)
+        goto out;
+    rc = srv__metrics_start(s, &s->metrics); /* the Prometheus endpoint */
     if (rc < 0)
         goto out;
     rc = srv__admin_start(s, &s->admin);

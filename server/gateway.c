@@ -41,6 +41,7 @@ struct pending {
     auth_rfb_login_t *login;
     srv_gate_slot_t *slot;
     vdi_list_t link;
+    uint64_t t_conn; /* ms: accepted */
 };
 
 enum gphase {
@@ -72,8 +73,10 @@ struct gconn {
     vdi_buf_t hs;           /* VMM handshake bytes; then client bytes waiting for the splice */
     vdi_buf_t client_early; /* client bytes (ClientInit...) that came before the splice */
     int hs_state;
-    unsigned refs; /* self + tls + vmm pipe (+ refuse timer); tls and pipe become one splice */
-    uint64_t t_accept;
+    unsigned refs;      /* self + tls + vmm pipe (+ refuse timer); tls and pipe become one splice */
+    uint64_t t_conn;    /* ms: the TCP connection was accepted */
+    uint64_t t_accept;  /* ms: the login succeeded */
+    uint64_t t_desktop; /* ms: the broker handed a desktop */
 };
 
 static void gw_unref(srv_gateway_t *gw)
@@ -248,6 +251,13 @@ static void start_splice(struct gconn *c)
     c->vmm = NULL;
     c->refs--; /* the tls and pipe references are now the splice's one */
     c->phase = G_SPLICE;
+    uint64_t now = vdi_now_ms(), phase[SRV_LOGON__COUNT] = {
+                                     [SRV_LOGON_AUTH] = c->t_accept - c->t_conn,
+                                     [SRV_LOGON_DESKTOP] = c->t_desktop - c->t_accept,
+                                     [SRV_LOGON_DISPLAY] = now - c->t_desktop,
+                                     [SRV_LOGON_TOTAL] = now - c->t_conn,
+                                 };
+    srv__metrics_logon(c->gw->s, phase);
     VDI_LOG_INFO("user=%s desktop=%" PRId64 " peer=%s connected (%" PRIu64 " ms after accept)",
                  c->id->username, c->desktop, c->peer, vdi_now_ms() - c->t_accept);
     /* Bytes the display sent past SecurityResult (none for a conforming server) go first, then
@@ -433,7 +443,9 @@ static void on_desktop(int status, srv_vm_t *vm, const char *msg, void *ctx)
 {
     struct gconn *c = ctx;
     c->blogin = NULL;
+    c->t_desktop = vdi_now_ms();
     if (status < 0) {
+        srv__metrics_count(c->gw->s, SRV_METRIC_LOGON_REFUSED);
         brk_store_audit_repeated(c->gw->s->store, NULL, "login.refused", c->id->username, c->peer,
                                  msg);
         refuse(c, msg);
@@ -465,6 +477,7 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
     VDI_UNUSED(l);
     vdi_list_remove(&p->link);
     srv__gate_release(p->slot); /* logged in, or gone: no longer a connection before login */
+    uint64_t t_conn = p->t_conn;
     free(p);
     if (status < 0 || gw->closing) {
         if (status == 0) {
@@ -475,6 +488,7 @@ static void on_login(auth_rfb_login_t *l, int status, auth_rfb_login_result_t *r
         return;
     }
     struct gconn *c = vdi_xcalloc(1, sizeof(*c));
+    c->t_conn = t_conn;
     c->gw = gw; /* the pending's reference on gw passes to the connection */
     c->tls = res->tls;
     c->id = res->id;
@@ -509,6 +523,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct pending *p = vdi_xcalloc(1, sizeof(*p));
     p->gw = gw;
     p->slot = slot;
+    p->t_conn = vdi_now_ms();
     rc = auth_rfb_login_start(gw->s->auth, tcp, on_login, p, &p->login);
     if (rc < 0) {
         VDI_LOG_WARN_RL("accept: %s", vdi_strerror(rc));
@@ -534,6 +549,10 @@ static void on_audit(const auth_audit_event_t *ev, void *ctx)
              ev->reason ? ev->reason : "");
     /* Failures and refusals come as fast as a client sends them: coalesced per user and
      * address. A success or a lockout starting is one row each. */
+    if (ev->kind == AUTH_AUDIT_LOGIN_FAILED)
+        srv__metrics_count(s, SRV_METRIC_AUTH_FAILED);
+    else if (ev->kind == AUTH_AUDIT_LOCKOUT)
+        srv__metrics_count(s, SRV_METRIC_AUTH_LOCKOUT);
     if (ev->kind == AUTH_AUDIT_LOGIN_FAILED || ev->kind == AUTH_AUDIT_LOCKED)
         brk_store_audit_repeated(s->store, "auth", kinds[ev->kind], ev->username, ev->peer, detail);
     else

@@ -136,13 +136,14 @@ typedef struct srv {
     uint64_t rollout_stepped;     /* ms: when the rollouts last advanced */
     uint64_t rollout_gen;         /* bumped at each rollback: older reads are stale */
     srv_gateway_t *gateway;
-    struct srv_web *web;      /* the web portal (internal-web.h); NULL when web_listen = off */
-    vdi_list_t vms;           /* srv_vm_t: every desktop that is not gone or failed */
-    vdi_list_t logins;        /* srv_login_t waiting for a desktop */
-    uv_timer_t tick_timer;    /* supervisor.c: deadlines, retries, polls, spares */
-    uv_timer_t connect_timer; /* supervisor.c: the next VMM control-socket connect that is due */
-    uint64_t connect_due;     /* ms: when connect_timer fires (0: not armed) */
-    uv_timer_t deliver_timer; /* login.c: login results, delivered from the loop */
+    struct srv_web *web;         /* the web portal (internal-web.h); NULL when web_listen = off */
+    struct srv_metrics *metrics; /* metrics.c: NULL when metrics_listen = off (or not bound) */
+    vdi_list_t vms;              /* srv_vm_t: every desktop that is not gone or failed */
+    vdi_list_t logins;           /* srv_login_t waiting for a desktop */
+    uv_timer_t tick_timer;       /* supervisor.c: deadlines, retries, polls, spares */
+    uv_timer_t connect_timer;    /* supervisor.c: the next VMM control-socket connect that is due */
+    uint64_t connect_due;        /* ms: when connect_timer fires (0: not armed) */
+    uv_timer_t deliver_timer;    /* login.c: login results, delivered from the loop */
     uint64_t last_spares;
     uint64_t *spare_retry_at; /* per pool (config order): no new spare before this (ms) */
     bool spares_wanted;
@@ -232,6 +233,33 @@ const srv_gate_t *srv__gateway_gate(const srv_gateway_t *gw);
 int srv__vms_start(srv_t *s);
 /* Stop following the VMMs (they keep running) and fail waiting logins. */
 void srv__vms_stop(srv_t *s);
+/* ---- metrics.c: the Prometheus endpoint (docs/metrics.md) ---------------------------------------- */
+typedef struct srv_metrics srv_metrics_t;
+enum srv_logon_phase {
+    SRV_LOGON_AUTH,    /* TCP accept to the password checked */
+    SRV_LOGON_DESKTOP, /* then a desktop: placement, clone, boot (or a spare at once) */
+    SRV_LOGON_DISPLAY, /* then the desktop's RFB handshake, up to the splice */
+    SRV_LOGON_TOTAL,
+    SRV_LOGON__COUNT,
+};
+enum srv_metric {
+    SRV_METRIC_LOGONS, /* counted by srv__metrics_logon() */
+    SRV_METRIC_LOGON_REFUSED,
+    SRV_METRIC_AUTH_FAILED,
+    SRV_METRIC_AUTH_LOCKOUT,
+    SRV_METRIC__COUNT,
+};
+/* Listen on [vdid] metrics_listen (NULL *out when off, or when the address cannot be bound: that
+ * is logged, not fatal). Returns 0 or VDI_ECONFIG. Thread: loop. */
+int srv__metrics_start(srv_t *s, srv_metrics_t **out);
+void srv__metrics_close(srv_metrics_t *m); /* NULL is fine; frees it once its handles closed */
+int srv__metrics_port(const srv_metrics_t *m);
+/* One successful RFB logon's phases in ms; a count of @c. No-ops while metrics are off. */
+void srv__metrics_logon(srv_t *s, const uint64_t ms[SRV_LOGON__COUNT]);
+void srv__metrics_count(srv_t *s, enum srv_metric c);
+/* Append the exposition text to @b (s->metrics must be set). 0 or a store error. */
+int srv__metrics_render(srv_t *s, vdi_buf_t *b);
+
 srv_vm_t *srv__vm_find(srv_t *s, int64_t id);
 /* What the desktop's VMM last said of its guest agent ("" before anything), and whether it is up
  * (*up). Valid until the next loop turn. */
