@@ -77,6 +77,7 @@ struct gconn {
     uint64_t t_conn;    /* ms: the TCP connection was accepted */
     uint64_t t_accept;  /* ms: the login succeeded */
     uint64_t t_desktop; /* ms: the broker handed a desktop */
+    srv_rfbin_t rfbin;  /* the viewer's messages, from ClientInit on (idle_timeout) */
 };
 
 static void gw_unref(srv_gateway_t *gw)
@@ -176,10 +177,11 @@ static void on_splice_end(void *ctx, enum srv_splice_end why, int err)
     conn_close(c, reasons[why]);
 }
 
-static void on_client_input(void *ctx)
+/* Only a person's input keeps the session from its idle_timeout, not update requests. */
+static void on_client_input(void *ctx, const uint8_t *data, size_t len)
 {
     struct gconn *c = ctx;
-    if (c->se)
+    if (srv__rfbin_feed(&c->rfbin, data, len) && c->se)
         srv__session_activity(c->se);
 }
 
@@ -251,6 +253,7 @@ static void start_splice(struct gconn *c)
     c->vmm = NULL;
     c->refs--; /* the tls and pipe references are now the splice's one */
     c->phase = G_SPLICE;
+    srv__rfbin_init(&c->rfbin, 1); /* ClientInit comes first (client_early) */
     uint64_t now = vdi_now_ms(), phase[SRV_LOGON__COUNT] = {
                                      [SRV_LOGON_AUTH] = c->t_accept - c->t_conn,
                                      [SRV_LOGON_DESKTOP] = c->t_desktop - c->t_accept,

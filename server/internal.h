@@ -81,8 +81,8 @@ typedef struct {
      * more is read from either side; the owner calls srv__splice_close() (from here or later).
      * Runs at most once, possibly from inside a srv__splice_* call. */
     void (*end)(void *ctx, enum srv_splice_end why, int err);
-    /* Optional. Bytes came from the client (idle timeouts). */
-    void (*client_input)(void *ctx);
+    /* Optional. Bytes came from the client (@data, @len: borrowed), before any framing hook. */
+    void (*client_input)(void *ctx, const uint8_t *data, size_t len);
     /* Framing of the client side: both or neither. from_client gets what the client sent
      * (borrowed) and passes the payload on with srv__splice_to_display(); from_display gets what
      * the display sent (borrowed) and sends it framed with srv__splice_to_client(). Each returns
@@ -233,6 +233,24 @@ const srv_gate_t *srv__gateway_gate(const srv_gateway_t *gw);
 int srv__vms_start(srv_t *s);
 /* Stop following the VMMs (they keep running) and fail waiting logins. */
 void srv__vms_stop(srv_t *s);
+/* ---- rfb-input.c: which of a viewer's RFB bytes are a person's input (idle_timeout) --------- */
+typedef struct {
+    uint8_t hdr[12]; /* the current message's first bytes */
+    size_t have;     /* ... how many */
+    uint64_t skip;   /* bytes still to pass over (a handshake, the rest of a message) */
+    bool lost;       /* a message type we cannot frame came: everything counts from then on */
+    bool have_ptr;   /* the last pointer event: */
+    uint16_t px, py;
+    uint8_t pb;
+} srv_rfbin_t;
+/* Start on a stream whose first @handshake bytes are not messages (the gateway splices from
+ * ClientInit on: 1; the browser console from the protocol version on: 12 + 1 + 1). */
+void srv__rfbin_init(srv_rfbin_t *f, size_t handshake);
+/* Follow @len more bytes; true when they finished a key event, a pointer event that moved or
+ * clicked, a cut text or a QEMU key event (or when the framing was lost). Thread: any (one
+ * stream each). */
+bool srv__rfbin_feed(srv_rfbin_t *f, const uint8_t *data, size_t len);
+
 /* ---- metrics.c: the Prometheus endpoint (docs/metrics.md) ---------------------------------------- */
 typedef struct srv_metrics srv_metrics_t;
 enum srv_logon_phase {

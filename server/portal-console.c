@@ -41,6 +41,7 @@ struct srv_console {
     char web_session[40];
     char peer[64];
     srv_session_t *se;
+    srv_rfbin_t rfbin; /* noVNC's RFB bytes, from the protocol version on (idle_timeout) */
     uv_timer_t *timer;
     auth_tls_t *tls; /* until the splice takes it over */
     srv_ws_t *ws;
@@ -168,7 +169,8 @@ static void ws_message(void *ctx, const uint8_t *data, size_t n)
     struct srv_console *c = ctx;
     if (c->state != C_SPLICE || n == 0)
         return;
-    if (c->se)
+    /* Only a person's input keeps the session from its idle_timeout, not update requests. */
+    if (srv__rfbin_feed(&c->rfbin, data, n) && c->se)
         srv__session_activity(c->se);
     srv__splice_to_display(c->splice, data, n); /* a failure ends the splice: on_splice_end */
 }
@@ -252,6 +254,9 @@ static void on_vmm_connect(uv_connect_t *req, int status)
     c->vmm = NULL;
     c->refs--; /* the tls and vmm references are now the splice's one */
     c->state = C_SPLICE;
+    /* noVNC does the display's handshake itself: "RFB 003.008\n", security type None, then
+     * ClientInit; messages follow. */
+    srv__rfbin_init(&c->rfbin, 12 + 1 + 1);
     VDI_LOG_INFO("user=%s desktop=%" PRId64 " peer=%s browser console connected", c->user,
                  c->desktop, c->peer);
     if (c->early.len) {

@@ -111,7 +111,7 @@ void srv__splice_client_bytes(srv_splice_t *sp, const uint8_t *data, size_t len)
     if (sp->ended || len == 0)
         return;
     if (sp->ops->client_input)
-        sp->ops->client_input(sp->ctx);
+        sp->ops->client_input(sp->ctx, data, len);
     if (sp->ended)
         return;
     if (!sp->ops->from_client) {

@@ -157,6 +157,16 @@ start=$(date +%s)
 login carol --hold 8000
 t_check "an idle viewer is disconnected before it would have left" test $(( $(date +%s) - start )) -lt 7
 t_check "its session ended for being idle" bash -c '"$1" sessions list --all | grep -q "idle timeout"' _ "$VDICTL"
+# ... and so is one that keeps asking for the screen (every viewer does) but sends no input:
+# update requests are not a person at the keyboard
+idle_before=$("$VDICTL" sessions list --all | grep -c "idle timeout")
+start=$(date +%s)
+login carol --watch 8000
+t_check "a viewer that only requests updates is disconnected at its idle timeout" \
+    test $(( $(date +%s) - start )) -lt 7
+t_check "it got frames until then" grep -q "frames=[1-9]" <<<"$out"
+t_check "its session ended for being idle too" \
+    test "$("$VDICTL" sessions list --all | grep -c "idle timeout")" -gt "$idle_before"
 
 # ---- a dedicated desktop whose VMM dies is started again on its own disk at the next login
 pc=$(dfield "$dc" vmm_pid)
