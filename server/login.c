@@ -36,6 +36,7 @@ struct srv_session {
     void *ctx;
     uint64_t last_input;
     bool kicked;
+    bool idle_warned; /* the idle warning went to the desktop since the last input */
 };
 
 /* ---- logins ---------------------------------------------------------------------------------- */
@@ -290,6 +291,15 @@ void srv__session_close(srv_session_t *se, const char *reason)
 void srv__session_activity(srv_session_t *se)
 {
     se->last_input = vdi_now_ms();
+    se->idle_warned = false;
+}
+
+/* How long before an idle timeout of @idle_s seconds the user is warned: a quarter of it, at
+ * most a minute, in ms. */
+static uint64_t idle_warn_ms(uint32_t idle_s)
+{
+    uint64_t q = (uint64_t)idle_s * 1000 / 4;
+    return q < 60000 ? q : 60000;
 }
 
 int srv__session_kick(srv_t *s, int64_t id, const char *reason)
@@ -314,7 +324,23 @@ void srv__sessions_tick(srv_t *s, uint64_t now)
         const brk_pool_config_t *p = srv__desktop_pool(vm);
         if (!se || se->kicked || !p || !p->idle_timeout_s)
             continue;
-        if (now - se->last_input >= (uint64_t)p->idle_timeout_s * 1000) {
+        uint64_t idle_ms = (uint64_t)p->idle_timeout_s * 1000,
+                 warn = idle_warn_ms(p->idle_timeout_s);
+        if (!se->idle_warned && now - se->last_input >= idle_ms - warn) {
+            /* On the desktop itself, through its guest agent: the viewer shows what it shows. */
+            char text[160];
+            unsigned secs = (unsigned)((warn + 999) / 1000);
+            snprintf(text, sizeof(text),
+                     "No input for a while: this session closes in %u s unless you use it. Your "
+                     "desktop keeps running.",
+                     secs);
+            se->idle_warned = true;
+            int err = srv__vmmctl_message(vm->ctl, text, secs ? secs : 1);
+            if (err < 0)
+                VDI_LOG_DEBUG("desktop=%" PRId64 " idle warning not sent: %s", vm->id,
+                              vdi_strerror(err));
+        }
+        if (now - se->last_input >= idle_ms) {
             brk_store_audit(s->store, NULL, "session.idle", vm->id, vm->owner, NULL);
             session_kick(se, "idle timeout");
         }

@@ -167,6 +167,9 @@ t_check "a viewer that only requests updates is disconnected at its idle timeout
 t_check "it got frames until then" grep -q "frames=[1-9]" <<<"$out"
 t_check "its session ended for being idle too" \
     test "$("$VDICTL" sessions list --all | grep -c "idle timeout")" -gt "$idle_before"
+t_check "the user was warned on the desktop first, through its guest agent" \
+    grep -q "^TESTDESK MESSAGE secs=1 bytes=[0-9]* text=No input for a while: this session closes in 1 s unless you use it" \
+    "$T/state/desktops/$(owner_desktop carol)/vmm.log"
 
 # ---- a dedicated desktop whose VMM dies is started again on its own disk at the next login
 pc=$(dfield "$dc" vmm_pid)
